@@ -1,0 +1,16 @@
+#pragma once
+// The subcommands of the `lacuna` tool. Each returns the process exit code.
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+namespace lacuna::cli {
+
+void add_info_command(CLI::App& app, int& exit_code);
+void add_cpuinfo_command(CLI::App& app, int& exit_code);
+void add_demo_command(CLI::App& app, int& exit_code);
+
+// Prints the per-tensor table of an open model file; shared by `info` and `demo`.
+int print_model_info(const std::string& path, bool verify_checksums);
+
+}  // namespace lacuna::cli

@@ -1,0 +1,81 @@
+#include "sparse/convert.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "sparse/error.h"
+#include "sparse/format-internal.h"
+
+namespace lacuna {
+
+Tensor pack(const Tensor& dense, Format format, BlockShape block) {
+  const TensorDesc& d = dense.desc();
+  if (d.format != Format::dense) throw Error(std::string("pack: source is ") + format_name(d.format) + ", not dense");
+  if (format != Format::dense && d.ndim != 2)
+    throw Error(std::string("pack: ") + format_name(format) + " needs a 2-D tensor, not " + d.shape_string());
+  switch (format) {
+    case Format::dense: return dense;
+    case Format::csr: return detail::pack_csr(dense);
+    case Format::bitmap: return detail::pack_bitmap(dense);
+    case Format::bsr: return detail::pack_bsr(dense, block);
+  }
+  throw Error("pack: unknown format");
+}
+
+Tensor unpack(const Tensor& t) {
+  switch (t.desc().format) {
+    case Format::dense: return t;
+    case Format::csr: return detail::unpack_csr(t);
+    case Format::bitmap: return detail::unpack_bitmap(t);
+    case Format::bsr: return detail::unpack_bsr(t);
+  }
+  throw Error("unpack: unknown format");
+}
+
+std::string check_payload(const Tensor& t) {
+  if (t.desc().dtype == DType::int8) {
+    const float* scales = t.section<float>(Section::scales);
+    for (uint64_t r = 0; r < t.desc().rows(); ++r)
+      if (!std::isfinite(scales[r]) || scales[r] < 0.0f)
+        return "int8 scale of row " + std::to_string(r) + " is " + std::to_string(scales[r]);
+  }
+  switch (t.desc().format) {
+    case Format::dense: return "";
+    case Format::csr: return detail::check_csr(t);
+    case Format::bitmap: return detail::check_bitmap(t);
+    case Format::bsr: return detail::check_bsr(t);
+  }
+  return "unknown format";
+}
+
+namespace detail {
+
+Tensor dense_like(const Tensor& t) {
+  TensorDesc d = t.desc();
+  d.format = Format::dense;
+  d.nnz = 0;
+  d.block_rows = d.block_cols = 1;
+  Tensor out = Tensor::allocate(d);
+  copy_scales(t, out);
+  return out;
+}
+
+void copy_scales(const Tensor& from, Tensor& to) {
+  if (from.desc().dtype != DType::int8) return;
+  const float* src = from.section<float>(Section::scales);
+  std::copy(src, src + from.desc().rows(), to.mutable_section<float>(Section::scales));
+}
+
+std::string check_row_ptr(const uint64_t* ptr, uint64_t count, uint64_t total, const char* what) {
+  if (ptr[0] != 0) return std::string(what) + " pointer 0 is " + std::to_string(ptr[0]) + ", not 0";
+  for (uint64_t i = 0; i < count; ++i)
+    if (ptr[i + 1] < ptr[i] || ptr[i + 1] > total)
+      return std::string(what) + " pointer " + std::to_string(i + 1) + " (" + std::to_string(ptr[i + 1]) +
+             ") is out of order or past " + std::to_string(total);
+  if (ptr[count] != total)
+    return std::string(what) + " pointers end at " + std::to_string(ptr[count]) + ", not at the stored count " + std::to_string(total);
+  return "";
+}
+
+}  // namespace detail
+}  // namespace lacuna

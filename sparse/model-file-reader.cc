@@ -1,0 +1,161 @@
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "sparse/convert.h"
+#include "sparse/error.h"
+#include "sparse/model-file-layout.h"
+#include "sparse/model-file.h"
+
+namespace lacuna {
+namespace fl = file_layout;
+namespace {
+
+std::string hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+struct Mapping {
+  void* base = MAP_FAILED;
+  size_t bytes = 0;
+  ~Mapping() {
+    if (base != MAP_FAILED) munmap(base, bytes);
+  }
+};
+
+std::shared_ptr<Mapping> map_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(path + ": not a regular file");
+  }
+  auto m = std::make_shared<Mapping>();
+  m->bytes = static_cast<size_t>(st.st_size);
+  if (m->bytes >= sizeof(fl::Header)) {
+    m->base = mmap(nullptr, m->bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+    const int err = errno;
+    ::close(fd);
+    if (m->base == MAP_FAILED) throw Error(path + ": cannot map " + std::to_string(m->bytes) + " bytes: " + std::strerror(err));
+  } else {
+    ::close(fd);
+  }
+  return m;
+}
+
+struct Span {
+  uint64_t begin, end;
+  std::string what;
+};
+
+}  // namespace
+
+ModelFile ModelFile::open(const std::string& path, const OpenOptions& options) {
+  auto mapping = map_file(path);
+  const size_t size = mapping->bytes;
+  auto fail = [&](const std::string& what) -> Error { return Error(path + ": " + what); };
+  if (size < sizeof(fl::Header))
+    throw fail("file is " + std::to_string(size) + " bytes, shorter than the " + std::to_string(sizeof(fl::Header)) +
+               "-byte header: truncated or not a .lacuna file");
+  const auto* base = static_cast<const std::byte*>(mapping->base);
+  fl::Header h;
+  std::memcpy(&h, base, sizeof h);
+  if (std::memcmp(h.magic, fl::kMagic, sizeof h.magic) != 0) throw fail("not a .lacuna file (wrong magic bytes)");
+  if (h.version > fl::kVersion)
+    throw fail("format version " + std::to_string(h.version) + " is newer than this build reads (" + std::to_string(fl::kVersion) +
+               "); upgrade Lacuna");
+  if (h.version == 0) throw fail("format version 0 is not valid");
+  const uint64_t header_sum = XXH3_64bits(base, offsetof(fl::Header, header_checksum));
+  if (header_sum != h.header_checksum)
+    throw fail("header checksum mismatch (stored " + hex(h.header_checksum) + ", computed " + hex(header_sum) + "): the header is corrupted");
+  if (h.header_bytes != sizeof(fl::Header)) throw fail("header size " + std::to_string(h.header_bytes) + " is not 128");
+  if (h.file_bytes > size)
+    throw fail("file is truncated: the header says " + std::to_string(h.file_bytes) + " bytes, the file has " + std::to_string(size));
+  if (h.file_bytes < size)
+    throw fail("file has " + std::to_string(size - h.file_bytes) + " unexpected bytes after its end (" + std::to_string(h.file_bytes) + ")");
+
+  std::vector<Span> spans{{0, sizeof(fl::Header), "the header"}};
+  auto check_region = [&](const fl::Region& r, const std::string& what, uint64_t align, bool is_payload) {
+    if (r.offset > size || r.bytes > size - r.offset)
+      throw fail(what + " at offset " + std::to_string(r.offset) + " with " + std::to_string(r.bytes) + " bytes lies past the end of the file (" +
+                 std::to_string(size) + " bytes)");
+    if (r.offset % align != 0) throw fail(what + " at offset " + std::to_string(r.offset) + " is not " + std::to_string(align) + "-byte aligned");
+    if (options.verify_checksums || !is_payload) {
+      const uint64_t sum = XXH3_64bits(base + r.offset, r.bytes);
+      if (sum != r.checksum)
+        throw fail(what + ": checksum mismatch (stored " + hex(r.checksum) + ", computed " + hex(sum) + "): the data is corrupted");
+    }
+    if (r.bytes) spans.push_back({r.offset, r.offset + r.bytes, what});
+  };
+  check_region(h.metadata, "metadata", fl::kPayloadAlign, false);
+  check_region(h.tokenizer, "tokenizer", fl::kPayloadAlign, false);
+  check_region(h.table, "tensor table", fl::kPayloadAlign, false);
+  if (h.tensor_count > fl::kMaxTensors) throw fail("tensor count " + std::to_string(h.tensor_count) + " is over the limit");
+  const uint64_t records_bytes = uint64_t{h.tensor_count} * sizeof(fl::TensorRecord);
+  if (records_bytes > h.table.bytes)
+    throw fail("tensor table of " + std::to_string(h.table.bytes) + " bytes cannot hold " + std::to_string(h.tensor_count) + " records");
+  const auto* pool = reinterpret_cast<const char*>(base + h.table.offset + records_bytes);
+  const uint64_t pool_bytes = h.table.bytes - records_bytes;
+
+  ModelFile mf;
+  mf.path_ = path;
+  mf.version_ = h.version;
+  mf.file_bytes_ = h.file_bytes;
+  mf.metadata_ = std::string_view(reinterpret_cast<const char*>(base + h.metadata.offset), h.metadata.bytes);
+  mf.tokenizer_ = std::span<const std::byte>(base + h.tokenizer.offset, h.tokenizer.bytes);
+  mf.tensors_.reserve(h.tensor_count);
+  for (uint32_t i = 0; i < h.tensor_count; ++i) {
+    fl::TensorRecord r;
+    std::memcpy(&r, base + h.table.offset + i * sizeof(fl::TensorRecord), sizeof r);
+    const std::string index = "tensor #" + std::to_string(i);
+    if (r.name_bytes == 0 || r.name_bytes > fl::kMaxNameBytes || r.name_offset > pool_bytes || r.name_bytes > pool_bytes - r.name_offset)
+      throw fail(index + ": name lies outside the name pool");
+    std::string name(pool + r.name_offset, r.name_bytes);
+    const std::string what = "tensor '" + name + "' (#" + std::to_string(i) + ")";
+    if (name.find('\0') != std::string::npos) throw fail(what + ": name holds a NUL byte");
+    if (!format_is_valid(r.format)) throw fail(what + ": unknown format code " + std::to_string(r.format));
+    if (!dtype_is_valid(r.dtype)) throw fail(what + ": unknown dtype code " + std::to_string(r.dtype));
+    TensorDesc d;
+    d.format = static_cast<Format>(r.format);
+    d.dtype = static_cast<DType>(r.dtype);
+    d.ndim = r.ndim;
+    for (size_t k = 0; k < kMaxDims; ++k) d.shape[k] = r.shape[k];
+    d.nnz = r.nnz;
+    d.block_rows = r.block_rows;
+    d.block_cols = r.block_cols;
+    if (std::string why = check_desc(d); !why.empty()) throw fail(what + ": " + why);
+    const uint64_t expected = payload_layout(d).total_bytes;
+    if (r.payload.bytes != expected)
+      throw fail(what + ": payload is " + std::to_string(r.payload.bytes) + " bytes, its description (" + format_name(d.format) + " " +
+                 dtype_name(d.dtype) + " " + d.shape_string() + ") needs " + std::to_string(expected));
+    check_region(r.payload, what, fl::kPayloadAlign, true);
+    if (!mf.by_name_.emplace(name, i).second) throw fail(what + ": name is used twice");
+    mf.tensors_.push_back(TensorEntry{name, Tensor::wrap(d, base + r.payload.offset, mapping), r.payload.offset, r.payload.checksum});
+  }
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < spans.size(); ++i)
+    if (spans[i].begin < spans[i - 1].end) throw fail(spans[i].what + " overlaps " + spans[i - 1].what);
+  // Index arrays are read only once every payload is known to be its own, in range and intact.
+  for (size_t i = 0; i < mf.tensors_.size(); ++i)
+    if (std::string why = check_payload(mf.tensors_[i].tensor); !why.empty())
+      throw fail("tensor '" + mf.tensors_[i].name + "' (#" + std::to_string(i) + "): " + why);
+  mf.mapping_ = std::move(mapping);
+  return mf;
+}
+
+const TensorEntry* ModelFile::find(std::string_view name) const {
+  auto it = by_name_.find(std::string(name));
+  return it == by_name_.end() ? nullptr : &tensors_[it->second];
+}
+
+}  // namespace lacuna

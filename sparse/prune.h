@@ -1,0 +1,24 @@
+#pragma once
+// Pruning helpers on row-major f32 [rows, cols] weights, in place. They zero
+// weights; storing them sparsely is convert.h's job. Ties are broken by
+// position (earlier columns are pruned first), so results are deterministic.
+#include <cstddef>
+
+namespace lacuna {
+
+enum class PruneScope { per_row, per_tensor };
+
+// Zeroes the round(sparsity * count) smallest |w| of each row (per_row) or of
+// the whole matrix (per_tensor). sparsity is in [0, 1].
+void prune_magnitude(float* w, size_t rows, size_t cols, double sparsity, PruneScope scope);
+
+// N:M: in every run of m consecutive weights of a row keep the n largest |w|
+// (2:4 is the common case). A row's last, shorter run keeps min(n, its length).
+void prune_n_m(float* w, size_t rows, size_t cols, size_t n, size_t m);
+
+// Zeroes the round(sparsity * blocks) block_rows x block_cols blocks with the
+// smallest L2 norm (edge blocks count only their in-range weights), so the
+// result stores well as bsr with the same block shape.
+void prune_blocks(float* w, size_t rows, size_t cols, size_t block_rows, size_t block_cols, double sparsity);
+
+}  // namespace lacuna

@@ -1,0 +1,67 @@
+#include "sparse/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "sparse/convert.h"
+#include "sparse/element.h"
+#include "sparse/error.h"
+
+namespace lacuna {
+
+Tensor quantize(const float* w, const TensorDesc& shape_and_dtype) {
+  TensorDesc d = shape_and_dtype;
+  d.format = Format::dense;
+  d.nnz = 0;
+  Tensor t = Tensor::allocate(d);
+  const size_t rows = d.rows(), cols = d.cols();
+  switch (d.dtype) {
+    case DType::f32:
+      std::copy(w, w + rows * cols, t.mutable_section<float>(Section::values));
+      break;
+    case DType::bf16: {
+      uint16_t* out = t.mutable_section<uint16_t>(Section::values);
+      for (size_t i = 0; i < rows * cols; ++i) out[i] = f32_to_bf16(w[i]);
+      break;
+    }
+    case DType::int8: {
+      int8_t* out = t.mutable_section<int8_t>(Section::values);
+      float* scales = t.mutable_section<float>(Section::scales);
+      for (size_t r = 0; r < rows; ++r) {
+        const float* row = w + r * cols;
+        float amax = 0.0f;
+        for (size_t c = 0; c < cols; ++c) amax = std::isfinite(row[c]) ? std::max(amax, std::fabs(row[c])) : INFINITY;
+        if (!std::isfinite(amax)) throw Error("cannot quantise row " + std::to_string(r) + " to int8: it holds a non-finite value");
+        const float scale = amax / 127.0f;
+        scales[r] = scale;
+        const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        for (size_t c = 0; c < cols; ++c)
+          out[r * cols + c] = static_cast<int8_t>(std::clamp(std::nearbyint(row[c] * inv), -127.0f, 127.0f));
+      }
+      break;
+    }
+  }
+  return t;
+}
+
+Tensor quantize_matrix(const float* w, size_t rows, size_t cols, DType dtype) {
+  return quantize(w, TensorDesc::matrix(Format::dense, dtype, rows, cols));
+}
+
+std::vector<float> dequantize(const Tensor& t) {
+  const Tensor dense = t.desc().format == Format::dense ? t : unpack(t);
+  const size_t rows = dense.desc().rows(), cols = dense.desc().cols();
+  std::vector<float> out(rows * cols);
+  visit_dtype(dense.desc().dtype, [&]<class E>(E) {
+    const auto* v = dense.section<typename E::type>(Section::values);
+    for (size_t i = 0; i < rows * cols; ++i) out[i] = E::to_f32(v[i]);
+  });
+  if (dense.desc().dtype == DType::int8) {
+    const float* scales = dense.section<float>(Section::scales);
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t c = 0; c < cols; ++c) out[r * cols + c] *= scales[r];
+  }
+  return out;
+}
+
+}  // namespace lacuna

@@ -1,0 +1,103 @@
+// The `lacuna` tool as a user runs it: exit codes and messages.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "sparse/model-file.h"
+#include "sparse/quantize.h"
+
+namespace lacuna {
+namespace {
+
+struct CliRun {
+  int exit_code;
+  std::string output;  // stdout and stderr
+};
+
+// Runs `lacuna ARGS` with optional environment assignments ("NAME=value ").
+CliRun run(const std::string& args, const std::string& env = "") {
+  const std::string cmd = env + LACUNA_CLI_PATH + " " + args + " 2>&1";
+  std::FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  while (size_t got = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), got);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+}
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("lacuna-cli-" + std::to_string(::getpid()) + "-" + name)).string();
+}
+
+TEST(Cli, InfoListsTensorsOfAGoodFile) {
+  const std::string path = temp_path("good.lacuna");
+  {
+    ModelFileWriter w(path, R"({"architecture":"test"})");
+    std::vector<float> v(64 * 64, 0.5f);
+    w.add("blk.0.w", quantize_matrix(v.data(), 64, 64, DType::bf16));
+    w.finish();
+  }
+  const CliRun r = run("info " + path);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("blk.0.w"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("64x64"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\"architecture\":\"test\""), std::string::npos) << r.output;
+
+  // Truncated and corrupted copies: a clear error and a non-zero exit, never a crash.
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string bad = temp_path("bad.lacuna");
+  for (size_t cut : {size_t{0}, size_t{100}, bytes.size() / 2, bytes.size() - 1}) {
+    std::ofstream(bad, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(cut));
+    const CliRun t = run("info " + bad);
+    EXPECT_EQ(t.exit_code, 1) << t.output;
+    EXPECT_NE(t.output.find("lacuna: error: " + bad), std::string::npos) << t.output;
+    EXPECT_NE(t.output.find("truncated"), std::string::npos) << t.output;
+  }
+  std::string flipped = bytes;
+  flipped[flipped.size() - 200] ^= 0x10;
+  std::ofstream(bad, std::ios::binary | std::ios::trunc).write(flipped.data(), static_cast<std::streamsize>(flipped.size()));
+  const CliRun c = run("info " + bad);
+  EXPECT_EQ(c.exit_code, 1) << c.output;
+  EXPECT_NE(c.output.find("checksum mismatch"), std::string::npos) << c.output;
+  std::filesystem::remove(path);
+  std::filesystem::remove(bad);
+}
+
+TEST(Cli, MissingFileAndBadArguments) {
+  CliRun r = run("info /nonexistent/x.lacuna");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("cannot open"), std::string::npos) << r.output;
+  r = run("info");
+  EXPECT_NE(r.exit_code, 0);
+  r = run("no-such-command");
+  EXPECT_NE(r.exit_code, 0);
+}
+
+TEST(Cli, CpuinfoShowsDispatchAndHonoursMaxIsa) {
+  CliRun r = run("cpuinfo");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("lacuna_spmm_bitmap_bf16_ukernel__"), std::string::npos) << r.output;
+  r = run("cpuinfo", "LACUNA_MAX_ISA=avx2 ");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("cap avx2, from LACUNA_MAX_ISA"), std::string::npos) << r.output;
+  r = run("cpuinfo", "LACUNA_MAX_ISA=bogus ");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("LACUNA_MAX_ISA='bogus' is not one of"), std::string::npos) << r.output;
+}
+
+TEST(Cli, DemoRunsAndEveryKernelMatches) {
+  const std::string path = temp_path("demo.lacuna");
+  const CliRun r = run("demo --rows 40 --cols 130 -n 3 --out " + path);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("every kernel matches the dense product"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("s90.bitmap.int8"), std::string::npos) << r.output;
+  std::filesystem::remove(path);
+}
+
+}  // namespace
+}  // namespace lacuna

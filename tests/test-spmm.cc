@@ -1,0 +1,150 @@
+// Every microkernel of the list against an independent dense product, and the
+// dispatcher at every ISA level this machine has.
+#include <gtest/gtest.h>
+
+#include "kernels/spmm-ukernels.h"
+#include "sparse/convert.h"
+#include "sparse/error.h"
+#include "sparse/prune.h"
+#include "tests/test-util.h"
+
+namespace lacuna {
+namespace {
+
+// Scalar kernels accumulate in f32: the error is a few f32 ulps of sum |x * w|.
+constexpr double kTolerance = 1e-5;
+
+Tensor make_weights(const SpmmUkernel& k, size_t rows, size_t cols, double sparsity, bool empty_rows, uint64_t seed) {
+  auto w = testing::random_sparse(rows, cols, k.format == Format::bsr ? 0.0 : sparsity, empty_rows, seed);
+  if (k.format == Format::bsr) prune_blocks(w.data(), rows, cols, 4, 1, sparsity);
+  return pack(quantize_matrix(w.data(), rows, cols, k.dtype), k.format, BlockShape{4, 1});
+}
+
+void expect_matches_dense(const SpmmUkernel& k, const Tensor& w, size_t n, uint64_t row_begin, uint64_t row_end) {
+  const size_t rows = w.desc().rows(), cols = w.desc().cols();
+  const auto x = testing::random_activations(n, cols, n * 31 + cols);
+  const auto ref = testing::naive_product(w, x, n);
+  const float sentinel = 12345.0f;
+  std::vector<float> y(n * rows, sentinel);
+  k.fn(SpmmArgs{&w, x.data(), cols, y.data(), rows, n, row_begin, row_end});
+  for (size_t i = 0; i < n; ++i)
+    for (size_t r = 0; r < rows; ++r) {
+      const size_t at = i * rows + r;
+      if (r < row_begin || r >= row_end) {
+        ASSERT_EQ(y[at], sentinel) << k.name << " wrote row " << r << " outside its range";
+        continue;
+      }
+      ASSERT_NEAR(y[at], ref.y[at], kTolerance * ref.magnitude[at] + 1e-6)
+          << k.name << " " << w.desc().shape_string() << " n=" << n << " row " << r << " batch row " << i;
+    }
+}
+
+class Ukernel : public ::testing::TestWithParam<SpmmUkernel> {};
+
+TEST_P(Ukernel, MatchesDenseProduct) {
+  const SpmmUkernel& k = GetParam();
+  if (std::string why = cpu_info().why_unavailable(k.features); !why.empty()) GTEST_SKIP() << k.name << " " << why;
+  const std::pair<size_t, size_t> shapes[] = {{1, 1}, {7, 33}, {17, 100}, {64, 64}, {45, 257}};
+  const double sparsities[] = {0.0, 0.5, 0.9, 0.99, 1.0};
+  const size_t batches[] = {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 33, 64, 256};
+  uint64_t seed = 1;
+  for (auto [rows, cols] : shapes)
+    for (double s : sparsities)
+      for (size_t n : batches) {
+        if (n < k.min_n || (k.max_n && n > k.max_n)) continue;
+        if (n == 256 && rows * cols > 2000) continue;  // keeps the reference product cheap
+        const Tensor w = make_weights(k, rows, cols, s, seed % 2 == 0, seed);
+        ++seed;
+        expect_matches_dense(k, w, n, 0, rows);
+        if (HasFatalFailure()) return;
+      }
+}
+
+TEST_P(Ukernel, ComputesOnlyItsRowRange) {
+  const SpmmUkernel& k = GetParam();
+  if (std::string why = cpu_info().why_unavailable(k.features); !why.empty()) GTEST_SKIP() << k.name << " " << why;
+  const Tensor w = make_weights(k, 37, 70, 0.5, true, 99);
+  const size_t n = std::max<size_t>(k.min_n, 3);
+  expect_matches_dense(k, w, n, 5, 22);
+  expect_matches_dense(k, w, n, 36, 37);
+  expect_matches_dense(k, w, n, 10, 10);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, Ukernel, ::testing::ValuesIn(spmm_ukernels().begin(), spmm_ukernels().end()),
+                         [](const ::testing::TestParamInfo<SpmmUkernel>& p) { return std::string(p.param.name); });
+
+TEST(Dispatch, EveryFormatAndDtypeHasAKernelAtEveryIsaLevel) {
+  const CpuInfo& cpu = cpu_info();
+  for (IsaLevel level : kAllIsaLevels) {
+    if (level > cpu.level()) continue;
+    const CpuInfo capped = cpu.with_cap(level);
+    for (Format f : kAllFormats)
+      for (DType t : kAllDTypes)
+        for (size_t n : {1, 4, 16, 64, 256}) {
+          const TensorDesc d = TensorDesc::matrix(f, t, 100, 300);
+          const SpmmChoice c = choose_spmm(d, n, capped);
+          ASSERT_NE(c.kernel, nullptr);
+          EXPECT_EQ(c.kernel->format, f);
+          EXPECT_EQ(c.kernel->dtype, t);
+          EXPECT_EQ(c.kernel->features & ~capped.features, 0u) << c.kernel->name << " exceeds cap " << isa_level_name(level);
+          for (const auto& why : c.declined) { EXPECT_NE(why.find(": "), std::string::npos); }
+        }
+  }
+}
+
+TEST(Dispatch, SpmmRunsTheChosenKernelOverAllRows) {
+  const auto wf = testing::random_sparse(50, 90, 0.7, false, 5);
+  for (Format f : kAllFormats) {
+    const Tensor w = pack(quantize_matrix(wf.data(), 50, 90, DType::bf16), f);
+    const auto x = testing::random_activations(3, 90, 6);
+    const auto ref = testing::naive_product(w, x, 3);
+    std::vector<float> y(3 * 50);
+    spmm(w, x.data(), 3, y.data());
+    for (size_t i = 0; i < y.size(); ++i) { ASSERT_NEAR(y[i], ref.y[i], kTolerance * ref.magnitude[i] + 1e-6) << format_name(f); }
+  }
+}
+
+TEST(Dispatch, DeclineReasonsNameTheCause) {
+  const SpmmUkernel fake{"fake_amx", Format::bitmap, DType::bf16, kAmxTile | kAmxBf16, 16, 0, nullptr};
+  const TensorDesc d = TensorDesc::matrix(Format::bitmap, DType::bf16, 8, 8);
+  CpuInfo no_amx;
+  no_amx.reported = no_amx.usable = kAvx2 | kFma;
+  no_amx.features = no_amx.usable;
+  EXPECT_NE(spmm_decline_reason(fake, d, 32, no_amx).find("the CPU lacks amx_tile, amx_bf16"), std::string::npos);
+  CpuInfo no_permission = no_amx;
+  no_permission.reported |= kAmxTile | kAmxBf16;
+  EXPECT_NE(spmm_decline_reason(fake, d, 32, no_permission).find("the OS does not enable amx_tile"), std::string::npos);
+  CpuInfo capped = no_permission;
+  capped.usable = capped.reported;
+  capped = capped.with_cap(IsaLevel::avx2);
+  EXPECT_NE(spmm_decline_reason(fake, d, 32, capped).find("capped at avx2 excludes amx_tile"), std::string::npos);
+  EXPECT_NE(spmm_decline_reason(fake, d, 4, capped).find("batch 4 is outside 16.."), std::string::npos);
+  EXPECT_NE(spmm_decline_reason(fake, TensorDesc::matrix(Format::csr, DType::bf16, 8, 8), 32, capped).find("not bitmap"), std::string::npos);
+}
+
+TEST(CpuFeatures, MaxIsaCapsFeaturesAndRejectsUnknownLevels) {
+  const CpuInfo scalar = probe_cpu("scalar");
+  EXPECT_EQ(scalar.features, 0u);
+  EXPECT_EQ(scalar.level(), IsaLevel::scalar);
+  EXPECT_TRUE(scalar.capped_by_env);
+  const CpuInfo avx2 = probe_cpu("avx2");
+  EXPECT_EQ(avx2.features & kAvx512F, 0u);
+  try {
+    probe_cpu("avx9000");
+    FAIL() << "an unknown LACUNA_MAX_ISA was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("avx512_core_bf16"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CpuFeatures, UsableIsReportedAndLevelsNest) {
+  const CpuInfo& cpu = cpu_info();
+  EXPECT_EQ(cpu.usable & ~cpu.reported, 0u);
+  for (size_t i = 1; i < std::size(kAllIsaLevels); ++i) {
+    EXPECT_EQ(isa_level_allows(kAllIsaLevels[i - 1]) & ~isa_level_allows(kAllIsaLevels[i]), 0u);
+    EXPECT_EQ(isa_level_requires(kAllIsaLevels[i]) & ~isa_level_allows(kAllIsaLevels[i]), 0u);
+  }
+}
+
+}  // namespace
+}  // namespace lacuna
