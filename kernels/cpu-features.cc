@@ -172,7 +172,7 @@ CpuInfo probe_cpu(std::optional<std::string_view> max_isa) {
       info.notes.push_back(why);
     }
   } else {
-    info.notes.push_back("AMX: the CPU does not report AMX-TILE, so AMX kernels are declined");
+    info.notes.push_back("AMX: the CPU reports none of AMX-TILE/BF16/INT8, so AMX kernels are declined");
   }
   info.cap = IsaLevel::avx512_core_amx;
   if (max_isa) {

@@ -11,8 +11,8 @@ namespace lacuna {
 namespace {
 
 constexpr SpmmUkernel kUkernels[] = {
-#define LACUNA_SPMM_UKERNEL(symbol, format, dtype, features, min_n, max_n) \
-  {#symbol, Format::format, DType::dtype, features, min_n, max_n, &symbol},
+#define LACUNA_SPMM_UKERNEL(symbol, format, dtype, act, features, min_n, max_n, row_tile) \
+  {#symbol, Format::format, DType::dtype, ActLayout::act, features, min_n, max_n, row_tile, &symbol},
 #include "kernels/spmm-ukernels.inc"
 #undef LACUNA_SPMM_UKERNEL
 };
@@ -68,10 +68,10 @@ SpmmChoice choose_spmm(const TensorDesc& w, size_t n, const CpuInfo& cpu) {
 }
 
 void spmm(const Tensor& w, const float* x, size_t n, float* y) {
+  if (n == 0) return;
   const SpmmChoice choice = choose_spmm(w.desc(), n);
   if (verbose()) log_choice_once(w.desc(), n, choice);
-  const uint64_t rows = w.desc().rows(), cols = w.desc().cols();
-  choice.kernel->fn(SpmmArgs{&w, x, cols, y, rows, n, 0, rows});
+  spmm_run(*choice.kernel, w, x, n, y);
 }
 
 }  // namespace lacuna

@@ -4,7 +4,7 @@
 #include "kernels/spmm.h"
 
 namespace lacuna {
-#define LACUNA_SPMM_UKERNEL(symbol, format, dtype, features, min_n, max_n) void symbol(const SpmmArgs& args);
+#define LACUNA_SPMM_UKERNEL(symbol, format, dtype, act, features, min_n, max_n, row_tile) void symbol(const SpmmArgs& args);
 #include "kernels/spmm-ukernels.inc"
 #undef LACUNA_SPMM_UKERNEL
 }  // namespace lacuna

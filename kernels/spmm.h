@@ -13,10 +13,25 @@
 
 namespace lacuna {
 
+// How a kernel wants the activations. The driver converts x once per call
+// (not once per thread or row block) into this layout.
+enum class ActLayout : uint8_t {
+  f32,             // x as given: [n][ldx] f32
+  f32_padded,      // [n][ld] f32, ld = in rounded up to 64, zero tail (full-vector loads stay in bounds)
+  bf16_padded,     // [n][ld] bf16 (round to nearest even), same padding
+  u8_padded,       // [n][ld] u8 = round(x / s) + 128 with s = max|x_n| / 127 per token, same padding
+  f32_transposed,  // [in][ld] f32, ld = n rounded up to 16, zero tail: one token per vector lane
+};
+const char* act_layout_name(ActLayout layout);
+// How far one activation may move when stored in `layout`, relative to its
+// token's largest |x|: 0 for f32 layouts, 2^-9 for bf16, 1/254 for u8.
+double act_layout_rounding(ActLayout layout);
+
 struct SpmmArgs {
   const Tensor* w = nullptr;  // [out, in], any format and dtype
-  const float* x = nullptr;   // [n, in], row stride ldx
-  size_t ldx = 0;
+  const void* x = nullptr;    // activations in the kernel's ActLayout
+  size_t ldx = 0;             // row stride of x, in elements
+  const float* x_scale = nullptr;  // u8_padded: the per-token scale s
   float* y = nullptr;  // [n, out], row stride ldy; columns row_begin..row_end-1 are overwritten
   size_t ldy = 0;
   size_t n = 0;
@@ -29,9 +44,11 @@ struct SpmmUkernel {
   const char* name;
   Format format;
   DType dtype;
+  ActLayout act;
   uint64_t features;  // CpuFeature bits the kernel's instructions need
   size_t min_n;       // batch sizes it is written for
   size_t max_n;       // 0: no upper bound
+  uint32_t row_tile;  // rows it computes together; row ranges handed to it start at a multiple
   SpmmUkernelFn fn;
 };
 
@@ -51,8 +68,13 @@ struct SpmmChoice {
 // every format x dtype has a scalar kernel).
 SpmmChoice choose_spmm(const TensorDesc& w, size_t n, const CpuInfo& cpu = cpu_info());
 
-// y = x · Wᵀ over all rows with the chosen kernel. With LACUNA_VERBOSE=1 each
-// distinct problem prints its choice and the rejections once, to stderr.
+// y[n, out] = x[n, in] · Wᵀ with `kernel`: converts x to the kernel's layout,
+// then splits the rows over the OpenMP threads by stored bytes (not row
+// count), so every thread streams about the same amount of memory.
+void spmm_run(const SpmmUkernel& kernel, const Tensor& w, const float* x, size_t n, float* y);
+
+// spmm_run with choose_spmm's kernel. With LACUNA_VERBOSE=1 each distinct
+// problem prints its choice and the rejections once, to stderr.
 void spmm(const Tensor& w, const float* x, size_t n, float* y);
 
 }  // namespace lacuna

@@ -1,6 +1,7 @@
 #pragma once
 // Element types of stored weights, and the bf16 <-> f32 conversions every
-// layer shares (round to nearest even, as VCVTNEPS2BF16 does).
+// layer shares: round to nearest even, NaN kept quiet, subnormals rounded like
+// any other value (VCVTNEPS2BF16 would flush them to zero).
 #include <bit>
 #include <cstddef>
 #include <cstdint>

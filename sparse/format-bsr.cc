@@ -9,6 +9,21 @@
 #include "sparse/format-internal.h"
 
 namespace lacuna::detail {
+namespace {
+
+bool edge_padding_is_zero(const Tensor& t, uint64_t k, uint64_t r0, uint64_t c0) {
+  const TensorDesc& d = t.desc();
+  const uint64_t br = d.block_rows, bc = d.block_cols;
+  return visit_dtype(d.dtype, [&]<class E>(E) {
+    const auto* blk = t.section<typename E::type>(Section::values) + k * br * bc;
+    for (uint64_t r = 0; r < br; ++r)
+      for (uint64_t c = 0; c < bc; ++c)
+        if ((r0 + r >= d.rows() || c0 + c >= d.cols()) && !E::is_zero(blk[r * bc + c])) return false;
+    return true;
+  });
+}
+
+}  // namespace
 
 Tensor pack_bsr(const Tensor& dense, BlockShape block) {
   const TensorDesc& dd = dense.desc();
@@ -83,6 +98,7 @@ std::string check_bsr(const Tensor& t) {
   const uint64_t block_rows = block_row_count(d), block_cols = (d.cols() + d.block_cols - 1) / d.block_cols;
   const uint64_t* row_ptr = t.section<uint64_t>(Section::row_ptr);
   if (std::string why = check_row_ptr(row_ptr, block_rows, d.nnz, "block-row"); !why.empty()) return why;
+  const uint64_t br = d.block_rows, bc = d.block_cols;
   return visit_index(index_size(d.cols()), [&]<class I>(I) -> std::string {
     const auto* col_idx = t.section<typename I::type>(Section::col_idx);
     for (uint64_t bi = 0; bi < block_rows; ++bi)
@@ -90,6 +106,10 @@ std::string check_bsr(const Tensor& t) {
         if (col_idx[k] >= block_cols)
           return "block row " + std::to_string(bi) + " has block column " + std::to_string(col_idx[k]) + " past " + std::to_string(block_cols);
         if (k > row_ptr[bi] && col_idx[k] <= col_idx[k - 1]) return "block row " + std::to_string(bi) + " has unsorted or repeated blocks";
+        // Kernels may multiply whole edge blocks; what lies past the matrix must be zero, not NaN.
+        const bool padded = bi * br + br > d.rows() || uint64_t{col_idx[k]} * bc + bc > d.cols();
+        if (padded && !edge_padding_is_zero(t, k, bi * br, uint64_t{col_idx[k]} * bc))
+          return "block row " + std::to_string(bi) + " has a nonzero value past the edge of the matrix";
       }
     return "";
   });

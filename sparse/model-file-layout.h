@@ -12,8 +12,9 @@ static_assert(std::endian::native == std::endian::little, "the .lacuna format is
 inline constexpr char kMagic[8] = {'\x89', 'L', 'A', 'C', 'U', 'N', 'A', '\n'};
 inline constexpr uint32_t kVersion = 1;
 inline constexpr uint64_t kPayloadAlign = 64;
-// Payloads of at least this size start on a 4 KiB page boundary so that NUMA
-// placement can move their pages without touching a neighbour's.
+// Payloads of at least this size start on a 4 KiB page boundary (the reader
+// checks) and the writer pads after them to the next one, so NUMA placement
+// can move their pages without touching a neighbour's.
 inline constexpr uint64_t kPageAlignFrom = 64 * 1024;
 inline constexpr uint64_t kPageSize = 4096;
 inline constexpr uint32_t kMaxTensors = 1u << 20;

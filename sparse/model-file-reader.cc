@@ -138,7 +138,7 @@ ModelFile ModelFile::open(const std::string& path, const OpenOptions& options) {
     if (r.payload.bytes != expected)
       throw fail(what + ": payload is " + std::to_string(r.payload.bytes) + " bytes, its description (" + format_name(d.format) + " " +
                  dtype_name(d.dtype) + " " + d.shape_string() + ") needs " + std::to_string(expected));
-    check_region(r.payload, what, fl::kPayloadAlign, true);
+    check_region(r.payload, what, r.payload.bytes >= fl::kPageAlignFrom ? fl::kPageSize : fl::kPayloadAlign, true);
     if (!mf.by_name_.emplace(name, i).second) throw fail(what + ": name is used twice");
     mf.tensors_.push_back(TensorEntry{name, Tensor::wrap(d, base + r.payload.offset, mapping), r.payload.offset, r.payload.checksum});
   }

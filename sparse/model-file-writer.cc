@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <unordered_set>
 
+#include "sparse/convert.h"
 #include "sparse/error.h"
 #include "sparse/model-file-layout.h"
 #include "sparse/model-file.h"
@@ -71,7 +72,11 @@ void ModelFileWriter::add(const std::string& name, const Tensor& tensor) {
     throw Error(m.path + ": tensor name must be 1.." + std::to_string(fl::kMaxNameBytes) + " bytes");
   if (!m.seen.insert(name).second) throw Error(m.path + ": tensor '" + name + "' added twice");
   if (m.records.size() >= fl::kMaxTensors) throw Error(m.path + ": more than " + std::to_string(fl::kMaxTensors) + " tensors");
+  if (name.find('\0') != std::string::npos) throw Error(m.path + ": tensor name holds a NUL byte");
+  if (tensor.empty()) throw Error(m.path + ": tensor '" + name + "' has no payload");
   const TensorDesc& d = tensor.desc();
+  if (std::string why = check_desc(d); !why.empty()) throw Error(m.path + ": tensor '" + name + "': " + why);
+  if (std::string why = check_payload(tensor); !why.empty()) throw Error(m.path + ": tensor '" + name + "': " + why);
   fl::TensorRecord r{};
   r.name_offset = static_cast<uint32_t>(m.names.size());
   r.name_bytes = static_cast<uint16_t>(name.size());
@@ -82,8 +87,9 @@ void ModelFileWriter::add(const std::string& name, const Tensor& tensor) {
   r.block_cols = d.block_cols;
   for (size_t i = 0; i < kMaxDims; ++i) r.shape[i] = d.shape[i];
   r.nnz = d.nnz;
-  const uint64_t align = tensor.payload_bytes() >= fl::kPageAlignFrom ? fl::kPageSize : fl::kPayloadAlign;
-  r.payload = m.write_region(tensor.data(), tensor.payload_bytes(), align);
+  const bool own_pages = tensor.payload_bytes() >= fl::kPageAlignFrom;
+  r.payload = m.write_region(tensor.data(), tensor.payload_bytes(), own_pages ? fl::kPageSize : fl::kPayloadAlign);
+  if (own_pages) m.pad_to(fl::kPageSize);  // the last page is this tensor's alone too
   m.records.push_back(r);
   m.names += name;
 }

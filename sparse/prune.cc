@@ -15,7 +15,13 @@ void check_sparsity(double sparsity) {
   if (!(sparsity >= 0.0 && sparsity <= 1.0)) throw Error("sparsity " + std::to_string(sparsity) + " is not in [0, 1]");
 }
 
+void check_finite(const float* w, size_t count) {
+  for (size_t i = 0; i < count; ++i)
+    if (!std::isfinite(w[i])) throw Error("cannot prune: weight " + std::to_string(i) + " is not finite");
+}
+
 // Zeroes the `count` entries of `w` (indexed by `ids`) with the smallest score.
+// Scores must be finite: nth_element needs a strict weak order.
 template <class Score>
 void zero_smallest(std::vector<size_t>& ids, size_t count, Score score, float* w, auto&& zero) {
   if (count == 0) return;
@@ -31,6 +37,7 @@ void zero_smallest(std::vector<size_t>& ids, size_t count, Score score, float* w
 
 void prune_magnitude(float* w, size_t rows, size_t cols, double sparsity, PruneScope scope) {
   check_sparsity(sparsity);
+  check_finite(w, rows * cols);
   auto zero_one = [](float* base, size_t i) { base[i] = 0.0f; };
   if (scope == PruneScope::per_tensor) {
     std::vector<size_t> ids(rows * cols);
@@ -50,6 +57,7 @@ void prune_magnitude(float* w, size_t rows, size_t cols, double sparsity, PruneS
 
 void prune_n_m(float* w, size_t rows, size_t cols, size_t n, size_t m) {
   if (m == 0 || n > m) throw Error("N:M pruning needs 0 <= N <= M and M > 0, got " + std::to_string(n) + ":" + std::to_string(m));
+  check_finite(w, rows * cols);
   std::vector<size_t> ids;
   for (size_t r = 0; r < rows; ++r) {
     float* row = w + r * cols;
@@ -66,6 +74,7 @@ void prune_n_m(float* w, size_t rows, size_t cols, size_t n, size_t m) {
 void prune_blocks(float* w, size_t rows, size_t cols, size_t block_rows, size_t block_cols, double sparsity) {
   check_sparsity(sparsity);
   if (block_rows == 0 || block_cols == 0) throw Error("block pruning needs a non-empty block shape");
+  check_finite(w, rows * cols);
   const size_t brows = (rows + block_rows - 1) / block_rows, bcols = (cols + block_cols - 1) / block_cols;
   std::vector<double> norm(brows * bcols, 0.0);
   for (size_t r = 0; r < rows; ++r)

@@ -2,6 +2,7 @@
 // Pruning helpers on row-major f32 [rows, cols] weights, in place. They zero
 // weights; storing them sparsely is convert.h's job. Ties are broken by
 // position (earlier columns are pruned first), so results are deterministic.
+// A non-finite weight is refused (lacuna::Error): it has no magnitude to rank.
 #include <cstddef>
 
 namespace lacuna {

@@ -9,7 +9,8 @@ namespace lacuna {
 
 // Converts a row-major [rows, cols] f32 matrix (or a 1-D vector, rows = 1) to a
 // dense tensor: f32 is copied, bf16 rounds to nearest even, int8 is symmetric
-// per row (scale = max|w| / 127, q = round(w / scale)); zeros stay exactly zero.
+// per row (scale = max|w| / 127, q = round(w * (1 / scale)), clamped to
+// [-127, 127]); zeros stay exactly zero.
 Tensor quantize(const float* w, const TensorDesc& shape_and_dtype);
 Tensor quantize_matrix(const float* w, size_t rows, size_t cols, DType dtype);
 

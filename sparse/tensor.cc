@@ -71,8 +71,8 @@ std::string check_desc(const TensorDesc& d) {
   uint64_t elements = 1;
   for (uint32_t i = 0; i < d.ndim; ++i) {
     if (d.shape[i] == 0 || d.shape[i] > kMaxDim) return "dimension " + std::to_string(i) + " is " + std::to_string(d.shape[i]);
+    if (d.shape[i] > kMaxElements / elements) return "more than 2^40 elements";  // checked before multiplying: no wrap-around
     elements *= d.shape[i];
-    if (elements > kMaxElements) return "more than 2^40 elements";
   }
   for (uint32_t i = d.ndim; i < kMaxDims; ++i)
     if (d.shape[i] != 0) return "unused dimension " + std::to_string(i) + " is not zero";

@@ -96,6 +96,7 @@ class Tensor {
     return reinterpret_cast<const T*>(data_ + layout_[s].offset);
   }
   // Only for tensors made by allocate() and not yet shared.
+  std::byte* mutable_data() { return const_cast<std::byte*>(data_); }
   template <class T>
   T* mutable_section(Section s) {
     return reinterpret_cast<T*>(const_cast<std::byte*>(data_) + layout_[s].offset);

@@ -93,6 +93,28 @@ TEST(Formats, SectionsAreAligned) {
     }
 }
 
+TEST(Formats, DescriptionsCannotOverflowTheElementCount) {
+  TensorDesc d = TensorDesc::matrix(Format::dense, DType::f32, uint64_t{1} << 32, uint64_t{1} << 32);
+  EXPECT_NE(check_desc(d).find("2^40"), std::string::npos) << check_desc(d);
+  d.ndim = 4;
+  d.shape = {1u << 16, 1u << 16, 1u << 16, 1u << 16};  // 2^64: would wrap to 0
+  EXPECT_NE(check_desc(d).find("2^40"), std::string::npos) << check_desc(d);
+  EXPECT_THROW(Tensor::allocate(d), Error);
+}
+
+TEST(Formats, BsrEdgePaddingMustBeZero) {
+  const auto w = testing::random_sparse(6, 7, 0.0, false, 21);  // 4x4 blocks: both edges padded
+  const Tensor bsr = pack(quantize_matrix(w.data(), 6, 7, DType::f32), Format::bsr, BlockShape{4, 4});
+  ASSERT_EQ(check_payload(bsr), "");
+  Tensor copy = Tensor::allocate(bsr.desc());
+  std::memcpy(copy.mutable_data(), bsr.data(), bsr.payload_bytes());
+  copy.mutable_section<float>(Section::values)[3] = NAN;  // block (0,0), row 0, column 3: inside the matrix
+  EXPECT_EQ(check_payload(copy), "");
+  const uint64_t last = bsr.desc().nnz - 1;  // block (1,1): rows 4..7, columns 4..7; row 6 is past the edge
+  copy.mutable_section<float>(Section::values)[last * 16 + 2 * 4 + 0] = NAN;
+  EXPECT_NE(check_payload(copy).find("past the edge"), std::string::npos) << check_payload(copy);
+}
+
 TEST(Formats, NegativeZeroIsNotStored) {
   const float w[4] = {-0.0f, 1.0f, 0.0f, -2.0f};
   const Tensor p = pack(quantize_matrix(w, 1, 4, DType::bf16), Format::csr);
@@ -111,7 +133,7 @@ TEST(Formats, CheckPayloadFindsBrokenIndices) {
   const auto w = testing::random_sparse(8, 40, 0.5, false, 4);
   Tensor csr = pack(quantize_matrix(w.data(), 8, 40, DType::f32), Format::csr);
   Tensor copy = Tensor::allocate(csr.desc());
-  std::memcpy(copy.mutable_section<std::byte>(Section::row_ptr), csr.data(), csr.payload_bytes());
+  std::memcpy(copy.mutable_data(), csr.data(), csr.payload_bytes());
   copy.mutable_section<uint16_t>(Section::col_idx)[0] = 40;
   EXPECT_NE(check_payload(copy).find("past 40"), std::string::npos) << check_payload(copy);
   copy.mutable_section<uint16_t>(Section::col_idx)[0] = 0;

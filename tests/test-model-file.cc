@@ -281,6 +281,32 @@ TEST_F(ModelFileTest, PaddingBytesDoNotMatter) {
   EXPECT_EQ(open_error(b), "");
 }
 
+TEST_F(ModelFileTest, LargePayloadsOwnTheirPages) {
+  const ModelFile f = ModelFile::open(path_);
+  const TensorEntry& big = *f.find("layers.0.big.bitmap");
+  ASSERT_GE(big.tensor.payload_bytes(), fl::kPageAlignFrom);
+  const uint64_t end = big.file_offset + big.tensor.payload_bytes();
+  for (const TensorEntry& e : f.tensors())
+    if (e.file_offset > big.file_offset) {
+      EXPECT_GE(e.file_offset, (end + fl::kPageSize - 1) / fl::kPageSize * fl::kPageSize) << e.name;
+    }
+  const std::string msg = open_error(with_record(0, [](fl::TensorRecord& r) { r.payload.offset += 64; }));
+  EXPECT_NE(msg.find("not 4096-byte aligned"), std::string::npos) << msg;
+}
+
+TEST(ModelFileWriter, RefusesBadNamesAndTensors) {
+  const std::string path = temp_path("writer-bad.lacuna");
+  ModelFileWriter w(path, "{}");
+  const Tensor t = quantize_matrix(std::vector<float>(4, 1.0f).data(), 2, 2, DType::f32);
+  EXPECT_THROW(w.add(std::string("a\0b", 3), t), Error);
+  EXPECT_THROW(w.add("empty", Tensor()), Error);
+  Tensor broken = pack(t, Format::csr);
+  Tensor copy = Tensor::allocate(broken.desc());
+  std::memcpy(copy.mutable_data(), broken.data(), broken.payload_bytes());
+  copy.mutable_section<uint64_t>(Section::row_ptr)[1] = 99;
+  EXPECT_THROW(w.add("broken", copy), Error);
+}
+
 TEST(ModelFileWriter, RefusesDuplicateAndEmptyNamesAndLeavesNoFileOnFailure) {
   const std::string path = temp_path("writer.lacuna");
   {

@@ -53,6 +53,14 @@ TEST(Prune, RejectsSparsityOutsideZeroToOne) {
   EXPECT_THROW(prune_magnitude(w.data(), 1, 10, NAN, PruneScope::per_tensor), Error);
 }
 
+TEST(Prune, RefusesNonFiniteWeights) {
+  std::vector<float> w = {1.0f, NAN, 2.0f, 3.0f};
+  EXPECT_THROW(prune_magnitude(w.data(), 1, 4, 0.5, PruneScope::per_row), Error);
+  EXPECT_THROW(prune_n_m(w.data(), 1, 4, 2, 4), Error);
+  w[1] = INFINITY;
+  EXPECT_THROW(prune_blocks(w.data(), 1, 4, 1, 2, 0.5), Error);
+}
+
 TEST(Prune, TwoFourKeepsTwoLargestOfEveryFour) {
   auto w = testing::random_sparse(6, 22, 0.0, false, 9);
   const auto original = w;

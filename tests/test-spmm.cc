@@ -2,6 +2,8 @@
 // dispatcher at every ISA level this machine has.
 #include <gtest/gtest.h>
 
+#include "kernels/common/activations.h"
+#include "kernels/dense-onednn/onednn-matmul.h"
 #include "kernels/spmm-ukernels.h"
 #include "sparse/convert.h"
 #include "sparse/error.h"
@@ -11,8 +13,15 @@
 namespace lacuna {
 namespace {
 
-// Scalar kernels accumulate in f32: the error is a few f32 ulps of sum |x * w|.
-constexpr double kTolerance = 1e-5;
+// Every kernel accumulates in f32 or int32; what differs is how exactly it sees
+// the activations. The bound is on |y - exact| for one output.
+double tolerance(const SpmmUkernel& k, double magnitude, double x_step, double weight_abs_sum) {
+  switch (k.act) {
+    case ActLayout::bf16_padded: return 0x1p-8 * magnitude + 1e-6;  // x rounded to bf16: 2^-9 relative
+    case ActLayout::u8_padded: return 0.5 * x_step * weight_abs_sum + 1e-5 * magnitude + 1e-6;  // half a quantisation step
+    default: return 1e-5 * magnitude + 1e-6;  // f32 accumulation only
+  }
+}
 
 Tensor make_weights(const SpmmUkernel& k, size_t rows, size_t cols, double sparsity, bool empty_rows, uint64_t seed) {
   auto w = testing::random_sparse(rows, cols, k.format == Format::bsr ? 0.0 : sparsity, empty_rows, seed);
@@ -24,19 +33,26 @@ void expect_matches_dense(const SpmmUkernel& k, const Tensor& w, size_t n, uint6
   const size_t rows = w.desc().rows(), cols = w.desc().cols();
   const auto x = testing::random_activations(n, cols, n * 31 + cols);
   const auto ref = testing::naive_product(w, x, n);
+  const auto wd = dequantize(w);
   const float sentinel = 12345.0f;
   std::vector<float> y(n * rows, sentinel);
-  k.fn(SpmmArgs{&w, x.data(), cols, y.data(), rows, n, row_begin, row_end});
-  for (size_t i = 0; i < n; ++i)
+  const kernels::PreparedActivations xp = kernels::prepare_activations(k.act, x.data(), n, cols);
+  k.fn(SpmmArgs{&w, xp.data, xp.ld, xp.scale, y.data(), rows, n, row_begin, row_end});
+  for (size_t i = 0; i < n; ++i) {
+    float x_max = 0;
+    for (size_t c = 0; c < cols; ++c) x_max = std::max(x_max, std::fabs(x[i * cols + c]));
     for (size_t r = 0; r < rows; ++r) {
       const size_t at = i * rows + r;
       if (r < row_begin || r >= row_end) {
         ASSERT_EQ(y[at], sentinel) << k.name << " wrote row " << r << " outside its range";
         continue;
       }
-      ASSERT_NEAR(y[at], ref.y[at], kTolerance * ref.magnitude[at] + 1e-6)
+      double w_abs = 0;
+      for (size_t c = 0; c < cols; ++c) w_abs += std::fabs(wd[r * cols + c]);
+      ASSERT_NEAR(y[at], ref.y[at], tolerance(k, ref.magnitude[at], x_max / 127.0, w_abs))
           << k.name << " " << w.desc().shape_string() << " n=" << n << " row " << r << " batch row " << i;
     }
+  }
 }
 
 class Ukernel : public ::testing::TestWithParam<SpmmUkernel> {};
@@ -100,12 +116,12 @@ TEST(Dispatch, SpmmRunsTheChosenKernelOverAllRows) {
     const auto ref = testing::naive_product(w, x, 3);
     std::vector<float> y(3 * 50);
     spmm(w, x.data(), 3, y.data());
-    for (size_t i = 0; i < y.size(); ++i) { ASSERT_NEAR(y[i], ref.y[i], kTolerance * ref.magnitude[i] + 1e-6) << format_name(f); }
+    for (size_t i = 0; i < y.size(); ++i) { ASSERT_NEAR(y[i], ref.y[i], 0x1p-8 * ref.magnitude[i] + 1e-6) << format_name(f); }
   }
 }
 
 TEST(Dispatch, DeclineReasonsNameTheCause) {
-  const SpmmUkernel fake{"fake_amx", Format::bitmap, DType::bf16, kAmxTile | kAmxBf16, 16, 0, nullptr};
+  const SpmmUkernel fake{"fake_amx", Format::bitmap, DType::bf16, ActLayout::bf16_padded, kAmxTile | kAmxBf16, 16, 0, 16, nullptr};
   const TensorDesc d = TensorDesc::matrix(Format::bitmap, DType::bf16, 8, 8);
   CpuInfo no_amx;
   no_amx.reported = no_amx.usable = kAvx2 | kFma;
@@ -144,6 +160,36 @@ TEST(CpuFeatures, UsableIsReportedAndLevelsNest) {
     EXPECT_EQ(isa_level_allows(kAllIsaLevels[i - 1]) & ~isa_level_allows(kAllIsaLevels[i]), 0u);
     EXPECT_EQ(isa_level_requires(kAllIsaLevels[i]) & ~isa_level_allows(kAllIsaLevels[i]), 0u);
   }
+}
+
+}  // namespace
+}  // namespace lacuna
+
+namespace lacuna {
+namespace {
+
+TEST(OnednnDense, MatchesTheDenseProduct) {
+  const auto wf = testing::random_sparse(70, 130, 0.3, false, 8);
+  for (DType t : kAllDTypes)
+    for (size_t n : {1, 5, 64}) {
+      const Tensor w = quantize_matrix(wf.data(), 70, 130, t);
+      const auto x = testing::random_activations(n, 130, 9);
+      const auto ref = testing::naive_product(w, x, n);
+      OnednnMatmul mm(w, n);
+      EXPECT_EQ(mm.batch(), n);
+      std::vector<float> y(n * 70);
+      mm.run(x.data(), y.data());
+      // bf16 rounds x; int8 quantises x with one scale for the whole batch.
+      const double rel = t == DType::f32 ? 1e-5 : t == DType::bf16 ? 0x1p-8 : 1.0 / 127;
+      for (size_t i = 0; i < y.size(); ++i) {
+        ASSERT_NEAR(y[i], ref.y[i], rel * ref.magnitude[i] + 1e-5) << dtype_name(t) << " n=" << n << " at " << i << " (" << mm.implementation() << ")";
+      }
+    }
+}
+
+TEST(OnednnDense, RefusesSparseWeights) {
+  const auto wf = testing::random_sparse(8, 8, 0.5, false, 1);
+  EXPECT_THROW(OnednnMatmul(pack(quantize_matrix(wf.data(), 8, 8, DType::bf16), Format::csr), 1), Error);
 }
 
 }  // namespace

@@ -82,20 +82,23 @@ int run_demo(const std::string& out_path, size_t rows, size_t cols, size_t n, ui
   const ModelFile file = ModelFile::open(out_path);
   std::vector<float> x(n * cols), y(n * rows);
   for (float& v : x) v = normal(rng) * 50.0f;
-  Table table({"tensor", "sparsity", "x vs bf16", "kernel", "us/product", "rel.error"});
+  Table table({"tensor", "sparsity", "x vs bf16", "kernel", "activations", "us/product", "rel.error", "tolerance"});
   bool all_ok = true;
   for (const TensorEntry& e : file.tensors()) {
+    const SpmmUkernel& kernel = *choose_spmm(e.tensor.desc(), n).kernel;
     const auto start = std::chrono::steady_clock::now();
     spmm(e.tensor, x.data(), n, y.data());
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
     const double err = relative_error(e.tensor, x, n, y);
-    all_ok = all_ok && err < 1e-4;
+    // f32 accumulation error, plus what storing the activations in the kernel's layout may cost.
+    const double tolerance = 1e-4 + 16.0 * act_layout_rounding(kernel.act);
+    all_ok = all_ok && err < tolerance;
     const TensorStats s = tensor_stats(e.tensor);
-    table.add({e.name, fixed(100.0 * s.sparsity(), 1) + "%", fixed(s.ratio_vs_dense_bf16(), 2), choose_spmm(e.tensor.desc(), n).kernel->name,
-               fixed(us, 0), fixed(err, 8)});
+    table.add({e.name, fixed(100.0 * s.sparsity(), 1) + "%", fixed(s.ratio_vs_dense_bf16(), 2), kernel.name, act_layout_name(kernel.act),
+               fixed(us, 0), fixed(err, 6), fixed(tolerance, 6)});
   }
   table.print();
-  std::printf("\n%s\n", all_ok ? "every kernel matches the dense product (relative error < 1e-4)" : "MISMATCH: a kernel disagrees with the dense product");
+  std::printf("\n%s\n", all_ok ? "every kernel matches the dense product within its tolerance" : "MISMATCH: a kernel disagrees with the dense product");
   return all_ok ? 0 : 1;
 }
 

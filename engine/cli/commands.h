@@ -9,6 +9,7 @@ namespace lacuna::cli {
 void add_info_command(CLI::App& app, int& exit_code);
 void add_cpuinfo_command(CLI::App& app, int& exit_code);
 void add_demo_command(CLI::App& app, int& exit_code);
+void add_bench_command(CLI::App& app, int& exit_code);
 
 // Prints the per-tensor table of an open model file; shared by `info` and `demo`.
 int print_model_info(const std::string& path, bool verify_checksums);

@@ -7,7 +7,8 @@ namespace lacuna::cli {
 namespace {
 
 bool is_numeric(const std::string& s) {
-  return !s.empty() && (std::isdigit(static_cast<unsigned char>(s[0])) || s[0] == '-' || s[0] == '.');
+  const size_t first = s.find_first_not_of("-.");
+  return first != std::string::npos && first <= 1 && std::isdigit(static_cast<unsigned char>(s[first]));
 }
 
 }  // namespace

@@ -1,0 +1,39 @@
+#include "bench/common/bandwidth.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "bench/common/stats.h"
+
+namespace lacuna::bench {
+
+Bandwidth measure_read_bandwidth(size_t buffer_bytes, int repetitions) {
+  const size_t words = buffer_bytes / sizeof(uint64_t);
+  std::unique_ptr<uint64_t[]> buf(new uint64_t[words]);
+  // Written, not just allocated: untouched pages all map the shared zero page.
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < words; ++i) buf[i] = i * 0x9e3779b97f4a7c15ull;
+  std::vector<double> seconds;
+  volatile uint64_t sink = 0;
+  for (int rep = 0; rep < repetitions; ++rep) {
+    const auto start = std::chrono::steady_clock::now();
+    uint64_t total = 0;
+#pragma omp parallel for schedule(static) reduction(^ : total)
+    for (size_t i = 0; i < words; i += 8) {
+      uint64_t acc = 0;
+      for (size_t k = 0; k < 8; ++k) acc ^= buf[i + k];
+      total ^= acc;
+    }
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    sink = sink ^ total;
+  }
+  return {static_cast<double>(words * sizeof(uint64_t)) / median(seconds), words * sizeof(uint64_t), omp_get_max_threads()};
+}
+
+}  // namespace lacuna::bench

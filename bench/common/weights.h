@@ -1,0 +1,20 @@
+#pragma once
+// Benchmark weights: random, initialised, pruned to a sparsity, stored in a
+// format; and enough distinct copies of them that a run reads from memory,
+// not from the (large) last-level cache.
+#include <cstdint>
+#include <vector>
+
+#include "sparse/convert.h"
+
+namespace lacuna::bench {
+
+// Unstructured random sparsity (each weight kept with probability 1 - s);
+// bsr gets block-pruned weights with its own block shape.
+Tensor random_weight(Format format, DType dtype, size_t rows, size_t cols, double sparsity, uint64_t seed, BlockShape block = {16, 1});
+
+// `t` plus copies of it, each in its own memory, until their payloads add up
+// to at least `min_bytes` (and at least `min_count` tensors).
+std::vector<Tensor> cold_copies(const Tensor& t, uint64_t min_bytes, size_t min_count);
+
+}  // namespace lacuna::bench

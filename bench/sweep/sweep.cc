@@ -1,0 +1,155 @@
+#include "bench/sweep/sweep.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <random>
+
+#include "bench/common/bandwidth.h"
+#include "bench/common/stats.h"
+#include "bench/common/weights.h"
+#include "kernels/dense-onednn/onednn-matmul.h"
+#include "kernels/planner.h"
+#include "kernels/spmm.h"
+#include "sparse/stats.h"
+
+namespace lacuna::bench {
+namespace {
+
+struct Point {
+  SweepShape shape;
+  size_t batch;
+  double sparsity;
+  std::string format, dtype, kernel;
+  double median_ms, speedup, pct_bandwidth, gflops;
+  std::string planner;
+  double planner_speedup;
+};
+
+std::string isa_of(const std::string& kernel) {
+  const size_t at = kernel.rfind("__");
+  return at == std::string::npos ? "onednn" : kernel.substr(at + 2);
+}
+
+// Times `run(i)` on copy i, cycling through the copies, until both the time
+// budget and the repetition floor are met; returns the median in ms.
+template <class Run>
+double time_cold(size_t copies, const SweepOptions& o, Run&& run) {
+  run(0);  // first touch of code paths and scratch buffers
+  std::vector<double> ms;
+  double spent = 0;
+  for (size_t i = 1; spent < o.seconds_per_point || ms.size() < static_cast<size_t>(o.min_repetitions); ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    run(i % copies);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ms.push_back(s * 1e3);
+    spent += s;
+    if (ms.size() >= 400) break;
+  }
+  return median(ms);
+}
+
+std::vector<float> random_x(size_t n, size_t in) {
+  std::mt19937 rng(static_cast<unsigned>(n * 7 + in));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> x(n * in);
+  for (float& v : x) v = u(rng);
+  return x;
+}
+
+void write_csv(const std::string& path, const std::vector<Point>& points) {
+  std::ofstream f(path);
+  f << "shape,batch,sparsity,format,dtype,isa,kernel,median_ms,speedup_vs_dense,pct_bandwidth,gflops,planner_choice,planner_speedup\n";
+  for (const Point& p : points)
+    f << p.shape.in << "->" << p.shape.out << ',' << p.batch << ',' << p.sparsity << ',' << p.format << ',' << p.dtype << ',' << isa_of(p.kernel)
+      << ',' << p.kernel << ',' << p.median_ms << ',' << p.speedup << ',' << p.pct_bandwidth << ',' << p.gflops << ',' << p.planner << ','
+      << p.planner_speedup << '\n';
+}
+
+}  // namespace
+
+int run_sweep(const SweepOptions& o) {
+  const CpuInfo& cpu = cpu_info();
+  std::printf("machine: %s, %d threads, isa %s%s\n", cpu.brand.c_str(), omp_get_max_threads(), isa_level_name(cpu.level()),
+              cpu.capped_by_env ? " (LACUNA_MAX_ISA)" : "");
+  const Bandwidth bw = measure_read_bandwidth(std::max<uint64_t>(o.working_set_bytes, uint64_t{1} << 30), 5);
+  std::printf("memory read bandwidth: %.1f GB/s (median of 5 reads of %.1f GiB, %d threads)\n", bw.bytes_per_s / 1e9,
+              static_cast<double>(bw.buffer_bytes) / (1 << 30), bw.threads);
+  std::printf("weights: %s, working set >= %.1f GiB of distinct matrices per point; %.2f s and >= %d runs per point, medians\n\n",
+              o.working_set_bytes ? "cold" : "warm", static_cast<double>(o.working_set_bytes) / (1 << 30), o.seconds_per_point,
+              o.min_repetitions);
+  const MachineModel model = MachineModel::for_bandwidth(bw.bytes_per_s);
+  std::vector<Point> points;
+  std::printf("%-12s %5s %8s %-7s %-5s %-8s %10s %8s %7s %8s  %s\n", "shape", "batch", "sparsity", "format", "dtype", "isa", "median_ms",
+              "vs_dense", "%bw", "GFLOP/s", "planner");
+  auto print = [](const Point& p) {
+    std::printf("%5zu->%-5zu %5zu %7.0f%% %-7s %-5s %-8s %10.3f %7.2fx %6.0f%% %8.1f  %s (%.2fx)\n", p.shape.in, p.shape.out, p.batch,
+                100 * p.sparsity, p.format.c_str(), p.dtype.c_str(), isa_of(p.kernel).c_str(), p.median_ms, p.speedup, p.pct_bandwidth,
+                p.gflops, p.planner.c_str(), p.planner_speedup);
+    std::fflush(stdout);
+  };
+  for (const SweepShape& shape : o.shapes) {
+    std::map<size_t, double> dense_ms;
+    std::map<std::pair<size_t, int>, double> onednn_ms;  // (batch, dtype) -> ms, for the planner column
+    // The baseline: oneDNN dense bf16, weights packed once into its preferred layout.
+    for (DType baseline_dtype : {DType::bf16, DType::int8}) {
+      const auto copies = cold_copies(random_weight(Format::dense, baseline_dtype, shape.out, shape.in, 0.0, 1), o.working_set_bytes, 1);
+      for (size_t n : o.batches) {
+        std::vector<OnednnMatmul> mm;
+        for (const Tensor& t : copies) mm.emplace_back(t, n);
+        const auto x = random_x(n, shape.in);
+        std::vector<float> y(n * shape.out);
+        const double ms = time_cold(mm.size(), o, [&](size_t i) { mm[i].run(x.data(), y.data()); });
+        onednn_ms[{n, static_cast<int>(baseline_dtype)}] = ms;
+        if (baseline_dtype == DType::bf16) dense_ms[n] = ms;
+        Point p{shape, n, 0.0, "onednn", dtype_name(baseline_dtype), mm[0].implementation(), ms, dense_ms[n] / ms,
+                100.0 * static_cast<double>(mm[0].packed_bytes()) / (ms * 1e-3) / bw.bytes_per_s,
+                2.0 * static_cast<double>(n * shape.in * shape.out) / (ms * 1e-3) / 1e9, "-", 0};
+        points.push_back(p);
+        print(p);
+      }
+    }
+    for (DType dtype : o.dtypes)
+      for (double s : o.sparsities)
+        for (Format f : o.formats) {
+          const Tensor w = random_weight(f, dtype, shape.out, shape.in, s, 1000 + static_cast<uint64_t>(s * 100));
+          const TensorStats st = tensor_stats(w);
+          const auto copies = cold_copies(w, o.working_set_bytes, 1);
+          for (size_t n : o.batches) {
+            const SpmmChoice choice = choose_spmm(w.desc(), n);
+            const auto x = random_x(n, shape.in);
+            std::vector<float> y(n * shape.out);
+            const double ms = time_cold(copies.size(), o, [&](size_t i) { spmm_run(*choice.kernel, copies[i], x.data(), n, y.data()); });
+            const LinearPlan plan = plan_linear(w.desc(), st, n, model);
+            const double plan_ms = plan.use_dense ? onednn_ms[{n, static_cast<int>(dtype == DType::int8 ? DType::int8 : DType::bf16)}] : ms;
+            Point p{shape, n, st.sparsity(), format_name(f), dtype_name(dtype), choice.kernel->name, ms, dense_ms[n] / ms,
+                    100.0 * static_cast<double>(st.payload_bytes) / (ms * 1e-3) / bw.bytes_per_s,
+                    2.0 * static_cast<double>(n * shape.in * shape.out) / (ms * 1e-3) / 1e9, plan.describe(), dense_ms[n] / plan_ms};
+            points.push_back(p);
+            print(p);
+          }
+        }
+  }
+  if (!o.csv_path.empty()) {
+    write_csv(o.csv_path, points);
+    std::printf("\nwrote %s\n", o.csv_path.c_str());
+  }
+  if (!o.png_path.empty()) {
+    if (o.csv_path.empty()) {
+      std::fprintf(stderr, "lacuna: --png needs --csv\n");
+      return 1;
+    }
+    const std::string cmd = "/usr/bin/python3 " + std::string(LACUNA_SOURCE_DIR) + "/scripts/plot-sweep.py " + o.csv_path + " " + o.png_path;
+    if (std::system(cmd.c_str()) != 0) {
+      std::fprintf(stderr, "lacuna: plotting failed: %s\n", cmd.c_str());
+      return 1;
+    }
+    std::printf("wrote %s\n", o.png_path.c_str());
+  }
+  return 0;
+}
+
+}  // namespace lacuna::bench

@@ -1,0 +1,78 @@
+// `lacuna bench sweep`: the sparsity sweep (bench/sweep).
+#include <omp.h>
+
+#include <sstream>
+
+#include "bench/sweep/sweep.h"
+#include "engine/cli/commands.h"
+#include "sparse/error.h"
+
+namespace lacuna::cli {
+namespace {
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+// "grok" = Grok-1's four linear shapes; else "IN->OUT" or "INxOUT" items.
+std::vector<bench::SweepShape> parse_shapes(const std::string& s) {
+  if (s == "grok") return {{6144, 32768}, {32768, 6144}, {6144, 6144}, {6144, 1024}};
+  std::vector<bench::SweepShape> shapes;
+  for (const std::string& item : split(s)) {
+    size_t in = 0, out = 0;
+    char sep1 = 0, sep2 = 0;
+    std::istringstream is(item);
+    if (!(is >> in >> sep1) || (sep1 == '-' && !(is >> sep2)) || !(is >> out) || in == 0 || out == 0 || in > (1u << 20) || out > (1u << 20))
+      throw Error("bad shape '" + item + "': expected IN->OUT, e.g. 6144->32768");
+    shapes.push_back({in, out});
+  }
+  return shapes;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, int& exit_code) {
+  auto* bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  auto* sweep = bench->add_subcommand("sweep", "Speed of sparse products vs oneDNN dense bf16 over sparsity, batch, format and dtype");
+  auto o = std::make_shared<bench::SweepOptions>();
+  auto shapes = std::make_shared<std::string>("6144->32768");
+  auto formats = std::make_shared<std::string>("bitmap");
+  auto dtypes = std::make_shared<std::string>("bf16,int8");
+  auto gib = std::make_shared<double>(2.0);
+  auto threads = std::make_shared<int>(0);
+  sweep->add_option("--shapes", *shapes, "IN->OUT list, or 'grok' for Grok-1's four linear shapes")->capture_default_str();
+  sweep->add_option("--sparsity", o->sparsities, "Sparsities in [0, 1]")->delimiter(',')->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  sweep->add_option("--batch", o->batches, "Batch sizes")->delimiter(',')->check(CLI::Range(size_t{1}, size_t{4096}))->capture_default_str();
+  sweep->add_option("--formats", *formats, "Formats: dense,csr,bitmap,bsr")->capture_default_str();
+  sweep->add_option("--dtypes", *dtypes, "Weight dtypes: f32,bf16,int8")->capture_default_str();
+  sweep->add_option("--working-set-gib", *gib, "Distinct weights cycled per point (0 = warm cache)")->check(CLI::Range(0.0, 16.0))->capture_default_str();
+  sweep->add_option("--seconds", o->seconds_per_point, "Time budget per point")->check(CLI::Range(0.01, 60.0))->capture_default_str();
+  sweep->add_option("--threads", *threads, "Threads (default: all)")->check(CLI::Range(0, 1024));
+  sweep->add_option("--csv", o->csv_path, "Write one CSV row per point");
+  sweep->add_option("--png", o->png_path, "Plot speedup vs sparsity (needs --csv)");
+  sweep->callback([=, &exit_code] {
+    o->shapes = parse_shapes(*shapes);
+    o->formats.clear();
+    for (const auto& f : split(*formats)) {
+      auto parsed = parse_format(f);
+      if (!parsed) throw Error("unknown format '" + f + "'");
+      o->formats.push_back(*parsed);
+    }
+    o->dtypes.clear();
+    for (const auto& t : split(*dtypes)) {
+      auto parsed = parse_dtype(t);
+      if (!parsed) throw Error("unknown dtype '" + t + "'");
+      o->dtypes.push_back(*parsed);
+    }
+    o->working_set_bytes = static_cast<uint64_t>(*gib * (1u << 30));
+    if (*threads > 0) omp_set_num_threads(*threads);
+    exit_code = bench::run_sweep(*o);
+  });
+}
+
+}  // namespace lacuna::cli

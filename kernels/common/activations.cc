@@ -1,0 +1,112 @@
+#include "kernels/common/activations.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <memory>
+
+#include "sparse/dtype.h"
+#include "sparse/error.h"
+
+namespace lacuna::kernels {
+namespace {
+
+constexpr size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+// A 64-byte aligned buffer that only grows.
+class Scratch {
+ public:
+  void* get(size_t bytes) {
+    if (bytes > capacity_) {
+      capacity_ = round_up(std::max(bytes, capacity_ * 2), 64);
+      data_.reset(static_cast<std::byte*>(std::aligned_alloc(64, capacity_)));
+      if (!data_) throw Error("out of memory for " + std::to_string(capacity_) + " bytes of activations");
+    }
+    return data_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(std::byte* p) const { std::free(p); }
+  };
+  std::unique_ptr<std::byte, Free> data_;
+  size_t capacity_ = 0;
+};
+
+thread_local Scratch t_values, t_scales;
+
+}  // namespace
+
+PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t n, size_t in) {
+  PreparedActivations p;
+  const size_t ld = round_up(in, 64);
+  switch (layout) {
+    case ActLayout::f32:
+      return {x, in, nullptr};
+    case ActLayout::f32_padded: {
+      auto* out = static_cast<float*>(t_values.get(n * ld * sizeof(float)));
+      for (size_t i = 0; i < n; ++i) {
+        std::copy(x + i * in, x + (i + 1) * in, out + i * ld);
+        std::fill(out + i * ld + in, out + (i + 1) * ld, 0.0f);
+      }
+      return {out, ld, nullptr};
+    }
+    case ActLayout::bf16_padded: {
+      auto* out = static_cast<uint16_t*>(t_values.get(n * ld * sizeof(uint16_t)));
+      for (size_t i = 0; i < n; ++i) {
+        for (size_t c = 0; c < in; ++c) out[i * ld + c] = f32_to_bf16(x[i * in + c]);
+        std::fill(out + i * ld + in, out + (i + 1) * ld, uint16_t{0});
+      }
+      return {out, ld, nullptr};
+    }
+    case ActLayout::u8_padded: {
+      auto* out = static_cast<uint8_t*>(t_values.get(n * ld));
+      auto* scale = static_cast<float*>(t_scales.get(n * sizeof(float)));
+      for (size_t i = 0; i < n; ++i) {
+        const float* row = x + i * in;
+        float amax = 0.0f;
+        for (size_t c = 0; c < in; ++c) amax = std::max(amax, std::fabs(row[c]));
+        scale[i] = amax / 127.0f;
+        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        for (size_t c = 0; c < in; ++c) out[i * ld + c] = static_cast<uint8_t>(static_cast<int>(std::nearbyint(row[c] * inv)) + 128);
+        std::fill(out + i * ld + in, out + (i + 1) * ld, uint8_t{128});
+      }
+      return {out, ld, scale};
+    }
+    case ActLayout::f32_transposed: {
+      const size_t ldt = round_up(n, 16);
+      auto* out = static_cast<float*>(t_values.get(in * ldt * sizeof(float)));
+      for (size_t c = 0; c < in; ++c) {
+        for (size_t i = 0; i < n; ++i) out[c * ldt + i] = x[i * in + c];
+        std::fill(out + c * ldt + n, out + (c + 1) * ldt, 0.0f);
+      }
+      return {out, ldt, nullptr};
+    }
+  }
+  return p;
+}
+
+}  // namespace lacuna::kernels
+
+namespace lacuna {
+
+double act_layout_rounding(ActLayout layout) {
+  switch (layout) {
+    case ActLayout::bf16_padded: return 0x1p-9;
+    case ActLayout::u8_padded: return 0.5 / 127.0;
+    default: return 0.0;
+  }
+}
+
+const char* act_layout_name(ActLayout layout) {
+  switch (layout) {
+    case ActLayout::f32: return "f32";
+    case ActLayout::f32_padded: return "f32_padded";
+    case ActLayout::bf16_padded: return "bf16_padded";
+    case ActLayout::u8_padded: return "u8_padded";
+    case ActLayout::f32_transposed: return "f32_transposed";
+  }
+  return "?";
+}
+
+}  // namespace lacuna

@@ -1,0 +1,77 @@
+// Bitmap-blocked small-batch kernels for every dtype; see bitmap-small-n.h.
+// Compiled with -mavx512f -mavx512bw -mavx512vbmi2 -mavx512bf16 -mavx512vnni;
+// dispatch runs each only where its CpuFeature bits are usable.
+#include "kernels/spmm-avx512/bitmap-small-n.h"
+#include "kernels/spmm-ukernels.h"
+
+namespace lacuna {
+namespace {
+
+using kernels::avx512::bitmap_small_n;
+
+// f32 weights x f32 activations: VEXPANDPS + VFMADD231PS.
+struct F32 {
+  using Value = float;
+  using Mask = uint16_t;
+  using XElem = float;
+  static constexpr int kWidth = 16;
+  using Acc = __m512;
+  using WVec = __m512;
+  using XVec = __m512;
+  static constexpr bool kRowSum = false;
+  static Acc zero() { return _mm512_setzero_ps(); }
+  static WVec expand(Mask m, const Value* p) { return _mm512_maskz_expand_ps(m, kernels::avx512::load_unfolded<__m512>(p)); }
+  static XVec load_x(const XElem* p) { return _mm512_loadu_ps(p); }
+  static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_fmadd_ps(w, x, acc); }
+  static Acc row_sum(Acc s, WVec) { return s; }
+  static float finish(Acc acc, Acc, float row_scale, float) { return _mm512_reduce_add_ps(acc) * row_scale; }
+};
+
+// bf16 weights x bf16 activations, f32 accumulation: VPEXPANDW + VDPBF16PS.
+struct Bf16 {
+  using Value = uint16_t;
+  using Mask = uint32_t;
+  using XElem = uint16_t;
+  static constexpr int kWidth = 32;
+  using Acc = __m512;
+  using WVec = __m512i;
+  using XVec = __m512i;
+  static constexpr bool kRowSum = false;
+  static Acc zero() { return _mm512_setzero_ps(); }
+  static WVec expand(Mask m, const Value* p) { return _mm512_maskz_expand_epi16(m, kernels::avx512::load_unfolded<__m512i>(p)); }
+  static XVec load_x(const XElem* p) { return _mm512_loadu_si512(p); }
+  static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)x); }
+  static Acc row_sum(Acc s, WVec) { return s; }
+  static float finish(Acc acc, Acc, float row_scale, float) { return _mm512_reduce_add_ps(acc) * row_scale; }
+};
+
+// int8 weights x u8 activations (x quantised per token, +128 zero point),
+// int32 accumulation: VPEXPANDB + VPDPBUSD. The zero point is removed with
+// the row's weight sum, itself one more VPDPBUSD against a vector of ones.
+struct Int8 {
+  using Value = int8_t;
+  using Mask = uint64_t;
+  using XElem = uint8_t;
+  static constexpr int kWidth = 64;
+  using Acc = __m512i;
+  using WVec = __m512i;
+  using XVec = __m512i;
+  static constexpr bool kRowSum = true;
+  static Acc zero() { return _mm512_setzero_si512(); }
+  static WVec expand(Mask m, const Value* p) { return _mm512_maskz_expand_epi8(m, kernels::avx512::load_unfolded<__m512i>(p)); }
+  static XVec load_x(const XElem* p) { return _mm512_loadu_si512(p); }
+  static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_dpbusd_epi32(acc, x, w); }
+  static Acc row_sum(Acc s, WVec w) { return _mm512_dpbusd_epi32(s, _mm512_set1_epi8(1), w); }
+  static float finish(Acc acc, Acc sum, float row_scale, float x_scale) {
+    const int64_t dot = int64_t{_mm512_reduce_add_epi32(acc)} - 128 * int64_t{_mm512_reduce_add_epi32(sum)};
+    return static_cast<float>(dot) * row_scale * x_scale;
+  }
+};
+
+}  // namespace
+
+void lacuna_spmm_bitmap_f32_ukernel_4x4__avx512f(const SpmmArgs& a) { bitmap_small_n<F32, 4, 4>(a); }
+void lacuna_spmm_bitmap_bf16_ukernel_4x4__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Bf16, 4, 4>(a); }
+void lacuna_spmm_bitmap_int8_ukernel_4x4__avx512vnni(const SpmmArgs& a) { bitmap_small_n<Int8, 4, 4>(a); }
+
+}  // namespace lacuna
