@@ -1,0 +1,83 @@
+// CSR at small batch: 16 stored weights at a time, their activations fetched
+// with one VGATHERDPS per token. Costs per nonzero, not per group, so it wins
+// over bitmap where groups are nearly empty (very high sparsity).
+// Compiled with -mavx512f -mavx512bw -mavx512vl.
+#include <immintrin.h>
+
+#include "kernels/spmm-ukernels.h"
+
+namespace lacuna {
+namespace {
+
+template <DType D>
+inline __m512 load_values(const void* values, uint64_t k, __mmask16 m) {
+  if constexpr (D == DType::f32) {
+    return _mm512_maskz_loadu_ps(m, static_cast<const float*>(values) + k);
+  } else if constexpr (D == DType::bf16) {
+    const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(values) + k);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  } else {
+    const __m128i b = _mm_maskz_loadu_epi8(m, static_cast<const int8_t*>(values) + k);
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+  }
+}
+
+template <class Index>
+inline __m512i load_indices(const Index* cols, uint64_t k, __mmask16 m) {
+  if constexpr (sizeof(Index) == 2)
+    return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, cols + k));
+  else
+    return _mm512_maskz_loadu_epi32(m, cols + k);
+}
+
+template <DType D, class Index, int NT>
+inline void csr_rows(const SpmmArgs& a, size_t n0) {
+  const Tensor& w = *a.w;
+  const uint64_t* row_ptr = w.section<uint64_t>(Section::row_ptr);
+  const Index* cols = w.section<Index>(Section::col_idx);
+  const void* values = w.section<std::byte>(Section::values);
+  const float* scales = D == DType::int8 ? w.section<float>(Section::scales) : nullptr;
+  const float* x = static_cast<const float*>(a.x) + n0 * a.ldx;
+  for (uint64_t r = a.row_begin; r < a.row_end; ++r) {
+    __m512 acc[NT];
+    for (int j = 0; j < NT; ++j) acc[j] = _mm512_setzero_ps();
+    const uint64_t end = row_ptr[r + 1];
+    for (uint64_t k = row_ptr[r]; k < end; k += 16) {
+      const __mmask16 m = end - k >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (end - k)) - 1);
+      const __m512i idx = load_indices(cols, k, m);
+      const __m512 wv = load_values<D>(values, k, m);
+      for (int j = 0; j < NT; ++j)
+        acc[j] = _mm512_fmadd_ps(wv, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, x + j * a.ldx, 4), acc[j]);
+    }
+    const float scale = scales ? scales[r] : 1.0f;
+    for (int j = 0; j < NT; ++j) a.y[(n0 + j) * a.ldy + r] = _mm512_reduce_add_ps(acc[j]) * scale;
+  }
+}
+
+template <DType D, class Index>
+void spmm_csr(const SpmmArgs& a) {
+  size_t n0 = 0;
+  for (; n0 + 4 <= a.n; n0 += 4) csr_rows<D, Index, 4>(a, n0);
+  switch (a.n - n0) {
+    case 3: csr_rows<D, Index, 3>(a, n0); break;
+    case 2: csr_rows<D, Index, 2>(a, n0); break;
+    case 1: csr_rows<D, Index, 1>(a, n0); break;
+    default: break;
+  }
+}
+
+template <DType D>
+void spmm_csr_any_index(const SpmmArgs& a) {
+  if (index_size(a.w->desc().cols()) == 2)
+    spmm_csr<D, uint16_t>(a);
+  else
+    spmm_csr<D, uint32_t>(a);
+}
+
+}  // namespace
+
+void lacuna_spmm_csr_f32_ukernel_1x4__avx512f(const SpmmArgs& a) { spmm_csr_any_index<DType::f32>(a); }
+void lacuna_spmm_csr_bf16_ukernel_1x4__avx512f(const SpmmArgs& a) { spmm_csr_any_index<DType::bf16>(a); }
+void lacuna_spmm_csr_int8_ukernel_1x4__avx512f(const SpmmArgs& a) { spmm_csr_any_index<DType::int8>(a); }
+
+}  // namespace lacuna
