@@ -171,25 +171,26 @@ namespace {
 TEST(OnednnDense, MatchesTheDenseProduct) {
   const auto wf = testing::random_sparse(70, 130, 0.3, false, 8);
   for (DType t : kAllDTypes)
-    for (size_t n : {1, 5, 64}) {
+    for (auto mode : {OnednnMatmul::Weights::packed, OnednnMatmul::Weights::in_place}) {
       const Tensor w = quantize_matrix(wf.data(), 70, 130, t);
+      OnednnMatmul mm(w, mode);
+      for (size_t n : {1, 5, 64, 5}) {
       const auto x = testing::random_activations(n, 130, 9);
       const auto ref = testing::naive_product(w, x, n);
-      OnednnMatmul mm(w, n);
-      EXPECT_EQ(mm.batch(), n);
       std::vector<float> y(n * 70);
-      mm.run(x.data(), y.data());
+      mm.run(x.data(), n, y.data());
       // bf16 rounds x; int8 quantises x with one scale for the whole batch.
       const double rel = t == DType::f32 ? 1e-5 : t == DType::bf16 ? 0x1p-8 : 1.0 / 127;
       for (size_t i = 0; i < y.size(); ++i) {
-        ASSERT_NEAR(y[i], ref.y[i], rel * ref.magnitude[i] + 1e-5) << dtype_name(t) << " n=" << n << " at " << i << " (" << mm.implementation() << ")";
+        ASSERT_NEAR(y[i], ref.y[i], rel * ref.magnitude[i] + 1e-5) << dtype_name(t) << " n=" << n << " at " << i << " (" << mm.implementation(n) << ")";
+      }
       }
     }
 }
 
 TEST(OnednnDense, RefusesSparseWeights) {
   const auto wf = testing::random_sparse(8, 8, 0.5, false, 1);
-  EXPECT_THROW(OnednnMatmul(pack(quantize_matrix(wf.data(), 8, 8, DType::bf16), Format::csr), 1), Error);
+  EXPECT_THROW(OnednnMatmul(pack(quantize_matrix(wf.data(), 8, 8, DType::bf16), Format::csr)), Error);
 }
 
 }  // namespace

@@ -24,9 +24,8 @@ struct Point {
   size_t batch;
   double sparsity;
   std::string format, dtype, kernel;
-  double median_ms, speedup, pct_bandwidth, gflops;
+  double median_ms, dense_ms, speedup, pct_bandwidth, gflops;
   std::string planner;
-  double planner_speedup;
 };
 
 std::string isa_of(const std::string& kernel) {
@@ -34,22 +33,30 @@ std::string isa_of(const std::string& kernel) {
   return at == std::string::npos ? "onednn" : kernel.substr(at + 2);
 }
 
-// Times `run(i)` on copy i, cycling through the copies, until both the time
-// budget and the repetition floor are met; returns the median in ms.
-template <class Run>
-double time_cold(size_t copies, const SweepOptions& o, Run&& run) {
-  run(0);  // first touch of code paths and scratch buffers
-  std::vector<double> ms;
+// Runs the candidate and the baseline alternately, each on its next cold
+// copy, until the time budget and the repetition floor are met. Alternating
+// makes both see the same machine: on a shared host the memory bandwidth
+// drifts by tens of percent between seconds, so only ratios measured side by
+// side are worth quoting. Returns the medians in ms.
+template <class Candidate, class Baseline>
+std::pair<double, double> time_paired(const SweepOptions& o, Candidate&& candidate, Baseline&& baseline) {
+  candidate(0);  // first touch of code paths and scratch buffers
+  baseline(0);
+  std::vector<double> c_ms, b_ms;
   double spent = 0;
-  for (size_t i = 1; spent < o.seconds_per_point || ms.size() < static_cast<size_t>(o.min_repetitions); ++i) {
+  auto timed = [](auto&& run, size_t i) {
     const auto start = std::chrono::steady_clock::now();
-    run(i % copies);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    ms.push_back(s * 1e3);
-    spent += s;
-    if (ms.size() >= 400) break;
+    run(i);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  for (size_t i = 1; spent < o.seconds_per_point || c_ms.size() < static_cast<size_t>(o.min_repetitions); ++i) {
+    const double c = timed(candidate, i), b = timed(baseline, i);
+    c_ms.push_back(c * 1e3);
+    b_ms.push_back(b * 1e3);
+    spent += c + b;
+    if (c_ms.size() >= 400) break;
   }
-  return median(ms);
+  return {median(c_ms), median(b_ms)};
 }
 
 std::vector<float> random_x(size_t n, size_t in) {
@@ -62,11 +69,11 @@ std::vector<float> random_x(size_t n, size_t in) {
 
 void write_csv(const std::string& path, const std::vector<Point>& points) {
   std::ofstream f(path);
-  f << "shape,batch,sparsity,format,dtype,isa,kernel,median_ms,speedup_vs_dense,pct_bandwidth,gflops,planner_choice,planner_speedup\n";
+  f << "shape,batch,sparsity,format,dtype,isa,kernel,median_ms,dense_bf16_ms,speedup_vs_dense,pct_bandwidth,gflops,planner_choice\n";
   for (const Point& p : points)
     f << p.shape.in << "->" << p.shape.out << ',' << p.batch << ',' << p.sparsity << ',' << p.format << ',' << p.dtype << ',' << isa_of(p.kernel)
-      << ',' << p.kernel << ',' << p.median_ms << ',' << p.speedup << ',' << p.pct_bandwidth << ',' << p.gflops << ',' << p.planner << ','
-      << p.planner_speedup << '\n';
+      << ',' << p.kernel << ',' << p.median_ms << ',' << p.dense_ms << ',' << p.speedup << ',' << p.pct_bandwidth << ',' << p.gflops << ','
+      << p.planner << '\n';
 }
 
 }  // namespace
@@ -83,34 +90,23 @@ int run_sweep(const SweepOptions& o) {
               o.min_repetitions);
   const MachineModel model = MachineModel::for_bandwidth(bw.bytes_per_s);
   std::vector<Point> points;
-  std::printf("%-12s %5s %8s %-7s %-5s %-8s %10s %8s %7s %8s  %s\n", "shape", "batch", "sparsity", "format", "dtype", "isa", "median_ms",
-              "vs_dense", "%bw", "GFLOP/s", "planner");
-  auto print = [](const Point& p) {
-    std::printf("%5zu->%-5zu %5zu %7.0f%% %-7s %-5s %-8s %10.3f %7.2fx %6.0f%% %8.1f  %s (%.2fx)\n", p.shape.in, p.shape.out, p.batch,
-                100 * p.sparsity, p.format.c_str(), p.dtype.c_str(), isa_of(p.kernel).c_str(), p.median_ms, p.speedup, p.pct_bandwidth,
-                p.gflops, p.planner.c_str(), p.planner_speedup);
+  std::printf("%-12s %5s %8s %-7s %-5s %-10s %9s %9s %8s %5s %8s  %s\n", "shape", "batch", "sparsity", "format", "dtype", "isa", "median_ms",
+              "dense_ms", "vs_dense", "%bw", "GFLOP/s", "planner");
+  auto report = [&](const Point& p) {
+    std::printf("%5zu->%-5zu %5zu %7.0f%% %-7s %-5s %-10s %9.3f %9.3f %7.2fx %4.0f%% %8.1f  %s\n", p.shape.in, p.shape.out, p.batch,
+                100 * p.sparsity, p.format.c_str(), p.dtype.c_str(), isa_of(p.kernel).c_str(), p.median_ms, p.dense_ms, p.speedup,
+                p.pct_bandwidth, p.gflops, p.planner.c_str());
     std::fflush(stdout);
+    points.push_back(p);
   };
   for (const SweepShape& shape : o.shapes) {
-    std::map<size_t, double> dense_ms;
-    std::map<std::pair<size_t, int>, double> onednn_ms;  // (batch, dtype) -> ms, for the planner column
+    const double flop = 2.0 * static_cast<double>(shape.in * shape.out);
     // The baseline: oneDNN dense bf16, weights packed once into its preferred layout.
-    for (DType baseline_dtype : {DType::bf16, DType::int8}) {
-      const auto copies = cold_copies(random_weight(Format::dense, baseline_dtype, shape.out, shape.in, 0.0, 1), o.working_set_bytes, 1);
-      for (size_t n : o.batches) {
-        std::vector<OnednnMatmul> mm;
-        for (const Tensor& t : copies) mm.emplace_back(t, n);
-        const auto x = random_x(n, shape.in);
-        std::vector<float> y(n * shape.out);
-        const double ms = time_cold(mm.size(), o, [&](size_t i) { mm[i].run(x.data(), y.data()); });
-        onednn_ms[{n, static_cast<int>(baseline_dtype)}] = ms;
-        if (baseline_dtype == DType::bf16) dense_ms[n] = ms;
-        Point p{shape, n, 0.0, "onednn", dtype_name(baseline_dtype), mm[0].implementation(), ms, dense_ms[n] / ms,
-                100.0 * static_cast<double>(mm[0].packed_bytes()) / (ms * 1e-3) / bw.bytes_per_s,
-                2.0 * static_cast<double>(n * shape.in * shape.out) / (ms * 1e-3) / 1e9, "-", 0};
-        points.push_back(p);
-        print(p);
-      }
+    std::vector<OnednnMatmul> dense;
+    uint64_t dense_bytes = 0;
+    for (const Tensor& t : cold_copies(random_weight(Format::dense, DType::bf16, shape.out, shape.in, 0.0, 1), o.working_set_bytes, 1)) {
+      dense.emplace_back(t);
+      dense_bytes = t.payload_bytes();
     }
     for (DType dtype : o.dtypes)
       for (double s : o.sparsities)
@@ -119,17 +115,21 @@ int run_sweep(const SweepOptions& o) {
           const TensorStats st = tensor_stats(w);
           const auto copies = cold_copies(w, o.working_set_bytes, 1);
           for (size_t n : o.batches) {
-            const SpmmChoice choice = choose_spmm(w.desc(), n);
             const auto x = random_x(n, shape.in);
-            std::vector<float> y(n * shape.out);
-            const double ms = time_cold(copies.size(), o, [&](size_t i) { spmm_run(*choice.kernel, copies[i], x.data(), n, y.data()); });
+            std::vector<float> y(n * shape.out), y_dense(n * shape.out);
+            auto baseline = [&](size_t i) { dense[i % dense.size()].run(x.data(), n, y_dense.data()); };
+            const SpmmChoice choice = choose_spmm(w.desc(), n);
+            const auto [ms, dense_ms] = time_paired(
+                o, [&](size_t i) { spmm_run(*choice.kernel, copies[i % copies.size()], x.data(), n, y.data()); }, baseline);
             const LinearPlan plan = plan_linear(w.desc(), st, n, model);
-            const double plan_ms = plan.use_dense ? onednn_ms[{n, static_cast<int>(dtype == DType::int8 ? DType::int8 : DType::bf16)}] : ms;
-            Point p{shape, n, st.sparsity(), format_name(f), dtype_name(dtype), choice.kernel->name, ms, dense_ms[n] / ms,
-                    100.0 * static_cast<double>(st.payload_bytes) / (ms * 1e-3) / bw.bytes_per_s,
-                    2.0 * static_cast<double>(n * shape.in * shape.out) / (ms * 1e-3) / 1e9, plan.describe(), dense_ms[n] / plan_ms};
-            points.push_back(p);
-            print(p);
+            report({shape, n, st.sparsity(), format_name(f), dtype_name(dtype), choice.kernel->name, ms, dense_ms, dense_ms / ms,
+                    100.0 * static_cast<double>(st.payload_bytes) / (ms * 1e-3) / bw.bytes_per_s, flop * static_cast<double>(n) / (ms * 1e-3) / 1e9,
+                    plan.describe()});
+            if (f == o.formats.front() && dtype == o.dtypes.front() && s == o.sparsities.front()) {
+              report({shape, n, 0.0, "onednn", "bf16", dense[0].implementation(n), dense_ms, dense_ms, 1.0,
+                      100.0 * static_cast<double>(dense_bytes) / (dense_ms * 1e-3) / bw.bytes_per_s,
+                      flop * static_cast<double>(n) / (dense_ms * 1e-3) / 1e9, "-"});
+            }
           }
         }
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <vector>
 
@@ -19,69 +20,92 @@ dnnl::engine& cpu_engine() {
   return engine;
 }
 
-dt weight_type(DType t) { return t == DType::f32 ? dt::f32 : t == DType::bf16 ? dt::bf16 : dt::s8; }
-
 }  // namespace
 
 struct OnednnMatmul::Impl {
-  Tensor source;  // keeps the user weights alive for the reorder only
-  size_t n = 0, in = 0, out = 0;
+  struct Batch {
+    dnnl::matmul::primitive_desc pd;
+    dnnl::matmul matmul;
+    memory src, dst;
+  };
+  Tensor source;  // the user weights, when oneDNN reads them in place
+  size_t in = 0, out = 0;
   DType dtype = DType::f32;
+  dt weight_type = dt::f32, src_type = dt::f32;
   dnnl::stream stream{cpu_engine()};
-  dnnl::matmul::primitive_desc pd;
-  dnnl::matmul matmul;
-  memory weights, src, dst;
-  std::vector<float> out_scales;  // int8: row scale x activation scale, per output column
-  std::vector<float> row_scales;
+  memory::desc weights_md;  // the layout every batch's primitive uses
+  memory weights;
+  bool packed = false;
+  std::vector<float> row_scales, out_scales;  // int8: row scale x activation scale, per output column
+  std::map<size_t, Batch> batches;
+
+  dnnl::matmul::primitive_desc make_pd(size_t n, const memory::desc& wei_md) const {
+    const auto M = static_cast<memory::dim>(n), K = static_cast<memory::dim>(in), N = static_cast<memory::dim>(out);
+    dnnl::primitive_attr attr;
+    if (dtype == DType::int8) attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
+    return dnnl::matmul::primitive_desc(
+        dnnl::matmul::desc(memory::desc({M, K}, src_type, tag::ab), wei_md, memory::desc({M, N}, dt::f32, tag::ab)), attr, cpu_engine());
+  }
+
+  Batch& batch(size_t n) {
+    auto it = batches.find(n);
+    if (it != batches.end()) return it->second;
+    Batch b;
+    b.pd = make_pd(n, weights_md);
+    b.matmul = dnnl::matmul(b.pd);
+    b.src = memory(b.pd.src_desc(), cpu_engine());
+    b.dst = memory(b.pd.dst_desc(), cpu_engine(), DNNL_MEMORY_NONE);
+    return batches.emplace(n, std::move(b)).first->second;
+  }
 };
 
-OnednnMatmul::OnednnMatmul(const Tensor& dense, size_t n) : impl_(std::make_unique<Impl>()) {
+OnednnMatmul::OnednnMatmul(const Tensor& dense, Weights weights) : impl_(std::make_unique<Impl>()) {
   const TensorDesc& d = dense.desc();
-  if (d.format != Format::dense) throw Error("OnednnMatmul needs dense weights");
+  if (d.format != Format::dense || d.ndim != 2) throw Error("OnednnMatmul needs a dense 2-D weight");
   Impl& m = *impl_;
-  m.n = n;
   m.out = d.rows();
   m.in = d.cols();
   m.dtype = d.dtype;
-  const auto M = static_cast<memory::dim>(n), K = static_cast<memory::dim>(m.in), N = static_cast<memory::dim>(m.out);
-  const dt wt = weight_type(d.dtype);
-  const dt st = d.dtype == DType::int8 ? dt::s8 : wt;
-  memory::desc src_md({M, K}, st, tag::ab), wei_md({K, N}, wt, tag::any), dst_md({M, N}, dt::f32, tag::ab);
-  dnnl::primitive_attr attr;
+  m.weight_type = d.dtype == DType::f32 ? dt::f32 : d.dtype == DType::bf16 ? dt::bf16 : dt::s8;
+  m.src_type = m.weight_type;
   if (d.dtype == DType::int8) {
-    attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
     const float* scales = dense.section<float>(Section::scales);
     m.row_scales.assign(scales, scales + m.out);
     m.out_scales.resize(m.out);
   }
-  m.pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, wei_md, dst_md), attr, cpu_engine());
-  m.matmul = dnnl::matmul(m.pd);
   // Our [out][in] row-major weights are oneDNN's K x N in "ba" order.
-  memory user({{K, N}, wt, tag::ba}, cpu_engine(), const_cast<std::byte*>(dense.data()));
-  m.weights = memory(m.pd.weights_desc(), cpu_engine());
-  dnnl::reorder(user, m.weights).execute(m.stream, user, m.weights);
-  m.stream.wait();
-  m.src = memory(src_md, cpu_engine());
-  m.dst = memory(dst_md, cpu_engine(), DNNL_MEMORY_NONE);
+  const memory::dims kn{static_cast<memory::dim>(m.in), static_cast<memory::dim>(m.out)};
+  memory user({kn, m.weight_type, tag::ba}, cpu_engine(), const_cast<std::byte*>(dense.data()));
+  m.weights_md = weights == Weights::packed ? m.make_pd(1, memory::desc(kn, m.weight_type, tag::any)).weights_desc() : user.get_desc();
+  if (m.weights_md == user.get_desc()) {
+    m.weights = user;
+    m.source = dense;
+  } else {
+    m.weights = memory(m.weights_md, cpu_engine());
+    dnnl::reorder(user, m.weights).execute(m.stream, user, m.weights);
+    m.stream.wait();
+    m.packed = true;
+  }
 }
 
 OnednnMatmul::~OnednnMatmul() = default;
 OnednnMatmul::OnednnMatmul(OnednnMatmul&&) noexcept = default;
 OnednnMatmul& OnednnMatmul::operator=(OnednnMatmul&&) noexcept = default;
 
-size_t OnednnMatmul::batch() const { return impl_->n; }
-size_t OnednnMatmul::packed_bytes() const { return impl_->pd.weights_desc().get_size(); }
-const char* OnednnMatmul::implementation() const { return impl_->pd.impl_info_str(); }
+size_t OnednnMatmul::packed_bytes() const { return impl_->packed ? impl_->weights_md.get_size() : 0; }
+std::string OnednnMatmul::implementation(size_t n) { return impl_->batch(n).pd.impl_info_str(); }
 
-void OnednnMatmul::run(const float* x, float* y) {
+void OnednnMatmul::run(const float* x, size_t n, float* y) {
+  if (n == 0) return;
   Impl& m = *impl_;
-  const size_t count = m.n * m.in;
+  Impl::Batch& b = m.batch(n);
+  const size_t count = n * m.in;
   switch (m.dtype) {
     case DType::f32:
-      std::copy(x, x + count, static_cast<float*>(m.src.get_data_handle()));
+      std::copy(x, x + count, static_cast<float*>(b.src.get_data_handle()));
       break;
     case DType::bf16: {
-      auto* s = static_cast<uint16_t*>(m.src.get_data_handle());
+      auto* s = static_cast<uint16_t*>(b.src.get_data_handle());
       for (size_t i = 0; i < count; ++i) s[i] = f32_to_bf16(x[i]);
       break;
     }
@@ -89,20 +113,17 @@ void OnednnMatmul::run(const float* x, float* y) {
       float amax = 0.0f;
       for (size_t i = 0; i < count; ++i) amax = std::max(amax, std::fabs(x[i]));
       const float x_scale = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
-      auto* s = static_cast<int8_t*>(m.src.get_data_handle());
+      auto* s = static_cast<int8_t*>(b.src.get_data_handle());
       for (size_t i = 0; i < count; ++i) s[i] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
       for (size_t r = 0; r < m.out; ++r) m.out_scales[r] = m.row_scales[r] * x_scale;
       break;
     }
   }
-  m.dst.set_data_handle(y);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, m.src}, {DNNL_ARG_WEIGHTS, m.weights}, {DNNL_ARG_DST, m.dst}};
-  memory scales;
-  if (m.dtype == DType::int8) {
-    scales = memory({{static_cast<memory::dim>(m.out)}, dt::f32, tag::a}, cpu_engine(), m.out_scales.data());
-    args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES, scales);
-  }
-  m.matmul.execute(m.stream, args);
+  b.dst.set_data_handle(y);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, b.src}, {DNNL_ARG_WEIGHTS, m.weights}, {DNNL_ARG_DST, b.dst}};
+  if (m.dtype == DType::int8)
+    args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES, memory({{static_cast<memory::dim>(m.out)}, dt::f32, tag::a}, cpu_engine(), m.out_scales.data()));
+  b.matmul.execute(m.stream, args);
   m.stream.wait();
 }
 

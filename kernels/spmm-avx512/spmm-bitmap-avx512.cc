@@ -20,7 +20,7 @@ struct F32 {
   using XVec = __m512;
   static constexpr bool kRowSum = false;
   static Acc zero() { return _mm512_setzero_ps(); }
-  static WVec expand(Mask m, const Value* p) { return _mm512_maskz_expand_ps(m, kernels::avx512::load_unfolded<__m512>(p)); }
+  static WVec expand(Mask m, const Value* p) { return kernels::avx512::fresh_expand_ps(m, kernels::avx512::load_unfolded<__m512>(p)); }
   static XVec load_x(const XElem* p) { return _mm512_loadu_ps(p); }
   static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_fmadd_ps(w, x, acc); }
   static Acc row_sum(Acc s, WVec) { return s; }
@@ -38,7 +38,7 @@ struct Bf16 {
   using XVec = __m512i;
   static constexpr bool kRowSum = false;
   static Acc zero() { return _mm512_setzero_ps(); }
-  static WVec expand(Mask m, const Value* p) { return _mm512_maskz_expand_epi16(m, kernels::avx512::load_unfolded<__m512i>(p)); }
+  static WVec expand(Mask m, const Value* p) { return kernels::avx512::fresh_expand_epi16(m, kernels::avx512::load_unfolded<__m512i>(p)); }
   static XVec load_x(const XElem* p) { return _mm512_loadu_si512(p); }
   static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)x); }
   static Acc row_sum(Acc s, WVec) { return s; }
@@ -58,7 +58,7 @@ struct Int8 {
   using XVec = __m512i;
   static constexpr bool kRowSum = true;
   static Acc zero() { return _mm512_setzero_si512(); }
-  static WVec expand(Mask m, const Value* p) { return _mm512_maskz_expand_epi8(m, kernels::avx512::load_unfolded<__m512i>(p)); }
+  static WVec expand(Mask m, const Value* p) { return kernels::avx512::fresh_expand_epi8(m, kernels::avx512::load_unfolded<__m512i>(p)); }
   static XVec load_x(const XElem* p) { return _mm512_loadu_si512(p); }
   static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_dpbusd_epi32(acc, x, w); }
   static Acc row_sum(Acc s, WVec w) { return _mm512_dpbusd_epi32(s, _mm512_set1_epi8(1), w); }
