@@ -15,9 +15,9 @@ namespace {
 constexpr const char* kFeatureNames[kCpuFeatureCount] = {
     "avx2",        "fma",         "f16c",          "avx512f",          "avx512bw", "avx512vl",
     "avx512dq",    "avx512cd",    "avx512_vnni",   "avx512_bf16",      "avx512_vbmi", "avx512_vbmi2",
-    "avx512_bitalg", "avx512_vpopcntdq", "amx_tile", "amx_bf16", "amx_int8"};
+    "avx512_bitalg", "avx512_vpopcntdq", "amx_tile", "amx_bf16", "amx_int8", "bmi2"};
 
-constexpr uint64_t kAvx2Set = kAvx2 | kFma | kF16c;
+constexpr uint64_t kAvx2Set = kAvx2 | kFma | kF16c | kBmi2;
 constexpr uint64_t kAvx512Set = kAvx512F | kAvx512Bw | kAvx512Vl | kAvx512Dq | kAvx512Cd;
 constexpr uint64_t kIceLakeSet = kAvx512Vnni | kAvx512Vbmi | kAvx512Vbmi2 | kAvx512Bitalg | kAvx512Vpopcntdq;
 constexpr uint64_t kAmxSet = kAmxTile | kAmxBf16 | kAmxInt8;
@@ -143,7 +143,7 @@ CpuInfo probe_cpu(std::optional<std::string_view> max_isa) {
   }
   if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
     const struct { unsigned reg, bit; uint64_t feature; } bits[] = {
-        {b, 5, kAvx2},          {b, 16, kAvx512F},     {b, 17, kAvx512Dq},  {b, 28, kAvx512Cd},      {b, 30, kAvx512Bw},
+        {b, 5, kAvx2},          {b, 8, kBmi2},         {b, 16, kAvx512F},     {b, 17, kAvx512Dq},  {b, 28, kAvx512Cd},      {b, 30, kAvx512Bw},
         {b, 31, kAvx512Vl},     {c, 1, kAvx512Vbmi},   {c, 6, kAvx512Vbmi2}, {c, 11, kAvx512Vnni},   {c, 12, kAvx512Bitalg},
         {c, 14, kAvx512Vpopcntdq}, {d, 22, kAmxBf16},  {d, 24, kAmxTile},   {d, 25, kAmxInt8}};
     for (const auto& x : bits)

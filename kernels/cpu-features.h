@@ -29,8 +29,9 @@ enum CpuFeature : uint64_t {
   kAmxTile = 1u << 14,
   kAmxBf16 = 1u << 15,
   kAmxInt8 = 1u << 16,
+  kBmi2 = 1u << 17,
 };
-inline constexpr int kCpuFeatureCount = 17;
+inline constexpr int kCpuFeatureCount = 18;
 const char* cpu_feature_name(uint64_t single_feature);
 std::string cpu_feature_list(uint64_t features);  // "avx512_bf16, amx_tile"
 

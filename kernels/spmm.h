@@ -21,6 +21,7 @@ enum class ActLayout : uint8_t {
   bf16_padded,     // [n][ld] bf16 (round to nearest even), same padding
   u8_padded,       // [n][ld] u8 = round(x / s) + 128 with s = max|x_n| / 127 per token, same padding
   f32_transposed,  // [in][ld] f32, ld = n rounded up to 16, zero tail: one token per vector lane
+  bf16_pairs,      // [ceil(in/2)][ld][2] bf16, ld as f32_transposed: a column pair of one token per dword lane
 };
 const char* act_layout_name(ActLayout layout);
 // How far one activation may move when stored in `layout`, relative to its

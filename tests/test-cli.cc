@@ -86,7 +86,7 @@ TEST(Cli, CpuinfoShowsDispatchAndHonoursMaxIsa) {
   r = run("cpuinfo", "LACUNA_MAX_ISA=avx2 ");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("cap avx2, from LACUNA_MAX_ISA"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("lacuna_spmm_bitmap_bf16_ukernel__scalar"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("lacuna_spmm_bitmap_bf16_ukernel_1x4__xsimd_avx2"), std::string::npos) << r.output;
   if (cpu_info().usable & kAvx512F) {
     EXPECT_NE(r.output.find("LACUNA_MAX_ISA=avx2 excludes avx512f"), std::string::npos) << r.output;
   }

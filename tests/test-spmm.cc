@@ -15,12 +15,11 @@ namespace {
 
 // Every kernel accumulates in f32 or int32; what differs is how exactly it sees
 // the activations. The bound is on |y - exact| for one output.
+// For bf16 layouts: x rounded to bf16 (2^-9), and VDPBF16PS may round each
+// product once more (it does on Zen 4), so twice the layout's rounding.
 double tolerance(const SpmmUkernel& k, double magnitude, double x_step, double weight_abs_sum) {
-  switch (k.act) {
-    case ActLayout::bf16_padded: return 0x1p-8 * magnitude + 1e-6;  // x rounded to bf16: 2^-9 relative
-    case ActLayout::u8_padded: return 0.5 * x_step * weight_abs_sum + 1e-5 * magnitude + 1e-6;  // half a quantisation step
-    default: return 1e-5 * magnitude + 1e-6;  // f32 accumulation only
-  }
+  if (k.act == ActLayout::u8_padded) return 0.5 * x_step * weight_abs_sum + 1e-5 * magnitude + 1e-6;  // half a quantisation step
+  return (2.0 * act_layout_rounding(k.act) + 1e-5) * magnitude + 1e-6;
 }
 
 Tensor make_weights(const SpmmUkernel& k, size_t rows, size_t cols, double sparsity, bool empty_rows, uint64_t seed) {

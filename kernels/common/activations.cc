@@ -73,6 +73,14 @@ PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t
       }
       return {out, ld, scale};
     }
+    case ActLayout::bf16_pairs: {
+      const size_t ldt = round_up(n, 16), pairs = (in + 1) / 2;
+      auto* out = static_cast<uint16_t*>(t_values.get(pairs * ldt * 2 * sizeof(uint16_t)));
+      std::fill(out, out + pairs * ldt * 2, uint16_t{0});
+      for (size_t i = 0; i < n; ++i)
+        for (size_t c = 0; c < in; ++c) out[((c / 2) * ldt + i) * 2 + c % 2] = f32_to_bf16(x[i * in + c]);
+      return {out, ldt, nullptr};
+    }
     case ActLayout::f32_transposed: {
       const size_t ldt = round_up(n, 16);
       auto* out = static_cast<float*>(t_values.get(in * ldt * sizeof(float)));
@@ -92,7 +100,8 @@ namespace lacuna {
 
 double act_layout_rounding(ActLayout layout) {
   switch (layout) {
-    case ActLayout::bf16_padded: return 0x1p-9;
+    case ActLayout::bf16_padded:
+    case ActLayout::bf16_pairs: return 0x1p-9;
     case ActLayout::u8_padded: return 0.5 / 127.0;
     default: return 0.0;
   }
@@ -105,6 +114,7 @@ const char* act_layout_name(ActLayout layout) {
     case ActLayout::bf16_padded: return "bf16_padded";
     case ActLayout::u8_padded: return "u8_padded";
     case ActLayout::f32_transposed: return "f32_transposed";
+    case ActLayout::bf16_pairs: return "bf16_pairs";
   }
   return "?";
 }
