@@ -1,54 +1,115 @@
 #include "kernels/planner.h"
 
-#include <omp.h>
-
 #include <algorithm>
+#include <cstdio>
 
 namespace lacuna {
+namespace {
 
-MachineModel MachineModel::for_bandwidth(double bytes_per_s) {
-  const double threads = omp_get_max_threads();
+std::string kernel_tag(const SpmmUkernel& k) {
+  const std::string name = k.name;
+  const size_t at = name.rfind("_ukernel");
+  return at == std::string::npos ? name : name.substr(at + 8 + (name[at + 8] == '_' ? 1 : 0));
+}
+
+// Streaming and computing overlap only partly in cold runs.
+double cost_ms(double memory_s, double compute_s) {
+  return 1e3 * (std::max(memory_s, compute_s) + 0.5 * std::min(memory_s, compute_s));
+}
+
+}  // namespace
+
+MachineModel MachineModel::for_bandwidth(double bytes_per_s, int threads) {
   MachineModel m;
   m.bandwidth = bytes_per_s;
-  m.onednn_bf16_flops = 100e9 * threads;
-  m.onednn_int8_ops = 150e9 * threads;
-  m.bitmap_groups_per_s = 0.6e9 * threads;
-  m.broadcast_fmas_per_s = 1.0e9 * threads;
+  m.threads = std::max(threads, 1);
+  // Measured on an AMD EPYC (Zen 4) with `lacuna bench sweep`, 6144->32768, cold
+  // weights, and divided down to one core (docs/benchmarks.md).
+  m.bitmap_row_group = 1.6e-9;
+  m.bitmap_row_group_token = 0.35e-9;
+  m.csr_nonzero_token = 0.5e-9;
+  m.pair_tile = 0.55e-9;
+  m.pair_group_tile = 2.9e-9;
+  m.broadcast_tile = 1.2e-9;
+  m.onednn_bf16_flop = 1.0 / 190e9;
+  m.onednn_int8_op = 1.0 / 275e9;
+  m.onednn_bf16_bandwidth_share = 0.95;
+  m.onednn_int8_bandwidth_share = 0.45;
   return m;
 }
 
-double predict_dense_ms(const TensorDesc& w, size_t n, const MachineModel& m) {
-  const double weights = static_cast<double>(w.elements());
-  const double bytes = weights * (w.dtype == DType::int8 ? 1.0 : 2.0);
-  const double ops = 2.0 * weights * static_cast<double>(n);
-  const double rate = w.dtype == DType::int8 ? m.onednn_int8_ops : m.onednn_bf16_flops;
-  return 1e3 * std::max(bytes / m.bandwidth, ops / rate);
+uint64_t stored_bytes(Format format, DType dtype, uint64_t rows, uint64_t cols, uint64_t nonzeros) {
+  TensorDesc d = TensorDesc::matrix(format, dtype, rows, cols);
+  if (format != Format::dense) d.nnz = nonzeros;
+  if (format == Format::bsr) d.nnz = 0;  // unknown without the pattern; not planned here
+  return payload_layout(d).total_bytes;
 }
 
-double predict_sparse_ms(const SpmmUkernel& k, const TensorDesc& w, const TensorStats& stats, size_t n, const MachineModel& m) {
-  const double memory = static_cast<double>(stats.payload_bytes) / m.bandwidth;
-  double compute = 0;
-  if (k.act == ActLayout::f32_transposed || k.act == ActLayout::f32) {
-    compute = static_cast<double>(stats.nonzeros) * static_cast<double>((n + 15) / 16) / m.broadcast_fmas_per_s;
-  } else {
-    compute = static_cast<double>(w.rows() * group_count(w)) * static_cast<double>(n) / m.bitmap_groups_per_s;
+std::string PlanOption::describe() const {
+  if (onednn) return "onednn dense";
+  return std::string(format_name(format)) + " " + (kernel ? kernel_tag(*kernel) : "?");
+}
+
+std::string LinearPlan::why() const {
+  std::string s;
+  char buf[64];
+  for (const PlanOption& o : considered) {
+    std::snprintf(buf, sizeof buf, "%.3g ms", o.predicted_ms);
+    s += (s.empty() ? "" : " < ") + o.describe() + " " + buf;
   }
-  return 1e3 * std::max(memory, compute);
+  return s;
 }
 
-LinearPlan plan_linear(const TensorDesc& w, const TensorStats& stats, size_t n, const MachineModel& m) {
-  LinearPlan p;
-  p.kernel = choose_spmm(w, n).kernel;
-  p.sparse_ms = predict_sparse_ms(*p.kernel, w, stats, n, m);
-  p.dense_ms = predict_dense_ms(w, n, m);
-  p.use_dense = p.dense_ms < p.sparse_ms;
-  return p;
-}
-
-std::string LinearPlan::describe() const {
-  if (use_dense) return "onednn dense";
-  const std::string name = kernel->name;
-  return std::string(format_name(kernel->format)) + " " + name.substr(name.rfind("_ukernel_") + 9);
+LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonzeros, size_t n, const std::vector<Format>& formats,
+                       const MachineModel& m, const CpuInfo& cpu) {
+  LinearPlan plan;
+  const double threads = m.threads, nn = static_cast<double>(n), tiles = static_cast<double>((n + 15) / 16);
+  const double density = static_cast<double>(nonzeros) / static_cast<double>(rows * cols);
+  for (Format f : formats) {
+    PlanOption o;
+    o.format = f;
+    o.bytes = stored_bytes(f, dtype, rows, cols, nonzeros);
+    if (f == Format::dense && dtype != DType::f32) {
+      // oneDNN's dense matmul, for the dtypes it runs well.
+      PlanOption d = o;
+      d.onednn = true;
+      const double ops = 2.0 * static_cast<double>(rows * cols) * nn;
+      const bool int8 = dtype == DType::int8;
+      const double share = int8 ? m.onednn_int8_bandwidth_share : m.onednn_bf16_bandwidth_share;
+      // oneDNN's own kernels overlap memory and compute: the larger of the two.
+      d.predicted_ms = 1e3 * std::max(static_cast<double>(d.bytes) / (m.bandwidth * share), ops * (int8 ? m.onednn_int8_op : m.onednn_bf16_flop) / threads);
+      plan.considered.push_back(d);
+      continue;
+    }
+    if (f == Format::bsr) continue;  // block-sparse needs the block pattern; chosen at conversion, not here
+    const TensorDesc desc = TensorDesc::matrix(f, dtype, rows, cols);
+    o.kernel = choose_spmm(desc, n, cpu).kernel;
+    double compute = 0;
+    switch (o.kernel->act) {
+      case ActLayout::bf16_padded:
+      case ActLayout::u8_padded:
+      case ActLayout::f32_padded:
+        compute = static_cast<double>(rows * group_count(desc)) * (m.bitmap_row_group + (nn - 1) * m.bitmap_row_group_token);
+        break;
+      case ActLayout::f32:
+        compute = static_cast<double>(nonzeros) * nn * m.csr_nonzero_token;
+        break;
+      case ActLayout::bf16_pairs: {
+        const double live_pairs = static_cast<double>(rows * cols) / 2 * (1 - (1 - density) * (1 - density));
+        compute = (live_pairs * m.pair_tile + static_cast<double>(rows * group_count(desc)) * m.pair_group_tile) * tiles;
+        break;
+      }
+      case ActLayout::f32_transposed:
+        compute = static_cast<double>(f == Format::dense ? rows * cols : nonzeros) * tiles * m.broadcast_tile;
+        break;
+    }
+    o.predicted_ms = cost_ms(static_cast<double>(o.bytes) / m.bandwidth, compute / threads);
+    plan.considered.push_back(o);
+  }
+  std::stable_sort(plan.considered.begin(), plan.considered.end(),
+                   [](const PlanOption& a, const PlanOption& b) { return a.predicted_ms < b.predicted_ms; });
+  if (!plan.considered.empty()) plan.chosen = plan.considered.front();
+  return plan;
 }
 
 }  // namespace lacuna

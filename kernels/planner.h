@@ -1,38 +1,60 @@
 #pragma once
-// Chooses, per weight and batch size, between Lacuna's sparse kernel for the
-// stored format and oneDNN's dense matmul, from a cost model of this machine:
-// a product costs the larger of its memory time (bytes / bandwidth) and its
-// compute time (work / the kernel's measured rate).
+// Chooses how to run y = x · Wᵀ for one weight at one batch size: which
+// storage format (dense, bitmap, csr) and which kernel, or oneDNN's dense
+// matmul, from a cost model of the machine. A product costs the larger of its
+// memory time (bytes / bandwidth) and its compute time (work / the kernel
+// family's rate), plus half the smaller of the two: measured cold runs
+// overlap streaming and computing only partly. The rates are per core and were measured on this project's
+// build machine with `lacuna bench sweep` (see docs/benchmarks.md); the
+// bandwidth is measured on the machine that runs.
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "kernels/spmm.h"
-#include "sparse/stats.h"
 
 namespace lacuna {
 
 struct MachineModel {
-  double bandwidth = 0;            // bytes/s, all threads
-  double onednn_bf16_flops = 0;    // oneDNN dense bf16, compute-bound rate, all threads
-  double onednn_int8_ops = 0;      // oneDNN dense s8, compute-bound rate
-  double bitmap_groups_per_s = 0;  // small-batch bitmap kernels: (group x token) steps per second
-  double broadcast_fmas_per_s = 0; // large-batch kernels: (nonzero x 16 tokens) vector FMAs per second
-  // Rates measured with `lacuna bench sweep` on this class of machine (docs/benchmarks.md),
-  // scaled by the thread count, with the memory bandwidth measured in the run.
-  static MachineModel for_bandwidth(double bytes_per_s);
+  double bandwidth = 0;  // bytes/s, all threads, as a cold matmul sees it
+  int threads = 1;
+  // Per-core costs in seconds.
+  double bitmap_row_group = 0;      // small batch, one row x one group, first token
+  double bitmap_row_group_token = 0;  // each further token
+  double csr_nonzero_token = 0;     // small batch, one stored weight x one token
+  double pair_tile = 0;             // large batch bf16: one live column pair x 16 tokens
+  double pair_group_tile = 0;       // large batch bf16: one row x one group x 16 tokens (expand, mask walk)
+  double broadcast_tile = 0;        // large batch, other dtypes: one weight x 16 tokens
+  double onednn_bf16_flop = 0;      // oneDNN dense bf16 at large batch, per flop
+  double onednn_int8_op = 0;        // oneDNN dense s8, per op
+  double onednn_bf16_bandwidth_share = 0;  // the fraction of the bandwidth oneDNN streams at batch 1
+  double onednn_int8_bandwidth_share = 0;
+
+  static MachineModel for_bandwidth(double bytes_per_s, int threads);
+};
+
+// One way to run the product.
+struct PlanOption {
+  Format format = Format::dense;
+  bool onednn = false;                  // oneDNN dense (format is dense)
+  const SpmmUkernel* kernel = nullptr;  // Lacuna's kernel otherwise
+  uint64_t bytes = 0;                   // weight bytes read per product
+  double predicted_ms = 0;
+  std::string describe() const;  // "bitmap 4x4__avx512bf16", "onednn dense"
 };
 
 struct LinearPlan {
-  bool use_dense = false;               // oneDNN dense is predicted faster
-  const SpmmUkernel* kernel = nullptr;  // the sparse kernel otherwise
-  double sparse_ms = 0, dense_ms = 0;   // the predictions
-  std::string describe() const;         // "bitmap 4x4__avx512bf16" or "onednn dense"
+  PlanOption chosen;
+  std::vector<PlanOption> considered;  // every option, fastest first
+  std::string why() const;             // "bitmap 4x4__avx512bf16 1.9 ms < csr 2.5 ms < onednn dense 12.6 ms"
 };
 
-LinearPlan plan_linear(const TensorDesc& w, const TensorStats& stats, size_t n, const MachineModel& model);
+// The options for a [rows, cols] weight of `dtype` with `nonzeros` stored
+// values, at batch n, restricted to `formats` (oneDNN counts as dense).
+LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonzeros, size_t n, const std::vector<Format>& formats,
+                       const MachineModel& model, const CpuInfo& cpu = cpu_info());
 
-// Predicted time of one kernel / of oneDNN dense, in ms.
-double predict_sparse_ms(const SpmmUkernel& k, const TensorDesc& w, const TensorStats& stats, size_t n, const MachineModel& model);
-double predict_dense_ms(const TensorDesc& w, size_t n, const MachineModel& model);
+// Bytes a format stores for such a weight (what a batch-1 product streams).
+uint64_t stored_bytes(Format format, DType dtype, uint64_t rows, uint64_t cols, uint64_t nonzeros);
 
 }  // namespace lacuna

@@ -16,6 +16,7 @@ packages=(
   nlohmann-json3-dev   # JSON (config.json, HTTP API)
   libcli11-dev         # command-line parsing
   python3-numpy        # NumPy reference scripts (run with /usr/bin/python3)
+  python3-matplotlib   # plots of benchmark sweeps
 )
 
 missing=()

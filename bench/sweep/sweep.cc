@@ -88,7 +88,7 @@ int run_sweep(const SweepOptions& o) {
   std::printf("weights: %s, working set >= %.1f GiB of distinct matrices per point; %.2f s and >= %d runs per point, medians\n\n",
               o.working_set_bytes ? "cold" : "warm", static_cast<double>(o.working_set_bytes) / (1 << 30), o.seconds_per_point,
               o.min_repetitions);
-  const MachineModel model = MachineModel::for_bandwidth(bw.bytes_per_s);
+  const MachineModel model = MachineModel::for_bandwidth(bw.bytes_per_s, omp_get_max_threads());
   std::vector<Point> points;
   std::printf("%-12s %5s %8s %-7s %-5s %-10s %9s %9s %8s %5s %8s  %s\n", "shape", "batch", "sparsity", "format", "dtype", "isa", "median_ms",
               "dense_ms", "vs_dense", "%bw", "GFLOP/s", "planner");
@@ -102,36 +102,68 @@ int run_sweep(const SweepOptions& o) {
   for (const SweepShape& shape : o.shapes) {
     const double flop = 2.0 * static_cast<double>(shape.in * shape.out);
     // The baseline: oneDNN dense bf16, weights packed once into its preferred layout.
-    std::vector<OnednnMatmul> dense;
-    uint64_t dense_bytes = 0;
-    for (const Tensor& t : cold_copies(random_weight(Format::dense, DType::bf16, shape.out, shape.in, 0.0, 1), o.working_set_bytes, 1)) {
+    std::vector<OnednnMatmul> dense, dense_int8;
+    for (const Tensor& t : cold_copies(random_weight(Format::dense, DType::bf16, shape.out, shape.in, 0.0, 1), o.working_set_bytes, 1))
       dense.emplace_back(t);
-      dense_bytes = t.payload_bytes();
-    }
     for (DType dtype : o.dtypes)
-      for (double s : o.sparsities)
+      for (double s : o.sparsities) {
+        struct Candidate {
+          Format format;
+          TensorStats stats;
+          std::vector<Tensor> copies;
+        };
+        std::vector<Candidate> candidates;
         for (Format f : o.formats) {
           const Tensor w = random_weight(f, dtype, shape.out, shape.in, s, 1000 + static_cast<uint64_t>(s * 100));
-          const TensorStats st = tensor_stats(w);
-          const auto copies = cold_copies(w, o.working_set_bytes, 1);
-          for (size_t n : o.batches) {
-            const auto x = random_x(n, shape.in);
-            std::vector<float> y(n * shape.out), y_dense(n * shape.out);
-            auto baseline = [&](size_t i) { dense[i % dense.size()].run(x.data(), n, y_dense.data()); };
-            const SpmmChoice choice = choose_spmm(w.desc(), n);
-            const auto [ms, dense_ms] = time_paired(
-                o, [&](size_t i) { spmm_run(*choice.kernel, copies[i % copies.size()], x.data(), n, y.data()); }, baseline);
-            const LinearPlan plan = plan_linear(w.desc(), st, n, model);
-            report({shape, n, st.sparsity(), format_name(f), dtype_name(dtype), choice.kernel->name, ms, dense_ms, dense_ms / ms,
-                    100.0 * static_cast<double>(st.payload_bytes) / (ms * 1e-3) / bw.bytes_per_s, flop * static_cast<double>(n) / (ms * 1e-3) / 1e9,
-                    plan.describe()});
-            if (f == o.formats.front() && dtype == o.dtypes.front() && s == o.sparsities.front()) {
-              report({shape, n, 0.0, "onednn", "bf16", dense[0].implementation(n), dense_ms, dense_ms, 1.0,
-                      100.0 * static_cast<double>(dense_bytes) / (dense_ms * 1e-3) / bw.bytes_per_s,
-                      flop * static_cast<double>(n) / (dense_ms * 1e-3) / 1e9, "-"});
-            }
-          }
+          candidates.push_back({f, tensor_stats(w), cold_copies(w, o.working_set_bytes, 1)});
         }
+        for (size_t n : o.batches) {
+          const auto x = random_x(n, shape.in);
+          std::vector<float> y(n * shape.out), y_dense(n * shape.out);
+          auto baseline = [&](size_t i) { dense[i % dense.size()].run(x.data(), n, y_dense.data()); };
+          std::vector<Point> measured;
+          for (const Candidate& c : candidates) {
+            const SpmmUkernel& k = *choose_spmm(c.copies[0].desc(), n).kernel;
+            const auto [ms, dense_ms] =
+                time_paired(o, [&](size_t i) { spmm_run(k, c.copies[i % c.copies.size()], x.data(), n, y.data()); }, baseline);
+            measured.push_back({shape, n, c.stats.sparsity(), format_name(c.format), dtype_name(dtype), k.name, ms, dense_ms, dense_ms / ms,
+                                100.0 * static_cast<double>(c.stats.payload_bytes) / (ms * 1e-3) / bw.bytes_per_s,
+                                flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""});
+          }
+          // The planner picks among the measured formats and oneDNN dense in this dtype.
+          std::vector<Format> options{Format::dense};
+          for (const Candidate& c : candidates)
+            if (c.format != Format::dense) options.push_back(c.format);
+          const uint64_t nonzeros = candidates.empty() ? 0 : candidates[0].stats.nonzeros;
+          const LinearPlan plan = plan_linear(dtype, shape.out, shape.in, nonzeros, n, options, model);
+          for (Point& p : measured) {
+            p.planner = plan.chosen.describe();
+            report(p);
+          }
+          Point chosen{};
+          if (!plan.chosen.onednn) {
+            for (const Point& p : measured)
+              if (p.format == format_name(plan.chosen.format)) chosen = p;
+          } else if (dtype != DType::int8) {
+            const auto [ms, dense_ms] = time_paired(o, baseline, baseline);
+            chosen = {shape, n, 0.0, "dense", "bf16", dense[0].implementation(n), ms, dense_ms, dense_ms / ms,
+                      100.0 * 2.0 * static_cast<double>(shape.in * shape.out) / (ms * 1e-3) / bw.bytes_per_s,
+                      flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""};
+          } else {
+            if (dense_int8.empty())
+              for (const Tensor& t : cold_copies(random_weight(Format::dense, DType::int8, shape.out, shape.in, 0.0, 2), o.working_set_bytes, 1))
+                dense_int8.emplace_back(t);
+            const auto [ms, dense_ms] = time_paired(o, [&](size_t i) { dense_int8[i % dense_int8.size()].run(x.data(), n, y.data()); }, baseline);
+            chosen = {shape, n, 0.0, "dense", "int8", dense_int8[0].implementation(n), ms, dense_ms, dense_ms / ms,
+                      100.0 * static_cast<double>(shape.in * shape.out) / (ms * 1e-3) / bw.bytes_per_s,
+                      flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""};
+          }
+          chosen.sparsity = candidates.empty() ? s : candidates[0].stats.sparsity();
+          chosen.format = "auto";
+          chosen.planner = plan.why();
+          report(chosen);
+        }
+      }
   }
   if (!o.csv_path.empty()) {
     write_csv(o.csv_path, points);

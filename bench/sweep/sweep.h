@@ -19,10 +19,10 @@ struct SweepOptions {
   std::vector<SweepShape> shapes{{6144, 32768}};
   std::vector<double> sparsities{0.0, 0.5, 0.7, 0.9, 0.95};
   std::vector<size_t> batches{1, 4, 16, 64, 256};
-  std::vector<Format> formats{Format::bitmap};
+  std::vector<Format> formats{Format::bitmap, Format::csr};
   std::vector<DType> dtypes{DType::bf16, DType::int8};
   uint64_t working_set_bytes = uint64_t{2} << 30;  // 0: warm (one matrix)
-  double seconds_per_point = 0.5;
+  double seconds_per_point = 0.3;
   int min_repetitions = 5;
   std::string csv_path, png_path;
 };

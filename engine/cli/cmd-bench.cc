@@ -41,7 +41,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   auto* sweep = bench->add_subcommand("sweep", "Speed of sparse products vs oneDNN dense bf16 over sparsity, batch, format and dtype");
   auto o = std::make_shared<bench::SweepOptions>();
   auto shapes = std::make_shared<std::string>("6144->32768");
-  auto formats = std::make_shared<std::string>("bitmap");
+  auto formats = std::make_shared<std::string>("bitmap,csr");
   auto dtypes = std::make_shared<std::string>("bf16,int8");
   auto gib = std::make_shared<double>(2.0);
   auto threads = std::make_shared<int>(0);

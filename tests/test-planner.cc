@@ -1,0 +1,64 @@
+// The planner's cost model on Grok-1's 6144->32768 weight: the choices it
+// makes here are the ones `lacuna bench sweep` measured to be fastest on the
+// machine the rates come from (docs/benchmarks.md).
+#include <gtest/gtest.h>
+
+#include "kernels/planner.h"
+#include "sparse/convert.h"
+#include "sparse/stats.h"
+#include "tests/test-util.h"
+
+namespace lacuna {
+namespace {
+
+constexpr uint64_t kRows = 32768, kCols = 6144;
+const std::vector<Format> kFormats{Format::dense, Format::bitmap, Format::csr};
+
+LinearPlan plan(DType t, double sparsity, size_t n) {
+  const MachineModel m = MachineModel::for_bandwidth(32e9, 2);
+  const auto nonzeros = static_cast<uint64_t>((1.0 - sparsity) * kRows * kCols);
+  return plan_linear(t, kRows, kCols, nonzeros, n, kFormats, m, cpu_info().with_cap(IsaLevel::avx512_core_bf16));
+}
+
+bool avx512_bf16() { return (cpu_info().usable & (kAvx512Bf16 | kAvx512Vbmi2)) == (kAvx512Bf16 | kAvx512Vbmi2); }
+
+TEST(Planner, DenseStaysWithOnednn) {
+  for (size_t n : {1, 16, 64, 256}) EXPECT_TRUE(plan(DType::bf16, 0.0, n).chosen.onednn) << "n=" << n << ": " << plan(DType::bf16, 0.0, n).why();
+}
+
+TEST(Planner, SparseWinsAtBatchOneAndPicksTheFormatBySparsity) {
+  if (!avx512_bf16()) GTEST_SKIP() << "the rates are for the AVX-512 BF16 kernels";
+  const LinearPlan p70 = plan(DType::bf16, 0.7, 1);
+  EXPECT_FALSE(p70.chosen.onednn) << p70.why();
+  EXPECT_EQ(p70.chosen.format, Format::bitmap) << p70.why();
+  const LinearPlan p95 = plan(DType::bf16, 0.95, 1);
+  EXPECT_EQ(p95.chosen.format, Format::csr) << p95.why();
+  EXPECT_EQ(plan(DType::int8, 0.7, 1).chosen.format, Format::bitmap) << plan(DType::int8, 0.7, 1).why();
+}
+
+TEST(Planner, LargeBatchFallsBackToDenseUntilSparseIsFaster) {
+  if (!avx512_bf16()) GTEST_SKIP() << "the rates are for the AVX-512 BF16 kernels";
+  EXPECT_TRUE(plan(DType::bf16, 0.5, 64).chosen.onednn) << plan(DType::bf16, 0.5, 64).why();
+  EXPECT_FALSE(plan(DType::bf16, 0.95, 64).chosen.onednn) << plan(DType::bf16, 0.95, 64).why();
+}
+
+TEST(Planner, OptionsAreSortedAndCoverEveryFormat) {
+  const LinearPlan p = plan(DType::bf16, 0.7, 4);
+  ASSERT_EQ(p.considered.size(), 3u);
+  for (size_t i = 1; i < p.considered.size(); ++i) EXPECT_LE(p.considered[i - 1].predicted_ms, p.considered[i].predicted_ms);
+  EXPECT_EQ(p.chosen.describe(), p.considered[0].describe());
+  EXPECT_NE(p.why().find(" < "), std::string::npos);
+}
+
+TEST(Planner, StoredBytesMatchPackedTensors) {
+  const auto w = testing::random_sparse(100, 300, 0.7, false, 3);
+  for (DType t : kAllDTypes) {
+    const Tensor dense = quantize_matrix(w.data(), 100, 300, t);
+    const uint64_t nonzeros = tensor_stats(dense).nonzeros;
+    for (Format f : {Format::dense, Format::csr, Format::bitmap})
+      EXPECT_EQ(stored_bytes(f, t, 100, 300, nonzeros), pack(dense, f).payload_bytes()) << format_name(f) << " " << dtype_name(t);
+  }
+}
+
+}  // namespace
+}  // namespace lacuna
