@@ -9,7 +9,9 @@ namespace {
 std::string kernel_tag(const SpmmUkernel& k) {
   const std::string name = k.name;
   const size_t at = name.rfind("_ukernel");
-  return at == std::string::npos ? name : name.substr(at + 8 + (name[at + 8] == '_' ? 1 : 0));
+  if (at == std::string::npos) return name;
+  const size_t tag = name.find_first_not_of('_', at + 8);
+  return tag == std::string::npos ? name : name.substr(tag);
 }
 
 // Streaming and computing overlap only partly in cold runs.
@@ -83,7 +85,9 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
     }
     if (f == Format::bsr) continue;  // block-sparse needs the block pattern; chosen at conversion, not here
     const TensorDesc desc = TensorDesc::matrix(f, dtype, rows, cols);
-    o.kernel = choose_spmm(desc, n, cpu).kernel;
+    for (const SpmmUkernel& k : spmm_ukernels()) {
+    if (!spmm_decline_reason(k, desc, n, cpu).empty()) continue;
+    o.kernel = &k;
     double compute = 0;
     switch (o.kernel->act) {
       case ActLayout::bf16_padded:
@@ -105,6 +109,7 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
     }
     o.predicted_ms = cost_ms(static_cast<double>(o.bytes) / m.bandwidth, compute / threads);
     plan.considered.push_back(o);
+    }
   }
   std::stable_sort(plan.considered.begin(), plan.considered.end(),
                    [](const PlanOption& a, const PlanOption& b) { return a.predicted_ms < b.predicted_ms; });

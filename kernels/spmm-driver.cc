@@ -7,6 +7,7 @@
 
 #include "kernels/common/activations.h"
 #include "kernels/spmm.h"
+#include "sparse/error.h"
 
 namespace lacuna {
 namespace {
@@ -52,6 +53,8 @@ constexpr uint64_t kParallelMinWork = 256 * 1024;
 
 void spmm_run(const SpmmUkernel& kernel, const Tensor& w, const float* x, size_t n, float* y) {
   if (n == 0) return;
+  if (std::string why = spmm_decline_reason(kernel, w.desc(), n, cpu_info()); !why.empty())
+    throw Error(std::string(kernel.name) + " cannot run this product: " + why);
   const uint64_t rows = w.desc().rows(), cols = w.desc().cols();
   const kernels::PreparedActivations xp = kernels::prepare_activations(kernel.act, x, n, cols);
   const SpmmArgs base{&w, xp.data, xp.ld, xp.scale, y, rows, n, 0, rows};

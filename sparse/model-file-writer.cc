@@ -70,13 +70,13 @@ void ModelFileWriter::add(const std::string& name, const Tensor& tensor) {
   if (m.finished) throw Error(m.path + ": add() after finish()");
   if (name.empty() || name.size() > fl::kMaxNameBytes)
     throw Error(m.path + ": tensor name must be 1.." + std::to_string(fl::kMaxNameBytes) + " bytes");
-  if (!m.seen.insert(name).second) throw Error(m.path + ": tensor '" + name + "' added twice");
   if (m.records.size() >= fl::kMaxTensors) throw Error(m.path + ": more than " + std::to_string(fl::kMaxTensors) + " tensors");
   if (name.find('\0') != std::string::npos) throw Error(m.path + ": tensor name holds a NUL byte");
   if (tensor.empty()) throw Error(m.path + ": tensor '" + name + "' has no payload");
   const TensorDesc& d = tensor.desc();
   if (std::string why = check_desc(d); !why.empty()) throw Error(m.path + ": tensor '" + name + "': " + why);
   if (std::string why = check_payload(tensor); !why.empty()) throw Error(m.path + ": tensor '" + name + "': " + why);
+  if (!m.seen.insert(name).second) throw Error(m.path + ": tensor '" + name + "' added twice");
   fl::TensorRecord r{};
   r.name_offset = static_cast<uint32_t>(m.names.size());
   r.name_bytes = static_cast<uint16_t>(name.size());

@@ -76,7 +76,7 @@ std::string check_desc(const TensorDesc& d) {
   }
   for (uint32_t i = d.ndim; i < kMaxDims; ++i)
     if (d.shape[i] != 0) return "unused dimension " + std::to_string(i) + " is not zero";
-  if (d.cols() > kMaxDim) return "more than 2^32 columns";
+  if (d.cols() > kMaxDim / 2) return "more than 2^31 columns";  // column indices are gathered as signed 32-bit
   if (d.format != Format::dense && d.ndim != 2)
     return std::string(format_name(d.format)) + " needs a 2-D tensor, not rank " + std::to_string(d.ndim);
   if (d.format != Format::bsr && (d.block_rows != 1 || d.block_cols != 1))

@@ -95,6 +95,29 @@ TEST(Cli, CpuinfoShowsDispatchAndHonoursMaxIsa) {
   EXPECT_NE(r.output.find("LACUNA_MAX_ISA='bogus' is not one of"), std::string::npos) << r.output;
 }
 
+TEST(Cli, BenchSweepRefusesBadArguments) {
+  for (const std::string args : {"--shapes 6144-32768", "--shapes '10->'", "--shapes 5x0", "--shapes abc", "--formats dense,zip",
+                                 "--dtypes fp8", "--sparsity 1.5", "--batch 0"}) {
+    const CliRun r = run("bench sweep " + args);
+    EXPECT_NE(r.exit_code, 0) << args << ": " << r.output;
+    EXPECT_EQ(r.output.find("memory read bandwidth"), std::string::npos) << args << " started measuring";
+  }
+}
+
+TEST(Cli, BenchSweepRunsATinyGrid) {
+  const std::string csv = temp_path("sweep.csv");
+  const CliRun r = run("bench sweep --shapes '256->512' --sparsity 0.9 --batch 1,16 --dtypes bf16 --working-set-gib 0 --seconds 0.01 --csv " + csv);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(csv);
+  std::string header;
+  std::getline(in, header);
+  EXPECT_EQ(header.rfind("shape,batch,sparsity,format,dtype,isa,kernel,median_ms,dense_bf16_ms,speedup_vs_dense,pct_bandwidth", 0), 0u) << header;
+  size_t rows = 0;
+  for (std::string line; std::getline(in, line);) rows += line.rfind("256->512,", 0) == 0;
+  EXPECT_EQ(rows, 2u * 3u);  // bitmap, csr and the planner's row at two batch sizes
+  std::filesystem::remove(csv);
+}
+
 TEST(Cli, DemoRunsAndEveryKernelMatches) {
   const std::string path = temp_path("demo.lacuna");
   const CliRun r = run("demo --rows 40 --cols 130 -n 3 --out " + path);

@@ -194,3 +194,62 @@ TEST(OnednnDense, RefusesSparseWeights) {
 
 }  // namespace
 }  // namespace lacuna
+
+namespace lacuna {
+namespace {
+
+// Large enough that the driver splits the rows over every OpenMP thread.
+TEST(Driver, ThreadedSplitMatchesTheDenseProduct) {
+  const auto wf = testing::random_sparse(2003, 1000, 0.7, true, 17);
+  for (Format f : {Format::bitmap, Format::csr, Format::dense})
+    for (size_t n : {1, 3, 20}) {
+      const Tensor w = pack(quantize_matrix(wf.data(), 2003, 1000, DType::bf16), f);
+      const auto x = testing::random_activations(n, 1000, 4);
+      const auto ref = testing::naive_product(w, x, n);
+      std::vector<float> y(n * 2003);
+      spmm(w, x.data(), n, y.data());
+      for (size_t i = 0; i < y.size(); ++i) {
+        ASSERT_NEAR(y[i], ref.y[i], 0x1p-8 * ref.magnitude[i] + 1e-5) << format_name(f) << " n=" << n << " at " << i;
+      }
+    }
+}
+
+TEST(Driver, RefusesAKernelThatDoesNotFitTheWeights) {
+  const auto wf = testing::random_sparse(8, 8, 0.5, false, 1);
+  const Tensor csr = pack(quantize_matrix(wf.data(), 8, 8, DType::bf16), Format::csr);
+  const SpmmUkernel& bitmap_kernel = *choose_spmm(TensorDesc::matrix(Format::bitmap, DType::bf16, 8, 8), 1).kernel;
+  std::vector<float> x(8, 1.0f), y(8);
+  EXPECT_THROW(spmm_run(bitmap_kernel, csr, x.data(), 1, y.data()), Error);
+}
+
+TEST(Driver, WideRowsUse32BitIndices) {
+  const auto wf = testing::random_sparse(3, 70000, 0.9, false, 2);
+  for (DType t : kAllDTypes)
+    for (Format f : {Format::csr, Format::bitmap}) {
+      const Tensor w = pack(quantize_matrix(wf.data(), 3, 70000, t), f);
+      const auto x = testing::random_activations(2, 70000, 5);
+      const auto ref = testing::naive_product(w, x, 2);
+      std::vector<float> y(2 * 3);
+      spmm(w, x.data(), 2, y.data());
+      for (size_t i = 0; i < y.size(); ++i) {
+        ASSERT_NEAR(y[i], ref.y[i], 0x1p-7 * ref.magnitude[i] + 1e-4) << format_name(f) << " " << dtype_name(t);
+      }
+    }
+}
+
+TEST(Driver, NonFiniteActivationsGiveNonFiniteOutputsInEveryKernel) {
+  const auto wf = testing::random_sparse(16, 64, 0.5, false, 3);
+  for (const SpmmUkernel& k : spmm_ukernels()) {
+    if (!cpu_info().why_unavailable(k.features).empty()) continue;
+    const size_t n = std::max<size_t>(k.min_n, 1);
+    const Tensor w = make_weights(k, 16, 64, 0.0, false, 3);
+    auto x = testing::random_activations(n, 64, 6);
+    x[5] = NAN;  // token 0
+    std::vector<float> y(n * 16);
+    spmm_run(k, w, x.data(), n, y.data());
+    for (size_t r = 0; r < 16; ++r) EXPECT_FALSE(std::isfinite(y[r])) << k.name << " row " << r << " = " << y[r];
+  }
+}
+
+}  // namespace
+}  // namespace lacuna

@@ -14,7 +14,7 @@
 namespace lacuna::bench {
 
 Bandwidth measure_read_bandwidth(size_t buffer_bytes, int repetitions) {
-  const size_t words = buffer_bytes / sizeof(uint64_t);
+  const size_t words = buffer_bytes / sizeof(uint64_t) / 8 * 8;  // whole 8-word steps
   std::unique_ptr<uint64_t[]> buf(new uint64_t[words]);
   // Written, not just allocated: untouched pages all map the shared zero page.
 #pragma omp parallel for schedule(static)

@@ -142,8 +142,25 @@ int run_sweep(const SweepOptions& o) {
           }
           Point chosen{};
           if (!plan.chosen.onednn) {
+            bool found = false;
             for (const Point& p : measured)
-              if (p.format == format_name(plan.chosen.format)) chosen = p;
+              if (p.format == format_name(plan.chosen.format) && p.kernel == plan.chosen.kernel->name) chosen = p, found = true;
+            if (!found) {
+              const Candidate* c = nullptr;
+              for (const Candidate& cand : candidates)
+                if (cand.format == plan.chosen.format) c = &cand;
+              if (!c) {
+                std::printf("%5zu->%-5zu %5zu  planner chose %s, which this sweep does not measure\n", shape.in, shape.out, n,
+                            plan.chosen.describe().c_str());
+                continue;
+              }
+              const SpmmUkernel& k = *plan.chosen.kernel;
+              const auto [ms, dense_ms] =
+                  time_paired(o, [&](size_t i) { spmm_run(k, c->copies[i % c->copies.size()], x.data(), n, y.data()); }, baseline);
+              chosen = {shape, n, c->stats.sparsity(), format_name(c->format), dtype_name(dtype), k.name, ms, dense_ms, dense_ms / ms,
+                        100.0 * static_cast<double>(c->stats.payload_bytes) / (ms * 1e-3) / bw.bytes_per_s,
+                        flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""};
+            }
           } else if (dtype != DType::int8) {
             const auto [ms, dense_ms] = time_paired(o, baseline, baseline);
             chosen = {shape, n, 0.0, "dense", "bf16", dense[0].implementation(n), ms, dense_ms, dense_ms / ms,
@@ -174,7 +191,13 @@ int run_sweep(const SweepOptions& o) {
       std::fprintf(stderr, "lacuna: --png needs --csv\n");
       return 1;
     }
-    const std::string cmd = "/usr/bin/python3 " + std::string(LACUNA_SOURCE_DIR) + "/scripts/plot-sweep.py " + o.csv_path + " " + o.png_path;
+    auto quoted = [](const std::string& s) {
+      std::string q = "'";
+      for (char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+      return q + "'";
+    };
+    const std::string cmd = "/usr/bin/python3 " + quoted(std::string(LACUNA_SOURCE_DIR) + "/scripts/plot-sweep.py") + " " + quoted(o.csv_path) +
+                            " " + quoted(o.png_path);
     if (std::system(cmd.c_str()) != 0) {
       std::fprintf(stderr, "lacuna: plotting failed: %s\n", cmd.c_str());
       return 1;

@@ -23,11 +23,17 @@ std::vector<bench::SweepShape> parse_shapes(const std::string& s) {
   if (s == "grok") return {{6144, 32768}, {32768, 6144}, {6144, 6144}, {6144, 1024}};
   std::vector<bench::SweepShape> shapes;
   for (const std::string& item : split(s)) {
-    size_t in = 0, out = 0;
-    char sep1 = 0, sep2 = 0;
-    std::istringstream is(item);
-    if (!(is >> in >> sep1) || (sep1 == '-' && !(is >> sep2)) || !(is >> out) || in == 0 || out == 0 || in > (1u << 20) || out > (1u << 20))
-      throw Error("bad shape '" + item + "': expected IN->OUT, e.g. 6144->32768");
+    const size_t arrow = item.find("->"), cross = item.find('x');
+    const size_t at = arrow != std::string::npos ? arrow : cross;
+    const size_t skip = arrow != std::string::npos ? 2 : 1;
+    const auto number = [](const std::string& digits) -> size_t {
+      if (digits.empty() || digits.size() > 7 || digits.find_first_not_of("0123456789") != std::string::npos) return 0;
+      return std::stoul(digits);
+    };
+    const size_t in = at == std::string::npos ? 0 : number(item.substr(0, at));
+    const size_t out = at == std::string::npos ? 0 : number(item.substr(at + skip));
+    if (in == 0 || out == 0 || in > (1u << 20) || out > (1u << 20))
+      throw Error("bad shape '" + item + "': expected IN->OUT or INxOUT with sizes 1..1048576, e.g. 6144->32768");
     shapes.push_back({in, out});
   }
   return shapes;

@@ -18,9 +18,11 @@ class Scratch {
  public:
   void* get(size_t bytes) {
     if (bytes > capacity_) {
-      capacity_ = round_up(std::max(bytes, capacity_ * 2), 64);
-      data_.reset(static_cast<std::byte*>(std::aligned_alloc(64, capacity_)));
-      if (!data_) throw Error("out of memory for " + std::to_string(capacity_) + " bytes of activations");
+      const size_t grown = round_up(std::max(bytes, capacity_ * 2), 64);
+      auto* p = static_cast<std::byte*>(std::aligned_alloc(64, grown));
+      if (!p) throw Error("out of memory for " + std::to_string(grown) + " bytes of activations");
+      data_.reset(p);
+      capacity_ = grown;
     }
     return data_.get();
   }
@@ -65,10 +67,12 @@ PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t
       for (size_t i = 0; i < n; ++i) {
         const float* row = x + i * in;
         float amax = 0.0f;
-        for (size_t c = 0; c < in; ++c) amax = std::max(amax, std::fabs(row[c]));
-        scale[i] = amax / 127.0f;
-        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        for (size_t c = 0; c < in; ++c) out[i * ld + c] = static_cast<uint8_t>(static_cast<int>(std::nearbyint(row[c] * inv)) + 128);
+        for (size_t c = 0; c < in; ++c) amax = std::isfinite(row[c]) ? std::max(amax, std::fabs(row[c])) : INFINITY;
+        // A token holding NaN or Inf cannot be quantised: its scale is NaN, so its outputs are NaN, as in f32.
+        scale[i] = std::isfinite(amax) ? amax / 127.0f : NAN;
+        const float inv = std::isfinite(amax) && amax > 0.0f ? 127.0f / amax : 0.0f;
+        for (size_t c = 0; c < in; ++c)
+          out[i * ld + c] = static_cast<uint8_t>(static_cast<int>(std::clamp(std::nearbyint(row[c] * inv), -127.0f, 127.0f)) + 128);
         std::fill(out + i * ld + in, out + (i + 1) * ld, uint8_t{128});
       }
       return {out, ld, scale};

@@ -63,8 +63,12 @@ struct Int8 {
   static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_dpbusd_epi32(acc, x, w); }
   static Acc row_sum(Acc s, WVec w) { return _mm512_dpbusd_epi32(s, _mm512_set1_epi8(1), w); }
   static float finish(Acc acc, Acc sum, float row_scale, float x_scale) {
-    const int64_t dot = int64_t{_mm512_reduce_add_epi32(acc)} - 128 * int64_t{_mm512_reduce_add_epi32(sum)};
-    return static_cast<float>(dot) * row_scale * x_scale;
+    // Per lane the difference is sum((x_u8 - 128) * w), which fits int32; the
+    // total over all lanes may not, so it is added in int64.
+    const __m512i dot = _mm512_sub_epi32(acc, _mm512_slli_epi32(sum, 7));
+    const __m512i wide = _mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(dot)),
+                                          _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(dot, 1)));
+    return static_cast<float>(_mm512_reduce_add_epi64(wide)) * row_scale * x_scale;
   }
 };
 

@@ -30,15 +30,17 @@ inline __m512i load_indices(const Index* cols, uint64_t k, __mmask16 m) {
     return _mm512_maskz_loadu_epi32(m, cols + k);
 }
 
+// One row for NT tokens; the row's indices and values stay in L1 for the
+// next token tile, so the weight is streamed from memory once per call.
 template <DType D, class Index, int NT>
-inline void csr_rows(const SpmmArgs& a, size_t n0) {
+inline void csr_row(const SpmmArgs& a, uint64_t r, size_t n0) {
   const Tensor& w = *a.w;
   const uint64_t* row_ptr = w.section<uint64_t>(Section::row_ptr);
   const Index* cols = w.section<Index>(Section::col_idx);
   const void* values = w.section<std::byte>(Section::values);
   const float* scales = D == DType::int8 ? w.section<float>(Section::scales) : nullptr;
   const float* x = static_cast<const float*>(a.x) + n0 * a.ldx;
-  for (uint64_t r = a.row_begin; r < a.row_end; ++r) {
+  {
     __m512 acc[NT];
     for (int j = 0; j < NT; ++j) acc[j] = _mm512_setzero_ps();
     const uint64_t end = row_ptr[r + 1];
@@ -56,13 +58,15 @@ inline void csr_rows(const SpmmArgs& a, size_t n0) {
 
 template <DType D, class Index>
 void spmm_csr(const SpmmArgs& a) {
-  size_t n0 = 0;
-  for (; n0 + 4 <= a.n; n0 += 4) csr_rows<D, Index, 4>(a, n0);
-  switch (a.n - n0) {
-    case 3: csr_rows<D, Index, 3>(a, n0); break;
-    case 2: csr_rows<D, Index, 2>(a, n0); break;
-    case 1: csr_rows<D, Index, 1>(a, n0); break;
-    default: break;
+  for (uint64_t r = a.row_begin; r < a.row_end; ++r) {
+    size_t n0 = 0;
+    for (; n0 + 4 <= a.n; n0 += 4) csr_row<D, Index, 4>(a, r, n0);
+    switch (a.n - n0) {
+      case 3: csr_row<D, Index, 3>(a, r, n0); break;
+      case 2: csr_row<D, Index, 2>(a, r, n0); break;
+      case 1: csr_row<D, Index, 1>(a, r, n0); break;
+      default: break;
+    }
   }
 }
 

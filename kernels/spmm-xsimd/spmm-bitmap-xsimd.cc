@@ -13,8 +13,9 @@ namespace {
 
 using Batch = xsimd::batch<float>;
 
+// One row for NT tokens (the row stays in cache for the next token tile).
 template <DType D, int NT>
-void bitmap_rows(const SpmmArgs& a, size_t n0) {
+void bitmap_row(const SpmmArgs& a, uint64_t r, size_t n0) {
   using E = Element<D>;
   using T = typename E::type;
   using M = kernels::BitmapMask<T>;
@@ -28,7 +29,7 @@ void bitmap_rows(const SpmmArgs& a, size_t n0) {
   const float* scales = D == DType::int8 ? w.section<float>(Section::scales) : nullptr;
   const float* x = static_cast<const float*>(a.x) + n0 * a.ldx;
   alignas(64) float dense[kWidth];
-  for (uint64_t r = a.row_begin; r < a.row_end; ++r) {
+  {
     Batch acc[NT];
     for (int j = 0; j < NT; ++j) acc[j] = Batch(0.0f);
     const T* p = values + row_ptr[r];
@@ -49,13 +50,15 @@ void bitmap_rows(const SpmmArgs& a, size_t n0) {
 
 template <DType D>
 void spmm_bitmap(const SpmmArgs& a) {
-  size_t n0 = 0;
-  for (; n0 + 4 <= a.n; n0 += 4) bitmap_rows<D, 4>(a, n0);
-  switch (a.n - n0) {
-    case 3: bitmap_rows<D, 3>(a, n0); break;
-    case 2: bitmap_rows<D, 2>(a, n0); break;
-    case 1: bitmap_rows<D, 1>(a, n0); break;
-    default: break;
+  for (uint64_t r = a.row_begin; r < a.row_end; ++r) {
+    size_t n0 = 0;
+    for (; n0 + 4 <= a.n; n0 += 4) bitmap_row<D, 4>(a, r, n0);
+    switch (a.n - n0) {
+      case 3: bitmap_row<D, 3>(a, r, n0); break;
+      case 2: bitmap_row<D, 2>(a, r, n0); break;
+      case 1: bitmap_row<D, 1>(a, r, n0); break;
+      default: break;
+    }
   }
 }
 
