@@ -11,8 +11,8 @@ namespace lacuna {
 namespace {
 
 constexpr SpmmUkernel kUkernels[] = {
-#define LACUNA_SPMM_UKERNEL(symbol, format, dtype, act, features, min_n, max_n, row_tile) \
-  {#symbol, Format::format, DType::dtype, ActLayout::act, features, min_n, max_n, row_tile, &symbol},
+#define LACUNA_SPMM_UKERNEL(symbol, format, dtype, act, features, min_n, max_n, row_tile, block_rows, block_cols) \
+  {#symbol, Format::format, DType::dtype, ActLayout::act, features, min_n, max_n, row_tile, block_rows, block_cols, &symbol},
 #include "kernels/spmm-ukernels.inc"
 #undef LACUNA_SPMM_UKERNEL
 };
@@ -41,6 +41,9 @@ std::span<const SpmmUkernel> spmm_ukernels() { return kUkernels; }
 std::string spmm_decline_reason(const SpmmUkernel& k, const TensorDesc& w, size_t n, const CpuInfo& cpu) {
   if (k.format != w.format) return std::string("weights are ") + format_name(w.format) + ", not " + format_name(k.format);
   if (k.dtype != w.dtype) return std::string("weights are ") + dtype_name(w.dtype) + ", not " + dtype_name(k.dtype);
+  if (k.block_rows && (w.block_rows != k.block_rows || w.block_cols != k.block_cols))
+    return "blocks are " + std::to_string(w.block_rows) + "x" + std::to_string(w.block_cols) + ", not " + std::to_string(k.block_rows) + "x" +
+           std::to_string(k.block_cols);
   if (n < k.min_n || (k.max_n && n > k.max_n))
     return "batch " + std::to_string(n) + " is outside " + std::to_string(k.min_n) + ".." + (k.max_n ? std::to_string(k.max_n) : "");
   return cpu.why_unavailable(k.features);

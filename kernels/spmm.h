@@ -50,6 +50,8 @@ struct SpmmUkernel {
   size_t min_n;       // batch sizes it is written for
   size_t max_n;       // 0: no upper bound
   uint32_t row_tile;  // rows it computes together; row ranges handed to it start at a multiple
+  uint16_t block_rows;  // bsr block shape it is written for; 0 = any
+  uint16_t block_cols;
   SpmmUkernelFn fn;
 };
 

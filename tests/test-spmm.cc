@@ -23,9 +23,11 @@ double tolerance(const SpmmUkernel& k, double magnitude, double x_step, double w
 }
 
 Tensor make_weights(const SpmmUkernel& k, size_t rows, size_t cols, double sparsity, bool empty_rows, uint64_t seed) {
+  // bsr: block-pruned, in the kernel's own block shape when it has one.
+  const BlockShape block{k.block_rows ? k.block_rows : uint16_t{4}, k.block_cols ? k.block_cols : uint16_t{1}};
   auto w = testing::random_sparse(rows, cols, k.format == Format::bsr ? 0.0 : sparsity, empty_rows, seed);
-  if (k.format == Format::bsr) prune_blocks(w.data(), rows, cols, 4, 1, sparsity);
-  return pack(quantize_matrix(w.data(), rows, cols, k.dtype), k.format, BlockShape{4, 1});
+  if (k.format == Format::bsr) prune_blocks(w.data(), rows, cols, block.rows, block.cols, sparsity);
+  return pack(quantize_matrix(w.data(), rows, cols, k.dtype), k.format, block);
 }
 
 void expect_matches_dense(const SpmmUkernel& k, const Tensor& w, size_t n, uint64_t row_begin, uint64_t row_end) {
@@ -107,6 +109,31 @@ TEST(Dispatch, EveryFormatAndDtypeHasAKernelAtEveryIsaLevel) {
   }
 }
 
+TEST(Dispatch, TheChosenKernelIsRightAtEveryIsaLevel) {
+  const CpuInfo& cpu = cpu_info();
+  const auto wf = testing::random_sparse(48, 100, 0.0, false, 12);
+  for (IsaLevel level : kAllIsaLevels) {
+    if (level > cpu.level()) continue;
+    const CpuInfo capped = cpu.with_cap(level);
+    for (Format f : kAllFormats)
+      for (DType t : kAllDTypes)
+        for (BlockShape block : {BlockShape{4, 1}, BlockShape{16, 1}}) {
+          if (f != Format::bsr && block.rows == 16) continue;
+          auto pruned = wf;
+          if (f == Format::bsr)
+            prune_blocks(pruned.data(), 48, 100, block.rows, block.cols, 0.7);
+          else
+            prune_magnitude(pruned.data(), 48, 100, 0.7, PruneScope::per_row);
+          const Tensor w = pack(quantize_matrix(pruned.data(), 48, 100, t), f, block);
+          for (size_t n : {1, 5, 16, 40}) {
+            const SpmmUkernel& k = *choose_spmm(w.desc(), n, capped).kernel;
+            expect_matches_dense(k, w, n, 0, 48);
+            ASSERT_FALSE(HasFatalFailure()) << isa_level_name(level) << " " << k.name;
+          }
+        }
+  }
+}
+
 TEST(Dispatch, SpmmRunsTheChosenKernelOverAllRows) {
   const auto wf = testing::random_sparse(50, 90, 0.7, false, 5);
   for (Format f : kAllFormats) {
@@ -120,7 +147,7 @@ TEST(Dispatch, SpmmRunsTheChosenKernelOverAllRows) {
 }
 
 TEST(Dispatch, DeclineReasonsNameTheCause) {
-  const SpmmUkernel fake{"fake_amx", Format::bitmap, DType::bf16, ActLayout::bf16_padded, kAmxTile | kAmxBf16, 16, 0, 16, nullptr};
+  const SpmmUkernel fake{"fake_amx", Format::bitmap, DType::bf16, ActLayout::bf16_padded, kAmxTile | kAmxBf16, 16, 0, 16, 0, 0, nullptr};
   const TensorDesc d = TensorDesc::matrix(Format::bitmap, DType::bf16, 8, 8);
   CpuInfo no_amx;
   no_amx.reported = no_amx.usable = kAvx2 | kFma;

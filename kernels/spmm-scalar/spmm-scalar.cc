@@ -27,7 +27,7 @@ void spmm_scalar(const SpmmArgs& a) {
 
 }  // namespace
 
-#define LACUNA_SPMM_UKERNEL(symbol, format, dtype, act, features, min_n, max_n, row_tile) \
+#define LACUNA_SPMM_UKERNEL(symbol, format, dtype, act, features, min_n, max_n, row_tile, block_rows, block_cols) \
   void symbol(const SpmmArgs& args) { spmm_scalar<Format::format, DType::dtype>(args); }
 #include "kernels/spmm-scalar/spmm-scalar.inc"
 #undef LACUNA_SPMM_UKERNEL
