@@ -33,6 +33,8 @@ MachineModel MachineModel::for_bandwidth(double bytes_per_s, int threads) {
   m.pair_tile = 0.55e-9;
   m.pair_group_tile = 2.9e-9;
   m.broadcast_tile = 1.2e-9;
+  m.scalar_weight_token = 3.0e-9;
+  m.portable_slowdown = 4.0;
   m.onednn_bf16_flop = 1.0 / 190e9;
   m.onednn_int8_op = 1.0 / 275e9;
   m.onednn_bf16_bandwidth_share = 0.95;
@@ -89,11 +91,14 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
     if (!spmm_decline_reason(k, desc, n, cpu).empty()) continue;
     o.kernel = &k;
     double compute = 0;
-    switch (o.kernel->act) {
+    if (k.features == 0) {  // the scalar reference: visits every stored weight once per token
+      compute = static_cast<double>(f == Format::dense ? rows * cols : nonzeros) * nn * m.scalar_weight_token;
+    } else switch (o.kernel->act) {
       case ActLayout::bf16_padded:
       case ActLayout::u8_padded:
       case ActLayout::f32_padded:
-        compute = static_cast<double>(rows * group_count(desc)) * (m.bitmap_row_group + (nn - 1) * m.bitmap_row_group_token);
+        compute = static_cast<double>(rows * group_count(desc)) * (m.bitmap_row_group + (nn - 1) * m.bitmap_row_group_token) *
+                  ((k.features & kAvx512F) ? 1.0 : m.portable_slowdown);
         break;
       case ActLayout::f32:
         compute = static_cast<double>(nonzeros) * nn * m.csr_nonzero_token;

@@ -25,6 +25,8 @@ struct MachineModel {
   double pair_tile = 0;             // large batch bf16: one live column pair x 16 tokens
   double pair_group_tile = 0;       // large batch bf16: one row x one group x 16 tokens (expand, mask walk)
   double broadcast_tile = 0;        // large batch, other dtypes: one weight x 16 tokens
+  double scalar_weight_token = 0;   // the scalar reference kernels: one stored weight x one token
+  double portable_slowdown = 0;     // the xsimd (AVX2) kernels against the AVX-512 bitmap rate
   double onednn_bf16_flop = 0;      // oneDNN dense bf16 at large batch, per flop
   double onednn_int8_op = 0;        // oneDNN dense s8, per op
   double onednn_bf16_bandwidth_share = 0;  // the fraction of the bandwidth oneDNN streams at batch 1
