@@ -28,15 +28,17 @@ MachineModel MachineModel::for_bandwidth(double bytes_per_s, int threads) {
   // Measured on an AMD EPYC (Zen 4) with `lacuna bench sweep`, 6144->32768, cold
   // weights, and divided down to one core (docs/benchmarks.md).
   m.bitmap_row_group = 1.6e-9;
-  m.bitmap_row_group_token = 0.35e-9;
+  m.bitmap_row_group_token = 0.4e-9;
   m.csr_nonzero_token = 0.5e-9;
   m.pair_tile = 0.55e-9;
   m.pair_group_tile = 2.9e-9;
-  m.broadcast_tile = 1.2e-9;
+  m.broadcast_tile = 0.8e-9;
+  m.broadcast_bitmap_walk = 2.7e-9;
+  m.broadcast_index_walk = 0.3e-9;
   m.scalar_weight_token = 3.0e-9;
   m.portable_slowdown = 4.0;
   m.onednn_bf16_flop = 1.0 / 190e9;
-  m.onednn_int8_op = 1.0 / 275e9;
+  m.onednn_int8_op = 1.0 / 350e9;
   m.onednn_bf16_bandwidth_share = 0.95;
   m.onednn_int8_bandwidth_share = 0.45;
   return m;
@@ -80,8 +82,11 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
       const double ops = 2.0 * static_cast<double>(rows * cols) * nn;
       const bool int8 = dtype == DType::int8;
       const double share = int8 ? m.onednn_int8_bandwidth_share : m.onednn_bf16_bandwidth_share;
-      // oneDNN's own kernels overlap memory and compute: the larger of the two.
-      d.predicted_ms = 1e3 * std::max(static_cast<double>(d.bytes) / (m.bandwidth * share), ops * (int8 ? m.onednn_int8_op : m.onednn_bf16_flop) / threads);
+      // oneDNN's bf16 kernels overlap memory and compute (the larger of the two
+      // counts); its s8 GEMM (gemm:jit here) measured as their sum.
+      const double memory = static_cast<double>(d.bytes) / (m.bandwidth * share);
+      const double compute = ops * (int8 ? m.onednn_int8_op : m.onednn_bf16_flop) / threads;
+      d.predicted_ms = 1e3 * (int8 ? memory + compute : std::max(memory, compute));
       plan.considered.push_back(d);
       continue;
     }
@@ -97,7 +102,8 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
       case ActLayout::bf16_padded:
       case ActLayout::u8_padded:
       case ActLayout::f32_padded:
-        compute = static_cast<double>(rows * group_count(desc)) * (m.bitmap_row_group + (nn - 1) * m.bitmap_row_group_token) *
+        compute = static_cast<double>(rows * group_count(desc)) *
+                  (m.bitmap_row_group + (nn - 1) * m.bitmap_row_group_token * bitmap_group_width(dtype) / 32.0) *
                   ((k.features & kAvx512F) ? 1.0 : m.portable_slowdown);
         break;
       case ActLayout::f32:
@@ -108,9 +114,11 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
         compute = (live_pairs * m.pair_tile + static_cast<double>(rows * group_count(desc)) * m.pair_group_tile) * tiles;
         break;
       }
-      case ActLayout::f32_transposed:
-        compute = static_cast<double>(f == Format::dense ? rows * cols : nonzeros) * tiles * m.broadcast_tile;
+      case ActLayout::f32_transposed: {
+        const double walk = f == Format::bitmap ? m.broadcast_bitmap_walk : m.broadcast_index_walk;
+        compute = static_cast<double>(f == Format::dense ? rows * cols : nonzeros) * tiles * (m.broadcast_tile + walk);
         break;
+      }
     }
     o.predicted_ms = cost_ms(static_cast<double>(o.bytes) / m.bandwidth, compute / threads);
     plan.considered.push_back(o);

@@ -20,11 +20,13 @@ struct MachineModel {
   int threads = 1;
   // Per-core costs in seconds.
   double bitmap_row_group = 0;      // small batch, one row x one group, first token
-  double bitmap_row_group_token = 0;  // each further token
+  double bitmap_row_group_token = 0;  // each further token, per 32 weights of group width
   double csr_nonzero_token = 0;     // small batch, one stored weight x one token
   double pair_tile = 0;             // large batch bf16: one live column pair x 16 tokens
   double pair_group_tile = 0;       // large batch bf16: one row x one group x 16 tokens (expand, mask walk)
   double broadcast_tile = 0;        // large batch, other dtypes: one weight x 16 tokens
+  double broadcast_bitmap_walk = 0; // finding one weight in a bitmap row (bit scan), once per 16-token tile
+  double broadcast_index_walk = 0;  // finding one weight in a csr/bsr/dense row
   double scalar_weight_token = 0;   // the scalar reference kernels: one stored weight x one token
   double portable_slowdown = 0;     // the xsimd (AVX2) kernels against the AVX-512 bitmap rate
   double onednn_bf16_flop = 0;      // oneDNN dense bf16 at large batch, per flop
