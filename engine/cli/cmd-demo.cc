@@ -68,10 +68,10 @@ int run_demo(const std::string& out_path, size_t rows, size_t cols, size_t n, ui
       for (float& v : w) v = normal(rng);
       // Block-sparse storage pays off only on block-pruned weights.
       if (dw.format == Format::bsr)
-        prune_blocks(w.data(), rows, cols, 4, 1, dw.sparsity);
+        prune_blocks(w.data(), rows, cols, 16, 1, dw.sparsity);
       else
         prune_magnitude(w.data(), rows, cols, dw.sparsity, PruneScope::per_row);
-      writer.add(dw.name, pack(quantize_matrix(w.data(), rows, cols, dw.dtype), dw.format, BlockShape{4, 1}));
+      writer.add(dw.name, pack(quantize_matrix(w.data(), rows, cols, dw.dtype), dw.format, BlockShape{16, 1}));
     }
     writer.finish();
   }

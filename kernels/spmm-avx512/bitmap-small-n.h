@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <bit>
 
+#include "kernels/common/token-tiles.h"
 #include "kernels/spmm.h"
 
 namespace lacuna::kernels::avx512 {
@@ -130,22 +131,9 @@ inline void bitmap_tile(const SpmmArgs& a, uint64_t r0, size_t n0) {
           K::finish(acc[i][j], sums[i], scales ? scales[r0 + i] : 1.0f, a.x_scale ? a.x_scale[n0 + j] : 1.0f);
 }
 
-// Runs tile<R, NT> for the last `rest` (< NTMAX) tokens.
-template <class K, int R, int NT>
-inline void bitmap_rest(const SpmmArgs& a, uint64_t r0, size_t n0, size_t rest) {
-  if constexpr (NT >= 1) {
-    if (rest == NT)
-      bitmap_tile<K, R, NT>(a, r0, n0);
-    else
-      bitmap_rest<K, R, NT - 1>(a, r0, n0, rest);
-  }
-}
-
 template <class K, int R, int NTMAX>
 inline void bitmap_rows(const SpmmArgs& a, uint64_t r0) {
-  size_t n0 = 0;
-  for (; n0 + NTMAX <= a.n; n0 += NTMAX) bitmap_tile<K, R, NTMAX>(a, r0, n0);
-  if (n0 < a.n) bitmap_rest<K, R, NTMAX - 1>(a, r0, n0, a.n - n0);
+  for_token_tiles<NTMAX>(a.n, [&](auto tile, size_t n0) { bitmap_tile<K, R, tile>(a, r0, n0); });
 }
 
 template <class K, int R, int NTMAX>

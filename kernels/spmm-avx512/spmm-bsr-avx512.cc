@@ -6,6 +6,8 @@
 
 #include <algorithm>
 
+#include "kernels/common/row-walk.h"
+#include "kernels/common/token-tiles.h"
 #include "kernels/spmm-ukernels.h"
 
 namespace lacuna {
@@ -48,26 +50,12 @@ inline void block_row(const SpmmArgs& a, uint64_t bi, size_t n0) {
   for (int j = 0; j < NT; ++j) _mm512_mask_storeu_ps(a.y + (n0 + j) * a.ldy + r0, lanes, _mm512_mul_ps(acc[j], scale));
 }
 
-template <DType D, class Index>
-void spmm_bsr(const SpmmArgs& a) {
-  for (uint64_t bi = a.row_begin / kBlock; bi * kBlock < a.row_end; ++bi) {
-    size_t n0 = 0;
-    for (; n0 + 4 <= a.n; n0 += 4) block_row<D, Index, 4>(a, bi, n0);
-    switch (a.n - n0) {
-      case 3: block_row<D, Index, 3>(a, bi, n0); break;
-      case 2: block_row<D, Index, 2>(a, bi, n0); break;
-      case 1: block_row<D, Index, 1>(a, bi, n0); break;
-      default: break;
-    }
-  }
-}
-
 template <DType D>
 void spmm_bsr_any_index(const SpmmArgs& a) {
-  if (index_size(a.w->desc().cols()) == 2)
-    spmm_bsr<D, uint16_t>(a);
-  else
-    spmm_bsr<D, uint32_t>(a);
+  kernels::with_index_type(*a.w, [&]<class Index>(Index*) {
+    for (uint64_t bi = a.row_begin / kBlock; bi * kBlock < a.row_end; ++bi)
+      kernels::for_token_tiles<4>(a.n, [&](auto tile, size_t n0) { block_row<D, Index, tile>(a, bi, n0); });
+  });
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 // Compiled with -mavx512f -mavx512bw -mavx512vl.
 #include <immintrin.h>
 
+#include "kernels/common/row-walk.h"
+#include "kernels/common/token-tiles.h"
 #include "kernels/spmm-ukernels.h"
 
 namespace lacuna {
@@ -56,26 +58,12 @@ inline void csr_row(const SpmmArgs& a, uint64_t r, size_t n0) {
   }
 }
 
-template <DType D, class Index>
-void spmm_csr(const SpmmArgs& a) {
-  for (uint64_t r = a.row_begin; r < a.row_end; ++r) {
-    size_t n0 = 0;
-    for (; n0 + 4 <= a.n; n0 += 4) csr_row<D, Index, 4>(a, r, n0);
-    switch (a.n - n0) {
-      case 3: csr_row<D, Index, 3>(a, r, n0); break;
-      case 2: csr_row<D, Index, 2>(a, r, n0); break;
-      case 1: csr_row<D, Index, 1>(a, r, n0); break;
-      default: break;
-    }
-  }
-}
-
 template <DType D>
 void spmm_csr_any_index(const SpmmArgs& a) {
-  if (index_size(a.w->desc().cols()) == 2)
-    spmm_csr<D, uint16_t>(a);
-  else
-    spmm_csr<D, uint32_t>(a);
+  kernels::with_index_type(*a.w, [&]<class Index>(Index*) {
+    for (uint64_t r = a.row_begin; r < a.row_end; ++r)
+      kernels::for_token_tiles<4>(a.n, [&](auto tile, size_t n0) { csr_row<D, Index, tile>(a, r, n0); });
+  });
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "kernels/common/row-walk.h"
+#include "kernels/common/token-tiles.h"
 #include "kernels/spmm-ukernels.h"
 
 namespace lacuna {
@@ -50,16 +51,8 @@ void bitmap_row(const SpmmArgs& a, uint64_t r, size_t n0) {
 
 template <DType D>
 void spmm_bitmap(const SpmmArgs& a) {
-  for (uint64_t r = a.row_begin; r < a.row_end; ++r) {
-    size_t n0 = 0;
-    for (; n0 + 4 <= a.n; n0 += 4) bitmap_row<D, 4>(a, r, n0);
-    switch (a.n - n0) {
-      case 3: bitmap_row<D, 3>(a, r, n0); break;
-      case 2: bitmap_row<D, 2>(a, r, n0); break;
-      case 1: bitmap_row<D, 1>(a, r, n0); break;
-      default: break;
-    }
-  }
+  for (uint64_t r = a.row_begin; r < a.row_end; ++r)
+    kernels::for_token_tiles<4>(a.n, [&](auto tile, size_t n0) { bitmap_row<D, tile>(a, r, n0); });
 }
 
 }  // namespace

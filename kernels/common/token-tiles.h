@@ -1,0 +1,27 @@
+#pragma once
+// Splits a batch of n tokens into register tiles: body(tile, n0) with tile a
+// std::integral_constant<int, NT>, NTMAX tokens at a time, then one tile of the
+// remainder, so every tile size is a compile-time constant in the kernel.
+#include <cstddef>
+#include <type_traits>
+
+namespace lacuna::kernels {
+
+template <int NT, class Body>
+inline void token_tile_rest(size_t rest, size_t n0, Body& body) {
+  if constexpr (NT >= 1) {
+    if (rest == NT)
+      body(std::integral_constant<int, NT>{}, n0);
+    else
+      token_tile_rest<NT - 1>(rest, n0, body);
+  }
+}
+
+template <int NTMAX, class Body>
+inline void for_token_tiles(size_t n, Body&& body) {
+  size_t n0 = 0;
+  for (; n0 + NTMAX <= n; n0 += NTMAX) body(std::integral_constant<int, NTMAX>{}, n0);
+  if (n0 < n) token_tile_rest<NTMAX - 1>(n - n0, n0, body);
+}
+
+}  // namespace lacuna::kernels
