@@ -52,7 +52,7 @@ uint64_t stored_bytes(Format format, DType dtype, uint64_t rows, uint64_t cols, 
 }
 
 std::string PlanOption::describe() const {
-  if (onednn) return "onednn dense";
+  if (onednn) return std::string("onednn dense ") + dtype_name(onednn_dtype);
   return std::string(format_name(format)) + " " + (kernel ? kernel_tag(*kernel) : "?");
 }
 
@@ -76,18 +76,24 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
     o.format = f;
     o.bytes = stored_bytes(f, dtype, rows, cols, nonzeros);
     if (f == Format::dense && dtype != DType::f32) {
-      // oneDNN's dense matmul, for the dtypes it runs well.
-      PlanOption d = o;
-      d.onednn = true;
-      const double ops = 2.0 * static_cast<double>(rows * cols) * nn;
-      const bool int8 = dtype == DType::int8;
-      const double share = int8 ? m.onednn_int8_bandwidth_share : m.onednn_bf16_bandwidth_share;
-      // oneDNN's bf16 kernels overlap memory and compute (the larger of the two
-      // counts); its s8 GEMM (gemm:jit here) measured as their sum.
-      const double memory = static_cast<double>(d.bytes) / (m.bandwidth * share);
-      const double compute = ops * (int8 ? m.onednn_int8_op : m.onednn_bf16_flop) / threads;
-      d.predicted_ms = 1e3 * (int8 ? memory + compute : std::max(memory, compute));
-      plan.considered.push_back(d);
+      // oneDNN's dense matmul in the weight's dtype and, for int8 weights, also
+      // in bf16 on a dequantised copy: oneDNN's s8 GEMM is slow at mid batch
+      // sizes, and the planner must never be slower than dense bf16.
+      for (DType run : dtype == DType::int8 ? std::vector<DType>{DType::int8, DType::bf16} : std::vector<DType>{DType::bf16}) {
+        PlanOption d;
+        d.onednn = true;
+        d.onednn_dtype = run;
+        d.bytes = stored_bytes(Format::dense, run, rows, cols, nonzeros);
+        const double ops = 2.0 * static_cast<double>(rows * cols) * nn;
+        const bool int8 = run == DType::int8;
+        const double share = int8 ? m.onednn_int8_bandwidth_share : m.onednn_bf16_bandwidth_share;
+        // oneDNN's bf16 kernels overlap memory and compute (the larger of the
+        // two counts); its s8 GEMM (gemm:jit here) measured as their sum.
+        const double memory = static_cast<double>(d.bytes) / (m.bandwidth * share);
+        const double compute = ops * (int8 ? m.onednn_int8_op : m.onednn_bf16_flop) / threads;
+        d.predicted_ms = 1e3 * (int8 ? memory + compute : std::max(memory, compute));
+        plan.considered.push_back(d);
+      }
       continue;
     }
     if (f == Format::bsr) continue;  // block-sparse needs the block pattern; chosen at conversion, not here

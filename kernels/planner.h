@@ -41,10 +41,11 @@ struct MachineModel {
 struct PlanOption {
   Format format = Format::dense;
   bool onednn = false;                  // oneDNN dense (format is dense)
+  DType onednn_dtype = DType::bf16;     // what oneDNN runs in (bf16 for int8 weights means a dequantised bf16 copy)
   const SpmmUkernel* kernel = nullptr;  // Lacuna's kernel otherwise
   uint64_t bytes = 0;                   // weight bytes read per product
   double predicted_ms = 0;
-  std::string describe() const;  // "bitmap 4x4__avx512bf16", "onednn dense"
+  std::string describe() const;  // "bitmap 4x4__avx512bf16", "onednn dense bf16"
 };
 
 struct LinearPlan {

@@ -42,6 +42,15 @@ TEST(Planner, LargeBatchFallsBackToDenseUntilSparseIsFaster) {
   EXPECT_FALSE(plan(DType::bf16, 0.95, 64).chosen.onednn) << plan(DType::bf16, 0.95, 64).why();
 }
 
+TEST(Planner, Int8WeightsFallBackToBf16WhereOnednnS8IsSlow) {
+  const LinearPlan p16 = plan(DType::int8, 0.0, 16);
+  ASSERT_TRUE(p16.chosen.onednn) << p16.why();
+  EXPECT_EQ(p16.chosen.onednn_dtype, DType::bf16) << p16.why();
+  const LinearPlan p256 = plan(DType::int8, 0.0, 256);
+  ASSERT_TRUE(p256.chosen.onednn) << p256.why();
+  EXPECT_EQ(p256.chosen.onednn_dtype, DType::int8) << p256.why();
+}
+
 TEST(Planner, OptionsAreSortedAndCoverEveryFormat) {
   const LinearPlan p = plan(DType::bf16, 0.7, 4);
   for (Format f : kFormats) {

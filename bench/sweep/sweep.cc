@@ -161,7 +161,7 @@ int run_sweep(const SweepOptions& o) {
                         100.0 * static_cast<double>(c->stats.payload_bytes) / (ms * 1e-3) / bw.bytes_per_s,
                         flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""};
             }
-          } else if (dtype != DType::int8) {
+          } else if (plan.chosen.onednn_dtype == DType::bf16) {
             const auto [ms, dense_ms] = time_paired(o, baseline, baseline);
             chosen = {shape, n, 0.0, "dense", "bf16", dense[0].implementation(n), ms, dense_ms, dense_ms / ms,
                       100.0 * 2.0 * static_cast<double>(shape.in * shape.out) / (ms * 1e-3) / bw.bytes_per_s,
