@@ -163,7 +163,7 @@ int run_sweep(const SweepOptions& o) {
             }
           } else if (plan.chosen.onednn_dtype == DType::bf16) {
             const auto [ms, dense_ms] = time_paired(o, baseline, baseline);
-            chosen = {shape, n, 0.0, "dense", "bf16", dense[0].implementation(n), ms, dense_ms, dense_ms / ms,
+            chosen = {shape, n, 0.0, "dense", dtype_name(dtype), dense[0].implementation(n), ms, dense_ms, dense_ms / ms,
                       100.0 * 2.0 * static_cast<double>(shape.in * shape.out) / (ms * 1e-3) / bw.bytes_per_s,
                       flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""};
           } else {
@@ -171,10 +171,11 @@ int run_sweep(const SweepOptions& o) {
               for (const Tensor& t : cold_copies(random_weight(Format::dense, DType::int8, shape.out, shape.in, 0.0, 2), o.working_set_bytes, 1))
                 dense_int8.emplace_back(t);
             const auto [ms, dense_ms] = time_paired(o, [&](size_t i) { dense_int8[i % dense_int8.size()].run(x.data(), n, y.data()); }, baseline);
-            chosen = {shape, n, 0.0, "dense", "int8", dense_int8[0].implementation(n), ms, dense_ms, dense_ms / ms,
+            chosen = {shape, n, 0.0, "dense", dtype_name(dtype), dense_int8[0].implementation(n), ms, dense_ms, dense_ms / ms,
                       100.0 * static_cast<double>(shape.in * shape.out) / (ms * 1e-3) / bw.bytes_per_s,
                       flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""};
           }
+          // The row is the weight's (its dtype and sparsity); what ran is in the kernel and planner columns.
           chosen.sparsity = candidates.empty() ? s : candidates[0].stats.sparsity();
           chosen.format = "auto";
           chosen.planner = plan.why();
