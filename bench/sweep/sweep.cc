@@ -37,12 +37,17 @@ std::string isa_of(const std::string& kernel) {
 // copy, until the time budget and the repetition floor are met. Alternating
 // makes both see the same machine: on a shared host the memory bandwidth
 // drifts by tens of percent between seconds, so only ratios measured side by
-// side are worth quoting. Returns the medians in ms.
+// side are worth quoting. The speedup is the median of the per-pair ratios,
+// which a burst of noise during a few runs of one side cannot move.
+struct Paired {
+  double ms, baseline_ms, speedup;
+};
+
 template <class Candidate, class Baseline>
-std::pair<double, double> time_paired(const SweepOptions& o, Candidate&& candidate, Baseline&& baseline) {
+Paired time_paired(const SweepOptions& o, Candidate&& candidate, Baseline&& baseline) {
   candidate(0);  // first touch of code paths and scratch buffers
   baseline(0);
-  std::vector<double> c_ms, b_ms;
+  std::vector<double> c_ms, b_ms, ratio;
   double spent = 0;
   auto timed = [](auto&& run, size_t i) {
     const auto start = std::chrono::steady_clock::now();
@@ -53,10 +58,11 @@ std::pair<double, double> time_paired(const SweepOptions& o, Candidate&& candida
     const double c = timed(candidate, i), b = timed(baseline, i);
     c_ms.push_back(c * 1e3);
     b_ms.push_back(b * 1e3);
+    ratio.push_back(b / c);
     spent += c + b;
     if (c_ms.size() >= 400) break;
   }
-  return {median(c_ms), median(b_ms)};
+  return {median(c_ms), median(b_ms), median(ratio)};
 }
 
 std::vector<float> random_x(size_t n, size_t in) {
@@ -85,7 +91,8 @@ int run_sweep(const SweepOptions& o) {
   const Bandwidth bw = measure_read_bandwidth(std::max<uint64_t>(o.working_set_bytes, uint64_t{1} << 30), 5);
   std::printf("memory read bandwidth: %.1f GB/s (median of 5 reads of %.1f GiB, %d threads)\n", bw.bytes_per_s / 1e9,
               static_cast<double>(bw.buffer_bytes) / (1 << 30), bw.threads);
-  std::printf("weights: %s, working set >= %.1f GiB of distinct matrices per point; %.2f s and >= %d runs per point, medians\n\n",
+  std::printf("weights: %s, working set >= %.1f GiB of distinct matrices per point; %.2f s and >= %d runs per point;\n"
+              "times are medians, vs_dense the median ratio of runs alternated with oneDNN dense bf16\n\n",
               o.working_set_bytes ? "cold" : "warm", static_cast<double>(o.working_set_bytes) / (1 << 30), o.seconds_per_point,
               o.min_repetitions);
   const MachineModel model = MachineModel::for_bandwidth(bw.bytes_per_s, omp_get_max_threads());
@@ -124,9 +131,9 @@ int run_sweep(const SweepOptions& o) {
           std::vector<Point> measured;
           for (const Candidate& c : candidates) {
             const SpmmUkernel& k = *choose_spmm(c.copies[0].desc(), n).kernel;
-            const auto [ms, dense_ms] =
+            const auto [ms, dense_ms, speedup] =
                 time_paired(o, [&](size_t i) { spmm_run(k, c.copies[i % c.copies.size()], x.data(), n, y.data()); }, baseline);
-            measured.push_back({shape, n, c.stats.sparsity(), format_name(c.format), dtype_name(dtype), k.name, ms, dense_ms, dense_ms / ms,
+            measured.push_back({shape, n, c.stats.sparsity(), format_name(c.format), dtype_name(dtype), k.name, ms, dense_ms, speedup,
                                 100.0 * static_cast<double>(c.stats.payload_bytes) / (ms * 1e-3) / bw.bytes_per_s,
                                 flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""});
           }
@@ -155,23 +162,23 @@ int run_sweep(const SweepOptions& o) {
                 continue;
               }
               const SpmmUkernel& k = *plan.chosen.kernel;
-              const auto [ms, dense_ms] =
+              const auto [ms, dense_ms, speedup] =
                   time_paired(o, [&](size_t i) { spmm_run(k, c->copies[i % c->copies.size()], x.data(), n, y.data()); }, baseline);
-              chosen = {shape, n, c->stats.sparsity(), format_name(c->format), dtype_name(dtype), k.name, ms, dense_ms, dense_ms / ms,
+              chosen = {shape, n, c->stats.sparsity(), format_name(c->format), dtype_name(dtype), k.name, ms, dense_ms, speedup,
                         100.0 * static_cast<double>(c->stats.payload_bytes) / (ms * 1e-3) / bw.bytes_per_s,
                         flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""};
             }
           } else if (plan.chosen.onednn_dtype == DType::bf16) {
-            const auto [ms, dense_ms] = time_paired(o, baseline, baseline);
-            chosen = {shape, n, 0.0, "dense", dtype_name(dtype), dense[0].implementation(n), ms, dense_ms, dense_ms / ms,
+            const auto [ms, dense_ms, speedup] = time_paired(o, baseline, baseline);
+            chosen = {shape, n, 0.0, "dense", dtype_name(dtype), dense[0].implementation(n), ms, dense_ms, speedup,
                       100.0 * 2.0 * static_cast<double>(shape.in * shape.out) / (ms * 1e-3) / bw.bytes_per_s,
                       flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""};
           } else {
             if (dense_int8.empty())
               for (const Tensor& t : cold_copies(random_weight(Format::dense, DType::int8, shape.out, shape.in, 0.0, 2), o.working_set_bytes, 1))
                 dense_int8.emplace_back(t);
-            const auto [ms, dense_ms] = time_paired(o, [&](size_t i) { dense_int8[i % dense_int8.size()].run(x.data(), n, y.data()); }, baseline);
-            chosen = {shape, n, 0.0, "dense", dtype_name(dtype), dense_int8[0].implementation(n), ms, dense_ms, dense_ms / ms,
+            const auto [ms, dense_ms, speedup] = time_paired(o, [&](size_t i) { dense_int8[i % dense_int8.size()].run(x.data(), n, y.data()); }, baseline);
+            chosen = {shape, n, 0.0, "dense", dtype_name(dtype), dense_int8[0].implementation(n), ms, dense_ms, speedup,
                       100.0 * static_cast<double>(shape.in * shape.out) / (ms * 1e-3) / bw.bytes_per_s,
                       flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""};
           }

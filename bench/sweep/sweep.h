@@ -23,7 +23,7 @@ struct SweepOptions {
   std::vector<DType> dtypes{DType::bf16, DType::int8};
   uint64_t working_set_bytes = uint64_t{2} << 30;  // 0: warm (one matrix)
   double seconds_per_point = 0.3;
-  int min_repetitions = 5;
+  int min_repetitions = 7;
   std::string csv_path, png_path;
 };
 
