@@ -1,7 +1,9 @@
 #pragma once
 // Compile-time element types for code that is the same for every dtype:
 // visit_dtype(t, [&]<class E>(E) { ... E::type ... }) runs the body once per dtype.
+#include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "sparse/dtype.h"
 
@@ -27,6 +29,18 @@ struct Element<DType::int8> {
   static bool is_zero(int8_t v) { return v == 0; }
   static float to_f32(int8_t v) { return static_cast<float>(v); }
 };
+
+// The mask type of one bitmap group (one 512-bit vector of T): u16, u32 or u64.
+template <class T>
+using BitmapMask = std::conditional_t<sizeof(T) == 4, uint16_t, std::conditional_t<sizeof(T) == 2, uint32_t, uint64_t>>;
+
+// Runs f(static_cast<Index*>(nullptr)) with the column index type of a
+// matrix whose indices are `bytes` wide (index_size(cols)): u16 or u32.
+template <class F>
+decltype(auto) visit_index(size_t bytes, F&& f) {
+  if (bytes == 2) return f(static_cast<uint16_t*>(nullptr));
+  return f(static_cast<uint32_t*>(nullptr));
+}
 
 template <class F>
 decltype(auto) visit_dtype(DType t, F&& f) {

@@ -12,19 +12,13 @@
 #include "sparse/format-internal.h"
 
 namespace lacuna::detail {
-namespace {
-
-template <class T>
-using MaskOf = std::conditional_t<sizeof(T) == 4, uint16_t, std::conditional_t<sizeof(T) == 2, uint32_t, uint64_t>>;
-
-}  // namespace
 
 Tensor pack_bitmap(const Tensor& dense) {
   const TensorDesc& dd = dense.desc();
   const uint64_t rows = dd.rows(), cols = dd.cols();
   return visit_dtype(dd.dtype, [&]<class E>(E) {
     using T = typename E::type;
-    using M = MaskOf<T>;
+    using M = BitmapMask<T>;
     const T* v = dense.section<T>(Section::values);
     TensorDesc d = dd;
     d.format = Format::bitmap;
@@ -61,7 +55,7 @@ Tensor unpack_bitmap(const Tensor& t) {
   const uint64_t* row_ptr = t.section<uint64_t>(Section::row_ptr);
   visit_dtype(t.desc().dtype, [&]<class E>(E) {
     using T = typename E::type;
-    using M = MaskOf<T>;
+    using M = BitmapMask<T>;
     const M* masks = t.section<M>(Section::masks);
     const T* values = t.section<T>(Section::values);
     T* dst = out.mutable_section<T>(Section::values);
@@ -80,7 +74,7 @@ std::string check_bitmap(const Tensor& t) {
   const uint64_t* row_ptr = t.section<uint64_t>(Section::row_ptr);
   if (std::string why = check_row_ptr(row_ptr, rows, t.desc().nnz, "row"); !why.empty()) return why;
   return visit_dtype(t.desc().dtype, [&]<class E>(E) -> std::string {
-    using M = MaskOf<typename E::type>;
+    using M = BitmapMask<typename E::type>;
     const M* masks = t.section<M>(Section::masks);
     const uint64_t tail = cols - (groups - 1) * width;  // columns in the last group
     const M tail_mask = tail == width ? M(~M{0}) : static_cast<M>((M{1} << tail) - 1);

@@ -50,14 +50,14 @@ Tensor pack_bsr(const Tensor& dense, BlockShape block) {
     Tensor t = Tensor::allocate(d);
     uint64_t* row_ptr = t.mutable_section<uint64_t>(Section::row_ptr);
     T* values = t.mutable_section<T>(Section::values);
-    visit_index(index_size(cols), [&]<class I>(I) {
-      auto* col_idx = t.mutable_section<typename I::type>(Section::col_idx);
+    visit_index(index_size(cols), [&]<class I>(I*) {
+      auto* col_idx = t.mutable_section<I>(Section::col_idx);
       uint64_t k = 0;
       for (uint64_t bi = 0; bi < block_rows; ++bi) {
         row_ptr[bi] = k;
         for (uint64_t bj = 0; bj < block_cols; ++bj) {
           if (block_is_zero(bi, bj)) continue;
-          col_idx[k] = static_cast<typename I::type>(bj);
+          col_idx[k] = static_cast<I>(bj);
           T* blk = values + k * br * bc;
           for (uint64_t r = bi * br; r < std::min(rows, (bi + 1) * br); ++r)
             for (uint64_t c = bj * bc; c < std::min(cols, (bj + 1) * bc); ++c) blk[(r - bi * br) * bc + (c - bj * bc)] = v[r * cols + c];
@@ -80,8 +80,8 @@ Tensor unpack_bsr(const Tensor& t) {
     using T = typename E::type;
     const T* values = t.section<T>(Section::values);
     T* dst = out.mutable_section<T>(Section::values);
-    visit_index(index_size(cols), [&]<class I>(I) {
-      const auto* col_idx = t.section<typename I::type>(Section::col_idx);
+    visit_index(index_size(cols), [&]<class I>(I*) {
+      const auto* col_idx = t.section<I>(Section::col_idx);
       for (uint64_t bi = 0; bi < block_row_count(d); ++bi)
         for (uint64_t k = row_ptr[bi]; k < row_ptr[bi + 1]; ++k) {
           const uint64_t c0 = uint64_t{col_idx[k]} * bc;
@@ -99,8 +99,8 @@ std::string check_bsr(const Tensor& t) {
   const uint64_t* row_ptr = t.section<uint64_t>(Section::row_ptr);
   if (std::string why = check_row_ptr(row_ptr, block_rows, d.nnz, "block-row"); !why.empty()) return why;
   const uint64_t br = d.block_rows, bc = d.block_cols;
-  return visit_index(index_size(d.cols()), [&]<class I>(I) -> std::string {
-    const auto* col_idx = t.section<typename I::type>(Section::col_idx);
+  return visit_index(index_size(d.cols()), [&]<class I>(I*) -> std::string {
+    const auto* col_idx = t.section<I>(Section::col_idx);
     for (uint64_t bi = 0; bi < block_rows; ++bi)
       for (uint64_t k = row_ptr[bi]; k < row_ptr[bi + 1]; ++k) {
         if (col_idx[k] >= block_cols)

@@ -18,15 +18,15 @@ Tensor pack_csr(const Tensor& dense) {
     Tensor t = Tensor::allocate(d);
     uint64_t* row_ptr = t.mutable_section<uint64_t>(Section::row_ptr);
     T* values = t.mutable_section<T>(Section::values);
-    visit_index(index_size(cols), [&]<class I>(I) {
-      auto* col_idx = t.mutable_section<typename I::type>(Section::col_idx);
+    visit_index(index_size(cols), [&]<class I>(I*) {
+      auto* col_idx = t.mutable_section<I>(Section::col_idx);
       uint64_t k = 0;
       for (uint64_t r = 0; r < rows; ++r) {
         row_ptr[r] = k;
         for (uint64_t c = 0; c < cols; ++c) {
           const T x = v[r * cols + c];
           if (E::is_zero(x)) continue;
-          col_idx[k] = static_cast<typename I::type>(c);
+          col_idx[k] = static_cast<I>(c);
           values[k++] = x;
         }
       }
@@ -45,8 +45,8 @@ Tensor unpack_csr(const Tensor& t) {
     using T = typename E::type;
     const T* values = t.section<T>(Section::values);
     T* dst = out.mutable_section<T>(Section::values);
-    visit_index(index_size(cols), [&]<class I>(I) {
-      const auto* col_idx = t.section<typename I::type>(Section::col_idx);
+    visit_index(index_size(cols), [&]<class I>(I*) {
+      const auto* col_idx = t.section<I>(Section::col_idx);
       for (uint64_t r = 0; r < rows; ++r)
         for (uint64_t k = row_ptr[r]; k < row_ptr[r + 1]; ++k) dst[r * cols + col_idx[k]] = values[k];
     });
@@ -58,8 +58,8 @@ std::string check_csr(const Tensor& t) {
   const uint64_t rows = t.desc().rows(), cols = t.desc().cols();
   const uint64_t* row_ptr = t.section<uint64_t>(Section::row_ptr);
   if (std::string why = check_row_ptr(row_ptr, rows, t.desc().nnz, "row"); !why.empty()) return why;
-  return visit_index(index_size(cols), [&]<class I>(I) -> std::string {
-    const auto* col_idx = t.section<typename I::type>(Section::col_idx);
+  return visit_index(index_size(cols), [&]<class I>(I*) -> std::string {
+    const auto* col_idx = t.section<I>(Section::col_idx);
     for (uint64_t r = 0; r < rows; ++r)
       for (uint64_t k = row_ptr[r]; k < row_ptr[r + 1]; ++k) {
         if (col_idx[k] >= cols) return "row " + std::to_string(r) + " has column " + std::to_string(col_idx[k]) + " past " + std::to_string(cols);

@@ -1,8 +1,5 @@
 #pragma once
 // Per-format halves of convert.h, and helpers they share. Not a public header.
-#include <cstring>
-#include <type_traits>
-
 #include "sparse/convert.h"
 
 namespace lacuna::detail {
@@ -25,15 +22,5 @@ Tensor dense_like(const Tensor& t);
 void copy_scales(const Tensor& from, Tensor& to);
 // Checks row pointers [0] == 0, non-decreasing, [count] == total.
 std::string check_row_ptr(const uint64_t* ptr, uint64_t count, uint64_t total, const char* what);
-
-template <size_t Bytes>
-struct IndexTag {
-  using type = std::conditional_t<Bytes == 2, uint16_t, uint32_t>;
-};
-template <class F>
-decltype(auto) visit_index(size_t bytes, F&& f) {
-  if (bytes == 2) return f(IndexTag<2>{});
-  return f(IndexTag<4>{});
-}
 
 }  // namespace lacuna::detail

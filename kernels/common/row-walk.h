@@ -4,15 +4,11 @@
 // reference and the kernels whose inner loop is per nonzero (large batch), so
 // there is one definition of what each format's index arrays mean.
 #include <bit>
-#include <type_traits>
 
 #include "sparse/element.h"
 #include "sparse/tensor.h"
 
 namespace lacuna::kernels {
-
-template <class T>
-using BitmapMask = std::conditional_t<sizeof(T) == 4, uint16_t, std::conditional_t<sizeof(T) == 2, uint32_t, uint64_t>>;
 
 template <Format F, DType D, class Index, class Visit>
 inline void for_each_in_row(const Tensor& w, uint64_t r, Visit&& visit) {
@@ -44,13 +40,10 @@ inline void for_each_in_row(const Tensor& w, uint64_t r, Visit&& visit) {
   }
 }
 
-// Runs body.template operator()<Index>() with the tensor's column index type.
+// Runs body(static_cast<Index*>(nullptr)) with the tensor's column index type.
 template <class Body>
 inline void with_index_type(const Tensor& w, Body&& body) {
-  if (index_size(w.desc().cols()) == 2)
-    body(static_cast<uint16_t*>(nullptr));
-  else
-    body(static_cast<uint32_t*>(nullptr));
+  visit_index(index_size(w.desc().cols()), body);
 }
 
 }  // namespace lacuna::kernels

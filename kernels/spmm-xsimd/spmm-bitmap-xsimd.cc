@@ -19,7 +19,7 @@ template <DType D, int NT>
 void bitmap_row(const SpmmArgs& a, uint64_t r, size_t n0) {
   using E = Element<D>;
   using T = typename E::type;
-  using M = kernels::BitmapMask<T>;
+  using M = BitmapMask<T>;
   constexpr size_t kWidth = 64 / sizeof(T);
   static_assert(kWidth % Batch::size == 0);
   const Tensor& w = *a.w;
