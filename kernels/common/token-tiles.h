@@ -24,4 +24,14 @@ inline void for_token_tiles(size_t n, Body&& body) {
   if (n0 < n) token_tile_rest<NTMAX - 1>(n - n0, n0, body);
 }
 
+// The same for kernels whose tiles are 16-token vectors: tiles of NVMAX
+// vectors, then one tile of as many vectors as the rest needs (its last
+// lanes are padding the kernel must not store).
+template <int NVMAX, class Body>
+inline void for_vector_tiles(size_t n, Body&& body) {
+  size_t n0 = 0;
+  for (; n0 + 16 * NVMAX <= n; n0 += 16 * NVMAX) body(std::integral_constant<int, NVMAX>{}, n0);
+  if (n0 < n) token_tile_rest<NVMAX - 1>((n - n0 + 15) / 16, n0, body);
+}
+
 }  // namespace lacuna::kernels

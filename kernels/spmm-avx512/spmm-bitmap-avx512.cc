@@ -9,40 +9,40 @@ namespace {
 
 using kernels::avx512::bitmap_small_n;
 
+// What the f32-accumulating traits share: no zero point, a plain sum.
+struct FloatAccumulator {
+  using Acc = __m512;
+  static constexpr bool kRowSum = false;
+  static Acc zero() { return _mm512_setzero_ps(); }
+  template <class W>
+  static Acc row_sum(Acc s, W) { return s; }
+  static float finish(Acc acc, Acc, float row_scale, float) { return _mm512_reduce_add_ps(acc) * row_scale; }
+};
+
 // f32 weights x f32 activations: VEXPANDPS + VFMADD231PS.
-struct F32 {
+struct F32 : FloatAccumulator {
   using Value = float;
   using Mask = uint16_t;
   using XElem = float;
   static constexpr int kWidth = 16;
-  using Acc = __m512;
   using WVec = __m512;
   using XVec = __m512;
-  static constexpr bool kRowSum = false;
-  static Acc zero() { return _mm512_setzero_ps(); }
   static WVec expand(Mask m, const Value* p) { return kernels::avx512::fresh_expand_ps(m, kernels::avx512::load_unfolded<__m512>(p)); }
   static XVec load_x(const XElem* p) { return _mm512_loadu_ps(p); }
   static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_fmadd_ps(w, x, acc); }
-  static Acc row_sum(Acc s, WVec) { return s; }
-  static float finish(Acc acc, Acc, float row_scale, float) { return _mm512_reduce_add_ps(acc) * row_scale; }
 };
 
 // bf16 weights x bf16 activations, f32 accumulation: VPEXPANDW + VDPBF16PS.
-struct Bf16 {
+struct Bf16 : FloatAccumulator {
   using Value = uint16_t;
   using Mask = uint32_t;
   using XElem = uint16_t;
   static constexpr int kWidth = 32;
-  using Acc = __m512;
   using WVec = __m512i;
   using XVec = __m512i;
-  static constexpr bool kRowSum = false;
-  static Acc zero() { return _mm512_setzero_ps(); }
   static WVec expand(Mask m, const Value* p) { return kernels::avx512::fresh_expand_epi16(m, kernels::avx512::load_unfolded<__m512i>(p)); }
   static XVec load_x(const XElem* p) { return _mm512_loadu_si512(p); }
   static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)x); }
-  static Acc row_sum(Acc s, WVec) { return s; }
-  static float finish(Acc acc, Acc, float row_scale, float) { return _mm512_reduce_add_ps(acc) * row_scale; }
 };
 
 // int8 weights x u8 activations (x quantised per token, +128 zero point),

@@ -49,16 +49,8 @@ inline void pairs_row(const SpmmArgs& a, uint64_t r, size_t n0) {
 }  // namespace
 
 void lacuna_spmm_bitmap_bf16_ukernel_1x64__avx512bf16(const SpmmArgs& a) {
-  for (uint64_t r = a.row_begin; r < a.row_end; ++r) {
-    size_t n0 = 0;
-    for (; n0 + 64 <= a.n; n0 += 64) pairs_row<4>(a, r, n0);
-    switch ((a.n - n0 + 15) / 16) {
-      case 3: pairs_row<3>(a, r, n0); break;
-      case 2: pairs_row<2>(a, r, n0); break;
-      case 1: pairs_row<1>(a, r, n0); break;
-      default: break;
-    }
-  }
+  for (uint64_t r = a.row_begin; r < a.row_end; ++r)
+    kernels::for_vector_tiles<4>(a.n, [&](auto nv, size_t n0) { pairs_row<nv>(a, r, n0); });
 }
 
 }  // namespace lacuna

@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include "kernels/common/row-walk.h"
+#include "kernels/common/token-tiles.h"
 #include "kernels/spmm-ukernels.h"
 
 namespace lacuna {
@@ -33,14 +34,7 @@ void spmm_broadcast(const SpmmArgs& a) {
   kernels::with_index_type(*a.w, [&]<class Index>(Index*) {
     for (uint64_t r = a.row_begin; r < a.row_end; ++r) {
       const float scale = scales ? scales[r] : 1.0f;
-      size_t n0 = 0;
-      for (; n0 + 64 <= a.n; n0 += 64) broadcast_row<F, D, Index, 4>(a, r, n0, scale);
-      switch ((a.n - n0 + 15) / 16) {
-        case 3: broadcast_row<F, D, Index, 3>(a, r, n0, scale); break;
-        case 2: broadcast_row<F, D, Index, 2>(a, r, n0, scale); break;
-        case 1: broadcast_row<F, D, Index, 1>(a, r, n0, scale); break;
-        default: break;
-      }
+      kernels::for_vector_tiles<4>(a.n, [&](auto nv, size_t n0) { broadcast_row<F, D, Index, nv>(a, r, n0, scale); });
     }
   });
 }

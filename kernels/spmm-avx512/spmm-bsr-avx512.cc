@@ -8,25 +8,13 @@
 
 #include "kernels/common/row-walk.h"
 #include "kernels/common/token-tiles.h"
+#include "kernels/spmm-avx512/load-f32x16.h"
 #include "kernels/spmm-ukernels.h"
 
 namespace lacuna {
 namespace {
 
 constexpr uint64_t kBlock = 16;
-
-template <DType D>
-inline __m512 load_block(const void* values, uint64_t k) {
-  if constexpr (D == DType::f32) {
-    return _mm512_loadu_ps(static_cast<const float*>(values) + k * kBlock);
-  } else if constexpr (D == DType::bf16) {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(values) + k * kBlock));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  } else {
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(values) + k * kBlock));
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
-  }
-}
 
 template <DType D, class Index, int NT>
 inline void block_row(const SpmmArgs& a, uint64_t bi, size_t n0) {
@@ -38,7 +26,7 @@ inline void block_row(const SpmmArgs& a, uint64_t bi, size_t n0) {
   __m512 acc[NT];
   for (int j = 0; j < NT; ++j) acc[j] = _mm512_setzero_ps();
   for (uint64_t k = row_ptr[bi]; k < row_ptr[bi + 1]; ++k) {
-    const __m512 wv = load_block<D>(values, k);
+    const __m512 wv = kernels::avx512::load_f32x16<D>(values, k * kBlock, 0xffff);
     const uint64_t c = cols[k];
     for (int j = 0; j < NT; ++j) acc[j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(x[j * a.ldx + c]), acc[j]);
   }

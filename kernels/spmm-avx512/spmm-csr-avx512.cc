@@ -6,23 +6,11 @@
 
 #include "kernels/common/row-walk.h"
 #include "kernels/common/token-tiles.h"
+#include "kernels/spmm-avx512/load-f32x16.h"
 #include "kernels/spmm-ukernels.h"
 
 namespace lacuna {
 namespace {
-
-template <DType D>
-inline __m512 load_values(const void* values, uint64_t k, __mmask16 m) {
-  if constexpr (D == DType::f32) {
-    return _mm512_maskz_loadu_ps(m, static_cast<const float*>(values) + k);
-  } else if constexpr (D == DType::bf16) {
-    const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(values) + k);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  } else {
-    const __m128i b = _mm_maskz_loadu_epi8(m, static_cast<const int8_t*>(values) + k);
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
-  }
-}
 
 template <class Index>
 inline __m512i load_indices(const Index* cols, uint64_t k, __mmask16 m) {
@@ -49,7 +37,7 @@ inline void csr_row(const SpmmArgs& a, uint64_t r, size_t n0) {
     for (uint64_t k = row_ptr[r]; k < end; k += 16) {
       const __mmask16 m = end - k >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (end - k)) - 1);
       const __m512i idx = load_indices(cols, k, m);
-      const __m512 wv = load_values<D>(values, k, m);
+      const __m512 wv = kernels::avx512::load_f32x16<D>(values, k, m);
       for (int j = 0; j < NT; ++j)
         acc[j] = _mm512_fmadd_ps(wv, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, x + j * a.ldx, 4), acc[j]);
     }
