@@ -28,20 +28,26 @@ Tensor quantize(const float* w, const TensorDesc& shape_and_dtype) {
       int8_t* out = t.mutable_section<int8_t>(Section::values);
       float* scales = t.mutable_section<float>(Section::scales);
       for (size_t r = 0; r < rows; ++r) {
-        const float* row = w + r * cols;
-        float amax = 0.0f;
-        for (size_t c = 0; c < cols; ++c) amax = std::isfinite(row[c]) ? std::max(amax, std::fabs(row[c])) : INFINITY;
-        if (!std::isfinite(amax)) throw Error("cannot quantise row " + std::to_string(r) + " to int8: it holds a non-finite value");
-        const float scale = amax / 127.0f;
-        scales[r] = scale;
-        const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
-        for (size_t c = 0; c < cols; ++c)
-          out[r * cols + c] = static_cast<int8_t>(std::clamp(std::nearbyint(row[c] * inv), -127.0f, 127.0f));
+        scales[r] = quantize_int8_symmetric(w + r * cols, cols, out + r * cols);
+        if (std::isnan(scales[r])) throw Error("cannot quantise row " + std::to_string(r) + " to int8: it holds a non-finite value");
       }
       break;
     }
   }
   return t;
+}
+
+float quantize_int8_symmetric(const float* x, size_t n, int8_t* out) {
+  float amax = 0.0f;
+  for (size_t i = 0; i < n; ++i) amax = std::isfinite(x[i]) ? std::max(amax, std::fabs(x[i])) : INFINITY;
+  if (!std::isfinite(amax)) {
+    std::fill(out, out + n, int8_t{0});
+    return NAN;
+  }
+  const float scale = amax / 127.0f;
+  const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<int8_t>(std::clamp(std::nearbyint(x[i] * inv), -127.0f, 127.0f));
+  return scale;
 }
 
 Tensor quantize_matrix(const float* w, size_t rows, size_t cols, DType dtype) {

@@ -110,6 +110,19 @@ TEST(Quantize, Bf16AndF32) {
   for (size_t i = 0; i < w.size(); ++i) { EXPECT_EQ(b[i], bf16_to_f32(f32_to_bf16(w[i]))); }
 }
 
+TEST(Quantize, SymmetricInt8HasNoScaleForNonFiniteValues) {
+  const float x[4] = {0.5f, -1.27f, INFINITY, 0.0f};
+  int8_t q[4] = {1, 1, 1, 1};
+  EXPECT_TRUE(std::isnan(quantize_int8_symmetric(x, 4, q)));
+  for (int8_t v : q) EXPECT_EQ(v, 0);
+  EXPECT_FLOAT_EQ(quantize_int8_symmetric(x, 2, q), 0.01f);
+  EXPECT_EQ(q[0], 50);
+  EXPECT_EQ(q[1], -127);
+  const float zeros[3] = {0.0f, 0.0f, 0.0f};
+  EXPECT_EQ(quantize_int8_symmetric(zeros, 3, q), 0.0f);
+  EXPECT_EQ(q[0], 0);
+}
+
 TEST(Quantize, Int8RefusesNonFiniteRows) {
   std::vector<float> w = {1.0f, NAN, 2.0f};
   EXPECT_THROW(quantize_matrix(w.data(), 1, 3, DType::int8), Error);

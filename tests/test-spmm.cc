@@ -214,6 +214,18 @@ TEST(OnednnDense, MatchesTheDenseProduct) {
     }
 }
 
+TEST(OnednnDense, NonFiniteActivationsGiveNonFiniteOutputs) {
+  const auto wf = testing::random_sparse(8, 32, 0.0, false, 2);
+  for (DType t : kAllDTypes) {
+    OnednnMatmul mm(quantize_matrix(wf.data(), 8, 32, t));
+    auto x = testing::random_activations(1, 32, 3);
+    x[7] = NAN;
+    std::vector<float> y(8);
+    mm.run(x.data(), 1, y.data());
+    for (float v : y) EXPECT_FALSE(std::isfinite(v)) << dtype_name(t);
+  }
+}
+
 TEST(OnednnDense, RefusesSparseWeights) {
   const auto wf = testing::random_sparse(8, 8, 0.5, false, 1);
   EXPECT_THROW(OnednnMatmul(pack(quantize_matrix(wf.data(), 8, 8, DType::bf16), Format::csr)), Error);

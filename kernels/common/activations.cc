@@ -7,6 +7,7 @@
 
 #include "sparse/dtype.h"
 #include "sparse/error.h"
+#include "sparse/quantize.h"
 
 namespace lacuna::kernels {
 namespace {
@@ -65,15 +66,11 @@ PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t
       auto* out = static_cast<uint8_t*>(t_values.get(n * ld));
       auto* scale = static_cast<float*>(t_scales.get(n * sizeof(float)));
       for (size_t i = 0; i < n; ++i) {
-        const float* row = x + i * in;
-        float amax = 0.0f;
-        for (size_t c = 0; c < in; ++c) amax = std::isfinite(row[c]) ? std::max(amax, std::fabs(row[c])) : INFINITY;
-        // A token holding NaN or Inf cannot be quantised: its scale is NaN, so its outputs are NaN, as in f32.
-        scale[i] = std::isfinite(amax) ? amax / 127.0f : NAN;
-        const float inv = std::isfinite(amax) && amax > 0.0f ? 127.0f / amax : 0.0f;
-        for (size_t c = 0; c < in; ++c)
-          out[i * ld + c] = static_cast<uint8_t>(static_cast<int>(std::clamp(std::nearbyint(row[c] * inv), -127.0f, 127.0f)) + 128);
-        std::fill(out + i * ld + in, out + (i + 1) * ld, uint8_t{128});
+        // A token holding NaN or Inf gets a NaN scale, so its outputs are NaN, as in f32.
+        uint8_t* row = out + i * ld;
+        scale[i] = quantize_int8_symmetric(x + i * in, in, reinterpret_cast<int8_t*>(row));
+        for (size_t c = 0; c < in; ++c) row[c] ^= 0x80;  // q + 128: the u8 zero point VPDPBUSD needs
+        std::fill(row + in, row + ld, uint8_t{128});
       }
       return {out, ld, scale};
     }

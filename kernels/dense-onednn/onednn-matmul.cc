@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "sparse/error.h"
+#include "sparse/quantize.h"
 
 namespace lacuna {
 namespace {
@@ -110,11 +111,8 @@ void OnednnMatmul::run(const float* x, size_t n, float* y) {
       break;
     }
     case DType::int8: {
-      float amax = 0.0f;
-      for (size_t i = 0; i < count; ++i) amax = std::max(amax, std::fabs(x[i]));
-      const float x_scale = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
-      auto* s = static_cast<int8_t*>(b.src.get_data_handle());
-      for (size_t i = 0; i < count; ++i) s[i] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
+      // One scale for the whole batch; NaN when x holds NaN or Inf, so y does too.
+      const float x_scale = quantize_int8_symmetric(x, count, static_cast<int8_t*>(b.src.get_data_handle()));
       for (size_t r = 0; r < m.out; ++r) m.out_scales[r] = m.row_scales[r] * x_scale;
       break;
     }
