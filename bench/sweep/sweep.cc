@@ -128,15 +128,19 @@ int run_sweep(const SweepOptions& o) {
           const auto x = random_x(n, shape.in);
           std::vector<float> y(n * shape.out), y_dense(n * shape.out);
           auto baseline = [&](size_t i) { dense[i % dense.size()].run(x.data(), n, y_dense.data()); };
+          // One row: `run` timed against the baseline, `bytes` of weights streamed per product.
+          auto point = [&](const std::string& format, const std::string& kernel, uint64_t bytes, double sparsity, auto&& run) {
+            const Paired t = time_paired(o, run, baseline);
+            return Point{shape, n, sparsity, format, dtype_name(dtype), kernel, t.ms, t.baseline_ms, t.speedup,
+                         100.0 * static_cast<double>(bytes) / (t.ms * 1e-3) / bw.bytes_per_s, flop * static_cast<double>(n) / (t.ms * 1e-3) / 1e9,
+                         ""};
+          };
+          auto sparse_point = [&](const Candidate& c, const SpmmUkernel& k) {
+            return point(format_name(c.format), k.name, c.stats.payload_bytes, c.stats.sparsity(),
+                         [&](size_t i) { spmm_run(k, c.copies[i % c.copies.size()], x.data(), n, y.data()); });
+          };
           std::vector<Point> measured;
-          for (const Candidate& c : candidates) {
-            const SpmmUkernel& k = *choose_spmm(c.copies[0].desc(), n).kernel;
-            const auto [ms, dense_ms, speedup] =
-                time_paired(o, [&](size_t i) { spmm_run(k, c.copies[i % c.copies.size()], x.data(), n, y.data()); }, baseline);
-            measured.push_back({shape, n, c.stats.sparsity(), format_name(c.format), dtype_name(dtype), k.name, ms, dense_ms, speedup,
-                                100.0 * static_cast<double>(c.stats.payload_bytes) / (ms * 1e-3) / bw.bytes_per_s,
-                                flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""});
-          }
+          for (const Candidate& c : candidates) measured.push_back(sparse_point(c, *choose_spmm(c.copies[0].desc(), n).kernel));
           // The planner picks among the measured formats and oneDNN dense in this dtype.
           std::vector<Format> options{Format::dense};
           for (const Candidate& c : candidates)
@@ -161,26 +165,16 @@ int run_sweep(const SweepOptions& o) {
                             plan.chosen.describe().c_str());
                 continue;
               }
-              const SpmmUkernel& k = *plan.chosen.kernel;
-              const auto [ms, dense_ms, speedup] =
-                  time_paired(o, [&](size_t i) { spmm_run(k, c->copies[i % c->copies.size()], x.data(), n, y.data()); }, baseline);
-              chosen = {shape, n, c->stats.sparsity(), format_name(c->format), dtype_name(dtype), k.name, ms, dense_ms, speedup,
-                        100.0 * static_cast<double>(c->stats.payload_bytes) / (ms * 1e-3) / bw.bytes_per_s,
-                        flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""};
+              chosen = sparse_point(*c, *plan.chosen.kernel);
             }
           } else if (plan.chosen.onednn_dtype == DType::bf16) {
-            const auto [ms, dense_ms, speedup] = time_paired(o, baseline, baseline);
-            chosen = {shape, n, 0.0, "dense", dtype_name(dtype), dense[0].implementation(n), ms, dense_ms, speedup,
-                      100.0 * 2.0 * static_cast<double>(shape.in * shape.out) / (ms * 1e-3) / bw.bytes_per_s,
-                      flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""};
+            chosen = point("dense", dense[0].implementation(n), plan.chosen.bytes, 0.0, baseline);
           } else {
             if (dense_int8.empty())
               for (const Tensor& t : cold_copies(random_weight(Format::dense, DType::int8, shape.out, shape.in, 0.0, 2), o.working_set_bytes, 1))
                 dense_int8.emplace_back(t);
-            const auto [ms, dense_ms, speedup] = time_paired(o, [&](size_t i) { dense_int8[i % dense_int8.size()].run(x.data(), n, y.data()); }, baseline);
-            chosen = {shape, n, 0.0, "dense", dtype_name(dtype), dense_int8[0].implementation(n), ms, dense_ms, speedup,
-                      100.0 * static_cast<double>(shape.in * shape.out) / (ms * 1e-3) / bw.bytes_per_s,
-                      flop * static_cast<double>(n) / (ms * 1e-3) / 1e9, ""};
+            chosen = point("dense", dense_int8[0].implementation(n), plan.chosen.bytes, 0.0,
+                           [&](size_t i) { dense_int8[i % dense_int8.size()].run(x.data(), n, y.data()); });
           }
           // The row is the weight's (its dtype and sparsity); what ran is in the kernel and planner columns.
           chosen.sparsity = candidates.empty() ? s : candidates[0].stats.sparsity();
