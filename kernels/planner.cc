@@ -1,6 +1,7 @@
 #include "kernels/planner.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 namespace lacuna {
@@ -29,6 +30,7 @@ MachineModel MachineModel::for_bandwidth(double bytes_per_s, int threads) {
   // weights, and divided down to one core (docs/benchmarks.md).
   m.bitmap_row_group = 1.6e-9;
   m.bitmap_row_group_token = 0.4e-9;
+  m.bitmap_widen_row_group = 1.2e-9;
   m.csr_nonzero_token = 0.5e-9;
   m.pair_tile = 0.55e-9;
   m.pair_group_tile = 2.9e-9;
@@ -107,11 +109,14 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
     } else switch (o.kernel->act) {
       case ActLayout::bf16_padded:
       case ActLayout::u8_padded:
-      case ActLayout::f32_padded:
+      case ActLayout::f32_padded: {
+        const bool widens = k.act == ActLayout::bf16_padded && dtype == DType::int8;
         compute = static_cast<double>(rows * group_count(desc)) *
-                  (m.bitmap_row_group + (nn - 1) * m.bitmap_row_group_token * bitmap_group_width(dtype) / 32.0) *
+                  (m.bitmap_row_group + (widens ? m.bitmap_widen_row_group * std::ceil(nn / 4) : 0) +
+                   (nn - 1) * m.bitmap_row_group_token * bitmap_group_width(dtype) / 32.0) *
                   ((k.features & kAvx512F) ? 1.0 : m.portable_slowdown);
         break;
+      }
       case ActLayout::f32:
         compute = static_cast<double>(nonzeros) * nn * m.csr_nonzero_token;
         break;

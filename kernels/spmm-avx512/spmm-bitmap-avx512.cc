@@ -72,10 +72,43 @@ struct Int8 {
   }
 };
 
+// int8 weights x bf16 activations (weight-only quantisation: the activations
+// keep bf16 precision), f32 accumulation: VPEXPANDB, then each 16 weights
+// widened to f32 and packed to bf16 (exact: |w| <= 127 needs 7 mantissa bits)
+// for VDPBF16PS. The widening is per group, shared by every token of the tile.
+struct Int8WeightOnly : FloatAccumulator {
+  using Value = int8_t;
+  using Mask = uint64_t;
+  using XElem = uint16_t;
+  static constexpr int kWidth = 64;
+  struct WVec {
+    __m512i lo, hi;
+  };
+  using XVec = WVec;
+  static __m512 quarter(__m512i w, int q) {
+    switch (q) {
+      case 0: return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_castsi512_si128(w)));
+      case 1: return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(w, 1)));
+      case 2: return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(w, 2)));
+      default: return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(w, 3)));
+    }
+  }
+  static WVec expand(Mask m, const Value* p) {
+    const __m512i w = kernels::avx512::fresh_expand_epi8(m, kernels::avx512::load_unfolded<__m512i>(p));
+    // _mm512_cvtne2ps_pbh(a, b) puts b in the low half: weights stay in column order.
+    return {(__m512i)_mm512_cvtne2ps_pbh(quarter(w, 1), quarter(w, 0)), (__m512i)_mm512_cvtne2ps_pbh(quarter(w, 3), quarter(w, 2))};
+  }
+  static XVec load_x(const XElem* p) { return {_mm512_loadu_si512(p), _mm512_loadu_si512(p + 32)}; }
+  static Acc dot(Acc acc, WVec w, XVec x) {
+    return _mm512_dpbf16_ps(_mm512_dpbf16_ps(acc, (__m512bh)w.lo, (__m512bh)x.lo), (__m512bh)w.hi, (__m512bh)x.hi);
+  }
+};
+
 }  // namespace
 
 void lacuna_spmm_bitmap_f32_ukernel_4x4__avx512f(const SpmmArgs& a) { bitmap_small_n<F32, 4, 4>(a); }
 void lacuna_spmm_bitmap_bf16_ukernel_4x4__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Bf16, 4, 4>(a); }
 void lacuna_spmm_bitmap_int8_ukernel_4x4__avx512vnni(const SpmmArgs& a) { bitmap_small_n<Int8, 4, 4>(a); }
+void lacuna_spmm_bitmap_int8_ukernel_4x4__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Int8WeightOnly, 4, 4>(a); }
 
 }  // namespace lacuna
