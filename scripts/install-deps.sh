@@ -8,6 +8,7 @@ packages=(
   build-essential cmake pkg-config ninja-build
   libdnnl-dev          # oneDNN 2.x: dense baseline and dense ops
   libxxhash-dev        # XXH3 checksums of model-file payloads (tens of GB/s)
+  libsentencepiece-dev # tokenizer (tokenizer.model, stored inside .lacuna files)
   libtbb-dev           # concurrent queues / task arenas
   libxsimd-dev         # portable SIMD for non-AVX-512 paths
   libgtest-dev libgmock-dev

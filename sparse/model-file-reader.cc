@@ -1,7 +1,3 @@
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -11,6 +7,7 @@
 
 #include "sparse/convert.h"
 #include "sparse/error.h"
+#include "sparse/mapped-file.h"
 #include "sparse/model-file-layout.h"
 #include "sparse/model-file.h"
 
@@ -24,35 +21,6 @@ std::string hex(uint64_t v) {
   return buf;
 }
 
-struct Mapping {
-  void* base = MAP_FAILED;
-  size_t bytes = 0;
-  ~Mapping() {
-    if (base != MAP_FAILED) munmap(base, bytes);
-  }
-};
-
-std::shared_ptr<Mapping> map_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error(path + ": not a regular file");
-  }
-  auto m = std::make_shared<Mapping>();
-  m->bytes = static_cast<size_t>(st.st_size);
-  if (m->bytes >= sizeof(fl::Header)) {
-    m->base = mmap(nullptr, m->bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-    const int err = errno;
-    ::close(fd);
-    if (m->base == MAP_FAILED) throw Error(path + ": cannot map " + std::to_string(m->bytes) + " bytes: " + std::strerror(err));
-  } else {
-    ::close(fd);
-  }
-  return m;
-}
-
 struct Span {
   uint64_t begin, end;
   std::string what;
@@ -61,13 +29,13 @@ struct Span {
 }  // namespace
 
 ModelFile ModelFile::open(const std::string& path, const OpenOptions& options) {
-  auto mapping = map_file(path);
-  const size_t size = mapping->bytes;
+  const MappedFile mapping = map_readonly(path);
+  const size_t size = mapping.bytes.size();
   auto fail = [&](const std::string& what) -> Error { return Error(path + ": " + what); };
   if (size < sizeof(fl::Header))
     throw fail("file is " + std::to_string(size) + " bytes, shorter than the " + std::to_string(sizeof(fl::Header)) +
                "-byte header: truncated or not a .lacuna file");
-  const auto* base = static_cast<const std::byte*>(mapping->base);
+  const std::byte* base = mapping.bytes.data();
   fl::Header h;
   std::memcpy(&h, base, sizeof h);
   if (std::memcmp(h.magic, fl::kMagic, sizeof h.magic) != 0) throw fail("not a .lacuna file (wrong magic bytes)");
@@ -140,7 +108,7 @@ ModelFile ModelFile::open(const std::string& path, const OpenOptions& options) {
                  dtype_name(d.dtype) + " " + d.shape_string() + ") needs " + std::to_string(expected));
     check_region(r.payload, what, r.payload.bytes >= fl::kPageAlignFrom ? fl::kPageSize : fl::kPayloadAlign, true);
     if (!mf.by_name_.emplace(name, i).second) throw fail(what + ": name is used twice");
-    mf.tensors_.push_back(TensorEntry{name, Tensor::wrap(d, base + r.payload.offset, mapping), r.payload.offset, r.payload.checksum});
+    mf.tensors_.push_back(TensorEntry{name, Tensor::wrap(d, base + r.payload.offset, mapping.owner), r.payload.offset, r.payload.checksum});
   }
   std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
   for (size_t i = 1; i < spans.size(); ++i)
@@ -149,7 +117,7 @@ ModelFile ModelFile::open(const std::string& path, const OpenOptions& options) {
   for (size_t i = 0; i < mf.tensors_.size(); ++i)
     if (std::string why = check_payload(mf.tensors_[i].tensor); !why.empty())
       throw fail("tensor '" + mf.tensors_[i].name + "' (#" + std::to_string(i) + "): " + why);
-  mf.mapping_ = std::move(mapping);
+  mf.mapping_ = mapping.owner;
   return mf;
 }
 

@@ -1,8 +1,9 @@
-// `lacuna bench sweep`: the sparsity sweep (bench/sweep).
+// `lacuna bench sweep` (bench/sweep) and `lacuna bench model` (bench/model).
 #include <omp.h>
 
 #include <sstream>
 
+#include "bench/model/model-bench.h"
 #include "bench/sweep/sweep.h"
 #include "engine/cli/commands.h"
 #include "sparse/error.h"
@@ -78,6 +79,29 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     o->working_set_bytes = static_cast<uint64_t>(*gib * (1u << 30));
     if (*threads > 0) omp_set_num_threads(*threads);
     exit_code = bench::run_sweep(*o);
+  });
+
+  auto* model = bench->add_subcommand("model", "Whole-model decode and prefill speed vs the engine's dense bf16 (oneDNN) path");
+  auto m = std::make_shared<bench::ModelBenchOptions>();
+  auto model_dtypes = std::make_shared<std::string>("bf16,int8");
+  auto model_threads = std::make_shared<int>(0);
+  model->add_option("--arch", m->arch, "grok-1 or mixtral")->check(CLI::IsMember({"grok-1", "mixtral"}))->capture_default_str();
+  model->add_option("--preset", m->preset, "tiny, mini, grok-1-layer")->check(CLI::IsMember({"tiny", "mini", "grok-1-layer"}))->capture_default_str();
+  model->add_option("--work-dir", m->work_dir, "Where the checkpoint and converted models go (reused: the checkpoint is made once)");
+  model->add_option("--sparsity", m->sparsities, "Sparsities")->delimiter(',')->check(CLI::Range(0.0, 0.99))->capture_default_str();
+  model->add_option("--dtypes", *model_dtypes, "Weight dtypes: bf16,int8,f32")->capture_default_str();
+  model->add_option("--batch", m->batches, "Decode batch sizes")->delimiter(',')->check(CLI::Range(size_t{1}, size_t{256}))->capture_default_str();
+  model->add_option("--prompt", m->prompt_tokens, "Prefill prompt length")->check(CLI::Range(16, 8192))->capture_default_str();
+  model->add_option("--decode-steps", m->decode_steps, "Timed decode steps per batch size")->check(CLI::Range(1, 1000))->capture_default_str();
+  model->add_option("--repetitions", m->repetitions, "Prefill runs")->check(CLI::Range(1, 100))->capture_default_str();
+  model->add_option("--threads", *model_threads, "Threads (default: all)")->check(CLI::Range(0, 1024));
+  model->add_option("--csv", m->csv_path, "Write one CSV row per point");
+  model->callback([=, &exit_code] {
+    m->dtypes = split(*model_dtypes);
+    for (const auto& t : m->dtypes)
+      if (!parse_dtype(t)) throw Error("unknown dtype '" + t + "'");
+    if (*model_threads > 0) omp_set_num_threads(*model_threads);
+    exit_code = bench::run_model_bench(*m);
   });
 }
 

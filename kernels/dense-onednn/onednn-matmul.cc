@@ -37,7 +37,8 @@ struct OnednnMatmul::Impl {
   memory::desc weights_md;  // the layout every batch's primitive uses
   memory weights;
   bool packed = false;
-  std::vector<float> row_scales, out_scales;  // int8: row scale x activation scale, per output column
+  std::vector<float> row_scales, out_scales;  // int8: the weight row scales, per output column
+  std::vector<float> token_scales;            // int8: each token's activation scale, this call
   std::map<size_t, Batch> batches;
 
   dnnl::matmul::primitive_desc make_pd(size_t n, const memory::desc& wei_md) const {
@@ -111,9 +112,14 @@ void OnednnMatmul::run(const float* x, size_t n, float* y) {
       break;
     }
     case DType::int8: {
-      // One scale for the whole batch; NaN when x holds NaN or Inf, so y does too.
-      const float x_scale = quantize_int8_symmetric(x, count, static_cast<int8_t*>(b.src.get_data_handle()));
-      for (size_t r = 0; r < m.out; ++r) m.out_scales[r] = m.row_scales[r] * x_scale;
+      // One scale per token, as Lacuna's u8 kernels, so a token's result does
+      // not depend on the rest of the batch. oneDNN 2.x scales only output
+      // columns, so the token scale is applied after the product. NaN when a
+      // token holds NaN or Inf, so its outputs are NaN too.
+      m.token_scales.resize(n);
+      for (size_t t = 0; t < n; ++t)
+        m.token_scales[t] = quantize_int8_symmetric(x + t * m.in, m.in, static_cast<int8_t*>(b.src.get_data_handle()) + t * m.in);
+      std::copy(m.row_scales.begin(), m.row_scales.end(), m.out_scales.begin());
       break;
     }
   }
@@ -123,6 +129,9 @@ void OnednnMatmul::run(const float* x, size_t n, float* y) {
     args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES, memory({{static_cast<memory::dim>(m.out)}, dt::f32, tag::a}, cpu_engine(), m.out_scales.data()));
   b.matmul.execute(m.stream, args);
   m.stream.wait();
+  if (m.dtype == DType::int8)
+    for (size_t t = 0; t < n; ++t)
+      for (size_t r = 0; r < m.out; ++r) y[t * m.out + r] *= m.token_scales[t];
 }
 
 }  // namespace lacuna

@@ -18,7 +18,7 @@ class OnednnMatmul {
 
   // `dense` is a dense f32, bf16 or int8 [out, in] tensor. bf16 runs
   // bf16 x bf16 -> f32 (x rounded to bf16); int8 quantises x on every call
-  // with one symmetric scale and runs s8 x s8 -> f32.
+  // with one symmetric scale per token and runs s8 x s8 -> f32.
   explicit OnednnMatmul(const Tensor& dense, Weights weights = Weights::packed);
   ~OnednnMatmul();
   OnednnMatmul(OnednnMatmul&&) noexcept;

@@ -1,0 +1,25 @@
+#pragma once
+// `lacuna bench model`: the whole model at decode (batch 1, 8, 32) and
+// prefill, for sparsities x dtypes, against the engine's own dense bf16
+// (oneDNN) path measured in the same run.
+#include <string>
+#include <vector>
+
+namespace lacuna::bench {
+
+struct ModelBenchOptions {
+  std::string arch = "mixtral";
+  std::string preset = "mini";
+  std::string work_dir;  // where checkpoints and converted models go (default: a fresh dir under /tmp)
+  std::vector<double> sparsities = {0, 0.5, 0.7, 0.9};
+  std::vector<std::string> dtypes = {"bf16", "int8"};
+  std::vector<size_t> batches = {1, 8, 32};
+  int prompt_tokens = 512;
+  int decode_steps = 8;  // timed decode steps per batch size (after one warm-up step)
+  int repetitions = 3;   // prefill runs
+  std::string csv_path;
+};
+
+int run_model_bench(const ModelBenchOptions& o);
+
+}  // namespace lacuna::bench

@@ -1,0 +1,191 @@
+// The model commands: `lacuna synth`, `convert`, `run` and `logits`.
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "engine/cli/commands.h"
+#include "engine/model/convert.h"
+#include "engine/model/model.h"
+#include "engine/model/synth.h"
+#include "engine/runtime/generate.h"
+#include "sparse/error.h"
+
+namespace lacuna::cli {
+namespace {
+
+std::vector<int32_t> parse_tokens(const std::string& text) {
+  std::vector<int32_t> ids;
+  std::istringstream in(text);
+  std::string word;
+  while (in >> word) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != word.size() || v < 0 || v > INT32_MAX) throw Error("--tokens: \"" + word + "\" is not a token id");
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  if (ids.empty()) throw Error("--tokens: no token ids given");
+  return ids;
+}
+
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+
+void add_synth(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("synth", "Write a random-weight Hugging Face-style checkpoint (config.json, safetensors, tokenizer.model)");
+  auto arch = std::make_shared<std::string>("mixtral");
+  auto opts = std::make_shared<SynthOptions>();
+  auto dir = std::make_shared<std::string>();
+  auto layout = std::make_shared<std::string>("model");
+  cmd->add_option("--arch", *arch, "grok-1 or mixtral")->check(CLI::IsMember({"grok-1", "mixtral"}))->capture_default_str();
+  cmd->add_option("--preset", opts->preset, "tiny (tests), mini (~2B parameters), grok-1-layer (one layer at Grok-1's size)")
+      ->check(CLI::IsMember({"tiny", "mini", "grok-1-layer"}))
+      ->capture_default_str();
+  cmd->add_option("--sparsity", opts->sparsity, "Zero this fraction of each attention and expert row (a pruned checkpoint)")
+      ->check(CLI::Range(0.0, 0.99))
+      ->capture_default_str();
+  cmd->add_option("--seed", opts->seed, "Random seed")->capture_default_str();
+  cmd->add_flag("--f32", opts->f32, "Store f32 tensors (default bf16)");
+  cmd->add_option("--grok-layout", *layout, "Grok-1 tensor names: model (model.layers.N.attn) or transformer (transformer.decoder_layer.N)")
+      ->check(CLI::IsMember({"model", "transformer"}))
+      ->capture_default_str();
+  cmd->add_option("OUT_DIR", *dir, "Directory to write")->required();
+  cmd->callback([=, &exit_code] {
+    opts->arch = parse_arch(*arch);
+    opts->grok_layout = *layout == "model" ? HfLayout::grok_model : HfLayout::grok_transformer;
+    synthesize_checkpoint(*dir, *opts);
+    const ModelConfig c = synth_config(opts->arch, opts->preset);
+    std::printf("wrote %s: %s %s, %.3g B parameters, sparsity %.2f\n", dir->c_str(), arch_name(c.arch), opts->preset.c_str(),
+                static_cast<double>(c.parameters()) / 1e9, opts->sparsity);
+    exit_code = 0;
+  });
+}
+
+void add_convert(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("convert", "Convert a Hugging Face checkpoint (Mixtral, Grok-1) to a .lacuna model");
+  auto in = std::make_shared<std::string>(), out = std::make_shared<std::string>();
+  auto sparsity = std::make_shared<double>(0.0);
+  auto prune = std::make_shared<std::string>();
+  auto dtype = std::make_shared<std::string>("bf16");
+  auto format = std::make_shared<std::string>("auto");
+  cmd->add_option("HF_DIR", *in, "Checkpoint directory: config.json, *.safetensors, optional tokenizer.model")->required();
+  cmd->add_option("OUT", *out, "The .lacuna file to write")->required();
+  cmd->add_option("--sparsity", *sparsity, "Prune each attention and expert row to this fraction of zeros (zeros already there count)")
+      ->check(CLI::Range(0.0, 0.99));
+  cmd->add_option("--prune", *prune, "Pruning method (magnitude; the default when --sparsity is given)")->check(CLI::IsMember({"magnitude"}));
+  cmd->add_option("--dtype", *dtype, "Weight dtype: f32, bf16, int8 (per-row scale)")->check(CLI::IsMember({"f32", "bf16", "int8"}))->capture_default_str();
+  cmd->add_option("--format", *format, "auto (the planner, per tensor), dense, csr, bitmap, bsr (16x1 blocks)")
+      ->check(CLI::IsMember({"auto", "dense", "csr", "bitmap", "bsr"}))
+      ->capture_default_str();
+  cmd->callback([=, &exit_code] {
+    ConvertOptions o;
+    o.sparsity = *sparsity;
+    o.prune = *sparsity > 0 || !prune->empty() ? PruneMethod::magnitude : PruneMethod::none;
+    o.dtype = *parse_dtype(*dtype);
+    if (*format != "auto") o.format = *parse_format(*format);
+    o.log = [](const std::string& line) { std::printf("%s\n", line.c_str()); };
+    const ConvertSummary s = convert_checkpoint(*in, *out, o);
+    std::printf("wrote %s: %llu tensors, %.2f MB, %.2fx smaller than dense bf16 (%.2f MB)%s\n", out->c_str(),
+                static_cast<unsigned long long>(s.tensors), static_cast<double>(s.bytes) / 1e6,
+                static_cast<double>(s.dense_bf16_bytes) / static_cast<double>(s.bytes), static_cast<double>(s.dense_bf16_bytes) / 1e6,
+                s.has_tokenizer ? "" : ", no tokenizer");
+    exit_code = 0;
+  });
+}
+
+void add_run(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("run", "Generate text (or token ids) with a .lacuna model");
+  auto path = std::make_shared<std::string>(), prompt = std::make_shared<std::string>(), tokens = std::make_shared<std::string>();
+  auto o = std::make_shared<GenerateOptions>();
+  o->sampling.temperature = 0;
+  cmd->add_option("MODEL", *path, "A .lacuna model")->required();
+  auto* p = cmd->add_option("-p,--prompt", *prompt, "Prompt text (needs the model's tokenizer)");
+  cmd->add_option("--tokens", *tokens, "Prompt as token ids, e.g. \"1 2 3\"")->excludes(p);
+  cmd->add_option("-n,--max-tokens", o->max_tokens, "Tokens to generate")->check(CLI::Range(0, 1 << 20))->capture_default_str();
+  cmd->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")->check(CLI::Range(0.0, 100.0))->capture_default_str();
+  cmd->add_option("--top-k", o->sampling.top_k, "Sample from the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  cmd->add_option("--repeat-penalty", o->sampling.repetition_penalty, "Repetition penalty (1: none)")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
+  cmd->add_option("--stop", o->stop, "Stop when the output contains this text (repeatable)");
+  cmd->add_option("--prefill-chunk", o->prefill_chunk, "Prompt tokens per forward step")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+  cmd->callback([=, &exit_code] {
+    const auto model = Model::open(*path);
+    const Tokenizer* tok = model->tokenizer();
+    GenerateRequest r;
+    r.options = *o;
+    if (!tokens->empty()) {
+      r.prompt = parse_tokens(*tokens);
+    } else {
+      if (prompt->empty()) throw Error("give a prompt: -p TEXT or --tokens \"ID ...\"");
+      if (!tok) throw Error(*path + " has no tokenizer: give the prompt as --tokens \"ID ...\"");
+      r.prompt = tok->encode(*prompt, /*add_bos=*/true);
+    }
+    Forward forward(model);
+    GenerateStats stats;
+    const std::vector<GenerateResult> out = generate(forward, {r}, &stats, [&](size_t, int32_t token) {
+      if (!tok) std::printf("%d ", token), std::fflush(stdout);
+      return true;
+    });
+    if (tok)
+      std::printf("%s%s\n", tokens->empty() ? prompt->c_str() : "", out[0].text.c_str());
+    else
+      std::printf("\n");
+    std::fprintf(stderr, "prefill: %lld tokens, %.1f tokens/s; decode: %lld tokens, %.2f tokens/s; finish: %s; peak memory %.0f MB\n",
+                 static_cast<long long>(stats.prompt_tokens), static_cast<double>(stats.prompt_tokens) / stats.prefill_seconds,
+                 static_cast<long long>(stats.generated_tokens),
+                 stats.generated_tokens > 1 ? static_cast<double>(stats.generated_tokens - 1) / stats.decode_seconds : 0.0,
+                 out[0].finish_reason.c_str(), peak_rss_mb());
+    exit_code = 0;
+  });
+}
+
+void add_logits(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("logits", "Write the logits of every position as raw little-endian f32 [positions, vocab]");
+  auto path = std::make_shared<std::string>(), tokens = std::make_shared<std::string>(), out = std::make_shared<std::string>();
+  auto chunk = std::make_shared<int>(512);
+  cmd->add_option("MODEL", *path, "A .lacuna model")->required();
+  cmd->add_option("--tokens", *tokens, "Token ids, e.g. \"1 2 3\"")->required();
+  cmd->add_option("--out", *out, "Output file")->required();
+  cmd->add_option("--chunk", *chunk, "Tokens per forward step")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+  cmd->callback([=, &exit_code] {
+    const auto model = Model::open(*path);
+    const std::vector<int32_t> ids = parse_tokens(*tokens);
+    const int64_t vocab = model->config().vocab;
+    if (static_cast<int64_t>(ids.size()) > model->config().max_context)
+      throw Error(std::to_string(ids.size()) + " tokens exceed the model's context of " + std::to_string(model->config().max_context));
+    Forward forward(model);
+    KvCache cache(model->config(), static_cast<int64_t>(ids.size()));
+    std::vector<float> logits(ids.size() * vocab);
+    for (size_t at = 0; at < ids.size(); at += static_cast<size_t>(*chunk)) {
+      const size_t n = std::min(ids.size() - at, static_cast<size_t>(*chunk));
+      const SequenceStep step{&cache, std::span(ids).subspan(at, n), &logits[at * vocab], true};
+      forward.step({&step, 1});
+    }
+    std::ofstream f(*out, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(logits.data()), static_cast<std::streamsize>(logits.size() * sizeof(float)));
+    if (!f) throw Error(*out + ": cannot write");
+    std::printf("wrote %s: %zu positions x %lld logits\n", out->c_str(), ids.size(), static_cast<long long>(vocab));
+    exit_code = 0;
+  });
+}
+
+}  // namespace
+
+void add_model_commands(CLI::App& app, int& exit_code) {
+  add_synth(app, exit_code);
+  add_convert(app, exit_code);
+  add_run(app, exit_code);
+  add_logits(app, exit_code);
+}
+
+}  // namespace lacuna::cli

@@ -1,0 +1,114 @@
+#include "engine/model/model.h"
+
+#include <nlohmann/json.hpp>
+
+#include "engine/model/weights.h"
+#include "sparse/dtype.h"
+#include "sparse/error.h"
+#include "sparse/quantize.h"
+
+namespace lacuna {
+namespace {
+
+const Tensor& weight(const ModelFile& f, const WeightSpec& spec) {
+  const TensorEntry* e = f.find(spec.name);
+  if (!e) throw Error(f.path() + ": missing weight " + spec.name);
+  const TensorDesc& d = e->tensor.desc();
+  const bool shape_ok = spec.cols == 0 ? d.elements() == spec.rows : d.rows() == spec.rows && d.cols() == spec.cols;
+  if (!shape_ok)
+    throw Error(f.path() + ": weight " + spec.name + " is " + d.shape_string() + ", the config needs " + std::to_string(spec.rows) +
+                (spec.cols ? "x" + std::to_string(spec.cols) : ""));
+  return e->tensor;
+}
+
+std::vector<float> as_f32(const Tensor& t) { return dequantize(t); }
+
+}  // namespace
+
+std::string model_metadata(const ModelConfig& c, const std::string& source_json) {
+  return nlohmann::json{{"lacuna_model", 1}, {"config", c.to_json()}, {"source", nlohmann::json::parse(source_json)}}.dump(1);
+}
+
+std::shared_ptr<const Model> Model::open(const std::string& path, const OpenOptions& options) {
+  std::shared_ptr<Model> m(new Model());
+  m->file_ = ModelFile::open(path, options);
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(m->file_.metadata());
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": metadata is not JSON: " + e.what());
+  }
+  if (!meta.is_object() || !meta.contains("lacuna_model") || !meta.contains("config"))
+    throw Error(path + ": not a Lacuna model (its metadata has no model config; convert a checkpoint with `lacuna convert`)");
+  try {
+    m->config_ = ModelConfig::from_json(meta["config"]);
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what());
+  }
+  const ModelConfig& c = m->config_;
+  if (!m->file_.tokenizer().empty()) m->tokenizer_ = Tokenizer::from_bytes(m->file_.tokenizer());
+
+  // Lacuna's names and shapes do not depend on the checkpoint layout, only on the architecture.
+  const std::vector<WeightSpec> specs = model_weights(c, c.arch == Arch::grok1 ? HfLayout::grok_model : HfLayout::mixtral);
+  size_t next = 0;
+  auto take = [&]() -> const Tensor& { return weight(m->file_, specs[next++]); };
+  m->embedding_ = take();
+  if (m->embedding_.desc().format != Format::dense) throw Error(path + ": the embedding must be stored dense");
+  m->layers_.resize(c.layers);
+  for (LayerWeights& l : m->layers_) {
+    l.attn_norm = as_f32(take());
+    if (c.post_norms) l.attn_post_norm = as_f32(take());
+    l.moe_norm = as_f32(take());
+    if (c.post_norms) l.moe_post_norm = as_f32(take());
+    l.q = Linear(take());
+    l.k = Linear(take());
+    l.v = Linear(take());
+    l.o = Linear(take());
+    l.router = as_f32(take());
+    for (int64_t e = 0; e < c.experts; ++e) {
+      l.gate_up.emplace_back(take());
+      l.down.emplace_back(take());
+    }
+  }
+  m->final_norm_ = as_f32(take());
+  m->output_ = Linear(c.tied_embeddings ? m->embedding_ : take());
+  if (m->file_.tensors().size() != specs.size())
+    throw Error(path + ": holds " + std::to_string(m->file_.tensors().size()) + " tensors, the config needs " + std::to_string(specs.size()));
+  return m;
+}
+
+void Model::embed(int32_t token, float* out) const {
+  const TensorDesc& d = embedding_.desc();
+  const uint64_t cols = d.cols(), row = static_cast<uint64_t>(token);
+  switch (d.dtype) {
+    case DType::f32: {
+      const float* v = embedding_.section<float>(Section::values) + row * cols;
+      std::copy(v, v + cols, out);
+      break;
+    }
+    case DType::bf16: {
+      const uint16_t* v = embedding_.section<uint16_t>(Section::values) + row * cols;
+      for (uint64_t i = 0; i < cols; ++i) out[i] = bf16_to_f32(v[i]);
+      break;
+    }
+    case DType::int8: {
+      const int8_t* v = embedding_.section<int8_t>(Section::values) + row * cols;
+      const float scale = embedding_.section<float>(Section::scales)[row];
+      for (uint64_t i = 0; i < cols; ++i) out[i] = static_cast<float>(v[i]) * scale;
+      break;
+    }
+  }
+}
+
+uint64_t Model::decode_bytes_per_token() const {
+  uint64_t bytes = output_.bytes();
+  for (const LayerWeights& l : layers_) {
+    bytes += l.q.bytes() + l.k.bytes() + l.v.bytes() + l.o.bytes();
+    uint64_t experts = 0;
+    for (size_t e = 0; e < l.gate_up.size(); ++e) experts += l.gate_up[e].bytes() + l.down[e].bytes();
+    bytes += experts * static_cast<uint64_t>(config_.top_k) / l.gate_up.size();
+  }
+  return bytes;
+}
+
+}  // namespace lacuna

@@ -1,0 +1,271 @@
+#include "engine/runtime/forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "sparse/error.h"
+
+namespace lacuna {
+
+// Buffers reused across steps (a decode loop must not allocate per token).
+struct Forward::Scratch {
+  int64_t tokens = 0;
+  std::vector<float> x, xn, q, k, v, attn, out, moe, router;
+  std::vector<int64_t> position;  // of each token in its sequence
+  std::vector<float> cos, sin;    // [tokens][head_dim / 2]
+  std::vector<float> expert_x, expert_h, expert_y;
+  std::vector<std::vector<std::pair<int64_t, float>>> routed;  // per expert: (token, weight)
+
+  void resize(const ModelConfig& c, int64_t t) {
+    tokens = t;
+    const auto n = static_cast<size_t>(t);
+    x.resize(n * c.hidden);
+    xn.resize(n * c.hidden);
+    q.resize(n * c.heads * c.head_dim);
+    k.resize(n * c.kv_heads * c.head_dim);
+    v.resize(n * c.kv_heads * c.head_dim);
+    attn.resize(n * c.heads * c.head_dim);
+    out.resize(n * c.hidden);
+    moe.resize(n * c.hidden);
+    router.resize(n * c.experts);
+    position.resize(n);
+    cos.resize(n * c.head_dim / 2);
+    sin.resize(n * c.head_dim / 2);
+    routed.resize(c.experts);
+  }
+};
+
+namespace {
+
+// y = x * rsqrt(mean(x^2) + eps) * scale, per row, in f32 (both references).
+void rms_norm(const float* x, const std::vector<float>& scale, double eps, int64_t rows, float* y) {
+  const auto h = static_cast<int64_t>(scale.size());
+#pragma omp parallel for if (rows > 1)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * h;
+    float* yr = y + r * h;
+    float sum = 0;
+    for (int64_t i = 0; i < h; ++i) sum += xr[i] * xr[i];
+    const float inv = 1.0f / std::sqrt(sum / static_cast<float>(h) + static_cast<float>(eps));
+    for (int64_t i = 0; i < h; ++i) yr[i] = xr[i] * inv * scale[i];
+  }
+}
+
+// Rotate-half RoPE on one head: pairs (i, i + d/2).
+void rope(float* head, const float* cos, const float* sin, int64_t half) {
+  for (int64_t i = 0; i < half; ++i) {
+    const float a = head[i], b = head[i + half];
+    head[i] = a * cos[i] - b * sin[i];
+    head[i + half] = b * cos[i] + a * sin[i];
+  }
+}
+
+float gelu_tanh(float x) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
+}
+
+float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+}  // namespace
+
+Forward::Forward(std::shared_ptr<const Model> model) : model_(std::move(model)), scratch_(std::make_unique<Scratch>()) {
+  const ModelConfig& c = model_->config();
+  for (int64_t i = 0; i < c.head_dim / 2; ++i)
+    inv_freq_.push_back(std::pow(c.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(c.head_dim)));
+}
+
+Forward::~Forward() = default;
+
+void Forward::step(std::span<const SequenceStep> batch) {
+  const Model& m = *model_;
+  const ModelConfig& c = m.config();
+  int64_t total = 0;
+  for (const SequenceStep& s : batch) {
+    if (!s.cache) throw Error("forward: a sequence has no kv cache");
+    const auto n = static_cast<int64_t>(s.tokens.size());
+    if (s.cache->length() + n > s.cache->capacity())
+      throw Error("forward: sequence of " + std::to_string(s.cache->length()) + " positions has no room for " + std::to_string(n) +
+                  " more (capacity " + std::to_string(s.cache->capacity()) + ")");
+    for (int32_t t : s.tokens)
+      if (t < 0 || t >= c.vocab) throw Error("forward: token id " + std::to_string(t) + " is outside the vocabulary 0.." + std::to_string(c.vocab - 1));
+    total += n;
+  }
+  if (total == 0) return;
+  Scratch& s = *scratch_;
+  s.resize(c, total);
+  const int64_t h = c.hidden, half = c.head_dim / 2;
+
+  int64_t t = 0;
+  for (const SequenceStep& seq : batch)
+    for (size_t i = 0; i < seq.tokens.size(); ++i, ++t) {
+      s.position[t] = seq.cache->length() + static_cast<int64_t>(i);
+      m.embed(seq.tokens[i], &s.x[t * h]);
+      for (int64_t j = 0; j < h; ++j) s.x[t * h + j] *= static_cast<float>(c.embedding_multiplier);
+      for (int64_t j = 0; j < half; ++j) {
+        const double angle = static_cast<double>(s.position[t]) * inv_freq_[j];
+        s.cos[t * half + j] = static_cast<float>(std::cos(angle));
+        s.sin[t * half + j] = static_cast<float>(std::sin(angle));
+      }
+    }
+
+  const auto n = static_cast<size_t>(total);
+  for (int64_t l = 0; l < c.layers; ++l) {
+    const LayerWeights& w = m.layers()[l];
+    rms_norm(s.x.data(), w.attn_norm, c.norm_eps, total, s.xn.data());
+    w.q.run(s.xn.data(), n, s.q.data());
+    w.k.run(s.xn.data(), n, s.k.data());
+    w.v.run(s.xn.data(), n, s.v.data());
+    attention(l, batch, s);
+    w.o.run(s.attn.data(), n, s.out.data());
+    if (c.post_norms) rms_norm(s.out.data(), w.attn_post_norm, c.norm_eps, total, s.out.data());
+    for (size_t i = 0; i < n * h; ++i) s.x[i] += s.out[i];
+
+    rms_norm(s.x.data(), w.moe_norm, c.norm_eps, total, s.xn.data());
+    moe(w, s);
+    if (c.post_norms) rms_norm(s.moe.data(), w.moe_post_norm, c.norm_eps, total, s.moe.data());
+    for (size_t i = 0; i < n * h; ++i) s.x[i] += s.moe[i];
+  }
+  for (const SequenceStep& seq : batch) seq.cache->set_length(seq.cache->length() + static_cast<int64_t>(seq.tokens.size()));
+
+  // Logits only for the rows asked for.
+  std::vector<int64_t> rows;
+  t = 0;
+  for (const SequenceStep& seq : batch) {
+    const auto len = static_cast<int64_t>(seq.tokens.size());
+    if (seq.logits && len > 0)
+      for (int64_t i = seq.all_positions ? 0 : len - 1; i < len; ++i) rows.push_back(t + i);
+    t += len;
+  }
+  if (rows.empty()) return;
+  std::vector<float> picked(rows.size() * h), logits(rows.size() * c.vocab);
+  for (size_t r = 0; r < rows.size(); ++r) std::copy_n(&s.x[rows[r] * h], h, &picked[r * h]);
+  rms_norm(picked.data(), m.final_norm(), c.norm_eps, static_cast<int64_t>(rows.size()), picked.data());
+  m.output().run(picked.data(), rows.size(), logits.data());
+  const auto scale = static_cast<float>(c.output_multiplier);
+  size_t r = 0;
+  for (const SequenceStep& seq : batch) {
+    if (!seq.logits || seq.tokens.empty()) continue;
+    const size_t count = seq.all_positions ? seq.tokens.size() : 1;
+    for (size_t i = 0; i < count * c.vocab; ++i) seq.logits[i] = logits[r * c.vocab + i] * scale;
+    r += count;
+  }
+}
+
+void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scratch& s) {
+  const ModelConfig& c = model_->config();
+  const int64_t d = c.head_dim, half = d / 2, kv_width = c.kv_heads * d, group = c.heads / c.kv_heads;
+  // RoPE on this step's queries and keys, then the keys and values join the caches.
+  int64_t first = 0;
+  for (const SequenceStep& seq : batch) {
+    for (size_t i = 0; i < seq.tokens.size(); ++i) {
+      const int64_t t = first + static_cast<int64_t>(i);
+      for (int64_t hq = 0; hq < c.heads; ++hq) rope(&s.q[(t * c.heads + hq) * d], &s.cos[t * half], &s.sin[t * half], half);
+      for (int64_t hk = 0; hk < c.kv_heads; ++hk) rope(&s.k[(t * c.kv_heads + hk) * d], &s.cos[t * half], &s.sin[t * half], half);
+      std::copy_n(&s.k[t * kv_width], kv_width, seq.cache->keys(layer, s.position[t]));
+      std::copy_n(&s.v[t * kv_width], kv_width, seq.cache->values(layer, s.position[t]));
+    }
+    first += static_cast<int64_t>(seq.tokens.size());
+  }
+  // One (token, head) pair per iteration; each sees its own sequence's cache up to its position.
+  std::vector<const KvCache*> cache_of(s.tokens);
+  first = 0;
+  for (const SequenceStep& seq : batch) {
+    std::fill_n(cache_of.begin() + first, seq.tokens.size(), seq.cache);
+    first += static_cast<int64_t>(seq.tokens.size());
+  }
+  const auto multiplier = static_cast<float>(c.attn_logit_multiplier), cap = static_cast<float>(c.attn_logit_cap);
+  const int64_t pairs = s.tokens * c.heads;
+#pragma omp parallel
+  {
+    std::vector<float> score(static_cast<size_t>(s.position.empty() ? 0 : *std::max_element(s.position.begin(), s.position.end()) + 1));
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t p = 0; p < pairs; ++p) {
+      const int64_t t = p / c.heads, hq = p % c.heads, hk = hq / group, pos = s.position[t];
+      const int64_t from = c.sliding_window > 0 ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
+      const float* q = &s.q[(t * c.heads + hq) * d];
+      const KvCache& cache = *cache_of[t];
+      float top = -INFINITY;
+      for (int64_t u = from; u <= pos; ++u) {
+        const float* k = cache.keys(layer, u) + hk * d;
+        float dot = 0;
+        for (int64_t i = 0; i < d; ++i) dot += q[i] * k[i];
+        dot *= multiplier;
+        if (cap > 0) dot = cap * std::tanh(dot / cap);
+        score[u] = dot;
+        top = std::max(top, dot);
+      }
+      float sum = 0;
+      for (int64_t u = from; u <= pos; ++u) sum += score[u] = std::exp(score[u] - top);
+      float* out = &s.attn[(t * c.heads + hq) * d];
+      std::fill_n(out, d, 0.0f);
+      for (int64_t u = from; u <= pos; ++u) {
+        const float* v = cache.values(layer, u) + hk * d;
+        const float a = score[u] / sum;
+        for (int64_t i = 0; i < d; ++i) out[i] += a * v[i];
+      }
+    }
+  }
+}
+
+void Forward::moe(const LayerWeights& w, Scratch& s) {
+  const ModelConfig& c = model_->config();
+  const int64_t h = c.hidden, e_count = c.experts, ffn = c.ffn;
+  // Router in f32, softmax over all experts, top-k (ties to the lower index).
+  for (int64_t t = 0; t < s.tokens; ++t) {
+    const float* x = &s.xn[t * h];
+    float* logit = &s.router[t * e_count];
+    for (int64_t e = 0; e < e_count; ++e) {
+      const float* r = &w.router[e * h];
+      float dot = 0;
+      for (int64_t i = 0; i < h; ++i) dot += x[i] * r[i];
+      logit[e] = dot;
+    }
+  }
+  for (auto& r : s.routed) r.clear();
+  std::vector<int64_t> order(e_count);
+  std::vector<float> prob(e_count);
+  for (int64_t t = 0; t < s.tokens; ++t) {
+    const float* logit = &s.router[t * e_count];
+    const float top = *std::max_element(logit, logit + e_count);
+    float sum = 0;
+    for (int64_t e = 0; e < e_count; ++e) sum += prob[e] = std::exp(logit[e] - top);
+    for (float& p : prob) p /= sum;
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return prob[a] > prob[b]; });
+    float chosen = 0;
+    for (int64_t j = 0; j < c.top_k; ++j) chosen += prob[order[j]];
+    for (int64_t j = 0; j < c.top_k; ++j)
+      s.routed[order[j]].emplace_back(t, c.renormalize_top_k ? prob[order[j]] / chosen : prob[order[j]]);
+  }
+  // Each expert once, over every token routed to it; experts are visited in
+  // index order, so a token's sum does not depend on the rest of the batch.
+  std::fill(s.moe.begin(), s.moe.end(), 0.0f);
+  for (int64_t e = 0; e < e_count; ++e) {
+    const auto& tokens = s.routed[e];
+    if (tokens.empty()) continue;
+    const size_t n = tokens.size();
+    s.expert_x.resize(n * h);
+    s.expert_h.resize(n * 2 * ffn);
+    s.expert_y.resize(n * h);
+    for (size_t i = 0; i < n; ++i) std::copy_n(&s.xn[tokens[i].first * h], h, &s.expert_x[i * h]);
+    w.gate_up[e].run(s.expert_x.data(), n, s.expert_h.data());
+    const bool gelu = c.activation == ExpertActivation::gelu_tanh;
+#pragma omp parallel for if (n * ffn > 65536)
+    for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
+      float* g = &s.expert_h[i * 2 * ffn];  // gate then up; the product is written over the gate half
+      for (int64_t j = 0; j < ffn; ++j) g[j] = (gelu ? gelu_tanh(g[j]) : silu(g[j])) * g[ffn + j];
+    }
+    // The down projection reads rows of stride 2 ffn: compact them first.
+    for (size_t i = 1; i < n; ++i) std::copy_n(&s.expert_h[i * 2 * ffn], ffn, &s.expert_h[i * ffn]);
+    w.down[e].run(s.expert_h.data(), n, s.expert_y.data());
+    for (size_t i = 0; i < n; ++i) {
+      float* out = &s.moe[tokens[i].first * h];
+      const float weight = tokens[i].second;
+      for (int64_t j = 0; j < h; ++j) out[j] += weight * s.expert_y[i * h + j];
+    }
+  }
+}
+
+}  // namespace lacuna

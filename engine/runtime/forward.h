@@ -1,0 +1,45 @@
+#pragma once
+// The forward pass over a batch of sequences. Each sequence brings its KV
+// cache and the tokens to append (a prompt chunk, or one token when
+// decoding); all tokens of the batch go through every weight together, and
+// the MoE block groups them per expert so that each expert runs one product
+// over all the tokens routed to it.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "engine/model/model.h"
+#include "engine/runtime/kv-cache.h"
+
+namespace lacuna {
+
+struct SequenceStep {
+  KvCache* cache = nullptr;
+  std::span<const int32_t> tokens;  // appended at cache->length()
+  // Where to write logits: [tokens.size()][vocab] with all_positions, else
+  // [1][vocab] for the last token; nullptr for none (a prompt chunk before the last).
+  float* logits = nullptr;
+  bool all_positions = false;
+};
+
+class Forward {
+ public:
+  explicit Forward(std::shared_ptr<const Model> model);
+  ~Forward();
+  // Runs one step. Throws lacuna::Error, before changing any cache, for an
+  // invalid token id or a cache without room. Not thread-safe: one step at a time.
+  void step(std::span<const SequenceStep> batch);
+  const Model& model() const { return *model_; }
+
+ private:
+  struct Scratch;
+  void attention(int64_t layer, std::span<const SequenceStep> batch, Scratch& s);
+  void moe(const LayerWeights& w, Scratch& s);
+
+  std::shared_ptr<const Model> model_;
+  std::vector<double> inv_freq_;  // RoPE: theta^(-2i/head_dim)
+  std::unique_ptr<Scratch> scratch_;
+};
+
+}  // namespace lacuna

@@ -1,0 +1,46 @@
+#pragma once
+// One weight of a model and how to multiply by it: y[n, rows] = x[n, cols] · Wᵀ.
+// Sparse weights run Lacuna's kernels, the planner choosing the kernel per
+// batch size; dense weights run oneDNN's matmul (packed once, on first use).
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels/spmm.h"
+#include "sparse/tensor.h"
+
+namespace lacuna {
+
+class OnednnMatmul;
+
+class Linear {
+ public:
+  Linear();
+  explicit Linear(Tensor weight);
+  ~Linear();
+  Linear(Linear&&) noexcept;
+  Linear& operator=(Linear&&) noexcept;
+
+  // Not thread-safe: a model runs one forward step at a time (the kernels
+  // themselves use every OpenMP thread).
+  void run(const float* x, size_t n, float* y) const;
+  const Tensor& weight() const { return weight_; }
+  uint64_t rows() const { return weight_.desc().rows(); }
+  uint64_t cols() const { return weight_.desc().cols(); }
+  // What runs at batch n: "onednn dense bf16" or the kernel's name.
+  std::string describe(size_t n) const;
+  // Bytes a product streams (the stored payload).
+  uint64_t bytes() const { return weight_.payload_bytes(); }
+
+ private:
+  const SpmmUkernel& kernel_for(size_t n) const;
+  OnednnMatmul& dense() const;
+
+  Tensor weight_;
+  mutable std::unique_ptr<OnednnMatmul> dense_;
+  mutable std::vector<const SpmmUkernel*> by_batch_;  // the planner's kernel per n, filled on first use
+};
+
+}  // namespace lacuna

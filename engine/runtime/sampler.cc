@@ -1,0 +1,57 @@
+#include "engine/runtime/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+
+#include "sparse/error.h"
+
+namespace lacuna {
+
+void validate(const SamplingParams& p) {
+  if (!(p.temperature >= 0) || !std::isfinite(p.temperature)) throw Error("temperature must be a finite number >= 0");
+  if (p.top_k < 0) throw Error("top_k must be >= 0");
+  if (!(p.top_p > 0 && p.top_p <= 1)) throw Error("top_p must be in (0, 1]");
+  if (!(p.repetition_penalty > 0) || !std::isfinite(p.repetition_penalty)) throw Error("repetition_penalty must be a finite number > 0");
+}
+
+Sampler::Sampler(const SamplingParams& p) : p_(p), state_(p.seed ^ 0x5851f42d4c957f2dull) { validate(p); }
+
+double Sampler::uniform() {
+  uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return static_cast<double>((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+}
+
+int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
+  const auto vocab = static_cast<int32_t>(logits.size());
+  work_.assign(logits.begin(), logits.end());
+  if (p_.repetition_penalty != 1.0f)
+    for (int32_t t : history)
+      if (t >= 0 && t < vocab && work_[t] == logits[t])  // once per distinct token
+        work_[t] = work_[t] > 0 ? work_[t] / p_.repetition_penalty : work_[t] * p_.repetition_penalty;
+  if (p_.temperature == 0) return static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+
+  // Candidates by logit, highest first (ties to the lower id), cut to top_k.
+  ids_.resize(vocab);
+  std::iota(ids_.begin(), ids_.end(), 0);
+  const int32_t k = p_.top_k > 0 ? std::min(p_.top_k, vocab) : vocab;
+  auto higher = [&](int32_t a, int32_t b) { return work_[a] > work_[b] || (work_[a] == work_[b] && a < b); };
+  std::partial_sort(ids_.begin(), ids_.begin() + k, ids_.end(), higher);
+  ids_.resize(k);
+  std::vector<double> prob(k);
+  double sum = 0;
+  for (int32_t i = 0; i < k; ++i) sum += prob[i] = std::exp(static_cast<double>(work_[ids_[i]] - work_[ids_[0]]) / p_.temperature);
+  // top_p: the smallest prefix whose probability reaches top_p.
+  double kept = 0;
+  int32_t n = 0;
+  while (n < k && (n == 0 || kept < p_.top_p * sum)) kept += prob[n++];
+  double r = uniform() * kept;
+  for (int32_t i = 0; i < n; ++i)
+    if ((r -= prob[i]) < 0) return ids_[i];
+  return ids_[n - 1];
+}
+
+}  // namespace lacuna

@@ -1,0 +1,19 @@
+#pragma once
+// A whole file mapped read-only (MAP_PRIVATE), shared by every reader of
+// model files. An empty file gives an empty span (mmap refuses length 0).
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace lacuna {
+
+struct MappedFile {
+  std::shared_ptr<const void> owner;  // unmaps when the last copy goes
+  std::span<const std::byte> bytes;
+};
+
+// Throws lacuna::Error naming the path: cannot open, not a regular file, cannot map.
+MappedFile map_readonly(const std::string& path);
+
+}  // namespace lacuna

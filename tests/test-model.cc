@@ -1,0 +1,411 @@
+// The model runtime against the independent NumPy reference
+// (scripts/reference-moe.py): golden logits of the tiny synthetic models,
+// committed in tests/fixtures/golden, for every storage format and dtype (and,
+// through CTest, every ISA level: LACUNA_MAX_ISA). Also: batches match single
+// sequences, greedy generation is deterministic and batch-independent, and
+// bad checkpoints are refused with clear errors.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "engine/model/convert.h"
+#include "engine/model/model.h"
+#include "engine/model/synth.h"
+#include "engine/runtime/forward.h"
+#include "engine/runtime/generate.h"
+#include "sparse/error.h"
+#include "sparse/safetensors.h"
+
+namespace lacuna {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+std::vector<int32_t> golden_tokens() {
+  std::vector<int32_t> ids;
+  std::istringstream in(read_text(fs::path(LACUNA_FIXTURES_DIR) / "golden/tokens.txt"));
+  for (int32_t t; in >> t;) ids.push_back(t);
+  return ids;
+}
+
+uint64_t fnv1a64(const std::string& bytes) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char b : bytes) h = (h ^ b) * 0x100000001b3ull;
+  return h;
+}
+
+// A scratch directory for the whole test program, removed at exit.
+const fs::path& scratch() {
+  static const fs::path dir = [] {
+    std::string pattern = (fs::temp_directory_path() / "lacuna-test-model-XXXXXX").string();
+    if (!mkdtemp(pattern.data())) throw Error("mkdtemp failed");
+    return fs::path(pattern);
+  }();
+  static const struct Cleanup {
+    ~Cleanup() { fs::remove_all(dir); }
+  } cleanup;
+  return dir;
+}
+
+// The tiny checkpoint the goldens were made from (scripts/make-goldens.sh: seed 7).
+const fs::path& tiny_checkpoint(const std::string& arch) {
+  static std::map<std::string, fs::path> made;
+  if (!made.count(arch)) {
+    const fs::path dir = scratch() / ("hf-" + arch);
+    synthesize_checkpoint(dir.string(), SynthOptions{.arch = parse_arch(arch), .preset = "tiny", .seed = 7});
+    made[arch] = dir;
+  }
+  return made[arch];
+}
+
+std::vector<float> all_logits(const std::shared_ptr<const Model>& model, const std::vector<int32_t>& ids, size_t chunk) {
+  Forward forward(model);
+  KvCache cache(model->config(), static_cast<int64_t>(ids.size()));
+  const auto vocab = static_cast<size_t>(model->config().vocab);
+  std::vector<float> logits(ids.size() * vocab);
+  for (size_t at = 0; at < ids.size(); at += chunk) {
+    const size_t n = std::min(chunk, ids.size() - at);
+    const SequenceStep step{&cache, std::span(ids).subspan(at, n), &logits[at * vocab], true};
+    forward.step({&step, 1});
+  }
+  return logits;
+}
+
+// Largest |a - b| relative to the expected largest |logit|, and the positions
+// whose top-1 token disagrees. Agreement up to the tolerance: our top-1 must
+// be the expected top-1, or, at a near-tie, a token whose expected logit is
+// within twice the tolerance of the expected maximum (two logits that close
+// may swap under any rounding; the random tiny Mixtral has a few such positions).
+struct Agreement {
+  double max_error = 0;
+  std::vector<size_t> top1_mismatches;
+};
+
+Agreement compare(const std::vector<float>& got, const std::vector<float>& want, size_t vocab, double tolerance) {
+  Agreement a;
+  double scale = 0;
+  for (float v : want) scale = std::max(scale, std::fabs(double{v}));
+  for (size_t i = 0; i < want.size(); ++i) a.max_error = std::max(a.max_error, std::fabs(double{got[i]} - want[i]) / scale);
+  for (size_t p = 0; p < want.size() / vocab; ++p) {
+    auto top = [&](const std::vector<float>& l) { return std::max_element(l.begin() + p * vocab, l.begin() + (p + 1) * vocab) - l.begin(); };
+    if (double{want[top(got)]} < double{want[top(want)]} - 2 * tolerance * scale) a.top1_mismatches.push_back(p);
+  }
+  return a;
+}
+
+struct Case {
+  std::string arch;
+  std::string format;  // auto, dense, csr, bitmap, bsr
+  DType dtype;
+  double tolerance;  // max |error| / max |golden logit|
+};
+
+// Tolerances: the goldens use the bf16 checkpoint's exact weights in f32
+// arithmetic. f32 storage differs only by summation order; bf16 storage
+// rounds activations to bf16 inside the kernels (2^-9 relative); int8
+// quantises each weight row (1/254 of the row's largest weight).
+std::vector<Case> cases() {
+  std::vector<Case> out;
+  for (const char* arch : {"grok-1", "mixtral"})
+    for (const char* format : {"auto", "dense", "csr", "bitmap", "bsr"})
+      for (auto [dtype, tol] : {std::pair{DType::f32, 1e-4}, {DType::bf16, 2e-2}, {DType::int8, 5e-2}}) out.push_back({arch, format, dtype, tol});
+  return out;
+}
+
+class MatchesReference : public ::testing::TestWithParam<Case> {};
+
+TEST_P(MatchesReference, EveryPositionWithinToleranceAndSameTop1) {
+  const Case& c = GetParam();
+  const fs::path golden_dir = fs::path(LACUNA_FIXTURES_DIR) / "golden";
+  const fs::path ckpt = tiny_checkpoint(c.arch);
+  char hash[17];
+  std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(fnv1a64(read_text(ckpt / "model.safetensors"))));
+  ASSERT_EQ(std::string(hash), read_text(golden_dir / (c.arch + "-tiny.checkpoint-fnv1a64")).substr(0, 16))
+      << "lacuna synth no longer writes the checkpoint the goldens were made from: if that change is intended, run scripts/make-goldens.sh";
+
+  const fs::path out = scratch() / (c.arch + "-" + c.format + "-" + dtype_name(c.dtype) + ".lacuna");
+  ConvertOptions o;
+  o.dtype = c.dtype;
+  if (c.format != "auto") o.format = *parse_format(c.format);
+  convert_checkpoint(ckpt.string(), out.string(), o);
+  const auto model = Model::open(out.string());
+  const std::vector<int32_t> ids = golden_tokens();
+  const std::string raw = read_text(golden_dir / (c.arch + "-tiny.logits"));
+  const auto vocab = static_cast<size_t>(model->config().vocab);
+  ASSERT_EQ(raw.size(), ids.size() * vocab * sizeof(float));
+  std::vector<float> want(ids.size() * vocab);
+  std::memcpy(want.data(), raw.data(), raw.size());
+
+  for (size_t chunk : {ids.size(), size_t{7}}) {  // one prefill step, and chunked prefill through the cache
+    const Agreement a = compare(all_logits(model, ids, chunk), want, vocab, c.tolerance);
+    EXPECT_LE(a.max_error, c.tolerance) << "chunk " << chunk;
+    EXPECT_TRUE(a.top1_mismatches.empty()) << a.top1_mismatches.size() << " positions differ in top-1, first " << a.top1_mismatches.front()
+                                           << " (chunk " << chunk << ")";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Golden, MatchesReference, ::testing::ValuesIn(cases()), [](const auto& param_info) {
+  std::string name = param_info.param.arch + "_" + param_info.param.format + "_" + dtype_name(param_info.param.dtype);
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
+});
+
+std::shared_ptr<const Model> converted(const std::string& arch, const std::string& format, DType dtype) {
+  const fs::path out = scratch() / (arch + "-" + format + "-" + dtype_name(dtype) + "-batch.lacuna");
+  if (!fs::exists(out)) {
+    ConvertOptions o;
+    o.dtype = dtype;
+    o.sparsity = 0.6;
+    o.prune = PruneMethod::magnitude;
+    if (format != "auto") o.format = *parse_format(format);
+    convert_checkpoint(tiny_checkpoint(arch).string(), out.string(), o);
+  }
+  return Model::open(out.string());
+}
+
+// A batch may run other kernels than a single sequence (the planner picks
+// per batch size: bf16 or u8 activations, another summation order), so a
+// sequence in a batch matches itself alone within the bf16 activation rounding.
+constexpr double kBatchTolerance = 2e-2;
+
+class BatchMatchesSingle : public ::testing::TestWithParam<std::tuple<std::string, std::string, DType>> {};
+
+TEST_P(BatchMatchesSingle, PrefillAndDecodeSteps) {
+  const auto& [arch, format, dtype] = GetParam();
+  const auto model = converted(arch, format, dtype);
+  const auto vocab = static_cast<size_t>(model->config().vocab);
+  const std::vector<int32_t> all = golden_tokens();
+  const std::vector<size_t> lengths = {5, 17, 1, 11};
+  // Alone: prompt, then three decode steps of given tokens.
+  std::vector<std::vector<float>> single;
+  for (size_t len : lengths) {
+    std::vector<int32_t> ids(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(len + 3));
+    single.push_back(all_logits(model, ids, len));
+  }
+  // Together: every prompt in one step, then the decode steps batched.
+  Forward forward(model);
+  std::vector<KvCache> caches;
+  for (size_t len : lengths) caches.emplace_back(model->config(), static_cast<int64_t>(len + 3));
+  std::vector<std::vector<float>> batched(lengths.size());
+  for (size_t i = 0; i < lengths.size(); ++i) batched[i].resize((lengths[i] + 3) * vocab);
+  std::vector<SequenceStep> steps;
+  for (size_t i = 0; i < lengths.size(); ++i) steps.push_back({&caches[i], std::span(all).first(lengths[i]), batched[i].data(), true});
+  forward.step(steps);
+  for (size_t d = 0; d < 3; ++d) {
+    steps.clear();
+    for (size_t i = 0; i < lengths.size(); ++i)
+      steps.push_back({&caches[i], std::span(all).subspan(lengths[i] + d, 1), &batched[i][(lengths[i] + d) * vocab], false});
+    forward.step(steps);
+  }
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    const Agreement a = compare(batched[i], single[i], vocab, kBatchTolerance);
+    EXPECT_LE(a.max_error, kBatchTolerance) << "sequence " << i;
+    EXPECT_TRUE(a.top1_mismatches.empty()) << "sequence " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, BatchMatchesSingle,
+                         ::testing::Combine(::testing::Values("grok-1", "mixtral"), ::testing::Values("auto", "dense", "csr", "bitmap"),
+                                            ::testing::Values(DType::bf16, DType::int8)),
+                         [](const auto& param_info) {
+                           std::string name = std::get<0>(param_info.param) + "_" + std::get<1>(param_info.param) + "_" + dtype_name(std::get<2>(param_info.param));
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+TEST(Generate, GreedyIsDeterministicAndTheSameInsideABatch) {
+  for (const char* arch : {"grok-1", "mixtral"}) {
+    const auto model = converted(arch, "auto", DType::bf16);
+    const std::vector<int32_t> all = golden_tokens();
+    std::vector<GenerateRequest> requests;
+    for (size_t len : {3, 9, 14}) {
+      GenerateRequest r;
+      r.prompt.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(len));
+      r.options.sampling.temperature = 0;
+      r.options.max_tokens = 24;
+      r.options.stop_at_eos = false;
+      r.options.prefill_chunk = 4;
+      requests.push_back(r);
+    }
+    Forward forward(model);
+    const std::vector<GenerateResult> together = generate(forward, requests);
+    const std::vector<GenerateResult> again = generate(forward, requests);
+    for (size_t i = 0; i < requests.size(); ++i) {
+      const std::vector<GenerateResult> alone = generate(forward, {requests[i]});
+      EXPECT_EQ(alone[0].tokens, together[i].tokens) << arch << " request " << i;
+      EXPECT_EQ(again[i].tokens, together[i].tokens) << arch << " request " << i;
+      EXPECT_EQ(together[i].tokens.size(), 24u);
+      EXPECT_EQ(together[i].finish_reason, "length");
+    }
+  }
+}
+
+TEST(Generate, SeededSamplingIsReproducibleAndStopsAtText) {
+  const auto model = converted("mixtral", "auto", DType::bf16);
+  GenerateRequest r;
+  r.prompt = model->tokenizer()->encode("The weather today is", true);
+  r.options.sampling = {.temperature = 1.0f, .top_k = 50, .top_p = 0.9f, .repetition_penalty = 1.1f, .seed = 42};
+  r.options.max_tokens = 16;
+  Forward forward(model);
+  const auto a = generate(forward, {r}), b = generate(forward, {r});
+  EXPECT_EQ(a[0].tokens, b[0].tokens);
+  EXPECT_EQ(a[0].text, model->tokenizer()->decode(a[0].tokens));
+  ASSERT_GE(a[0].text.size(), 2u);
+  // Stopping at a piece of the text it produced: the result ends before it.
+  r.options.stop = {a[0].text.substr(a[0].text.size() / 2, 2)};
+  const auto c = generate(forward, {r});
+  EXPECT_EQ(c[0].finish_reason, "stop");
+  EXPECT_EQ(c[0].text.find(r.options.stop[0]), std::string::npos);
+}
+
+TEST(Forward, RefusesBadTokensAndFullCachesWithoutChangingTheCache) {
+  const auto model = converted("grok-1", "auto", DType::bf16);
+  Forward forward(model);
+  KvCache cache(model->config(), 4);
+  const std::vector<int32_t> bad = {1, static_cast<int32_t>(model->config().vocab)}, negative = {-1}, five = {1, 2, 3, 4, 5};
+  for (const auto* ids : {&bad, &negative, &five}) {
+    const SequenceStep step{&cache, *ids, nullptr, false};
+    EXPECT_THROW(forward.step({&step, 1}), Error);
+    EXPECT_EQ(cache.length(), 0);
+  }
+  GenerateRequest r;
+  r.prompt = {1, 2};
+  r.options.max_tokens = static_cast<int32_t>(model->config().max_context);
+  EXPECT_THROW(generate(forward, {r}), Error);
+}
+
+// Bad checkpoints: each is the good tiny checkpoint with one thing broken.
+class BadCheckpoint : public ::testing::Test {
+ protected:
+  fs::path copy(const std::string& name) {
+    const fs::path dir = scratch() / ("bad-" + name);
+    fs::remove_all(dir);
+    fs::copy(tiny_checkpoint("mixtral"), dir);
+    return dir;
+  }
+  // Rewrites model.safetensors through `edit`, which may drop, reshape or retype tensors.
+  void rewrite(const fs::path& dir, const std::function<void(const std::string&, std::vector<uint64_t>&, bool&)>& edit, StDType dtype = StDType::bf16) {
+    const SafetensorsCheckpoint in = SafetensorsCheckpoint::open(dir.string());
+    SafetensorsWriter w;
+    for (const StTensor& t : in.tensors()) {
+      std::vector<uint64_t> shape = t.shape;
+      bool keep = true;
+      edit(t.name, shape, keep);
+      if (!keep) continue;
+      std::vector<float> v = in.to_f32(t);
+      uint64_t n = 1;
+      for (uint64_t d : shape) n *= d;
+      v.resize(n);
+      w.add(t.name, dtype, shape, v);
+    }
+    fs::remove(dir / "model.safetensors");
+    w.write((dir / "model.safetensors").string());
+  }
+  std::string convert_error(const fs::path& dir) {
+    try {
+      convert_checkpoint(dir.string(), (dir / "out.lacuna").string(), {});
+    } catch (const Error& e) {
+      EXPECT_FALSE(fs::exists(dir / "out.lacuna"));
+      return e.what();
+    }
+    return "converted without an error";
+  }
+};
+
+TEST_F(BadCheckpoint, MissingTensor) {
+  const fs::path dir = copy("missing");
+  rewrite(dir, [](const std::string& name, auto&, bool& keep) { keep = name != "model.layers.1.self_attn.k_proj.weight"; });
+  EXPECT_NE(convert_error(dir).find("missing tensor model.layers.1.self_attn.k_proj.weight"), std::string::npos) << convert_error(dir);
+}
+
+TEST_F(BadCheckpoint, WrongShape) {
+  const fs::path dir = copy("shape");
+  rewrite(dir, [](const std::string& name, std::vector<uint64_t>& shape, bool&) {
+    if (name == "model.layers.0.block_sparse_moe.experts.2.w2.weight") shape[1] -= 1;
+  });
+  const std::string e = convert_error(dir);
+  EXPECT_NE(e.find("model.layers.0.block_sparse_moe.experts.2.w2.weight is [64x127]"), std::string::npos) << e;
+}
+
+TEST_F(BadCheckpoint, ExtraTensor) {
+  const fs::path dir = copy("extra");
+  const SafetensorsCheckpoint in = SafetensorsCheckpoint::open(dir.string());
+  SafetensorsWriter w;
+  for (const StTensor& t : in.tensors()) w.add(t.name, t.dtype, t.shape, in.to_f32(t));
+  w.add("model.layers.0.mystery.weight", StDType::f32, {2}, std::vector<float>{1, 2});
+  fs::remove(dir / "model.safetensors");
+  w.write((dir / "model.safetensors").string());
+  EXPECT_NE(convert_error(dir).find("unexpected tensor model.layers.0.mystery.weight"), std::string::npos);
+}
+
+TEST_F(BadCheckpoint, UnsupportedDtype) {
+  const fs::path dir = copy("dtype");
+  // Patch one tensor's dtype in the header to I64 (same size as 4 bf16).
+  std::string bytes = read_text(dir / "model.safetensors");
+  const size_t at = bytes.find("\"BF16\"");
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at, 6, "\"I16\" ");
+  std::ofstream(dir / "model.safetensors", std::ios::binary) << bytes;
+  EXPECT_NE(convert_error(dir).find("I16"), std::string::npos) << convert_error(dir);
+}
+
+TEST_F(BadCheckpoint, TruncatedSafetensors) {
+  const fs::path dir = copy("truncated");
+  const auto size = fs::file_size(dir / "model.safetensors");
+  for (uintmax_t keep : {uintmax_t{0}, uintmax_t{7}, uintmax_t{100}, size / 2, size - 1}) {
+    fs::resize_file(dir / "model.safetensors", keep);
+    EXPECT_NE(convert_error(dir).find("model.safetensors"), std::string::npos) << "kept " << keep;
+  }
+}
+
+TEST_F(BadCheckpoint, MalformedConfig) {
+  const fs::path dir = copy("config");
+  const std::string good = read_text(dir / "config.json");
+  std::ofstream(dir / "config.json") << good.substr(0, good.size() / 2);
+  EXPECT_NE(convert_error(dir).find("config.json: malformed JSON"), std::string::npos);
+  nlohmann::json j = nlohmann::json::parse(good);
+  j["architectures"] = {"LlamaForCausalLM"};
+  std::ofstream(dir / "config.json") << j.dump();
+  EXPECT_NE(convert_error(dir).find("LlamaForCausalLM\" is not supported"), std::string::npos);
+  j = nlohmann::json::parse(good);
+  j.erase("hidden_size");
+  std::ofstream(dir / "config.json") << j.dump();
+  EXPECT_NE(convert_error(dir).find("missing field \"hidden_size\""), std::string::npos);
+  j = nlohmann::json::parse(good);
+  j["num_key_value_heads"] = 3;
+  std::ofstream(dir / "config.json") << j.dump();
+  EXPECT_NE(convert_error(dir).find("multiple of kv_heads"), std::string::npos);
+}
+
+TEST_F(BadCheckpoint, NoTokenizerStillConvertsAndRunsOnTokenIds) {
+  const fs::path dir = copy("no-tokenizer");
+  fs::remove(dir / "tokenizer.model");
+  std::vector<std::string> log;
+  ConvertOptions o;
+  o.log = [&](const std::string& line) { log.push_back(line); };
+  convert_checkpoint(dir.string(), (dir / "out.lacuna").string(), o);
+  EXPECT_NE(log.front().find("warning: no tokenizer.model"), std::string::npos);
+  const auto model = Model::open((dir / "out.lacuna").string());
+  EXPECT_EQ(model->tokenizer(), nullptr);
+  Forward forward(model);
+  GenerateRequest r;
+  r.prompt = {1, 5, 9};
+  r.options.max_tokens = 3;
+  EXPECT_EQ(generate(forward, {r})[0].tokens.size(), 3u);
+}
+
+}  // namespace
+}  // namespace lacuna
