@@ -118,13 +118,57 @@ TEST(Cli, BenchSweepRunsATinyGrid) {
   std::filesystem::remove(csv);
 }
 
-TEST(Cli, DemoRunsAndEveryKernelMatches) {
+TEST(Cli, SelftestRunsAndEveryKernelMatches) {
   const std::string path = temp_path("demo.lacuna");
-  const CliRun r = run("demo --rows 40 --cols 130 -n 3 --out " + path);
+  const CliRun r = run("selftest --rows 40 --cols 130 -n 3 --out " + path);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("every kernel matches the dense product within its tolerance"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("s90.bitmap.int8"), std::string::npos) << r.output;
   std::filesystem::remove(path);
+}
+
+TEST(Cli, DemoSynthesisesConvertsAndGenerates) {
+  const CliRun r = run("demo --preset tiny -n 8");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("--sparsity 0.70"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("decode"), std::string::npos) << r.output;
+}
+
+TEST(Cli, ModelPipelineAndItsErrors) {
+  const std::string dir = temp_path("hf"), model = temp_path("model.lacuna"), logits = temp_path("logits.f32");
+  ASSERT_EQ(run("synth --arch mixtral --preset tiny " + dir).exit_code, 0);
+  CliRun r = run("convert " + dir + " " + model + " --sparsity 0.5 --dtype int8");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("layers.1.expert.3.gate_up"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("smaller than dense bf16"), std::string::npos) << r.output;
+
+  r = run("logits " + model + " --tokens \"1 7 9 300\" --out " + logits);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(std::filesystem::file_size(logits), 4u * 512u * sizeof(float));
+
+  r = run("run " + model + " --tokens \"1 7 9\" -n 5");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("decode: 5 tokens"), std::string::npos) << r.output;
+
+  // Bad input: a clear message and exit code 1, never a crash.
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {"run " + model + " --tokens \"1 512\" -n 2", "token id 512 is outside the vocabulary"},
+           {"run " + model + " --tokens \"1 x\" -n 2", "\"x\" is not a token id"},
+           {"run " + model + " --tokens \"1 2\" -n 100000", "exceeds the model's context"},
+           {"logits " + dir + "/config.json --tokens 1 --out " + logits, "config.json"},
+           {"convert " + temp_path("nowhere") + " " + model, "config.json: missing"},
+       }) {
+    r = run(args);
+    EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << args << "\n" << r.output;
+  }
+  std::ofstream(dir + "/config.json") << "{\"architectures\": [\"MixtralForCausalLM\"], \"hidden_size\": ";
+  r = run("convert " + dir + " " + model);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("malformed JSON"), std::string::npos) << r.output;
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove(model);
+  std::filesystem::remove(logits);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// `lacuna demo`: the README's main job on a small built-in default. Makes a
+// `lacuna selftest`: the storage and kernel layers end to end. Makes a
 // set of pruned weight matrices in every format, writes them to a .lacuna
 // file, reads the file back through the validating reader, runs every tensor
 // through the dispatched kernel and checks it against a naive dense product.
@@ -104,8 +104,8 @@ int run_demo(const std::string& out_path, size_t rows, size_t cols, size_t n, ui
 
 }  // namespace
 
-void add_demo_command(CLI::App& app, int& exit_code) {
-  auto* cmd = app.add_subcommand("demo", "Make, store, read back and run a small set of pruned matrices");
+void add_selftest_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("selftest", "Make, store, read back and run a small set of pruned matrices in every format");
   auto out = std::make_shared<std::string>((std::filesystem::temp_directory_path() / "lacuna-demo.lacuna").string());
   auto rows = std::make_shared<size_t>(300), cols = std::make_shared<size_t>(1000), n = std::make_shared<size_t>(4);
   auto seed = std::make_shared<uint64_t>(42);

@@ -1,7 +1,10 @@
-// The model commands: `lacuna synth`, `convert`, `run` and `logits`.
+// The model commands: `lacuna demo`, `synth`, `convert`, `run` and `logits`.
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <map>
 #include <fstream>
 #include <sstream>
 
@@ -47,8 +50,8 @@ void add_synth(CLI::App& app, int& exit_code) {
   auto dir = std::make_shared<std::string>();
   auto layout = std::make_shared<std::string>("model");
   cmd->add_option("--arch", *arch, "grok-1 or mixtral")->check(CLI::IsMember({"grok-1", "mixtral"}))->capture_default_str();
-  cmd->add_option("--preset", opts->preset, "tiny (tests), mini (~2B parameters), grok-1-layer (one layer at Grok-1's size)")
-      ->check(CLI::IsMember({"tiny", "mini", "grok-1-layer"}))
+  cmd->add_option("--preset", opts->preset, "tiny (tests), small (~0.1B parameters), mini (~2B), grok-1-layer (one layer at Grok-1's size)")
+      ->check(CLI::IsMember({"tiny", "small", "mini", "grok-1-layer"}))
       ->capture_default_str();
   cmd->add_option("--sparsity", opts->sparsity, "Zero this fraction of each attention and expert row (a pruned checkpoint)")
       ->check(CLI::Range(0.0, 0.99))
@@ -179,9 +182,74 @@ void add_logits(CLI::App& app, int& exit_code) {
   });
 }
 
+// The README's main job: synthesise a small model, convert it pruned, generate.
+void add_demo(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("demo", "Synthesise a small MoE model, convert it at 70% sparsity, and generate text with it");
+  auto arch = std::make_shared<std::string>("grok-1");
+  auto preset = std::make_shared<std::string>("small");
+  auto sparsity = std::make_shared<double>(0.7);
+  auto prompt = std::make_shared<std::string>("The old train left the station");
+  auto tokens = std::make_shared<int>(32);
+  auto dir = std::make_shared<std::string>();
+  cmd->add_option("--arch", *arch, "grok-1 or mixtral")->check(CLI::IsMember({"grok-1", "mixtral"}))->capture_default_str();
+  cmd->add_option("--preset", *preset, "tiny, small, mini")->check(CLI::IsMember({"tiny", "small", "mini"}))->capture_default_str();
+  cmd->add_option("--sparsity", *sparsity, "Pruning at conversion")->check(CLI::Range(0.0, 0.99))->capture_default_str();
+  cmd->add_option("-p,--prompt", *prompt, "Prompt")->capture_default_str();
+  cmd->add_option("-n,--max-tokens", *tokens, "Tokens to generate")->check(CLI::Range(1, 4096))->capture_default_str();
+  cmd->add_option("--dir", *dir, "Where to write the checkpoint and model (default: a temporary directory, removed after)");
+  cmd->callback([=, &exit_code] {
+    namespace fs = std::filesystem;
+    const bool temporary = dir->empty();
+    const fs::path work = temporary ? fs::temp_directory_path() / ("lacuna-demo-" + std::to_string(getpid())) : fs::path(*dir);
+    struct Cleanup {
+      fs::path path;
+      ~Cleanup() {
+        if (!path.empty()) fs::remove_all(path);
+      }
+    } cleanup{temporary ? work : fs::path()};
+    const fs::path hf = work / "checkpoint", model_path = work / "model.lacuna";
+    std::printf("1. lacuna synth --arch %s --preset %s %s\n", arch->c_str(), preset->c_str(), hf.c_str());
+    synthesize_checkpoint(hf.string(), SynthOptions{.arch = parse_arch(*arch), .preset = *preset});
+    std::printf("   %.1f M parameters, random weights, a SentencePiece tokenizer\n\n",
+                static_cast<double>(synth_config(parse_arch(*arch), *preset).parameters()) / 1e6);
+    std::printf("2. lacuna convert %s %s --sparsity %.2f (format: the planner's choice per tensor)\n", hf.c_str(), model_path.c_str(), *sparsity);
+    ConvertOptions o;
+    o.sparsity = *sparsity;
+    o.prune = *sparsity > 0 ? PruneMethod::magnitude : PruneMethod::none;
+    std::map<std::string, int> formats;
+    o.log = [&](const std::string& line) {
+      std::istringstream in(line);
+      std::string name, shape, format;
+      in >> name >> shape >> format;
+      ++formats[format];
+    };
+    const ConvertSummary s = convert_checkpoint(hf.string(), model_path.string(), o);
+    std::string chosen;
+    for (const auto& [f, count] : formats) chosen += (chosen.empty() ? "" : ", ") + std::to_string(count) + " " + f;
+    std::printf("   %llu tensors (%s), %.1f MB: %.2fx smaller than dense bf16\n\n", static_cast<unsigned long long>(s.tensors), chosen.c_str(),
+                static_cast<double>(s.bytes) / 1e6, static_cast<double>(s.dense_bf16_bytes) / static_cast<double>(s.bytes));
+    std::printf("3. lacuna run %s -p \"%s\" -n %d   (greedy; the weights are random, so the text is too)\n", model_path.c_str(), prompt->c_str(),
+                *tokens);
+    const auto model = Model::open(model_path.string());
+    GenerateRequest r;
+    r.prompt = model->tokenizer()->encode(*prompt, true);
+    r.options.sampling.temperature = 0;
+    r.options.max_tokens = *tokens;
+    r.options.stop_at_eos = false;
+    Forward forward(model);
+    GenerateStats stats;
+    const auto out = generate(forward, {r}, &stats);
+    std::printf("   %s%s\n", prompt->c_str(), out[0].text.c_str());
+    std::printf("   prefill %.1f tokens/s, decode %.1f tokens/s, peak memory %.0f MB\n", static_cast<double>(stats.prompt_tokens) / stats.prefill_seconds,
+                static_cast<double>(stats.generated_tokens - 1) / stats.decode_seconds, peak_rss_mb());
+    exit_code = 0;
+  });
+}
+
 }  // namespace
 
 void add_model_commands(CLI::App& app, int& exit_code) {
+  add_demo(app, exit_code);
   add_synth(app, exit_code);
   add_convert(app, exit_code);
   add_run(app, exit_code);

@@ -9,7 +9,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   lacuna::cli::add_info_command(app, exit_code);
   lacuna::cli::add_cpuinfo_command(app, exit_code);
-  lacuna::cli::add_demo_command(app, exit_code);
+  lacuna::cli::add_selftest_command(app, exit_code);
   lacuna::cli::add_bench_command(app, exit_code);
   lacuna::cli::add_model_commands(app, exit_code);
   try {

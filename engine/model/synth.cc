@@ -76,12 +76,14 @@ ModelConfig synth_config(Arch arch, const std::string& preset) {
   c.arch = arch;
   if (preset == "tiny") {
     c.vocab = 512, c.hidden = 64, c.ffn = 128, c.layers = 2, c.heads = 4, c.kv_heads = 2, c.head_dim = 16, c.experts = 4, c.max_context = 512;
+  } else if (preset == "small") {
+    c.vocab = 8000, c.hidden = 512, c.ffn = 1408, c.layers = 4, c.heads = 8, c.kv_heads = 4, c.head_dim = 64, c.experts = 8, c.max_context = 2048;
   } else if (preset == "mini") {
     c.vocab = 32000, c.hidden = 2048, c.ffn = 5632, c.layers = 8, c.heads = 16, c.kv_heads = 8, c.head_dim = 128, c.experts = 8, c.max_context = 4096;
   } else if (preset == "grok-1-layer") {
     c.vocab = 131072, c.hidden = 6144, c.ffn = 32768, c.layers = 1, c.heads = 48, c.kv_heads = 8, c.head_dim = 128, c.experts = 8, c.max_context = 8192;
   } else {
-    throw Error("unknown preset \"" + preset + "\" (known: tiny, mini, grok-1-layer)");
+    throw Error("unknown preset \"" + preset + "\" (known: tiny, small, mini, grok-1-layer)");
   }
   c.top_k = 2;
   c.bos_id = 1;

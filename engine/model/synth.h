@@ -12,7 +12,7 @@ namespace lacuna {
 
 struct SynthOptions {
   Arch arch = Arch::mixtral;
-  std::string preset = "tiny";  // tiny, mini, grok-1-layer
+  std::string preset = "tiny";  // tiny, small, mini, grok-1-layer
   double sparsity = 0;          // fraction of each attention and expert row zeroed by magnitude (an already pruned checkpoint)
   uint64_t seed = 1;
   bool f32 = false;             // store f32 instead of bf16
