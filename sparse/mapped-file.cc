@@ -12,7 +12,7 @@
 
 namespace lacuna {
 
-MappedFile map_readonly(const std::string& path) {
+MappedFile map_readonly(const std::string& path, bool populate) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
@@ -25,7 +25,7 @@ MappedFile map_readonly(const std::string& path) {
     ::close(fd);
     return {};
   }
-  void* base = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  void* base = mmap(nullptr, size, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0);
   const int err = errno;
   ::close(fd);
   if (base == MAP_FAILED) throw Error(path + ": cannot map " + std::to_string(size) + " bytes: " + std::strerror(err));

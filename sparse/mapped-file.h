@@ -14,6 +14,8 @@ struct MappedFile {
 };
 
 // Throws lacuna::Error naming the path: cannot open, not a regular file, cannot map.
-MappedFile map_readonly(const std::string& path);
+// `populate` reads the whole file in now (MAP_POPULATE), so that later reads
+// never stop on a page fault.
+MappedFile map_readonly(const std::string& path, bool populate = false);
 
 }  // namespace lacuna

@@ -1,3 +1,5 @@
+#include <sys/mman.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -29,7 +31,7 @@ struct Span {
 }  // namespace
 
 ModelFile ModelFile::open(const std::string& path, const OpenOptions& options) {
-  const MappedFile mapping = map_readonly(path);
+  const MappedFile mapping = map_readonly(path, options.prefault);
   const size_t size = mapping.bytes.size();
   auto fail = [&](const std::string& what) -> Error { return Error(path + ": " + what); };
   if (size < sizeof(fl::Header))
@@ -119,6 +121,16 @@ ModelFile ModelFile::open(const std::string& path, const OpenOptions& options) {
       throw fail("tensor '" + mf.tensors_[i].name + "' (#" + std::to_string(i) + "): " + why);
   mf.mapping_ = mapping.owner;
   return mf;
+}
+
+void ModelFile::drop_pages(const Tensor& t) const {
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(t.data()), end = begin + t.payload_bytes();
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  const auto* base = static_cast<const std::byte*>(mapping_.get());
+  if (!base || begin < reinterpret_cast<uintptr_t>(base) || end > reinterpret_cast<uintptr_t>(base) + file_bytes_)
+    throw Error(path_ + ": drop_pages was given a tensor of another file");
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 const TensorEntry* ModelFile::find(std::string_view name) const {

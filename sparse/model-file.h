@@ -25,6 +25,9 @@ struct OpenOptions {
   // Hash every payload on open. Costs one pass over the file (XXH3, several
   // GB/s); turning it off skips only the payload hashes, never the structure checks.
   bool verify_checksums = true;
+  // Read the whole file into memory at open, so no product later waits on a
+  // page fault (a server's choice; verify_checksums touches every page too).
+  bool prefault = false;
 };
 
 // A validated, read-only, memory-mapped model file. Every problem is found in
@@ -42,6 +45,10 @@ class ModelFile {
   const std::vector<TensorEntry>& tensors() const { return tensors_; }
   // nullptr when absent.
   const TensorEntry* find(std::string_view name) const;
+  // Lets the OS drop the pages of `t`'s payload (a tensor of this file) from
+  // memory, e.g. once a packed copy replaces it; touching it again re-reads
+  // them from the file. Whole pages inside the payload only.
+  void drop_pages(const Tensor& t) const;
 
  private:
   std::string path_;

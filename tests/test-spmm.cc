@@ -200,12 +200,12 @@ TEST(OnednnDense, MatchesTheDenseProduct) {
     for (auto mode : {OnednnMatmul::Weights::packed, OnednnMatmul::Weights::in_place}) {
       const Tensor w = quantize_matrix(wf.data(), 70, 130, t);
       OnednnMatmul mm(w, mode);
-      for (size_t n : {1, 5, 64, 5}) {
+      for (size_t n : {1, 5, 17, 64, 5}) {  // 5 and 17 run primitives of 8 and 32 rows
       const auto x = testing::random_activations(n, 130, 9);
       const auto ref = testing::naive_product(w, x, n);
       std::vector<float> y(n * 70);
       mm.run(x.data(), n, y.data());
-      // bf16 rounds x; int8 quantises x with one scale for the whole batch.
+      // bf16 rounds x; int8 quantises x with one scale per token.
       const double rel = t == DType::f32 ? 1e-5 : t == DType::bf16 ? 0x1p-8 : 1.0 / 127;
       for (size_t i = 0; i < y.size(); ++i) {
         ASSERT_NEAR(y[i], ref.y[i], rel * ref.magnitude[i] + 1e-5) << dtype_name(t) << " n=" << n << " at " << i << " (" << mm.implementation(n) << ")";

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "bench/common/bandwidth.h"
 #include "bench/common/stats.h"
@@ -25,8 +26,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-// Peak RSS since the last reset (Linux: writing 5 to clear_refs resets VmHWM).
-void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 double peak_rss_mb() {
   std::ifstream f("/proc/self/status");
   for (std::string line; std::getline(f, line);)
@@ -47,61 +46,167 @@ struct Row {
 };
 
 struct Measured {
-  std::vector<double> decode_tps;  // per batch size
-  double prefill_tps = 0;
+  std::vector<double> decode_tps, decode_ratio;  // per batch size; ratio against the baseline in the same run
+  double prefill_tps = 0, prefill_ratio = 0;
   double peak_rss_mb = 0;
   double file_mb = 0;
   double bytes_per_token = 0;
 };
 
-// Decode: `batch` sequences, each with a short prompt, then timed steps of one
-// token each; tokens/s from the median step.
-Measured measure(const std::string& path, const ModelBenchOptions& o) {
-  reset_peak_rss();
-  Measured m;
-  const auto model = Model::open(path, OpenOptions{.verify_checksums = false});
-  m.file_mb = static_cast<double>(model->file().file_bytes()) / 1e6;
-  m.bytes_per_token = static_cast<double>(model->decode_bytes_per_token());
-  Forward forward(model);
-  const ModelConfig& c = model->config();
-  std::vector<int32_t> prompt(static_cast<size_t>(o.prompt_tokens));
-  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919 + 13) % static_cast<size_t>(c.vocab));
-  for (size_t batch : o.batches) {
-    std::vector<KvCache> caches;
-    for (size_t b = 0; b < batch; ++b) caches.emplace_back(c, 8 + o.decode_steps + 1);
-    std::vector<float> logits(batch * c.vocab);
-    std::vector<int32_t> tokens(batch);
+// One model ready to time: decode steps of a batch, and whole-prompt prefills.
+// The model is read into memory at open (prefault), as a server would, so no
+// timed step waits on a page fault.
+class Runner {
+ public:
+  Runner(const std::string& path, const ModelBenchOptions& o)
+      : model_(Model::open(path, OpenOptions{.verify_checksums = false, .prefault = true})), forward_(model_), o_(o) {
+    const auto vocab = static_cast<size_t>(model_->config().vocab);
+    prompt_.resize(static_cast<size_t>(o.prompt_tokens));
+    for (size_t i = 0; i < prompt_.size(); ++i) prompt_[i] = static_cast<int32_t>((i * 7919 + 13) % vocab);
+  }
+  const Model& model() const { return *model_; }
+
+  // `batch` sequences with an 8-token prompt each, then one untimed step.
+  void start_decode(size_t batch) {
+    const ModelConfig& c = model_->config();
+    caches_.clear();
+    for (size_t b = 0; b < batch; ++b) caches_.emplace_back(c, 8 + o_.decode_steps + 2);
+    logits_.assign(batch * c.vocab, 0.0f);
+    tokens_.resize(batch);
     std::vector<SequenceStep> steps;
-    for (size_t b = 0; b < batch; ++b) steps.push_back({&caches[b], std::span(prompt).subspan(b % 64, 8), &logits[b * c.vocab], false});
-    forward.step(steps);
-    std::vector<double> times;
-    for (int s = 0; s <= o.decode_steps; ++s) {
-      steps.clear();
-      for (size_t b = 0; b < batch; ++b) {
-        tokens[b] = static_cast<int32_t>(std::max_element(&logits[b * c.vocab], &logits[(b + 1) * c.vocab]) - &logits[b * c.vocab]);
-        steps.push_back({&caches[b], std::span(&tokens[b], 1), &logits[b * c.vocab], false});
-      }
-      const auto t0 = Clock::now();
-      forward.step(steps);
-      if (s > 0) times.push_back(seconds(t0, Clock::now()));  // the first step warms up
+    for (size_t b = 0; b < batch; ++b) steps.push_back({&caches_[b], std::span(prompt_).subspan(b % 64, 8), &logits_[b * c.vocab], false});
+    forward_.step(steps);
+    decode_step();
+  }
+  // Seconds for one greedy decode step of every sequence.
+  double decode_step() {
+    const auto vocab = static_cast<size_t>(model_->config().vocab);
+    std::vector<SequenceStep> steps;
+    for (size_t b = 0; b < caches_.size(); ++b) {
+      tokens_[b] = static_cast<int32_t>(std::max_element(&logits_[b * vocab], &logits_[(b + 1) * vocab]) - &logits_[b * vocab]);
+      steps.push_back({&caches_[b], std::span(&tokens_[b], 1), &logits_[b * vocab], false});
     }
-    m.decode_tps.push_back(static_cast<double>(batch) / median(times));
-  }
-  std::vector<double> prefill;
-  for (int r = 0; r < o.repetitions; ++r) {
-    KvCache cache(c, o.prompt_tokens);
-    std::vector<float> logits(c.vocab);
-    const SequenceStep step{&cache, prompt, logits.data(), false};
     const auto t0 = Clock::now();
-    forward.step({&step, 1});
-    prefill.push_back(seconds(t0, Clock::now()));
+    forward_.step(steps);
+    return seconds(t0, Clock::now());
   }
-  m.prefill_tps = o.prompt_tokens / median(prefill);
+  // Seconds for the whole prompt in one step.
+  double prefill() {
+    KvCache cache(model_->config(), o_.prompt_tokens);
+    std::vector<float> logits(model_->config().vocab);
+    const SequenceStep step{&cache, prompt_, logits.data(), false};
+    const auto t0 = Clock::now();
+    forward_.step({&step, 1});
+    return seconds(t0, Clock::now());
+  }
+
+ private:
+  std::shared_ptr<const Model> model_;
+  Forward forward_;
+  const ModelBenchOptions& o_;
+  std::vector<int32_t> prompt_, tokens_;
+  std::vector<KvCache> caches_;
+  std::vector<float> logits_;
+};
+
+// The model against the baseline, step for step alternated in one process,
+// so both see the same machine (this host's bandwidth drifts by half between
+// minutes); ratios are medians of per-pair ratios.
+Measured measure_paired(const std::string& path, const std::string& baseline_path, const ModelBenchOptions& o) {
+  Runner model(path, o), base(baseline_path, o);
+  Measured m;
+  for (size_t batch : o.batches) {
+    model.start_decode(batch);
+    base.start_decode(batch);
+    std::vector<double> t, ratio;
+    for (int s = 0; s < o.decode_steps; ++s) {
+      const double b = base.decode_step(), x = model.decode_step();
+      t.push_back(x);
+      ratio.push_back(b / x);
+    }
+    m.decode_tps.push_back(static_cast<double>(batch) / median(t));
+    m.decode_ratio.push_back(median(ratio));
+  }
+  std::vector<double> t, ratio;
+  for (int r = 0; r < o.repetitions; ++r) {
+    const double b = base.prefill(), x = model.prefill();
+    t.push_back(x);
+    ratio.push_back(b / x);
+  }
+  m.prefill_tps = o.prompt_tokens / median(t);
+  m.prefill_ratio = median(ratio);
+  return m;
+}
+
+// The model alone, for its memory: open, a prompt, a few decode steps.
+Measured measure_alone(const std::string& path, const ModelBenchOptions& o) {
+  Runner model(path, o);
+  Measured m;
+  m.file_mb = static_cast<double>(model.model().file().file_bytes()) / 1e6;
+  m.bytes_per_token = static_cast<double>(model.model().decode_bytes_per_token());
+  model.prefill();
+  model.start_decode(o.batches.back());
+  model.decode_step();
   m.peak_rss_mb = peak_rss_mb();
   return m;
 }
 
+std::string join(const std::vector<size_t>& v) {
+  std::string s;
+  for (size_t x : v) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(x);
+  }
+  return s;
+}
+
+// Every measurement runs in a fresh process (this program's `bench
+// model-point`), so a configuration's peak RSS is its own, not the
+// conversion's or an earlier model's.
+nlohmann::json run_child(const std::string& path, const std::string& baseline, const ModelBenchOptions& o) {
+  std::string cmd = fs::read_symlink("/proc/self/exe").string();  // this same binary
+  for (const std::string& part : {std::string(" bench model-point '"), path, std::string("' --batch "), join(o.batches), std::string(" --prompt "),
+                                  std::to_string(o.prompt_tokens), std::string(" --decode-steps "), std::to_string(o.decode_steps),
+                                  std::string(" --repetitions "), std::to_string(o.repetitions)})
+    cmd += part;
+  if (!baseline.empty()) cmd += " --baseline '" + baseline + "'";
+  std::FILE* p = popen(cmd.c_str(), "r");
+  if (!p) throw Error("cannot run " + cmd);
+  std::string out;
+  char buf[4096];
+  while (size_t got = std::fread(buf, 1, sizeof buf, p)) out.append(buf, got);
+  if (pclose(p) != 0 || out.find('{') == std::string::npos) throw Error("bench model-point failed: " + cmd + "\n" + out);
+  return nlohmann::json::parse(out.substr(out.rfind('{')));
+}
+
+Measured measure(const std::string& path, const std::string& baseline, const ModelBenchOptions& o) {
+  const nlohmann::json alone = run_child(path, "", o), paired = run_child(path, baseline, o);
+  Measured m;
+  m.peak_rss_mb = alone.at("peak_rss_mb").get<double>();
+  m.file_mb = alone.at("file_mb").get<double>();
+  m.bytes_per_token = alone.at("bytes_per_token").get<double>();
+  m.decode_tps = paired.at("decode_tps").get<std::vector<double>>();
+  m.decode_ratio = paired.at("decode_ratio").get<std::vector<double>>();
+  m.prefill_tps = paired.at("prefill_tps").get<double>();
+  m.prefill_ratio = paired.at("prefill_ratio").get<double>();
+  return m;
+}
+
 }  // namespace
+
+int run_model_point(const std::string& path, const std::string& baseline, const ModelBenchOptions& o) {
+  const Measured m = baseline.empty() ? measure_alone(path, o) : measure_paired(path, baseline, o);
+  std::printf("%s\n", nlohmann::json{{"decode_tps", m.decode_tps},
+                                     {"decode_ratio", m.decode_ratio},
+                                     {"prefill_tps", m.prefill_tps},
+                                     {"prefill_ratio", m.prefill_ratio},
+                                     {"peak_rss_mb", m.peak_rss_mb},
+                                     {"file_mb", m.file_mb},
+                                     {"bytes_per_token", m.bytes_per_token}}
+                          .dump()
+                          .c_str());
+  return 0;
+}
 
 int run_model_bench(const ModelBenchOptions& o) {
   const CpuInfo& cpu = cpu_info();
@@ -116,11 +221,14 @@ int run_model_bench(const ModelBenchOptions& o) {
     std::printf("synthesising %s %s in %s ...\n", o.arch.c_str(), o.preset.c_str(), hf.c_str());
     synthesize_checkpoint(hf.string(), SynthOptions{.arch = parse_arch(o.arch), .preset = o.preset, .seed = 1});
   }
-  std::printf("model: %s %s; prompt %d tokens; %d timed decode steps per batch size (median); %d prefill runs (median)\n\n", o.arch.c_str(),
-              o.preset.c_str(), o.prompt_tokens, o.decode_steps, o.repetitions);
+  std::printf("model: %s %s; prompt %d tokens; %d timed decode steps per batch size (median); %d prefill runs (median)\n"
+              "vs dense: the median ratio of steps alternated with the dense bf16 model in one process; %% bw limit: decode tokens/s\n"
+              "against the bandwidth above / weight bytes read per token (attention, top-k experts, output); peak MB: the model\n"
+              "alone in its own process\n\n",
+              o.arch.c_str(), o.preset.c_str(), o.prompt_tokens, o.decode_steps, o.repetitions);
 
   auto convert = [&](double sparsity, const std::string& dtype, bool dense) {
-    const fs::path out = work / "model.lacuna";
+    const fs::path out = work / (dense ? "dense-bf16.lacuna" : "model.lacuna");
     ConvertOptions c;
     c.sparsity = sparsity;
     c.prune = sparsity > 0 ? PruneMethod::magnitude : PruneMethod::none;
@@ -132,30 +240,32 @@ int run_model_bench(const ModelBenchOptions& o) {
 
   std::vector<Row> rows;
   std::printf("%-22s %5s %-8s %12s %9s %10s %9s %12s\n", "model", "batch", "phase", "tokens/s", "vs dense", "% bw limit", "peak MB", "file MB");
-  auto report = [&](const std::string& label, double sparsity, const std::string& dtype, const Measured& m, const Measured& base) {
+  auto report = [&](const std::string& label, double sparsity, const std::string& dtype, const Measured& m) {
     for (size_t i = 0; i < o.batches.size(); ++i) {
       const double limit = bw.bytes_per_s / m.bytes_per_token;  // tokens/s if only weight streaming counted, batch 1
       const double pct = o.batches[i] == 1 ? 100.0 * m.decode_tps[i] / limit : 0;
-      rows.push_back({label, sparsity, dtype, o.batches[i], "decode", m.decode_tps[i], m.decode_tps[i] / base.decode_tps[i], m.peak_rss_mb, pct});
-      std::printf("%-22s %5zu %-8s %12.2f %8.2fx %9s %9.0f %12.0f\n", label.c_str(), o.batches[i], "decode", m.decode_tps[i],
-                  m.decode_tps[i] / base.decode_tps[i], o.batches[i] == 1 ? (std::to_string(static_cast<int>(pct + 0.5)) + "%").c_str() : "",
-                  m.peak_rss_mb, m.file_mb);
+      rows.push_back({label, sparsity, dtype, o.batches[i], "decode", m.decode_tps[i], m.decode_ratio[i], m.peak_rss_mb, pct});
+      std::printf("%-22s %5zu %-8s %12.2f %8.2fx %9s %9.0f %12.0f\n", label.c_str(), o.batches[i], "decode", m.decode_tps[i], m.decode_ratio[i],
+                  o.batches[i] == 1 ? (std::to_string(static_cast<int>(pct + 0.5)) + "%").c_str() : "", m.peak_rss_mb, m.file_mb);
     }
-    rows.push_back({label, sparsity, dtype, 1, "prefill", m.prefill_tps, m.prefill_tps / base.prefill_tps, m.peak_rss_mb, 0});
-    std::printf("%-22s %5d %-8s %12.2f %8.2fx %9s %9.0f %12.0f\n", label.c_str(), 1, "prefill", m.prefill_tps, m.prefill_tps / base.prefill_tps, "",
-                m.peak_rss_mb, m.file_mb);
+    rows.push_back({label, sparsity, dtype, 1, "prefill", m.prefill_tps, m.prefill_ratio, m.peak_rss_mb, 0});
+    std::printf("%-22s %5d %-8s %12.2f %8.2fx %9s %9.0f %12.0f\n", label.c_str(), 1, "prefill", m.prefill_tps, m.prefill_ratio, "", m.peak_rss_mb,
+                m.file_mb);
     std::fflush(stdout);
   };
 
-  const Measured dense = measure(convert(0, "bf16", true), o);
-  report("dense bf16 (oneDNN)", 0, "bf16", dense, dense);
+  // The baseline against itself first: its ratios show how far this host's
+  // noise moves a ratio measured by alternating steps.
+  const std::string baseline = convert(0, "bf16", true);
+  report("dense bf16 (oneDNN)", 0, "bf16", measure(baseline, baseline, o));
   for (double s : o.sparsities)
     for (const std::string& dtype : o.dtypes) {
       char label[64];
       std::snprintf(label, sizeof label, "%.0f%% %s auto", 100 * s, dtype.c_str());
-      report(label, s, dtype, measure(convert(s, dtype, false), o), dense);
+      report(label, s, dtype, measure(convert(s, dtype, false), baseline, o));
     }
   fs::remove(work / "model.lacuna");
+  fs::remove(baseline);
 
   if (!o.csv_path.empty()) {
     std::ofstream f(o.csv_path);

@@ -15,11 +15,15 @@ struct ModelBenchOptions {
   std::vector<std::string> dtypes = {"bf16", "int8"};
   std::vector<size_t> batches = {1, 8, 32};
   int prompt_tokens = 512;
-  int decode_steps = 8;  // timed decode steps per batch size (after one warm-up step)
+  int decode_steps = 9;  // timed decode steps per batch size (after one warm-up step)
   int repetitions = 3;   // prefill runs
   std::string csv_path;
 };
 
 int run_model_bench(const ModelBenchOptions& o);
+// What run_model_bench runs in a child process, printed as one JSON line:
+// with a baseline, the model's speed alternated step by step with the
+// baseline's; without, the model alone, for its peak RSS.
+int run_model_point(const std::string& model_path, const std::string& baseline_path, const ModelBenchOptions& o);
 
 }  // namespace lacuna::bench

@@ -103,6 +103,18 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     if (*model_threads > 0) omp_set_num_threads(*model_threads);
     exit_code = bench::run_model_bench(*m);
   });
+
+  auto* point = bench->add_subcommand("model-point", "One configuration of `bench model`, printed as JSON (run by `bench model` in a child process)");
+  point->group("");  // internal: hidden from --help
+  auto p = std::make_shared<bench::ModelBenchOptions>();
+  auto point_model = std::make_shared<std::string>(), point_baseline = std::make_shared<std::string>();
+  point->add_option("MODEL", *point_model, "A .lacuna model")->required();
+  point->add_option("--baseline", *point_baseline, "Time against this model, step by step alternated");
+  point->add_option("--batch", p->batches, "Decode batch sizes")->delimiter(',')->check(CLI::Range(size_t{1}, size_t{256}));
+  point->add_option("--prompt", p->prompt_tokens, "Prefill prompt length")->check(CLI::Range(16, 8192));
+  point->add_option("--decode-steps", p->decode_steps, "Timed decode steps")->check(CLI::Range(1, 1000));
+  point->add_option("--repetitions", p->repetitions, "Prefill runs")->check(CLI::Range(1, 100));
+  point->callback([=, &exit_code] { exit_code = bench::run_model_point(*point_model, *point_baseline, *p); });
 }
 
 }  // namespace lacuna::cli

@@ -72,6 +72,18 @@ std::shared_ptr<const Model> Model::open(const std::string& path, const OpenOpti
   }
   m->final_norm_ = as_f32(take());
   m->output_ = Linear(c.tied_embeddings ? m->embedding_ : take());
+  // Dense weights are packed for oneDNN at load, and the file pages the
+  // packed copies replace are dropped: a dense model then holds its weights
+  // in memory once, as a sparse one does, and no decode step pays for packing.
+  auto prepare = [&](Linear& l) {
+    if (l.prepare()) m->file_.drop_pages(l.weight());
+  };
+  for (LayerWeights& l : m->layers_) {
+    for (Linear* p : {&l.q, &l.k, &l.v, &l.o}) prepare(*p);
+    for (Linear& e : l.gate_up) prepare(e);
+    for (Linear& e : l.down) prepare(e);
+  }
+  prepare(m->output_);
   if (m->file_.tensors().size() != specs.size())
     throw Error(path + ": holds " + std::to_string(m->file_.tensors().size()) + " tensors, the config needs " + std::to_string(specs.size()));
   return m;

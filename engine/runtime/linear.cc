@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <algorithm>
+
 #include "kernels/dense-onednn/onednn-matmul.h"
 #include "kernels/planner.h"
 
@@ -25,28 +27,51 @@ OnednnMatmul& Linear::dense() const {
   return *dense_;
 }
 
-const SpmmUkernel& Linear::kernel_for(size_t n) const {
-  if (n >= by_batch_.size()) by_batch_.resize(n + 1, nullptr);
-  if (!by_batch_[n]) {
+// Batches above this run either one kernel over all tokens or a small-batch
+// kernel over chunks of this many tokens, whichever the planner predicts faster
+// (int8 weights, for one, have no large-batch kernel that beats their 4x4 VNNI
+// kernel run on 64 tokens at a time).
+constexpr size_t kChunk = 64;
+
+Linear::Choice Linear::choice_for(size_t n) const {
+  if (n >= by_batch_.size()) by_batch_.resize(n + 1);
+  Choice& c = by_batch_[n];
+  if (!c.kernel) {
     const TensorDesc& d = weight_.desc();
-    const LinearPlan plan = plan_linear(d.dtype, d.rows(), d.cols(), d.nnz, n, {d.format},
-                                        MachineModel::for_bandwidth(kNominalBandwidth, omp_get_max_threads()));
-    by_batch_[n] = plan.chosen.kernel ? plan.chosen.kernel : choose_spmm(d, n).kernel;
+    const MachineModel machine = MachineModel::for_bandwidth(kNominalBandwidth, omp_get_max_threads());
+    auto plan = [&](size_t batch) { return plan_linear(d.dtype, d.rows(), d.cols(), d.nnz, batch, {d.format}, machine); };
+    const LinearPlan whole = plan(n);
+    c = {whole.chosen.kernel ? whole.chosen.kernel : choose_spmm(d, n).kernel, n};
+    if (n > kChunk && whole.chosen.kernel) {
+      const LinearPlan part = plan(kChunk);
+      const double chunks = static_cast<double>((n + kChunk - 1) / kChunk);
+      if (part.chosen.kernel && chunks * part.chosen.predicted_ms < whole.chosen.predicted_ms) c = {part.chosen.kernel, kChunk};
+    }
   }
-  return *by_batch_[n];
+  return c;
+}
+
+bool Linear::prepare() {
+  if (weight_.desc().format != Format::dense) return false;
+  return dense().packed_bytes() > 0;
 }
 
 void Linear::run(const float* x, size_t n, float* y) const {
   if (n == 0) return;
-  if (weight_.desc().format == Format::dense)
-    dense().run(x, n, y);
-  else
-    spmm_run(kernel_for(n), weight_, x, n, y);
+  if (weight_.desc().format == Format::dense) return dense().run(x, n, y);
+  const Choice c = choice_for(n);
+  for (size_t at = 0; at < n; at += c.tokens) {
+    const size_t count = std::min(c.tokens, n - at);
+    // A shorter last chunk gets its own choice (a kernel may not accept it).
+    const SpmmUkernel& kernel = count == c.tokens ? *c.kernel : *choice_for(count).kernel;
+    spmm_run(kernel, weight_, x + at * cols(), count, y + at * rows());
+  }
 }
 
 std::string Linear::describe(size_t n) const {
   if (weight_.desc().format == Format::dense) return std::string("onednn dense ") + dtype_name(weight_.desc().dtype);
-  return kernel_for(n).name;
+  const Choice c = choice_for(n);
+  return c.tokens < n ? std::string(c.kernel->name) + " in chunks of " + std::to_string(c.tokens) + " tokens" : c.kernel->name;
 }
 
 }  // namespace lacuna

@@ -23,6 +23,9 @@ class Linear {
   Linear(Linear&&) noexcept;
   Linear& operator=(Linear&&) noexcept;
 
+  // Dense weights: packs them for oneDNN now (at load) rather than on the
+  // first product. Returns true when a packed copy now holds the weights.
+  bool prepare();
   // Not thread-safe: a model runs one forward step at a time (the kernels
   // themselves use every OpenMP thread).
   void run(const float* x, size_t n, float* y) const;
@@ -35,12 +38,16 @@ class Linear {
   uint64_t bytes() const { return weight_.payload_bytes(); }
 
  private:
-  const SpmmUkernel& kernel_for(size_t n) const;
+  struct Choice {
+    const SpmmUkernel* kernel = nullptr;
+    size_t tokens = 0;  // tokens per call: n, or fewer when chunks of the batch run faster
+  };
+  Choice choice_for(size_t n) const;
   OnednnMatmul& dense() const;
 
   Tensor weight_;
   mutable std::unique_ptr<OnednnMatmul> dense_;
-  mutable std::vector<const SpmmUkernel*> by_batch_;  // the planner's kernel per n, filled on first use
+  mutable std::vector<Choice> by_batch_;  // the planner's choice per n, filled on first use
 };
 
 }  // namespace lacuna

@@ -1,6 +1,8 @@
 #include "kernels/dense-onednn/onednn-matmul.h"
 
 #include <algorithm>
+#include <bit>
+#include <cstring>
 #include <cmath>
 #include <map>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -28,6 +30,7 @@ struct OnednnMatmul::Impl {
     dnnl::matmul::primitive_desc pd;
     dnnl::matmul matmul;
     memory src, dst;
+    std::vector<float> padded_dst;  // when the caller's n is below the primitive's rows
   };
   Tensor source;  // the user weights, when oneDNN reads them in place
   size_t in = 0, out = 0;
@@ -49,15 +52,23 @@ struct OnednnMatmul::Impl {
         dnnl::matmul::desc(memory::desc({M, K}, src_type, tag::ab), wei_md, memory::desc({M, N}, dt::f32, tag::ab)), attr, cpu_engine());
   }
 
+  // The primitive serving batch n: one per bucket of rows, not per n, since
+  // creating one JIT-compiles code (milliseconds) and a model's experts see
+  // every n from 1 to the batch. The extra rows are zero and cost compute
+  // only at sizes where the product is bound by reading the weights.
+  static size_t rows_for(size_t n) { return n <= 16 ? std::bit_ceil(n) : (n + 15) / 16 * 16; }
+
   Batch& batch(size_t n) {
-    auto it = batches.find(n);
+    const size_t rows = rows_for(n);
+    auto it = batches.find(rows);
     if (it != batches.end()) return it->second;
     Batch b;
-    b.pd = make_pd(n, weights_md);
+    b.pd = make_pd(rows, weights_md);
     b.matmul = dnnl::matmul(b.pd);
     b.src = memory(b.pd.src_desc(), cpu_engine());
+    std::memset(b.src.get_data_handle(), 0, b.pd.src_desc().get_size());
     b.dst = memory(b.pd.dst_desc(), cpu_engine(), DNNL_MEMORY_NONE);
-    return batches.emplace(n, std::move(b)).first->second;
+    return batches.emplace(rows, std::move(b)).first->second;
   }
 };
 
@@ -101,7 +112,9 @@ void OnednnMatmul::run(const float* x, size_t n, float* y) {
   if (n == 0) return;
   Impl& m = *impl_;
   Impl::Batch& b = m.batch(n);
-  const size_t count = n * m.in;
+  const size_t rows = Impl::rows_for(n), count = n * m.in;
+  // Rows n..rows of the source were zeroed when it was made and stay so:
+  // only the first n rows are ever written.
   switch (m.dtype) {
     case DType::f32:
       std::copy(x, x + count, static_cast<float*>(b.src.get_data_handle()));
@@ -123,12 +136,14 @@ void OnednnMatmul::run(const float* x, size_t n, float* y) {
       break;
     }
   }
-  b.dst.set_data_handle(y);
+  if (rows != n) b.padded_dst.resize(rows * m.out);
+  b.dst.set_data_handle(rows == n ? y : b.padded_dst.data());
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, b.src}, {DNNL_ARG_WEIGHTS, m.weights}, {DNNL_ARG_DST, b.dst}};
   if (m.dtype == DType::int8)
     args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES, memory({{static_cast<memory::dim>(m.out)}, dt::f32, tag::a}, cpu_engine(), m.out_scales.data()));
   b.matmul.execute(m.stream, args);
   m.stream.wait();
+  if (rows != n) std::copy_n(b.padded_dst.begin(), n * m.out, y);
   if (m.dtype == DType::int8)
     for (size_t t = 0; t < n; ++t)
       for (size_t r = 0; r < m.out; ++r) y[t * m.out + r] *= m.token_scales[t];
