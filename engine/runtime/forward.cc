@@ -15,6 +15,9 @@ struct Forward::Scratch {
   std::vector<int64_t> position;  // of each token in its sequence
   std::vector<float> cos, sin;    // [tokens][head_dim / 2]
   std::vector<float> expert_x, expert_h, expert_y;
+  std::vector<const KvCache*> cache_of;  // each token's sequence
+  std::vector<int64_t> logit_rows;       // tokens whose logits were asked for
+  std::vector<float> picked, logits;
   std::vector<std::vector<std::pair<int64_t, float>>> routed;  // per expert: (token, weight)
 
   void resize(const ModelConfig& c, int64_t t) {
@@ -130,7 +133,8 @@ void Forward::step(std::span<const SequenceStep> batch) {
   for (const SequenceStep& seq : batch) seq.cache->set_length(seq.cache->length() + static_cast<int64_t>(seq.tokens.size()));
 
   // Logits only for the rows asked for.
-  std::vector<int64_t> rows;
+  std::vector<int64_t>& rows = s.logit_rows;
+  rows.clear();
   t = 0;
   for (const SequenceStep& seq : batch) {
     const auto len = static_cast<int64_t>(seq.tokens.size());
@@ -139,7 +143,10 @@ void Forward::step(std::span<const SequenceStep> batch) {
     t += len;
   }
   if (rows.empty()) return;
-  std::vector<float> picked(rows.size() * h), logits(rows.size() * c.vocab);
+  std::vector<float>& picked = s.picked;
+  std::vector<float>& logits = s.logits;
+  picked.resize(rows.size() * h);
+  logits.resize(rows.size() * c.vocab);
   for (size_t r = 0; r < rows.size(); ++r) std::copy_n(&s.x[rows[r] * h], h, &picked[r * h]);
   rms_norm(picked.data(), m.final_norm(), c.norm_eps, static_cast<int64_t>(rows.size()), picked.data());
   m.output().run(picked.data(), rows.size(), logits.data());
@@ -169,7 +176,8 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
     first += static_cast<int64_t>(seq.tokens.size());
   }
   // One (token, head) pair per iteration; each sees its own sequence's cache up to its position.
-  std::vector<const KvCache*> cache_of(s.tokens);
+  std::vector<const KvCache*>& cache_of = s.cache_of;
+  cache_of.resize(static_cast<size_t>(s.tokens));
   first = 0;
   for (const SequenceStep& seq : batch) {
     std::fill_n(cache_of.begin() + first, seq.tokens.size(), seq.cache);

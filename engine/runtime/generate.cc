@@ -79,7 +79,8 @@ std::vector<GenerateResult> generate(Forward& forward, const std::vector<Generat
       s.history.push_back(token);
       ++local.generated_tokens;
       const GenerateOptions& o = s.request->options;
-      if (tokenizer) r.text = tokenizer->decode(r.tokens);
+      // Decoding the whole text per token is quadratic; only stop strings need it.
+      if (tokenizer && !o.stop.empty()) r.text = tokenizer->decode(r.tokens);
       bool stop = false;
       for (const std::string& st : o.stop)
         if (size_t at = r.text.find(st); !st.empty() && at != std::string::npos) {
@@ -101,8 +102,10 @@ std::vector<GenerateResult> generate(Forward& forward, const std::vector<Generat
     if (batch.empty()) break;
     forward.step(batch);
   }
-  for (size_t i = 0; i < seqs.size(); ++i)
+  for (size_t i = 0; i < seqs.size(); ++i) {
     if (results[i].finish_reason.empty()) results[i].finish_reason = "length";
+    if (tokenizer && requests[i].options.stop.empty()) results[i].text = tokenizer->decode(results[i].tokens);
+  }
   local.decode_seconds = seconds_since(decode_start);
   if (stats) *stats = local;
   return results;
