@@ -150,25 +150,23 @@ ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& 
     const bool prunable = spec.kind == WeightKind::attention || spec.kind == WeightKind::expert;
     DType dtype = DType::f32;
     Format format = Format::dense;
+    if (prunable && o.prune == PruneMethod::magnitude && o.sparsity > 0) prune_magnitude(w.data(), rows, cols, o.sparsity, PruneScope::per_row);
+    const auto zeros = static_cast<uint64_t>(std::count(w.begin(), w.end(), 0.0f));
     if (prunable) {
-      if (o.prune == PruneMethod::magnitude && o.sparsity > 0) prune_magnitude(w.data(), rows, cols, o.sparsity, PruneScope::per_row);
       dtype = o.dtype;
-      const auto nonzeros = static_cast<uint64_t>(std::count_if(w.begin(), w.end(), [](float v) { return v != 0; }));
-      format = o.format ? *o.format : pick_format(dtype, rows, cols, nonzeros);
+      format = o.format ? *o.format : pick_format(dtype, rows, cols, rows * cols - zeros);
     } else if (spec.kind == WeightKind::embedding || spec.kind == WeightKind::output) {
       dtype = o.dtype == DType::f32 ? DType::f32 : DType::bf16;
     }
-    const Tensor dense = spec.cols ? quantize_matrix(w.data(), rows, cols, dtype) : quantize(w.data(), TensorDesc::matrix(Format::dense, dtype, 1, cols));
-    const Tensor stored_tensor = format == Format::dense ? dense : pack(dense, format, BlockShape{16, 1});
-    const Tensor& to_write = stored_tensor;
-    writer.add(spec.name, to_write);
-    const uint64_t zeros = static_cast<uint64_t>(std::count(w.begin(), w.end(), 0.0f));
+    const Tensor dense = quantize_matrix(w.data(), rows, cols, dtype);
+    const Tensor packed = format == Format::dense ? dense : pack(dense, format, BlockShape{16, 1});
+    writer.add(spec.name, packed);
     summary.tensors++;
-    summary.bytes += to_write.payload_bytes();
+    summary.bytes += packed.payload_bytes();
     summary.dense_bf16_bytes += rows * cols * 2;
-    std::snprintf(line, sizeof line, "%-32s %12s %-6s %-4s %5.1f%% zeros %10.2f MB", spec.name.c_str(), to_write.desc().shape_string().c_str(),
-                  format_name(to_write.desc().format), dtype_name(dtype), 100.0 * static_cast<double>(zeros) / static_cast<double>(w.size()),
-                  static_cast<double>(to_write.payload_bytes()) / 1e6);
+    std::snprintf(line, sizeof line, "%-32s %12s %-6s %-4s %5.1f%% zeros %10.2f MB", spec.name.c_str(), packed.desc().shape_string().c_str(),
+                  format_name(packed.desc().format), dtype_name(dtype), 100.0 * static_cast<double>(zeros) / static_cast<double>(w.size()),
+                  static_cast<double>(packed.payload_bytes()) / 1e6);
     log(line);
   }
   writer.finish();

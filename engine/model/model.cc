@@ -21,7 +21,6 @@ const Tensor& weight(const ModelFile& f, const WeightSpec& spec) {
   return e->tensor;
 }
 
-std::vector<float> as_f32(const Tensor& t) { return dequantize(t); }
 
 }  // namespace
 
@@ -56,21 +55,21 @@ std::shared_ptr<const Model> Model::open(const std::string& path, const OpenOpti
   if (m->embedding_.desc().format != Format::dense) throw Error(path + ": the embedding must be stored dense");
   m->layers_.resize(c.layers);
   for (LayerWeights& l : m->layers_) {
-    l.attn_norm = as_f32(take());
-    if (c.post_norms) l.attn_post_norm = as_f32(take());
-    l.moe_norm = as_f32(take());
-    if (c.post_norms) l.moe_post_norm = as_f32(take());
+    l.attn_norm = dequantize(take());
+    if (c.post_norms) l.attn_post_norm = dequantize(take());
+    l.moe_norm = dequantize(take());
+    if (c.post_norms) l.moe_post_norm = dequantize(take());
     l.q = Linear(take());
     l.k = Linear(take());
     l.v = Linear(take());
     l.o = Linear(take());
-    l.router = as_f32(take());
+    l.router = dequantize(take());
     for (int64_t e = 0; e < c.experts; ++e) {
       l.gate_up.emplace_back(take());
       l.down.emplace_back(take());
     }
   }
-  m->final_norm_ = as_f32(take());
+  m->final_norm_ = dequantize(take());
   m->output_ = Linear(c.tied_embeddings ? m->embedding_ : take());
   // Dense weights are packed for oneDNN at load, and the file pages the
   // packed copies replace are dropped: a dense model then holds its weights
