@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "kernels/vector/vector-ops.h"
 #include "sparse/error.h"
 
 namespace lacuna {
@@ -48,8 +49,7 @@ void rms_norm(const float* x, const std::vector<float>& scale, double eps, int64
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * h;
     float* yr = y + r * h;
-    float sum = 0;
-    for (int64_t i = 0; i < h; ++i) sum += xr[i] * xr[i];
+    const float sum = kernels::vector_ops().dot(xr, xr, static_cast<size_t>(h));
     const float inv = 1.0f / std::sqrt(sum / static_cast<float>(h) + static_cast<float>(eps));
     for (int64_t i = 0; i < h; ++i) yr[i] = xr[i] * inv * scale[i];
   }
@@ -185,6 +185,7 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
   }
   const auto multiplier = static_cast<float>(c.attn_logit_multiplier), cap = static_cast<float>(c.attn_logit_cap);
   const int64_t pairs = s.tokens * c.heads;
+  const kernels::VectorOps& ops = kernels::vector_ops();
 #pragma omp parallel
   {
     std::vector<float> score(static_cast<size_t>(s.position.empty() ? 0 : *std::max_element(s.position.begin(), s.position.end()) + 1));
@@ -197,9 +198,7 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
       float top = -INFINITY;
       for (int64_t u = from; u <= pos; ++u) {
         const float* k = cache.keys(layer, u) + hk * d;
-        float dot = 0;
-        for (int64_t i = 0; i < d; ++i) dot += q[i] * k[i];
-        dot *= multiplier;
+        float dot = ops.dot(q, k, static_cast<size_t>(d)) * multiplier;
         if (cap > 0) dot = cap * std::tanh(dot / cap);
         score[u] = dot;
         top = std::max(top, dot);
@@ -210,8 +209,7 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
       std::fill_n(out, d, 0.0f);
       for (int64_t u = from; u <= pos; ++u) {
         const float* v = cache.values(layer, u) + hk * d;
-        const float a = score[u] / sum;
-        for (int64_t i = 0; i < d; ++i) out[i] += a * v[i];
+        ops.axpy(score[u] / sum, v, out, static_cast<size_t>(d));
       }
     }
   }
@@ -224,12 +222,7 @@ void Forward::moe(const LayerWeights& w, Scratch& s) {
   for (int64_t t = 0; t < s.tokens; ++t) {
     const float* x = &s.xn[t * h];
     float* logit = &s.router[t * e_count];
-    for (int64_t e = 0; e < e_count; ++e) {
-      const float* r = &w.router[e * h];
-      float dot = 0;
-      for (int64_t i = 0; i < h; ++i) dot += x[i] * r[i];
-      logit[e] = dot;
-    }
+    for (int64_t e = 0; e < e_count; ++e) logit[e] = kernels::vector_ops().dot(x, &w.router[e * h], static_cast<size_t>(h));
   }
   for (auto& r : s.routed) r.clear();
   std::vector<int64_t> order(e_count);

@@ -1,0 +1,12 @@
+#include <xsimd/xsimd.hpp>
+
+#include "kernels/vector/vector-ops-isa.h"
+
+namespace lacuna::kernels {
+namespace {
+#include "kernels/vector/vector-ops.inc"
+}  // namespace
+
+const VectorOps vector_ops_avx512{"avx512", &dot, &axpy};
+
+}  // namespace lacuna::kernels

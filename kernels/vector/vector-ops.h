@@ -1,0 +1,23 @@
+#pragma once
+// The f32 vector primitives the runtime's dense ops are built from (attention
+// scores and sums, the router, norms). The engine is compiled for baseline
+// x86-64, so these live here, built once per ISA and picked at run time like
+// the sparse kernels: without them attention ran scalar, one add per cycle.
+#include <cstddef>
+
+#include "kernels/cpu-features.h"
+
+namespace lacuna::kernels {
+
+struct VectorOps {
+  const char* isa;
+  float (*dot)(const float* a, const float* b, size_t n);      // sum a[i] * b[i]
+  void (*axpy)(float alpha, const float* x, float* y, size_t n);  // y[i] += alpha * x[i]
+};
+
+// The widest implementation `cpu` allows (AVX-512F, AVX2 + FMA, or SSE2).
+const VectorOps& vector_ops_for(const CpuInfo& cpu);
+// vector_ops_for(cpu_info()), chosen once.
+const VectorOps& vector_ops();
+
+}  // namespace lacuna::kernels
