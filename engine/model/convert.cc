@@ -156,7 +156,9 @@ ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& 
       dtype = o.dtype;
       format = o.format ? *o.format : pick_format(dtype, rows, cols, rows * cols - zeros);
     } else if (spec.kind == WeightKind::embedding || spec.kind == WeightKind::output) {
-      dtype = o.dtype == DType::f32 ? DType::f32 : DType::bf16;
+      // Stored at the asked dtype, never pruned: at high sparsity the output
+      // projection is the largest weight a decode step reads.
+      dtype = o.dtype;
     }
     const Tensor dense = quantize_matrix(w.data(), rows, cols, dtype);
     const Tensor packed = format == Format::dense ? dense : pack(dense, format, BlockShape{16, 1});
