@@ -263,15 +263,75 @@ TEST(Generate, SeededSamplingIsReproducibleAndStopsAtText) {
   r.options.sampling = {.temperature = 1.0f, .top_k = 50, .top_p = 0.9f, .repetition_penalty = 1.1f, .seed = 42};
   r.options.max_tokens = 16;
   Forward forward(model);
-  const auto a = generate(forward, {r}), b = generate(forward, {r});
+  std::string streamed;
+  const auto a = generate(forward, {r}, nullptr, [&](size_t, int32_t, std::string_view text) {
+    streamed += text;
+    return true;
+  });
+  const auto b = generate(forward, {r});
   EXPECT_EQ(a[0].tokens, b[0].tokens);
-  EXPECT_EQ(a[0].text, model->tokenizer()->decode(a[0].tokens));
-  ASSERT_GE(a[0].text.size(), 2u);
-  // Stopping at a piece of the text it produced: the result ends before it.
-  r.options.stop = {a[0].text.substr(a[0].text.size() / 2, 2)};
-  const auto c = generate(forward, {r});
+  // The text follows the prompt's, so it starts with the space between them.
+  const Tokenizer& tok = *model->tokenizer();
+  std::vector<int32_t> all = r.prompt;
+  all.insert(all.end(), a[0].tokens.begin(), a[0].tokens.end());
+  EXPECT_EQ(tok.decode(r.prompt) + a[0].text, tok.decode(all));
+  EXPECT_EQ(streamed, a[0].text);
+  ASSERT_GE(a[0].text.size(), 4u);
+  // Stopping at a piece of the text it produced: the result ends before it,
+  // and the callback never saw any of the stop string.
+  r.options.stop = {a[0].text.substr(a[0].text.size() / 2, 3)};
+  streamed.clear();
+  const auto c = generate(forward, {r}, nullptr, [&](size_t, int32_t, std::string_view text) {
+    streamed += text;
+    return true;
+  });
   EXPECT_EQ(c[0].finish_reason, "stop");
-  EXPECT_EQ(c[0].text.find(r.options.stop[0]), std::string::npos);
+  EXPECT_EQ(c[0].text, a[0].text.substr(0, a[0].text.find(r.options.stop[0])));
+  EXPECT_EQ(streamed, c[0].text);
+}
+
+TEST(Generate, CallbackCancelsAndACallersCacheContinuesTheSequence) {
+  const auto model = converted("grok-1", "auto", DType::bf16);
+  Forward forward(model);
+  GenerateRequest whole;
+  whole.prompt = {1, 124, 306, 281, 69};
+  whole.options.sampling.temperature = 0;
+  whole.options.max_tokens = 12;
+  whole.options.stop_at_eos = false;
+  const std::vector<int32_t> expected = generate(forward, {whole})[0].tokens;
+
+  size_t calls = 0;
+  const auto cancelled = generate(forward, {whole}, nullptr, [&](size_t, int32_t, std::string_view) { return ++calls < 3; });
+  EXPECT_EQ(cancelled[0].finish_reason, "cancelled");
+  EXPECT_EQ(cancelled[0].tokens, std::vector<int32_t>(expected.begin(), expected.begin() + 3));
+
+  // Six tokens, then six more continuing the same cache: the same twelve.
+  KvCache cache(model->config(), 64);
+  GenerateRequest first = whole;
+  first.options.max_tokens = 6;
+  first.cache = &cache;
+  const std::vector<int32_t> part1 = generate(forward, {first})[0].tokens;
+  EXPECT_EQ(cache.length(), 5 + 5);  // the prompt and every generated token but the last
+  GenerateRequest second = first;
+  second.preceding = whole.prompt;
+  second.preceding.insert(second.preceding.end(), part1.begin(), part1.end() - 1);
+  second.prompt = {part1.back()};
+  const std::vector<int32_t> part2 = generate(forward, {second})[0].tokens;
+  std::vector<int32_t> both = part1;
+  both.insert(both.end(), part2.begin(), part2.end());
+  EXPECT_EQ(both, expected);
+
+  // A cache that fills ends generation with "context".
+  KvCache small(model->config(), 8);
+  GenerateRequest tight = whole;
+  tight.cache = &small;
+  const GenerateResult full = generate(forward, {tight})[0];
+  EXPECT_EQ(full.finish_reason, "context");
+  EXPECT_EQ(full.tokens, std::vector<int32_t>(expected.begin(), expected.begin() + 4));
+  tight.prompt.assign(9, 1);
+  KvCache fresh(model->config(), 8);
+  tight.cache = &fresh;
+  EXPECT_THROW(generate(forward, {tight}), Error);
 }
 
 TEST(Forward, RefusesBadTokensAndFullCachesWithoutChangingTheCache) {

@@ -104,6 +104,36 @@ TEST(Tokenizer, OutOfVocabularyIdsDecodeAsPlaceholdersInPlace) {
   EXPECT_EQ(t.decode(concat({cafe, {4096}, cafe})), "café<|4096|> café");
 }
 
+// Streaming gives, piece by piece, exactly the text decoded all at once,
+// and never a piece ending inside a UTF-8 character.
+TEST(TextStream, PiecesAddUpToTheWholeDecodeAndEndOnCharacterBoundaries) {
+  const Tokenizer& t = small_tokenizer();
+  const std::vector<int32_t> prompt = t.encode("The night train", true);
+  for (const std::string& s : kSentences) {
+    const std::vector<int32_t> generated = t.encode(" " + s, false);
+    TextStream stream(t, prompt);
+    std::string streamed;
+    for (int32_t id : generated) {
+      const std::string piece = stream.push(id);
+      EXPECT_EQ(piece.find("\xEF\xBF\xBD"), std::string::npos) << s;
+      streamed += piece;
+    }
+    streamed += stream.flush();
+    const std::string prompt_text = t.decode(prompt);
+    EXPECT_EQ(prompt_text + streamed, t.decode(concat({prompt, generated}))) << s;
+  }
+}
+
+// Without context the first piece loses its leading space, as decode() does.
+TEST(TextStream, WithoutContextMatchesDecode) {
+  const Tokenizer& t = small_tokenizer();
+  const std::vector<int32_t> ids = t.encode(kSentences[3], false);
+  TextStream stream(t, {});
+  std::string streamed;
+  for (int32_t id : ids) streamed += stream.push(id);
+  EXPECT_EQ(streamed + stream.flush(), t.decode(ids));
+}
+
 TEST(Tokenizer, MalformedModelsThrow) {
   const std::string garbage = "this is not a sentencepiece model";
   EXPECT_THROW(Tokenizer::from_bytes(std::as_bytes(std::span(garbage))), Error);

@@ -37,17 +37,6 @@ std::vector<int32_t> parse_tokens(const std::string& text) {
   return ids;
 }
 
-// The prompt and what followed, decoded together: SentencePiece drops the
-// leading space of a text's first piece, so decoding the generated part alone
-// glues it to the prompt. Cut at a stop string when generation stopped at one.
-std::string continuation(const Tokenizer& tok, const std::vector<int32_t>& prompt, const GenerateResult& out) {
-  std::vector<int32_t> all = prompt;
-  all.insert(all.end(), out.tokens.begin(), out.tokens.end());
-  const std::string text = tok.decode(all), generated = tok.decode(out.tokens);
-  if (out.finish_reason != "stop" || text.size() < generated.size()) return text;
-  return text.substr(0, text.size() - generated.size()) + out.text;  // the prompt, its separating space, the text up to the stop
-}
-
 double peak_rss_mb() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -146,14 +135,16 @@ void add_run(CLI::App& app, int& exit_code) {
     }
     Forward forward(model);
     GenerateStats stats;
-    const std::vector<GenerateResult> out = generate(forward, {r}, &stats, [&](size_t, int32_t token) {
-      if (!tok) std::printf("%d ", token), std::fflush(stdout);
+    if (tok) std::printf("%s", tok->decode(r.prompt).c_str());
+    const std::vector<GenerateResult> out = generate(forward, {r}, &stats, [&](size_t, int32_t token, std::string_view text) {
+      if (tok)
+        std::fwrite(text.data(), 1, text.size(), stdout);
+      else
+        std::printf("%d ", token);
+      std::fflush(stdout);
       return true;
     });
-    if (tok)
-      std::printf("%s\n", continuation(*tok, r.prompt, out[0]).c_str());
-    else
-      std::printf("\n");
+    std::printf("\n");
     std::fprintf(stderr, "prefill: %lld tokens, %.1f tokens/s; decode: %lld tokens, %.2f tokens/s; finish: %s; peak memory %.0f MB\n",
                  static_cast<long long>(stats.prompt_tokens), static_cast<double>(stats.prompt_tokens) / stats.prefill_seconds,
                  static_cast<long long>(stats.generated_tokens),
@@ -250,7 +241,8 @@ void add_demo(CLI::App& app, int& exit_code) {
     Forward forward(model);
     GenerateStats stats;
     const auto out = generate(forward, {r}, &stats);
-    std::printf("   %s\n", continuation(*model->tokenizer(), r.prompt, out[0]).c_str());
+    // The result's text starts with its separating space: it was decoded after the prompt.
+    std::printf("   %s%s\n", model->tokenizer()->decode(r.prompt).c_str(), out[0].text.c_str());
     std::printf("   prefill %.1f tokens/s, decode %.1f tokens/s, peak memory %.0f MB\n", static_cast<double>(stats.prompt_tokens) / stats.prefill_seconds,
                 static_cast<double>(stats.generated_tokens - 1) / stats.decode_seconds, peak_rss_mb());
     exit_code = 0;

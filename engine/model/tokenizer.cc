@@ -87,6 +87,39 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
   return text;
 }
 
+namespace {
+
+// Prompt tokens a stream keeps as context: enough for the first piece's space.
+constexpr size_t kStreamContext = 4;
+// SentencePiece decodes a byte sequence cut inside a character as U+FFFD.
+constexpr std::string_view kReplacementCharacter = "\xEF\xBF\xBD";
+
+}  // namespace
+
+TextStream::TextStream(const Tokenizer& tokenizer, std::span<const int32_t> context)
+    : tokenizer_(&tokenizer),
+      window_(context.end() - static_cast<ptrdiff_t>(std::min(context.size(), kStreamContext)), context.end()),
+      emitted_to_(window_.size()) {}
+
+std::string TextStream::pending_text(bool allow_incomplete) {
+  const std::span<const int32_t> all(window_);
+  const std::string before = tokenizer_->decode(all.subspan(emitted_from_, emitted_to_ - emitted_from_));
+  const std::string after = tokenizer_->decode(all.subspan(emitted_from_));
+  if (after.size() <= before.size() || (!allow_incomplete && after.ends_with(kReplacementCharacter))) return {};
+  // The new run's first token keeps its leading space: it is not the first of the decoded text.
+  window_.erase(window_.begin(), window_.begin() + static_cast<ptrdiff_t>(emitted_to_));
+  emitted_from_ = 0;
+  emitted_to_ = window_.size();
+  return after.substr(before.size());
+}
+
+std::string TextStream::push(int32_t token) {
+  window_.push_back(token);
+  return pending_text(false);
+}
+
+std::string TextStream::flush() { return pending_text(true); }
+
 int32_t Tokenizer::vocab_size() const { return impl_->sp.GetPieceSize(); }
 int32_t Tokenizer::bos_id() const { return impl_->sp.bos_id(); }
 int32_t Tokenizer::eos_id() const { return impl_->sp.eos_id(); }

@@ -34,6 +34,26 @@ class Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
+// The text a growing token sequence adds, token by token, for streaming.
+// Each push decodes only a short window (the run emitted last plus the new
+// tokens), so a long generation costs linear time, and returns nothing while
+// the window ends inside a UTF-8 character (byte-fallback pieces).
+class TextStream {
+ public:
+  // `context`: the tokens before the first pushed one (the prompt). Their text
+  // is not returned; they decide whether the first piece starts with a space.
+  TextStream(const Tokenizer& tokenizer, std::span<const int32_t> context);
+  std::string push(int32_t token);
+  // What is still held back (an incomplete character at the end).
+  std::string flush();
+
+ private:
+  std::string pending_text(bool allow_incomplete);
+  const Tokenizer* tokenizer_;
+  std::vector<int32_t> window_;
+  size_t emitted_from_ = 0, emitted_to_ = 0;  // window_[from, to) is the run emitted last
+};
+
 // A tokenizer for synthetic models, trained on a small built-in English text:
 // deterministic, with exactly `vocab_size` pieces (byte fallback on, so any
 // UTF-8 text encodes). Returns the serialized model (what tokenizer.model holds).

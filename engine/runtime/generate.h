@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/runtime/forward.h"
@@ -24,12 +25,21 @@ struct GenerateOptions {
 struct GenerateRequest {
   std::vector<int32_t> prompt;
   GenerateOptions options;
+  // Continue a sequence: the prompt goes after what `cache` holds, and
+  // `preceding` lists those tokens (for the repetition penalty and the text's
+  // first space). The cache must have room for the prompt; generation ends
+  // with "context" when it is full, and the cache then holds the prompt and
+  // every generated token but the last. nullptr: a new cache for prompt + max_tokens.
+  KvCache* cache = nullptr;
+  std::vector<int32_t> preceding;
 };
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated, not including the prompt
   std::string text;             // decoded (empty without a tokenizer)
-  std::string finish_reason;    // "length", "stop" or "eos"
+  // "length" (max_tokens), "stop" (a stop string), "eos", "context" (the
+  // cache is full) or "cancelled" (the token callback returned false).
+  std::string finish_reason;
 };
 
 struct GenerateStats {
@@ -37,11 +47,15 @@ struct GenerateStats {
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
-// Called after every generated token: (request index, token). Returning false stops that request.
-using TokenCallback = std::function<bool(size_t, int32_t)>;
+// Called after every generated token with the request's index, the token and
+// the text it adds to the result (empty without a tokenizer; text that may
+// begin a stop string is held back until it is clear, and what a stop string
+// cuts off is never passed). Returning false stops that request.
+using TokenCallback = std::function<bool(size_t request, int32_t token, std::string_view text)>;
 
 // Throws lacuna::Error for an empty prompt, invalid token ids, options out of
-// range, or prompt + max_tokens beyond the model's context.
+// range, prompt + max_tokens beyond the model's context (new caches) or a
+// prompt beyond the room left in the request's cache.
 std::vector<GenerateResult> generate(Forward& forward, const std::vector<GenerateRequest>& requests, GenerateStats* stats = nullptr,
                                      const TokenCallback& on_token = {});
 

@@ -16,8 +16,8 @@ constexpr double kNominalBandwidth = 30e9;
 
 }  // namespace
 
-Linear::Linear() = default;
-Linear::Linear(Tensor weight) : weight_(std::move(weight)) {}
+Linear::Linear() : mutex_(std::make_unique<std::mutex>()) {}
+Linear::Linear(Tensor weight) : weight_(std::move(weight)), mutex_(std::make_unique<std::mutex>()) {}
 Linear::~Linear() = default;
 Linear::Linear(Linear&&) noexcept = default;
 Linear& Linear::operator=(Linear&&) noexcept = default;
@@ -34,6 +34,7 @@ OnednnMatmul& Linear::dense() const {
 constexpr size_t kChunk = 64;
 
 Linear::Choice Linear::choice_for(size_t n) const {
+  const std::lock_guard lock(*mutex_);
   if (n >= by_batch_.size()) by_batch_.resize(n + 1);
   Choice& c = by_batch_[n];
   if (!c.kernel) {
@@ -53,12 +54,16 @@ Linear::Choice Linear::choice_for(size_t n) const {
 
 bool Linear::prepare() {
   if (weight_.desc().format != Format::dense) return false;
+  const std::lock_guard lock(*mutex_);
   return dense().packed_bytes() > 0;
 }
 
 void Linear::run(const float* x, size_t n, float* y) const {
   if (n == 0) return;
-  if (weight_.desc().format == Format::dense) return dense().run(x, n, y);
+  if (weight_.desc().format == Format::dense) {
+    const std::lock_guard lock(*mutex_);
+    return dense().run(x, n, y);
+  }
   const Choice c = choice_for(n);
   for (size_t at = 0; at < n; at += c.tokens) {
     const size_t count = std::min(c.tokens, n - at);

@@ -26,8 +26,9 @@ class Linear {
   // Dense weights: packs them for oneDNN now (at load) rather than on the
   // first product. Returns true when a packed copy now holds the weights.
   bool prepare();
-  // Not thread-safe: a model runs one forward step at a time (the kernels
-  // themselves use every OpenMP thread).
+  // Thread-safe: many forward passes (contexts of the C API) may share one
+  // model. Sparse products run concurrently; a dense weight's oneDNN product
+  // holds per-weight buffers, so its callers take turns.
   void run(const float* x, size_t n, float* y) const;
   const Tensor& weight() const { return weight_; }
   uint64_t rows() const { return weight_.desc().rows(); }
@@ -46,6 +47,9 @@ class Linear {
   OnednnMatmul& dense() const;
 
   Tensor weight_;
+  // Guards dense_ (created on first use, run one caller at a time) and
+  // by_batch_; held in a pointer so that Linear stays movable.
+  std::unique_ptr<std::mutex> mutex_;
   mutable std::unique_ptr<OnednnMatmul> dense_;
   mutable std::vector<Choice> by_batch_;  // the planner's choice per n, filled on first use
 };
