@@ -11,4 +11,11 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A file that cannot be opened, mapped or locked in memory, as opposed to one
+// whose content is wrong (the C API's LACUNA_STATUS_IO).
+class IoError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace lacuna

@@ -12,13 +12,13 @@
 
 namespace lacuna {
 
-MappedFile map_readonly(const std::string& path, bool populate) {
+MappedFile map_readonly(const std::string& path, bool populate, bool lock) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
+  if (fd < 0) throw IoError(path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw Error(path + ": not a regular file");
+    throw IoError(path + ": not a regular file");
   }
   const auto size = static_cast<size_t>(st.st_size);
   if (size == 0) {
@@ -28,7 +28,13 @@ MappedFile map_readonly(const std::string& path, bool populate) {
   void* base = mmap(nullptr, size, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0);
   const int err = errno;
   ::close(fd);
-  if (base == MAP_FAILED) throw Error(path + ": cannot map " + std::to_string(size) + " bytes: " + std::strerror(err));
+  if (base == MAP_FAILED) throw IoError(path + ": cannot map " + std::to_string(size) + " bytes: " + std::strerror(err));
+  if (lock && mlock(base, size) != 0) {
+    const int lock_err = errno;
+    munmap(base, size);
+    throw IoError(path + ": cannot lock " + std::to_string(size) + " bytes in memory: " + std::strerror(lock_err) +
+                " (the limit is ulimit -l, RLIMIT_MEMLOCK)");
+  }
   return {std::shared_ptr<const void>(base, [size](const void* p) { munmap(const_cast<void*>(p), size); }),
           {static_cast<const std::byte*>(base), size}};
 }

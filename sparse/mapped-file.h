@@ -13,9 +13,10 @@ struct MappedFile {
   std::span<const std::byte> bytes;
 };
 
-// Throws lacuna::Error naming the path: cannot open, not a regular file, cannot map.
-// `populate` reads the whole file in now (MAP_POPULATE), so that later reads
-// never stop on a page fault.
-MappedFile map_readonly(const std::string& path, bool populate = false);
+// Throws lacuna::Error naming the path: cannot open, not a regular file,
+// cannot map, cannot lock. `populate` reads the whole file in now
+// (MAP_POPULATE), so that later reads never stop on a page fault; `lock`
+// also keeps it in RAM (mlock: never paged out; needs RLIMIT_MEMLOCK or CAP_IPC_LOCK).
+MappedFile map_readonly(const std::string& path, bool populate = false, bool lock = false);
 
 }  // namespace lacuna

@@ -31,7 +31,7 @@ struct Span {
 }  // namespace
 
 ModelFile ModelFile::open(const std::string& path, const OpenOptions& options) {
-  const MappedFile mapping = map_readonly(path, options.prefault);
+  const MappedFile mapping = map_readonly(path, options.prefault, options.lock_memory);
   const size_t size = mapping.bytes.size();
   auto fail = [&](const std::string& what) -> Error { return Error(path + ": " + what); };
   if (size < sizeof(fl::Header))

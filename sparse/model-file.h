@@ -28,6 +28,9 @@ struct OpenOptions {
   // Read the whole file into memory at open, so no product later waits on a
   // page fault (a server's choice; verify_checksums touches every page too).
   bool prefault = false;
+  // Lock the file's pages in RAM (mlock), so that they are never paged out;
+  // implies reading them all in now. Fails when RLIMIT_MEMLOCK is too low.
+  bool lock_memory = false;
 };
 
 // A validated, read-only, memory-mapped model file. Every problem is found in

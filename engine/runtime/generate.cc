@@ -127,7 +127,8 @@ std::vector<GenerateResult> generate(Forward& forward, const std::vector<Generat
       if (cut != std::string::npos) r.text.resize(cut), r.finish_reason = "stop";
       else if (o.stop_at_eos && token == c.eos_id) r.finish_reason = "eos";
       else if (static_cast<int32_t>(r.tokens.size()) >= o.max_tokens) r.finish_reason = "length";
-      else if (s.cache->length() >= s.cache->capacity()) r.finish_reason = "context";
+      // The token takes the cache's last position, so nothing can follow it.
+      else if (s.cache->length() + 1 >= s.cache->capacity()) r.finish_reason = "context";
       const bool finished = !r.finish_reason.empty();
       if (finished && cut == std::string::npos && s.stream) r.text += s.stream->flush();
       const size_t clear = finished ? r.text.size() : r.text.size() - stop_prefix_at_end(r.text, o.stop);

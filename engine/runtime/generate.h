@@ -28,8 +28,9 @@ struct GenerateRequest {
   // Continue a sequence: the prompt goes after what `cache` holds, and
   // `preceding` lists those tokens (for the repetition penalty and the text's
   // first space). The cache must have room for the prompt; generation ends
-  // with "context" when it is full, and the cache then holds the prompt and
-  // every generated token but the last. nullptr: a new cache for prompt + max_tokens.
+  // with "context" once the tokens fill it. The cache then holds the prompt
+  // and every generated token but the last (which would take its last
+  // position). nullptr: a new cache for prompt + max_tokens.
   KvCache* cache = nullptr;
   std::vector<int32_t> preceding;
 };

@@ -19,7 +19,8 @@ class KvCache {
   float* values(int64_t layer, int64_t position) { return v_.get() + offset(layer, position); }
   const float* keys(int64_t layer, int64_t position) const { return k_.get() + offset(layer, position); }
   const float* values(int64_t layer, int64_t position) const { return v_.get() + offset(layer, position); }
-  // Positions 0..length-1 hold valid entries. Only Forward advances it.
+  // Positions 0..length-1 hold valid entries. Forward advances it; a caller
+  // may also restore an earlier length whose positions it knows to be intact.
   void set_length(int64_t length) { length_ = length; }
   // Forget everything after `length` positions (e.g. to reuse a shared prompt).
   void truncate(int64_t length);

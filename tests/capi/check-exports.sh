@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# liblacuna.so must export exactly the functions include/lacuna.h declares.
+#   check-exports.sh LIBRARY HEADER
+set -euo pipefail
+lib="$1" header="$2"
+exported=$(nm -D --defined-only "$lib" | awk '{print $3}' | sort)
+declared=$(grep -E '^LACUNA_API ' "$header" | sed -E 's/.*[ *](lacuna_[a-z0-9_]+)\(.*/\1/' | sort)
+if [ "$exported" != "$declared" ]; then
+  echo "exported symbols differ from the header's functions (< exported, > declared):"
+  diff <(echo "$exported") <(echo "$declared") || true
+  exit 1
+fi
+soname=$(objdump -p "$lib" | awk '/SONAME/ {print $2}')
+abi=$(awk '/^#define LACUNA_ABI_VERSION/ {print $3}' "$header")
+[ "$soname" = "liblacuna.so.$abi" ] || { echo "SONAME is $soname, want liblacuna.so.$abi"; exit 1; }
+echo "$(echo "$exported" | wc -l) functions exported, all declared in the header; SONAME $soname"
