@@ -27,18 +27,25 @@
  *  - Structs: every struct passed across the interface starts with
  *    `struct_size` and is passed together with its size (`sizeof s`), so a
  *    later version can add fields at the end without breaking programs built
- *    against this one. Option structs are filled by their *_default_params()
- *    function, then changed field by field. A struct larger than the library
- *    knows is accepted when the bytes it does not know are zero.
+ *    against this one: a library reads a shorter (older) struct, the fields
+ *    it lacks taking their defaults, and accepts a longer (newer) one when
+ *    the bytes it does not know are zero (else LACUNA_STATUS_UNSUPPORTED);
+ *    it fills output structs up to the smaller of the two sizes and sets
+ *    their struct_size to the bytes it filled. Option structs are filled by
+ *    their *_default_params() function, then changed field by field. Fields
+ *    holding an enum's value are int32_t, a size fixed for every compiler.
  *  - Ownership: the caller owns what it passes in; the library copies what it
  *    keeps. Pointers the library returns stay owned by the library, valid for
  *    as long as each comment says; never free() them.
  *  - Threads: a lacuna_model is immutable once loaded; any number of threads
  *    may use one model at once (tokenize, query, create contexts). A
  *    lacuna_context must be used by one thread at a time; different contexts,
- *    on the same model or not, run concurrently. A context detects a second
- *    call made while one is running (from another thread, or from its own
- *    token callback) and refuses it with LACUNA_STATUS_MISUSE.
+ *    on the same model or not, run concurrently. The calls that change a
+ *    context (eval, generate, truncate, reset, free) detect a second such
+ *    call made while one is running (from another thread, or from the
+ *    context's own token callback) and refuse it (LACUNA_STATUS_MISUSE; free
+ *    then does nothing); the read-only ones (logits, seq_length, last_error)
+ *    must not overlap a running call.
  *  - Blocking: model loading, evaluation and generation run on the calling
  *    thread plus the context's worker threads (OpenMP) and return when done.
  */
@@ -130,9 +137,9 @@ typedef enum lacuna_numa_policy {
 typedef struct lacuna_model_params {
   size_t struct_size;
   /* Worker threads of the model's contexts unless their own params say
-   * otherwise; 0: OpenMP's default (one per core, or OMP_NUM_THREADS). */
+   * otherwise, at most 1024; 0: OpenMP's default (one per core, or OMP_NUM_THREADS). */
   int32_t n_threads;
-  lacuna_numa_policy numa_policy;
+  int32_t numa_policy; /* a lacuna_numa_policy; default LACUNA_NUMA_POLICY_NONE */
   /* Non-zero: read the whole file into memory at load, so that no later call
    * waits on a page fault. Default 0. */
   int32_t prefault;
@@ -142,6 +149,7 @@ typedef struct lacuna_model_params {
   /* Non-zero (default): check every weight's checksum at load (one pass over
    * the file). Structure checks happen always. */
   int32_t verify_checksums;
+  int32_t reserved; /* must be 0 (it makes the struct's size its fields' size) */
 } lacuna_model_params;
 
 /* Fills *params (params_size = sizeof *params) with the defaults. Returns
@@ -219,9 +227,9 @@ typedef struct lacuna_context_params {
   /* Positions per sequence (its KV cache); 0 (default): the model's n_ctx_max.
    * Memory is reserved, and touched only as a sequence grows. */
   int32_t n_ctx;
-  /* Sequences the context holds, with ids 0 .. n_seq_max - 1. Default 1. */
+  /* Sequences the context holds, with ids 0 .. n_seq_max - 1; at most 4096. Default 1. */
   int32_t n_seq_max;
-  /* Worker threads; 0 (default): the model's n_threads. */
+  /* Worker threads, at most 1024; 0 (default): the model's n_threads. */
   int32_t n_threads;
   /* Most tokens of one sequence per forward step; longer inputs are split. Default 512. */
   int32_t n_batch;
@@ -230,14 +238,17 @@ typedef struct lacuna_context_params {
 /* Fills *params (params_size = sizeof *params) with the defaults. Errors: INVALID_ARGUMENT. */
 LACUNA_API lacuna_status lacuna_context_default_params(lacuna_context_params *params, size_t params_size);
 
-/* Creates a context on a model: n_seq_max empty sequences. params may be
+/* Creates a context on a model: n_seq_max empty sequences (a sequence's
+ * cache takes memory as it grows, in blocks of 16 positions). params may be
  * NULL. On success *ctx receives a new handle the caller owns (free it with
  * lacuna_context_free); on failure it is set to NULL. The context holds a
  * reference to the model's weights. Errors: INVALID_ARGUMENT, UNSUPPORTED,
  * OUT_OF_MEMORY. Thread-safe with respect to the model. */
 LACUNA_API lacuna_status lacuna_context_create(const lacuna_model *model, const lacuna_context_params *params, lacuna_context **ctx);
 
-/* Frees a context and everything it returned. NULL is a no-op. */
+/* Frees a context and everything it returned. NULL is a no-op. Refused
+ * (nothing freed, LACUNA_STATUS_MISUSE in lacuna_last_error) while a call on
+ * the context runs, e.g. from its own token callback. */
 LACUNA_API void lacuna_context_free(lacuna_context *ctx);
 
 /* The message of the context's most recent failed call; "" when none
@@ -255,8 +266,10 @@ typedef struct lacuna_seq_input {
 
 /* Appends each input's tokens to its sequence and computes their logits, all
  * sequences together (one product per weight for the whole batch). Either
- * every sequence advances or, on error, none does. Errors: INVALID_ARGUMENT,
- * INVALID_TOKEN, CONTEXT_FULL, OUT_OF_MEMORY, MISUSE. Blocking. */
+ * every sequence advances or, on error, none does. Whether it succeeds or
+ * not, the outputs of the context's previous eval or generate are gone.
+ * Errors: INVALID_ARGUMENT, INVALID_TOKEN, CONTEXT_FULL, OUT_OF_MEMORY,
+ * MISUSE, INTERNAL. Blocking. */
 LACUNA_API lacuna_status lacuna_context_eval(lacuna_context *ctx, const lacuna_seq_input *inputs, size_t n_inputs);
 
 /* The logits the last lacuna_context_eval computed for inputs[index]: rows x
@@ -271,8 +284,9 @@ LACUNA_API const float *lacuna_context_logits(const lacuna_context *ctx, size_t 
 LACUNA_API int64_t lacuna_context_seq_length(const lacuna_context *ctx, int32_t seq_id);
 
 /* Keeps the first `length` tokens of a sequence and forgets the rest (0
- * empties it), e.g. to reuse a shared prompt or undo a turn. Errors:
- * INVALID_ARGUMENT (unknown id, length beyond the sequence), MISUSE. */
+ * empties it), e.g. to reuse a shared prompt or undo a turn. Like every call
+ * that changes the context, it ends the validity of the previous outputs.
+ * Errors: INVALID_ARGUMENT (unknown id, length beyond the sequence), MISUSE. */
 LACUNA_API lacuna_status lacuna_context_seq_truncate(lacuna_context *ctx, int32_t seq_id, int64_t length);
 
 /* Empties every sequence. Errors: INVALID_ARGUMENT, MISUSE. */
@@ -306,7 +320,8 @@ typedef struct lacuna_generate_params {
 
 typedef enum lacuna_finish_reason {
   LACUNA_FINISH_REASON_LENGTH = 0,       /* max_tokens reached */
-  LACUNA_FINISH_REASON_STOP = 1,         /* a stop string appeared (the text ends before it) */
+  LACUNA_FINISH_REASON_STOP = 1,         /* a stop string appeared: the text ends before it; the tokens,
+                                            and the sequence, keep the ones that made it */
   LACUNA_FINISH_REASON_EOS = 2,          /* the model produced its EOS token */
   LACUNA_FINISH_REASON_CONTEXT_FULL = 3, /* the sequence reached n_ctx */
   LACUNA_FINISH_REASON_CANCELLED = 4     /* the callback returned 0 */
@@ -318,7 +333,10 @@ typedef struct lacuna_generate_result {
   size_t n_tokens;
   const char *text;      /* their text, NUL-terminated, owned by the context; "" without a tokenizer */
   size_t text_len;
-  lacuna_finish_reason finish_reason;
+  int32_t finish_reason;  /* a lacuna_finish_reason */
+  /* Tokens evaluated before generating: the prompt, plus the sequence's
+   * last token when it had not been evaluated yet (the previous call
+   * generated it, or the prompt was empty). */
   size_t n_prompt_tokens;
   double prefill_seconds;
   double decode_seconds;
@@ -330,12 +348,13 @@ LACUNA_API lacuna_status lacuna_generate_default_params(lacuna_generate_params *
 /* Appends the prompt to sequence seq_id and generates after it, so a
  * conversation continues where the sequence ends (the prompt may be empty
  * when the sequence is not). The sequence then holds the prompt and the
- * generated tokens. params may be NULL (the defaults). result (may be NULL;
- * result_size = sizeof *result) receives the generated tokens and text,
- * owned by the context and valid until its next eval, generate, truncate,
- * reset or free. Errors (the sequence unchanged): INVALID_ARGUMENT,
- * INVALID_TOKEN, CONTEXT_FULL (the prompt does not fit), OUT_OF_MEMORY,
- * MISUSE. Blocking; the callback runs on the calling thread. */
+ * generated tokens, never more than n_ctx. params may be NULL (the
+ * defaults). result (may be NULL; result_size = sizeof *result) receives the
+ * generated tokens and text, owned by the context and valid until its next
+ * eval, generate, truncate, reset or free. Errors (the sequence unchanged):
+ * INVALID_ARGUMENT, INVALID_TOKEN, CONTEXT_FULL (the prompt and one
+ * generated token do not fit), UNSUPPORTED, OUT_OF_MEMORY, MISUSE, INTERNAL.
+ * Blocking; the callback runs on the calling thread. */
 LACUNA_API lacuna_status lacuna_context_generate(lacuna_context *ctx, int32_t seq_id, const int32_t *prompt, size_t n_prompt,
                                                  const lacuna_generate_params *params, lacuna_generate_result *result,
                                                  size_t result_size);

@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <set>
+#include <span>
 
 #include "engine/capi/capi-internal.h"
 #include "engine/runtime/generate.h"
 
+using lacuna::capi::ApiError;
 using lacuna::capi::guarded;
 using lacuna::capi::require;
 using lacuna::capi::Sequence;
@@ -68,11 +70,22 @@ std::vector<int32_t> appended(const Sequence& s, const int32_t* tokens, size_t n
   return all;
 }
 
+// `adding` tokens after the sequence's (its pending one included) must fit in n_ctx.
 void check_room(const lacuna_context* ctx, const Sequence& s, size_t adding, int32_t seq_id) {
-  const int64_t room = ctx->params.n_ctx - s.length();
-  require(static_cast<int64_t>(adding) <= room, LACUNA_STATUS_CONTEXT_FULL,
+  const auto room = static_cast<size_t>(ctx->params.n_ctx - s.length());
+  require(adding <= room, LACUNA_STATUS_CONTEXT_FULL,
           "sequence " + std::to_string(seq_id) + " holds " + std::to_string(s.length()) + " of " + std::to_string(ctx->params.n_ctx) +
               " positions (n_ctx); " + std::to_string(adding) + " more do not fit");
+}
+
+// The sequence's tokens once `added` (in the cache after this call) follow
+// them; built before the call commits, so committing cannot fail.
+std::vector<int32_t> tokens_after(const Sequence& s, std::span<const int32_t> added) {
+  std::vector<int32_t> all;
+  all.reserve(s.tokens.size() + added.size());
+  all = s.tokens;
+  all.insert(all.end(), added.begin(), added.end());
+  return all;
 }
 
 // Puts the caches back at their lengths if a call fails after changing them
@@ -107,7 +120,7 @@ lacuna_status lacuna_context_default_params(lacuna_context_params* params, size_
     lacuna_context_params p{};
     p.n_seq_max = 1;
     p.n_batch = 512;
-    lacuna::capi::write_struct(p, params, params_size, "params");
+    lacuna::capi::write_defaults(p, params, params_size);
     return LACUNA_STATUS_OK;
   });
 }
@@ -123,7 +136,8 @@ lacuna_status lacuna_context_create(const lacuna_model* model, const lacuna_cont
             "params.n_ctx is " + std::to_string(p.n_ctx) + ", must be in 0.." + std::to_string(max_ctx) + " (the model's n_ctx_max; 0 means it)");
     require(p.n_seq_max >= 1 && p.n_seq_max <= 4096, LACUNA_STATUS_INVALID_ARGUMENT,
             "params.n_seq_max is " + std::to_string(p.n_seq_max) + ", must be in 1..4096");
-    require(p.n_threads >= 0, LACUNA_STATUS_INVALID_ARGUMENT, "params.n_threads is " + std::to_string(p.n_threads) + ", must be >= 0");
+    require(p.n_threads >= 0 && p.n_threads <= 1024, LACUNA_STATUS_INVALID_ARGUMENT,
+            "params.n_threads is " + std::to_string(p.n_threads) + ", must be in 0..1024");
     require(p.n_batch >= 1, LACUNA_STATUS_INVALID_ARGUMENT, "params.n_batch is " + std::to_string(p.n_batch) + ", must be >= 1");
     if (p.n_ctx == 0) p.n_ctx = static_cast<int32_t>(std::min<int64_t>(max_ctx, INT32_MAX));
     if (p.n_threads == 0) p.n_threads = model->n_threads;
@@ -134,12 +148,18 @@ lacuna_status lacuna_context_create(const lacuna_model* model, const lacuna_cont
   });
 }
 
-void lacuna_context_free(lacuna_context* ctx) { delete ctx; }
+void lacuna_context_free(lacuna_context* ctx) {
+  if (ctx && ctx->busy.load()) {
+    lacuna::capi::fail(nullptr, __func__, LACUNA_STATUS_MISUSE, "the context is running a call (this is its own token callback, or another thread's call): not freed");
+    return;
+  }
+  delete ctx;
+}
 
 const char* lacuna_context_last_error(const lacuna_context* ctx) { return ctx ? ctx->last_error.c_str() : ""; }
 
 lacuna_status lacuna_context_eval(lacuna_context* ctx, const lacuna_seq_input* inputs, size_t n_inputs) {
-  return guarded(ctx, __func__, LACUNA_STATUS_INVALID_ARGUMENT, [&] {
+  return guarded(ctx, __func__, LACUNA_STATUS_INTERNAL, [&] {
     const Busy busy(ctx);
     const ThreadCount threads(ctx->params.n_threads);
     forget_outputs(ctx);
@@ -154,10 +174,12 @@ lacuna_status lacuna_context_eval(lacuna_context* ctx, const lacuna_seq_input* i
       seqs[i] = &sequence(ctx, in.seq_id);
       require(seen.insert(in.seq_id).second, LACUNA_STATUS_INVALID_ARGUMENT, name + ": sequence " + std::to_string(in.seq_id) + " appears twice");
       require(in.n_tokens > 0 && in.tokens != nullptr, LACUNA_STATUS_INVALID_ARGUMENT, name + " has no tokens");
+      check_room(ctx, *seqs[i], in.n_tokens, in.seq_id);
       check_tokens(ctx, in.tokens, in.n_tokens, name + ".tokens");
       tokens[i] = appended(*seqs[i], in.tokens, in.n_tokens);
-      check_room(ctx, *seqs[i], tokens[i].size(), in.seq_id);
     }
+    std::vector<std::vector<int32_t>> after(n_inputs);
+    for (size_t i = 0; i < n_inputs; ++i) after[i] = tokens_after(*seqs[i], tokens[i]);
     const auto vocab = static_cast<size_t>(ctx->model->config().vocab);
     std::vector<lacuna::capi::EvalOutput> outputs(n_inputs);
     Rollback rollback;
@@ -184,10 +206,10 @@ lacuna_status lacuna_context_eval(lacuna_context* ctx, const lacuna_seq_input* i
     }
     rollback.commit();
     for (size_t i = 0; i < n_inputs; ++i) {
-      seqs[i]->tokens.insert(seqs[i]->tokens.end(), tokens[i].begin(), tokens[i].end());
+      seqs[i]->tokens.swap(after[i]);
       seqs[i]->pending.reset();
     }
-    ctx->outputs = std::move(outputs);
+    ctx->outputs.swap(outputs);
     return LACUNA_STATUS_OK;
   });
 }
@@ -208,10 +230,10 @@ int64_t lacuna_context_seq_length(const lacuna_context* ctx, int32_t seq_id) {
 lacuna_status lacuna_context_seq_truncate(lacuna_context* ctx, int32_t seq_id, int64_t length) {
   return guarded(ctx, __func__, LACUNA_STATUS_INVALID_ARGUMENT, [&] {
     const Busy busy(ctx);
+    forget_outputs(ctx);
     Sequence& s = sequence(ctx, seq_id);
     require(length >= 0 && length <= s.length(), LACUNA_STATUS_INVALID_ARGUMENT,
             "length " + std::to_string(length) + " is outside 0.." + std::to_string(s.length()) + " (sequence " + std::to_string(seq_id) + "'s length)");
-    forget_outputs(ctx);
     if (length == s.length()) return LACUNA_STATUS_OK;
     s.pending.reset();
     s.tokens.resize(static_cast<size_t>(length));
@@ -244,53 +266,57 @@ lacuna_status lacuna_generate_default_params(lacuna_generate_params* params, siz
     p.repetition_penalty = o.sampling.repetition_penalty;
     p.seed = o.sampling.seed;
     p.stop_at_eos = o.stop_at_eos;
-    lacuna::capi::write_struct(p, params, params_size, "params");
+    lacuna::capi::write_defaults(p, params, params_size);
     return LACUNA_STATUS_OK;
   });
 }
 
 lacuna_status lacuna_context_generate(lacuna_context* ctx, int32_t seq_id, const int32_t* prompt, size_t n_prompt,
                                       const lacuna_generate_params* params, lacuna_generate_result* result, size_t result_size) {
-  return guarded(ctx, __func__, LACUNA_STATUS_INVALID_ARGUMENT, [&] {
+  // Every caller error is found before the sequence changes; a lacuna::Error after that is Lacuna's.
+  return guarded(ctx, __func__, LACUNA_STATUS_INTERNAL, [&] {
     const Busy busy(ctx);
     const ThreadCount threads(ctx->params.n_threads);
     forget_outputs(ctx);
     const lacuna_generate_params p = lacuna::capi::params_or_defaults(params, lacuna_generate_default_params);
-    if (result) {
-      require(result_size >= sizeof(lacuna_generate_result), LACUNA_STATUS_INVALID_ARGUMENT,
-              "result_size is " + std::to_string(result_size) + ", less than the " + std::to_string(sizeof(lacuna_generate_result)) +
-                  " bytes of this version's struct");
-    }
+    if (result) lacuna::capi::write_struct(lacuna_generate_result{}, result, result_size, "result");
     Sequence& s = sequence(ctx, seq_id);
     require(prompt != nullptr || n_prompt == 0, LACUNA_STATUS_INVALID_ARGUMENT, "prompt is NULL");
+    require(p.max_tokens >= 0, LACUNA_STATUS_INVALID_ARGUMENT, "params.max_tokens is " + std::to_string(p.max_tokens) + ", must be >= 0");
     require(p.stop != nullptr || p.n_stop == 0, LACUNA_STATUS_INVALID_ARGUMENT, "params.stop is NULL but params.n_stop is not 0");
-    check_tokens(ctx, prompt, n_prompt, "prompt");
-    lacuna::GenerateRequest r;
-    r.prompt = appended(s, prompt, n_prompt);
-    require(!r.prompt.empty() || !s.tokens.empty(), LACUNA_STATUS_INVALID_ARGUMENT,
-            "the prompt is empty and so is sequence " + std::to_string(seq_id));
-    check_room(ctx, s, r.prompt.size(), seq_id);
-    Rollback rollback;
-    rollback.keep(s);
-    std::vector<int32_t> preceding = s.tokens;
-    if (r.prompt.empty()) {
-      // Continuing a sequence whose every token is in the cache: the logits
-      // of its last one are gone, so it is evaluated again.
-      r.prompt = {preceding.back()};
-      preceding.pop_back();
-      s.cache->truncate(s.cache->length() - 1);
-    }
-    r.cache = s.cache.get();
-    r.preceding = preceding;
-    lacuna::GenerateOptions& o = r.options;
+    lacuna::GenerateOptions o;
     o.max_tokens = p.max_tokens;
     o.sampling = {.temperature = p.temperature, .top_k = p.top_k, .top_p = p.top_p, .repetition_penalty = p.repetition_penalty, .seed = p.seed};
+    try {
+      lacuna::validate(o.sampling);
+    } catch (const lacuna::Error& e) {
+      throw ApiError{LACUNA_STATUS_INVALID_ARGUMENT, std::string("params: ") + e.what()};
+    }
     for (size_t i = 0; i < p.n_stop; ++i) {
       require(p.stop[i] != nullptr, LACUNA_STATUS_INVALID_ARGUMENT, "params.stop[" + std::to_string(i) + "] is NULL");
       o.stop.emplace_back(p.stop[i]);
     }
     o.stop_at_eos = p.stop_at_eos != 0;
     o.prefill_chunk = ctx->params.n_batch;
+    require(n_prompt > 0 || s.length() > 0, LACUNA_STATUS_INVALID_ARGUMENT, "the prompt is empty and so is sequence " + std::to_string(seq_id));
+    // The prompt, and a place for the first generated token.
+    check_room(ctx, s, n_prompt + (p.max_tokens > 0 ? 1 : 0), seq_id);
+    check_tokens(ctx, prompt, n_prompt, "prompt");
+
+    lacuna::GenerateRequest r;
+    r.options = std::move(o);
+    r.prompt = appended(s, prompt, n_prompt);
+    r.preceding = s.tokens;
+    Rollback rollback;
+    rollback.keep(s);
+    if (r.prompt.empty()) {
+      // Continuing a sequence whose every token is in the cache: the logits
+      // of its last one are gone, so it is evaluated again.
+      r.prompt = {r.preceding.back()};
+      r.preceding.pop_back();
+      s.cache->truncate(s.cache->length() - 1);
+    }
+    r.cache = s.cache.get();
     lacuna::TokenCallback on_token;
     std::string piece;
     if (p.on_token)
@@ -300,36 +326,38 @@ lacuna_status lacuna_context_generate(lacuna_context* ctx, int32_t seq_id, const
       };
     lacuna::GenerateStats stats;
     lacuna::GenerateResult out = std::move(lacuna::generate(ctx->forward, {r}, &stats, on_token)[0]);
-    rollback.commit();
-    // The cache now holds the prompt and every generated token but the last.
-    s.tokens = std::move(preceding);
-    s.tokens.insert(s.tokens.end(), r.prompt.begin(), r.prompt.end());
-    s.pending.reset();
-    if (!out.tokens.empty()) {
-      s.tokens.insert(s.tokens.end(), out.tokens.begin(), out.tokens.end() - 1);
-      s.pending = out.tokens.back();
-    }
-    require(static_cast<int64_t>(s.tokens.size()) == s.cache->length(), LACUNA_STATUS_INTERNAL,
-            "sequence bookkeeping lost track of the cache (" + std::to_string(s.tokens.size()) + " tokens, cache " +
+    // The cache now holds the prompt and every generated token but the last,
+    // which stays pending; everything is built before anything is committed.
+    std::vector<int32_t> in_cache = r.preceding;
+    in_cache.insert(in_cache.end(), r.prompt.begin(), r.prompt.end());
+    if (!out.tokens.empty()) in_cache.insert(in_cache.end(), out.tokens.begin(), out.tokens.end() - 1);
+    require(static_cast<int64_t>(in_cache.size()) == s.cache->length(), LACUNA_STATUS_INTERNAL,
+            "sequence bookkeeping lost track of the cache (" + std::to_string(in_cache.size()) + " tokens, cache " +
                 std::to_string(s.cache->length()) + ")");
-    ctx->generated = std::move(out.tokens);
-    ctx->generated_text = std::move(out.text);
+    lacuna_generate_result res{};
+    const std::string& why = out.finish_reason;
+    res.finish_reason = why == "stop"        ? LACUNA_FINISH_REASON_STOP
+                        : why == "eos"       ? LACUNA_FINISH_REASON_EOS
+                        : why == "context"   ? LACUNA_FINISH_REASON_CONTEXT_FULL
+                        : why == "cancelled" ? LACUNA_FINISH_REASON_CANCELLED
+                                             : LACUNA_FINISH_REASON_LENGTH;
+    res.n_prompt_tokens = static_cast<size_t>(stats.prompt_tokens);
+    res.prefill_seconds = stats.prefill_seconds;
+    res.decode_seconds = stats.decode_seconds;
+    rollback.commit();
+    s.tokens.swap(in_cache);
+    s.pending.reset();
+    if (!out.tokens.empty()) s.pending = out.tokens.back();
+    ctx->generated.swap(out.tokens);
+    ctx->generated_text.swap(out.text);
     if (result) {
-      lacuna_generate_result res{};
       res.tokens = ctx->generated.data();
       res.n_tokens = ctx->generated.size();
       res.text = ctx->generated_text.c_str();
       res.text_len = ctx->generated_text.size();
-      const std::string& why = out.finish_reason;
-      res.finish_reason = why == "stop"        ? LACUNA_FINISH_REASON_STOP
-                          : why == "eos"       ? LACUNA_FINISH_REASON_EOS
-                          : why == "context"   ? LACUNA_FINISH_REASON_CONTEXT_FULL
-                          : why == "cancelled" ? LACUNA_FINISH_REASON_CANCELLED
-                                               : LACUNA_FINISH_REASON_LENGTH;
-      res.n_prompt_tokens = static_cast<size_t>(stats.prompt_tokens);
-      res.prefill_seconds = stats.prefill_seconds;
-      res.decode_seconds = stats.decode_seconds;
-      lacuna::capi::write_struct(res, result, result_size, "result");
+      const size_t filled = std::min(result_size, sizeof res);
+      res.struct_size = filled;
+      std::memcpy(static_cast<void*>(result), &res, filled);
     }
     return LACUNA_STATUS_OK;
   });

@@ -2,6 +2,7 @@
 // What the C API's functions share: the handles behind the opaque types,
 // error recording, the struct-size rules, and the guard that turns every C++
 // exception into a status code.
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <memory>
@@ -49,7 +50,8 @@ inline void require(bool ok, lacuna_status status, const std::string& message) {
 }
 
 // Records a failure for lacuna_last_error (and the context's, when given).
-lacuna_status fail(lacuna_context* ctx, const char* function, lacuna_status status, const std::string& message);
+// Never throws: it runs inside the guard's handlers, out of memory included.
+lacuna_status fail(lacuna_context* ctx, const char* function, lacuna_status status, const char* message) noexcept;
 
 // Runs `body` (returning lacuna_status); whatever it throws becomes a status:
 // a lacuna::Error the function's `otherwise`, an IoError LACUNA_STATUS_IO.
@@ -58,7 +60,7 @@ lacuna_status guarded(lacuna_context* ctx, const char* function, lacuna_status o
   try {
     return body();
   } catch (const ApiError& e) {
-    return fail(ctx, function, e.status, e.message);
+    return fail(ctx, function, e.status, e.message.c_str());
   } catch (const IoError& e) {
     return fail(ctx, function, LACUNA_STATUS_IO, e.what());
   } catch (const Error& e) {
@@ -72,40 +74,61 @@ lacuna_status guarded(lacuna_context* ctx, const char* function, lacuna_status o
   }
 }
 
-// A caller's struct of `size` bytes read as this version's T: it may be
-// larger (a newer header) only when the bytes this library does not know are zero.
+// The sizes of the structs in this version. The first version's sizes are
+// the smallest a library accepts, for ever; a change here is an ABI change.
+static_assert(sizeof(lacuna_model_params) == 32 && sizeof(lacuna_model_info) == 136 && sizeof(lacuna_context_params) == 24 &&
+                  sizeof(lacuna_generate_params) == 80 && sizeof(lacuna_generate_result) == 72 && sizeof(lacuna_seq_input) == 24,
+              "the size of a public struct changed: keep the first version's size as its minimum (kMinimumSize)");
 template <class T>
-T read_struct(const T* in, const char* name) {
-  require(in->struct_size >= sizeof(T), LACUNA_STATUS_INVALID_ARGUMENT,
-          std::string(name) + ".struct_size is " + std::to_string(in->struct_size) + ", less than the " + std::to_string(sizeof(T)) +
-              " bytes of this version's struct (fill it with its *_default_params function)");
+constexpr size_t kMinimumSize = sizeof(T);  // 0.1 is the first version
+// A struct_size beyond this is not a size (an uninitialised struct).
+constexpr size_t kLargestStruct = 4096;
+
+// A caller's options struct: a shorter one (an older header) keeps the
+// defaults of the fields it lacks; a longer one (a newer header) is accepted
+// when the bytes this library does not know are zero.
+template <class T>
+T read_struct(const T* in, const T& defaults, const char* name) {
+  const size_t size = in->struct_size;
+  require(size >= kMinimumSize<T> && size <= kLargestStruct, LACUNA_STATUS_INVALID_ARGUMENT,
+          std::string(name) + ".struct_size is " + std::to_string(size) + ", not a size of this struct (" + std::to_string(kMinimumSize<T>) +
+              ".." + std::to_string(kLargestStruct) + "); fill it with its *_default_params function");
   const auto* bytes = reinterpret_cast<const unsigned char*>(in);
-  for (size_t i = sizeof(T); i < in->struct_size; ++i)
+  for (size_t i = sizeof(T); i < size; ++i)
     require(bytes[i] == 0, LACUNA_STATUS_UNSUPPORTED,
             std::string(name) + " sets fields this library (" LACUNA_VERSION_STRING ") does not know, at byte " + std::to_string(i));
-  T out;
-  std::memcpy(&out, in, sizeof(T));
+  T out = defaults;
+  std::memcpy(static_cast<void*>(&out), in, std::min(size, sizeof(T)));
   return out;
+}
+
+// Writes `value` into a caller's struct of `size` bytes: as much as both
+// know, the rest of the caller's zeroed; struct_size says how much was written.
+template <class T>
+void write_struct(const T& value, T* out, size_t size, const char* name) {
+  require(out != nullptr, LACUNA_STATUS_INVALID_ARGUMENT, std::string(name) + " is NULL");
+  require(size >= kMinimumSize<T> && size <= kLargestStruct, LACUNA_STATUS_INVALID_ARGUMENT,
+          std::string(name) + " size is " + std::to_string(size) + ", not a size of this struct (" + std::to_string(kMinimumSize<T>) + ".." +
+              std::to_string(kLargestStruct) + ")");
+  std::memset(static_cast<void*>(out), 0, size);
+  std::memcpy(static_cast<void*>(out), &value, std::min(size, sizeof(T)));
+  out->struct_size = std::min(size, sizeof(T));
+}
+
+// Fills a caller's options struct with the defaults; its struct_size is the
+// caller's size, which the call that reads it needs.
+template <class T>
+void write_defaults(const T& defaults, T* out, size_t size) {
+  write_struct(defaults, out, size, "params");
+  out->struct_size = size;
 }
 
 // The caller's options, or the defaults when it passed NULL.
 template <class T>
 T params_or_defaults(const T* params, lacuna_status (*defaults)(T*, size_t)) {
-  if (params) return read_struct(params, "params");
-  T p{};
-  defaults(&p, sizeof p);
-  return p;
-}
-
-// Writes `value` into a caller's struct of `size` bytes, zeroing what this version does not know.
-template <class T>
-void write_struct(const T& value, T* out, size_t size, const char* name) {
-  require(out != nullptr, LACUNA_STATUS_INVALID_ARGUMENT, std::string(name) + " is NULL");
-  require(size >= sizeof(T), LACUNA_STATUS_INVALID_ARGUMENT,
-          std::string(name) + " size is " + std::to_string(size) + ", less than the " + std::to_string(sizeof(T)) + " bytes of this version's struct");
-  std::memset(static_cast<void*>(out), 0, size);
-  std::memcpy(static_cast<void*>(out), &value, sizeof(T));
-  out->struct_size = size;
+  T d{};
+  defaults(&d, sizeof d);
+  return params ? read_struct(params, d, "params") : d;
 }
 
 }  // namespace lacuna::capi

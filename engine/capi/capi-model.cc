@@ -1,5 +1,5 @@
 // The C API: version, errors, models and the tokenizer.
-#include <nlohmann/json.hpp>
+#include <cstdio>
 
 #include "engine/capi/capi-internal.h"
 
@@ -10,6 +10,9 @@ using lacuna::capi::require;
 namespace {
 
 thread_local std::string t_last_error;
+// Where a message goes when even building it fails (out of memory).
+thread_local char t_fallback[512];
+thread_local bool t_in_fallback = false;
 
 const lacuna::Tokenizer& tokenizer_of(const lacuna_model* model) {
   require(model != nullptr, LACUNA_STATUS_INVALID_ARGUMENT, "model is NULL");
@@ -22,10 +25,18 @@ const lacuna::Tokenizer& tokenizer_of(const lacuna_model* model) {
 
 namespace lacuna::capi {
 
-lacuna_status fail(lacuna_context* ctx, const char* function, lacuna_status status, const std::string& message) {
-  t_last_error = std::string(function) + ": " + message;
+lacuna_status fail(lacuna_context* ctx, const char* function, lacuna_status status, const char* message) noexcept {
   // A misused context is busy in another call, which owns its message.
-  if (ctx && status != LACUNA_STATUS_MISUSE) ctx->last_error = t_last_error;
+  const bool to_context = ctx && status != LACUNA_STATUS_MISUSE;
+  try {
+    t_last_error.assign(function).append(": ").append(message);
+    t_in_fallback = false;
+    if (to_context) ctx->last_error = t_last_error;
+  } catch (...) {
+    std::snprintf(t_fallback, sizeof t_fallback, "%s: %s", function, message);
+    t_in_fallback = true;
+    if (to_context) ctx->last_error.clear();
+  }
   return status;
 }
 
@@ -53,14 +64,14 @@ const char* lacuna_status_string(lacuna_status status) {
   return "unknown status";
 }
 
-const char* lacuna_last_error(void) { return t_last_error.c_str(); }
+const char* lacuna_last_error(void) { return t_in_fallback ? t_fallback : t_last_error.c_str(); }
 
 lacuna_status lacuna_model_default_params(lacuna_model_params* params, size_t params_size) {
   return guarded(nullptr, __func__, LACUNA_STATUS_INVALID_ARGUMENT, [&] {
     lacuna_model_params p{};
     p.numa_policy = LACUNA_NUMA_POLICY_NONE;
     p.verify_checksums = 1;
-    lacuna::capi::write_struct(p, params, params_size, "params");
+    lacuna::capi::write_defaults(p, params, params_size);
     return LACUNA_STATUS_OK;
   });
 }
@@ -71,10 +82,11 @@ lacuna_status lacuna_model_load(const char* path, const lacuna_model_params* par
     *model = nullptr;
     require(path != nullptr, LACUNA_STATUS_INVALID_ARGUMENT, "path is NULL");
     const lacuna_model_params p = lacuna::capi::params_or_defaults(params, lacuna_model_default_params);
-    require(p.n_threads >= 0, LACUNA_STATUS_INVALID_ARGUMENT, "params.n_threads is " + std::to_string(p.n_threads) + ", must be >= 0");
-    require(p.numa_policy == LACUNA_NUMA_POLICY_NONE || p.numa_policy == LACUNA_NUMA_POLICY_INTERLEAVE ||
-                p.numa_policy == LACUNA_NUMA_POLICY_EXPERTS,
-            LACUNA_STATUS_INVALID_ARGUMENT, "params.numa_policy " + std::to_string(p.numa_policy) + " is not a lacuna_numa_policy");
+    require(p.n_threads >= 0 && p.n_threads <= 1024, LACUNA_STATUS_INVALID_ARGUMENT,
+            "params.n_threads is " + std::to_string(p.n_threads) + ", must be in 0..1024");
+    require(p.numa_policy >= LACUNA_NUMA_POLICY_NONE && p.numa_policy <= LACUNA_NUMA_POLICY_EXPERTS, LACUNA_STATUS_INVALID_ARGUMENT,
+            "params.numa_policy " + std::to_string(p.numa_policy) + " is not a lacuna_numa_policy");
+    require(p.reserved == 0, LACUNA_STATUS_INVALID_ARGUMENT, "params.reserved must be 0");
     require(p.numa_policy == LACUNA_NUMA_POLICY_NONE, LACUNA_STATUS_UNSUPPORTED,
             "params.numa_policy: only LACUNA_NUMA_POLICY_NONE is implemented in this version");
     lacuna::OpenOptions o;

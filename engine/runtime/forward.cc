@@ -95,6 +95,11 @@ void Forward::step(std::span<const SequenceStep> batch) {
       if (t < 0 || t >= c.vocab) throw Error("forward: token id " + std::to_string(t) + " is outside the vocabulary 0.." + std::to_string(c.vocab - 1));
     total += n;
   }
+  // Blocks for the new positions; a pool running out changes nothing but
+  // which blocks the caches hold.
+  for (const SequenceStep& seq : batch)
+    if (!seq.cache->reserve(seq.cache->length() + static_cast<int64_t>(seq.tokens.size())))
+      throw Error("forward: the kv cache pool has no free block left");
   if (total == 0) return;
   Scratch& s = *scratch_;
   s.resize(c, total);

@@ -27,8 +27,9 @@ class Forward {
  public:
   explicit Forward(std::shared_ptr<const Model> model);
   ~Forward();
-  // Runs one step. Throws lacuna::Error, before changing any cache, for an
-  // invalid token id or a cache without room. Not thread-safe: one step at a time.
+  // Runs one step. Throws lacuna::Error, before changing any cache's
+  // contents, for an invalid token id, a cache without room, or a block pool
+  // without free blocks. Not thread-safe: one step at a time.
   void step(std::span<const SequenceStep> batch);
   const Model& model() const { return *model_; }
 

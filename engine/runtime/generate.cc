@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
-#include <optional>
 
 #include "sparse/error.h"
 
@@ -27,21 +26,6 @@ size_t stop_prefix_at_end(std::string_view text, const std::vector<std::string>&
   return held;
 }
 
-struct Running {
-  Running(const GenerateRequest& r, KvCache* c) : request(&r), cache(c), sampler(r.options.sampling), history(r.preceding) {}
-  const GenerateRequest* request;
-  std::unique_ptr<KvCache> owned_cache;
-  KvCache* cache;
-  Sampler sampler;
-  std::vector<int32_t> history;  // preceding, prompt, then generated
-  std::optional<TextStream> stream;
-  size_t prefilled = 0;
-  size_t passed = 0;  // bytes of the result's text given to the callback
-  size_t longest_stop = 0;
-  bool done = false;
-  std::vector<float> logits;
-};
-
 void validate(const GenerateRequest& r, const ModelConfig& c) {
   if (r.prompt.empty()) throw Error("generate: empty prompt");
   if (r.options.max_tokens < 0) throw Error("generate: max_tokens must be >= 0");
@@ -51,8 +35,9 @@ void validate(const GenerateRequest& r, const ModelConfig& c) {
     if (t < 0 || t >= c.vocab) throw Error("generate: token id " + std::to_string(t) + " is outside the vocabulary 0.." + std::to_string(c.vocab - 1));
   const int64_t prompt = static_cast<int64_t>(r.prompt.size());
   if (r.cache) {
-    if (r.cache->length() + prompt > r.cache->capacity())
-      throw Error("generate: prompt (" + std::to_string(prompt) + " tokens) does not fit in the " +
+    // The prompt, and a place for the first generated token.
+    if (r.cache->length() + prompt + (r.options.max_tokens > 0 ? 1 : 0) > r.cache->capacity())
+      throw Error("generate: prompt (" + std::to_string(prompt) + " tokens) and a generated token do not fit in the " +
                   std::to_string(r.cache->capacity() - r.cache->length()) + " positions left in the sequence");
   } else if (prompt + r.options.max_tokens > c.max_context) {
     throw Error("generate: prompt (" + std::to_string(prompt) + " tokens) plus max_tokens (" + std::to_string(r.options.max_tokens) +
@@ -62,26 +47,68 @@ void validate(const GenerateRequest& r, const ModelConfig& c) {
 
 }  // namespace
 
+Generation::Generation(const Model& model, const GenerateOptions& options, std::vector<int32_t> history)
+    : config_(&model.config()), options_(options), sampler_(options.sampling), history_(std::move(history)) {
+  if (const Tokenizer* t = model.tokenizer()) stream_.emplace(*t, history_);
+  for (const std::string& st : options_.stop) longest_stop_ = std::max(longest_stop_, st.size());
+  if (options_.max_tokens == 0) result_.finish_reason = "length";
+}
+
+Generation::Generation(Generation&&) noexcept = default;
+Generation::~Generation() = default;
+
+Generation::Token Generation::next(std::span<const float> logits, bool last_position) {
+  GenerateResult& r = result_;
+  const int32_t token = sampler_.sample(logits, history_);
+  r.tokens.push_back(token);
+  history_.push_back(token);
+  const size_t searched_to = r.text.size();
+  if (stream_) r.text += stream_->push(token);
+  // Only the new text and the stop string's length before it can hold a new match.
+  const size_t from = searched_to - std::min(searched_to, longest_stop_);
+  size_t cut = std::string::npos;
+  for (const std::string& st : options_.stop)
+    if (size_t at = r.text.find(st, from); !st.empty() && at < cut) cut = at;
+  if (cut != std::string::npos) r.text.resize(cut), r.finish_reason = "stop";
+  else if (options_.stop_at_eos && token == config_->eos_id) r.finish_reason = "eos";
+  else if (static_cast<int32_t>(r.tokens.size()) >= options_.max_tokens) r.finish_reason = "length";
+  else if (last_position) r.finish_reason = "context";
+  const bool done = finished();
+  if (done && cut == std::string::npos && stream_) r.text += stream_->flush();
+  const size_t clear = done ? r.text.size() : r.text.size() - stop_prefix_at_end(r.text, options_.stop);
+  const std::string_view text = std::string_view(r.text).substr(passed_, clear - std::min(clear, passed_));
+  passed_ = std::max(passed_, clear);
+  return {token, text, done};
+}
+
+void Generation::cancel() {
+  if (!finished()) result_.finish_reason = "cancelled";
+}
+
 std::vector<GenerateResult> generate(Forward& forward, const std::vector<GenerateRequest>& requests, GenerateStats* stats,
                                      const TokenCallback& on_token) {
   const Model& model = forward.model();
   const ModelConfig& c = model.config();
-  const Tokenizer* tokenizer = model.tokenizer();
+  struct Running {
+    const GenerateRequest* request;
+    std::unique_ptr<KvCache> owned_cache;
+    KvCache* cache;
+    Generation generation;
+    size_t prefilled = 0;
+    std::vector<float> logits;
+  };
   std::vector<Running> seqs;
   seqs.reserve(requests.size());
   for (const GenerateRequest& r : requests) {
     validate(r, c);
-    Running& s = seqs.emplace_back(r, r.cache);
+    std::vector<int32_t> history = r.preceding;
+    history.insert(history.end(), r.prompt.begin(), r.prompt.end());
+    Running& s = seqs.emplace_back(Running{&r, nullptr, r.cache, Generation(model, r.options, std::move(history)), 0, {}});
     if (!s.cache) {
       s.owned_cache = std::make_unique<KvCache>(c, static_cast<int64_t>(r.prompt.size()) + r.options.max_tokens);
       s.cache = s.owned_cache.get();
     }
-    s.history.insert(s.history.end(), r.prompt.begin(), r.prompt.end());
-    if (tokenizer) s.stream.emplace(*tokenizer, s.history);
-    for (const std::string& st : r.options.stop) s.longest_stop = std::max(s.longest_stop, st.size());
-    s.done = r.options.max_tokens == 0;
   }
-  std::vector<GenerateResult> results(requests.size());
   GenerateStats local;
   for (const Running& s : seqs) local.prompt_tokens += static_cast<int64_t>(s.request->prompt.size());
 
@@ -110,45 +137,23 @@ std::vector<GenerateResult> generate(Forward& forward, const std::vector<Generat
     std::vector<SequenceStep> batch;
     for (size_t i = 0; i < seqs.size(); ++i) {
       Running& s = seqs[i];
-      if (s.done) continue;
-      GenerateResult& r = results[i];
-      const GenerateOptions& o = s.request->options;
-      const int32_t token = s.sampler.sample(s.logits, s.history);
-      r.tokens.push_back(token);
-      s.history.push_back(token);
-      ++local.generated_tokens;
-      const size_t searched_to = r.text.size();
-      if (s.stream) r.text += s.stream->push(token);
-      // Only the new text and the stop string's length before it can hold a new match.
-      const size_t from = searched_to - std::min(searched_to, s.longest_stop);
-      size_t cut = std::string::npos;
-      for (const std::string& st : o.stop)
-        if (size_t at = r.text.find(st, from); !st.empty() && at < cut) cut = at;
-      if (cut != std::string::npos) r.text.resize(cut), r.finish_reason = "stop";
-      else if (o.stop_at_eos && token == c.eos_id) r.finish_reason = "eos";
-      else if (static_cast<int32_t>(r.tokens.size()) >= o.max_tokens) r.finish_reason = "length";
+      if (s.generation.finished()) continue;
       // The token takes the cache's last position, so nothing can follow it.
-      else if (s.cache->length() + 1 >= s.cache->capacity()) r.finish_reason = "context";
-      const bool finished = !r.finish_reason.empty();
-      if (finished && cut == std::string::npos && s.stream) r.text += s.stream->flush();
-      const size_t clear = finished ? r.text.size() : r.text.size() - stop_prefix_at_end(r.text, o.stop);
-      const std::string_view text = std::string_view(r.text).substr(s.passed, clear - std::min(clear, s.passed));
-      s.passed = std::max(s.passed, clear);
-      if (on_token && !on_token(i, token, text) && !finished) r.finish_reason = "cancelled";
-      if (!r.finish_reason.empty()) {
-        s.done = true;
-        continue;
-      }
-      next[i] = token;
+      const Generation::Token t = s.generation.next(s.logits, s.cache->length() + 1 >= s.cache->capacity());
+      ++local.generated_tokens;
+      if (on_token && !on_token(i, t.id, t.text)) s.generation.cancel();
+      if (s.generation.finished()) continue;
+      next[i] = t.id;
       batch.push_back({s.cache, std::span(&next[i], 1), s.logits.data(), false});
     }
     if (batch.empty()) break;
     forward.step(batch);
   }
-  for (GenerateResult& r : results)
-    if (r.finish_reason.empty()) r.finish_reason = "length";  // max_tokens 0
   local.decode_seconds = seconds_since(decode_start);
   if (stats) *stats = local;
+  std::vector<GenerateResult> results;
+  results.reserve(seqs.size());
+  for (Running& s : seqs) results.push_back(s.generation.take_result());
   return results;
 }
 

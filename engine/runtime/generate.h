@@ -5,6 +5,8 @@
 // the same alone or inside a batch.
 #include <cstdint>
 #include <functional>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,7 +29,8 @@ struct GenerateRequest {
   GenerateOptions options;
   // Continue a sequence: the prompt goes after what `cache` holds, and
   // `preceding` lists those tokens (for the repetition penalty and the text's
-  // first space). The cache must have room for the prompt; generation ends
+  // first space). The cache must have room for the prompt and one generated
+  // token (none when max_tokens is 0); generation ends
   // with "context" once the tokens fill it. The cache then holds the prompt
   // and every generated token but the last (which would take its last
   // position). nullptr: a new cache for prompt + max_tokens.
@@ -46,6 +49,43 @@ struct GenerateResult {
 struct GenerateStats {
   int64_t prompt_tokens = 0, generated_tokens = 0;
   double prefill_seconds = 0, decode_seconds = 0;
+};
+
+// One sequence's generation, token by token, for any loop that runs the
+// forward steps (generate() below, the server's scheduler): samples each
+// token from the logits, follows the text (streaming, stop strings) and
+// decides when the sequence ends.
+class Generation {
+ public:
+  // `history`: the tokens before the first generated one (preceding and prompt).
+  Generation(const Model& model, const GenerateOptions& options, std::vector<int32_t> history);
+  Generation(Generation&&) noexcept;
+  ~Generation();
+
+  struct Token {
+    int32_t id;
+    std::string_view text;  // what it adds to the result's text (see TokenCallback); valid until the next call
+    bool finished;
+  };
+  // Samples the next token. `last_position`: the token would take the
+  // cache's last position, so nothing could follow it ("context").
+  Token next(std::span<const float> logits, bool last_position);
+  // Ends an unfinished generation with "cancelled".
+  void cancel();
+  bool finished() const { return !result_.finish_reason.empty(); }
+  const GenerateResult& result() const { return result_; }
+  GenerateResult take_result() { return std::move(result_); }
+  const std::vector<int32_t>& history() const { return history_; }  // before, then generated
+
+ private:
+  const ModelConfig* config_;
+  GenerateOptions options_;
+  Sampler sampler_;
+  std::vector<int32_t> history_;
+  std::optional<TextStream> stream_;
+  GenerateResult result_;
+  size_t passed_ = 0;  // bytes of the text already given out
+  size_t longest_stop_ = 0;
 };
 
 // Called after every generated token with the request's index, the token and

@@ -34,12 +34,12 @@ OnednnMatmul& Linear::dense() const {
 constexpr size_t kChunk = 64;
 
 Linear::Choice Linear::choice_for(size_t n) const {
+  const int threads = omp_get_max_threads();
   const std::lock_guard lock(*mutex_);
-  if (n >= by_batch_.size()) by_batch_.resize(n + 1);
-  Choice& c = by_batch_[n];
+  Choice& c = choices_[{threads, n}];
   if (!c.kernel) {
     const TensorDesc& d = weight_.desc();
-    const MachineModel machine = MachineModel::for_bandwidth(kNominalBandwidth, omp_get_max_threads());
+    const MachineModel machine = MachineModel::for_bandwidth(kNominalBandwidth, threads);
     auto plan = [&](size_t batch) { return plan_linear(d.dtype, d.rows(), d.cols(), d.nnz, batch, {d.format}, machine); };
     const LinearPlan whole = plan(n);
     c = {whole.chosen.kernel ? whole.chosen.kernel : choose_spmm(d, n).kernel, n};

@@ -3,6 +3,7 @@
 // Sparse weights run Lacuna's kernels, the planner choosing the kernel per
 // batch size; dense weights run oneDNN's matmul (packed once, on first use).
 #include <cstddef>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -48,10 +49,12 @@ class Linear {
 
   Tensor weight_;
   // Guards dense_ (created on first use, run one caller at a time) and
-  // by_batch_; held in a pointer so that Linear stays movable.
+  // choices_; held in a pointer so that Linear stays movable.
   std::unique_ptr<std::mutex> mutex_;
   mutable std::unique_ptr<OnednnMatmul> dense_;
-  mutable std::vector<Choice> by_batch_;  // the planner's choice per n, filled on first use
+  // The planner's choice per (threads, n), filled on first use: contexts
+  // with different thread counts share the weight and may choose differently.
+  mutable std::map<std::pair<int, size_t>, Choice> choices_;
 };
 
 }  // namespace lacuna

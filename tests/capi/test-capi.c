@@ -123,6 +123,7 @@ static int32_t argmax(const float *row, size_t n) {
 /* ---- cases -------------------------------------------------------------- */
 
 static void test_version(void) {
+  CHECK(strcmp(lacuna_last_error(), "") == 0); /* nothing failed yet in this process */
   CHECK(strcmp(lacuna_version(), LACUNA_VERSION_STRING) == 0);
   CHECK(lacuna_version_number() == LACUNA_VERSION_NUMBER);
   CHECK(LACUNA_VERSION_NUMBER == LACUNA_VERSION_MAJOR * 10000 + LACUNA_VERSION_MINOR * 100 + LACUNA_VERSION_PATCH);
@@ -414,9 +415,16 @@ static void test_errors(void) {
   CHECK_STATUS(lacuna_model_default_params(&mp, sizeof mp), LACUNA_STATUS_OK);
   mp.numa_policy = LACUNA_NUMA_POLICY_EXPERTS;
   CHECK_STATUS(lacuna_model_load(path_in(g_fixtures, "model.lacuna"), &mp, &model), LACUNA_STATUS_UNSUPPORTED);
-  mp.numa_policy = (lacuna_numa_policy)7;
+  mp.numa_policy = LACUNA_NUMA_POLICY_INTERLEAVE;
+  CHECK_STATUS(lacuna_model_load(path_in(g_fixtures, "model.lacuna"), &mp, &model), LACUNA_STATUS_UNSUPPORTED);
+  mp.numa_policy = 7;
   CHECK_STATUS(lacuna_model_load(path_in(g_fixtures, "model.lacuna"), &mp, &model), LACUNA_STATUS_INVALID_ARGUMENT);
   CHECK_STATUS(lacuna_model_default_params(&mp, sizeof mp), LACUNA_STATUS_OK);
+  mp.reserved = 1;
+  CHECK_STATUS(lacuna_model_load(path_in(g_fixtures, "model.lacuna"), &mp, &model), LACUNA_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(lacuna_model_default_params(&mp, sizeof mp), LACUNA_STATUS_OK);
+  mp.struct_size = (size_t)1 << 40; /* never set: garbage */
+  CHECK_STATUS(lacuna_model_load(path_in(g_fixtures, "model.lacuna"), &mp, &model), LACUNA_STATUS_INVALID_ARGUMENT);
   mp.struct_size = 8;
   CHECK_STATUS(lacuna_model_load(path_in(g_fixtures, "model.lacuna"), &mp, &model), LACUNA_STATUS_INVALID_ARGUMENT);
   CHECK(strstr(lacuna_last_error(), "struct_size") != NULL);
@@ -437,6 +445,14 @@ static void test_errors(void) {
   lacuna_model_info info;
   CHECK_STATUS(lacuna_model_get_info(NULL, &info, sizeof info), LACUNA_STATUS_INVALID_ARGUMENT);
   CHECK_STATUS(lacuna_model_get_info(model, &info, 4), LACUNA_STATUS_INVALID_ARGUMENT);
+  /* An output struct from a newer header: filled as far as this library knows, the rest zeroed. */
+  struct {
+    lacuna_model_info known;
+    uint64_t newer_field;
+  } wide;
+  memset(&wide, 0xff, sizeof wide);
+  CHECK_STATUS(lacuna_model_get_info(model, &wide.known, sizeof wide), LACUNA_STATUS_OK);
+  CHECK(wide.known.struct_size == sizeof(lacuna_model_info) && wide.newer_field == 0 && wide.known.n_vocab == 512);
   size_t n;
   CHECK_STATUS(lacuna_model_tokenize(model, "abc", 3, 0, NULL, 0, NULL), LACUNA_STATUS_INVALID_ARGUMENT);
   CHECK_STATUS(lacuna_model_tokenize(model, NULL, 3, 0, NULL, 0, &n), LACUNA_STATUS_INVALID_ARGUMENT);
@@ -450,6 +466,7 @@ static void test_errors(void) {
   CHECK_STATUS(lacuna_context_create(model, &cp, &ctx), LACUNA_STATUS_INVALID_ARGUMENT);
   CHECK(ctx == NULL && strstr(lacuna_last_error(), "n_ctx") != NULL);
   ctx = context(model, 16, 2, 0);
+  CHECK(strcmp(lacuna_context_last_error(ctx), "") == 0);
   const int32_t ok[3] = {1, 2, 3}, bad[3] = {1, 512, 3}, negative[1] = {-4};
   lacuna_seq_input in = {0, 1, ok, 3};
   CHECK_STATUS(lacuna_context_eval(ctx, &in, 1), LACUNA_STATUS_OK);
@@ -516,12 +533,118 @@ static void test_errors(void) {
   lacuna_model_free(model);
 }
 
+/* The sequence bookkeeping around the token generation leaves unevaluated:
+ * evaluating after a generate, filling n_ctx exactly, truncating, chunking. */
+static void test_sequences(void) {
+  lacuna_model *model = load("model.lacuna");
+  const size_t vocab = 512;
+  const int32_t prompt[5] = {1, 124, 306, 281, 69};
+  lacuna_generate_params gp;
+  lacuna_generate_default_params(&gp, sizeof gp);
+  gp.temperature = 0;
+  gp.stop_at_eos = 0;
+  gp.max_tokens = 6;
+  lacuna_generate_result r;
+
+  /* n_ctx 12: prompt 5 + 6 generated = 11; one more token fits exactly. */
+  lacuna_context *ctx = context(model, 12, 1, 0);
+  CHECK_STATUS(lacuna_context_generate(ctx, 0, prompt, 5, &gp, &r, sizeof r), LACUNA_STATUS_OK);
+  CHECK(r.n_tokens == 6 && lacuna_context_seq_length(ctx, 0) == 11);
+  int32_t all[12];
+  memcpy(all, prompt, sizeof prompt);
+  memcpy(all + 5, r.tokens, 6 * sizeof *all);
+  all[11] = 42;
+  lacuna_seq_input one = {0, 1, &all[11], 1};
+  CHECK_STATUS(lacuna_context_eval(ctx, &one, 1), LACUNA_STATUS_OK);
+  size_t rows = 0;
+  const float *after_generate = lacuna_context_logits(ctx, 0, &rows);
+  CHECK(rows == 1 && lacuna_context_seq_length(ctx, 0) == 12);
+  float *kept = malloc(vocab * sizeof(float));
+  memcpy(kept, after_generate, vocab * sizeof(float));
+  CHECK_STATUS(lacuna_context_eval(ctx, &one, 1), LACUNA_STATUS_CONTEXT_FULL);
+  /* The same twelve tokens evaluated from scratch give the same last row. */
+  lacuna_context *fresh = context(model, 12, 1, 0);
+  lacuna_seq_input twelve = {0, 1, all, 12};
+  CHECK_STATUS(lacuna_context_eval(fresh, &twelve, 1), LACUNA_STATUS_OK);
+  const float *scratch = lacuna_context_logits(fresh, 0, &rows);
+  int mismatches;
+  CHECK(rows == 12 && relative_error(kept, scratch + 11 * vocab, vocab, vocab, &mismatches) <= 1e-5 && mismatches == 0);
+
+  /* all_logits after a generate: one row per token given, the pending token's row left out. */
+  CHECK_STATUS(lacuna_context_seq_truncate(ctx, 0, 11), LACUNA_STATUS_OK);
+  CHECK_STATUS(lacuna_context_seq_truncate(ctx, 0, 5), LACUNA_STATUS_OK);
+  CHECK_STATUS(lacuna_context_generate(ctx, 0, NULL, 0, &gp, &r, sizeof r), LACUNA_STATUS_OK);
+  CHECK(r.n_tokens == 6 && memcmp(r.tokens, all + 5, 6 * sizeof *all) == 0 && r.n_prompt_tokens == 1);
+  lacuna_seq_input last = {0, 1, &all[11], 1};
+  CHECK_STATUS(lacuna_context_eval(ctx, &last, 1), LACUNA_STATUS_OK);
+  const float *row = lacuna_context_logits(ctx, 0, &rows);
+  CHECK(rows == 1 && relative_error(row, scratch + 11 * vocab, vocab, vocab, &mismatches) <= 1e-5 && mismatches == 0);
+
+  /* Truncating away only the pending token, then continuing. */
+  CHECK_STATUS(lacuna_context_seq_truncate(ctx, 0, 5), LACUNA_STATUS_OK);
+  gp.max_tokens = 3;
+  CHECK_STATUS(lacuna_context_generate(ctx, 0, NULL, 0, &gp, &r, sizeof r), LACUNA_STATUS_OK);
+  CHECK(lacuna_context_seq_length(ctx, 0) == 8);
+  CHECK_STATUS(lacuna_context_seq_truncate(ctx, 0, 7), LACUNA_STATUS_OK);
+  CHECK_STATUS(lacuna_context_seq_truncate(ctx, 0, 7), LACUNA_STATUS_OK);
+  CHECK_STATUS(lacuna_context_generate(ctx, 0, NULL, 0, &gp, &r, sizeof r), LACUNA_STATUS_OK);
+  CHECK(r.n_tokens == 3 && memcmp(r.tokens, all + 7, 3 * sizeof *all) == 0);
+
+  /* A prompt that fills n_ctx leaves no place for a generated token. */
+  lacuna_context *tight = context(model, 5, 1, 0);
+  CHECK_STATUS(lacuna_context_generate(tight, 0, prompt, 5, &gp, &r, sizeof r), LACUNA_STATUS_CONTEXT_FULL);
+  CHECK(lacuna_context_seq_length(tight, 0) == 0);
+  gp.max_tokens = 0;
+  CHECK_STATUS(lacuna_context_generate(tight, 0, prompt, 5, &gp, &r, sizeof r), LACUNA_STATUS_OK);
+  CHECK(r.n_tokens == 0 && r.finish_reason == LACUNA_FINISH_REASON_LENGTH && lacuna_context_seq_length(tight, 0) == 5);
+  gp.max_tokens = 6;
+  CHECK_STATUS(lacuna_context_generate(tight, 0, NULL, 0, &gp, &r, sizeof r), LACUNA_STATUS_CONTEXT_FULL);
+  CHECK(lacuna_context_seq_length(tight, 0) == 5);
+
+  /* A failed continuation (a bad parameter) leaves the sequence as it was. */
+  gp.top_k = -1;
+  CHECK_STATUS(lacuna_context_generate(ctx, 0, NULL, 0, &gp, &r, sizeof r), LACUNA_STATUS_INVALID_ARGUMENT);
+  gp.top_k = 40;
+  CHECK(lacuna_context_seq_length(ctx, 0) == 10);
+  CHECK_STATUS(lacuna_context_seq_truncate(ctx, 0, 5), LACUNA_STATUS_OK);
+  CHECK_STATUS(lacuna_context_generate(ctx, 0, NULL, 0, &gp, &r, sizeof r), LACUNA_STATUS_OK);
+  CHECK(r.n_tokens == 6 && memcmp(r.tokens, all + 5, 6 * sizeof *all) == 0);
+
+  /* Inputs longer than n_batch go through in chunks, all sequences together. */
+  int32_t ids[256];
+  golden_tokens(ids, 256);
+  lacuna_context_params cp;
+  lacuna_context_default_params(&cp, sizeof cp);
+  cp.n_ctx = 64;
+  cp.n_seq_max = 2;
+  cp.n_batch = 7;
+  lacuna_context *chunked = NULL;
+  CHECK_STATUS(lacuna_context_create(model, &cp, &chunked), LACUNA_STATUS_OK);
+  lacuna_context *whole = context(model, 64, 2, 0);
+  lacuna_seq_input pair[2] = {{0, 1, ids, 30}, {1, 0, ids + 3, 17}};
+  CHECK_STATUS(lacuna_context_eval(chunked, pair, 2), LACUNA_STATUS_OK);
+  CHECK_STATUS(lacuna_context_eval(whole, pair, 2), LACUNA_STATUS_OK);
+  for (size_t i = 0; i < 2; ++i) {
+    size_t a_rows, b_rows;
+    const float *a = lacuna_context_logits(chunked, i, &a_rows), *b = lacuna_context_logits(whole, i, &b_rows);
+    CHECK(a_rows == b_rows && relative_error(a, b, a_rows * vocab, vocab, &mismatches) <= 1e-4 && mismatches == 0);
+  }
+  lacuna_context_free(chunked);
+  lacuna_context_free(whole);
+  free(kept);
+  lacuna_context_free(tight);
+  lacuna_context_free(fresh);
+  lacuna_context_free(ctx);
+  lacuna_model_free(model);
+}
+
 /* Calling back into the context from its own callback is refused. */
 static lacuna_context *g_reentered;
 static lacuna_status g_reentry_status;
 static int32_t reenter(void *user_data, int32_t token, const char *text, size_t text_len) {
   (void)user_data, (void)token, (void)text, (void)text_len;
   g_reentry_status = lacuna_context_reset(g_reentered);
+  lacuna_context_free(g_reentered); /* refused too, or the caller would run on freed memory */
   return 0;
 }
 
@@ -535,6 +658,7 @@ static void test_misuse(void) {
   const int32_t prompt[2] = {1, 5};
   CHECK_STATUS(lacuna_context_generate(ctx, 0, prompt, 2, &gp, NULL, 0), LACUNA_STATUS_OK);
   CHECK(g_reentry_status == LACUNA_STATUS_MISUSE);
+  CHECK(strstr(lacuna_last_error(), "lacuna_context_free") != NULL);
   CHECK(lacuna_context_seq_length(ctx, 0) == 3);
   lacuna_context_free(ctx);
   lacuna_model_free(model);
@@ -545,7 +669,9 @@ static void test_misuse(void) {
 enum { kThreads = 4, kTokens = 16 };
 struct worker {
   const lacuna_model *model;
-  int32_t prompt[3];
+  int32_t n_threads;
+  int32_t prompt[4];
+  size_t n_prompt;
   int32_t tokens[kTokens];
   int ok;
 };
@@ -555,7 +681,7 @@ static void *work(void *arg) {
   lacuna_context_params cp;
   lacuna_context_default_params(&cp, sizeof cp);
   cp.n_ctx = 64;
-  cp.n_threads = 1;
+  cp.n_threads = w->n_threads;
   lacuna_context *ctx = NULL;
   w->ok = lacuna_context_create(w->model, &cp, &ctx) == LACUNA_STATUS_OK;
   lacuna_generate_params gp;
@@ -566,7 +692,7 @@ static void *work(void *arg) {
   for (int round = 0; round < 3 && w->ok; ++round) {
     lacuna_generate_result r;
     w->ok = lacuna_context_reset(ctx) == LACUNA_STATUS_OK &&
-            lacuna_context_generate(ctx, 0, w->prompt, 3, &gp, &r, sizeof r) == LACUNA_STATUS_OK && r.n_tokens == kTokens &&
+            lacuna_context_generate(ctx, 0, w->prompt, w->n_prompt, &gp, &r, sizeof r) == LACUNA_STATUS_OK && r.n_tokens == kTokens &&
             (round == 0 || memcmp(w->tokens, r.tokens, sizeof w->tokens) == 0);
     if (w->ok) memcpy(w->tokens, r.tokens, sizeof w->tokens);
   }
@@ -575,14 +701,21 @@ static void *work(void *arg) {
 }
 
 static void test_threads(void) {
-  /* Both dense (oneDNN, f32 model) and sparse weights are shared. */
+  /* Both dense (oneDNN, f32 model) and sparse weights are shared. The
+   * concurrent phase runs on a model loaded afresh, so that the lazily
+   * filled caches (the planner's choices, oneDNN's primitives) are filled
+   * concurrently too. Teams of one and two threads; under ThreadSanitizer
+   * only one (LACUNA_TEST_ONE_THREAD), since libgomp is not instrumented. */
+  const int one_thread = getenv("LACUNA_TEST_ONE_THREAD") != NULL;
   const char *models[2] = {"model.lacuna", "model-f32.lacuna"};
   for (int m = 0; m < 2; ++m) {
-    lacuna_model *model = load(models[m]);
+    lacuna_model *warm = load(models[m]), *cold = load(models[m]);
     struct worker alone[kThreads], together[kThreads];
     for (int i = 0; i < kThreads; ++i) {
-      alone[i] = (struct worker){.model = model, .prompt = {1, (int32_t)(40 + 7 * i), (int32_t)(300 - 11 * i)}};
+      alone[i] = (struct worker){.model = warm, .n_threads = one_thread ? 1 : 1 + i % 2,
+                                 .prompt = {1, (int32_t)(40 + 7 * i), (int32_t)(300 - 11 * i), (int32_t)(20 + i)}, .n_prompt = 2 + (size_t)i % 3};
       together[i] = alone[i];
+      together[i].model = cold;
       work(&alone[i]);
       CHECK(alone[i].ok);
     }
@@ -590,7 +723,8 @@ static void test_threads(void) {
     for (int i = 0; i < kThreads; ++i) CHECK(pthread_create(&threads[i], NULL, work, &together[i]) == 0);
     for (int i = 0; i < kThreads; ++i) pthread_join(threads[i], NULL);
     for (int i = 0; i < kThreads; ++i) CHECK(together[i].ok && memcmp(alone[i].tokens, together[i].tokens, sizeof alone[i].tokens) == 0);
-    lacuna_model_free(model);
+    lacuna_model_free(warm);
+    lacuna_model_free(cold);
   }
 }
 
@@ -614,7 +748,7 @@ int main(int argc, char **argv) {
     const char *name;
     void (*run)(void);
   } cases[] = {{"version", test_version}, {"info", test_info},         {"tokenize", test_tokenize}, {"logits", test_logits},
-               {"batch", test_batch},     {"generate", test_generate}, {"errors", test_errors},     {"misuse", test_misuse},
+               {"batch", test_batch},     {"generate", test_generate}, {"errors", test_errors},     {"misuse", test_misuse}, {"sequences", test_sequences},
                {"threads", test_threads}, {"load_free", test_load_free}};
   if (argc != 4) {
     fprintf(stderr, "usage: %s CASE FIXTURE_DIR GOLDEN_DIR\n", argv[0]);
