@@ -16,6 +16,8 @@ packages=(
   libhwloc-dev libnuma-dev
   nlohmann-json3-dev   # JSON (config.json, HTTP API)
   libcli11-dev         # command-line parsing
+  libcpp-httplib-dev   # HTTP server (lacuna serve) and the load-test client
+  prometheus-cpp-dev   # Prometheus metrics (GET /metrics)
   python3-numpy        # NumPy reference scripts (run with /usr/bin/python3)
   python3-matplotlib   # plots of benchmark sweeps
 )

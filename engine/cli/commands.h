@@ -11,6 +11,7 @@ void add_cpuinfo_command(CLI::App& app, int& exit_code);
 void add_selftest_command(CLI::App& app, int& exit_code);
 void add_bench_command(CLI::App& app, int& exit_code);
 void add_model_commands(CLI::App& app, int& exit_code);  // demo, synth, convert, run, logits
+void add_serve_commands(CLI::App& app, int& exit_code);  // serve, batch
 
 // Prints the per-tensor table of an open model file; shared by `info` and `selftest`.
 int print_model_info(const std::string& path, bool verify_checksums);

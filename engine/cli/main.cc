@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   lacuna::cli::add_selftest_command(app, exit_code);
   lacuna::cli::add_bench_command(app, exit_code);
   lacuna::cli::add_model_commands(app, exit_code);
+  lacuna::cli::add_serve_commands(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

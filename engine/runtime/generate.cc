@@ -85,6 +85,10 @@ void Generation::cancel() {
   if (!finished()) result_.finish_reason = "cancelled";
 }
 
+void Generation::fail() {
+  if (!finished()) result_.finish_reason = "error";
+}
+
 std::vector<GenerateResult> generate(Forward& forward, const std::vector<GenerateRequest>& requests, GenerateStats* stats,
                                      const TokenCallback& on_token) {
   const Model& model = forward.model();

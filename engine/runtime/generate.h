@@ -42,7 +42,8 @@ struct GenerateResult {
   std::vector<int32_t> tokens;  // generated, not including the prompt
   std::string text;             // decoded (empty without a tokenizer)
   // "length" (max_tokens), "stop" (a stop string), "eos", "context" (the
-  // cache is full) or "cancelled" (the token callback returned false).
+  // cache is full), "cancelled" (the token callback returned false) or
+  // "error" (a forward step failed; only where steps are shared, a server).
   std::string finish_reason;
 };
 
@@ -72,6 +73,8 @@ class Generation {
   Token next(std::span<const float> logits, bool last_position);
   // Ends an unfinished generation with "cancelled".
   void cancel();
+  // Ends an unfinished generation with "error" (its forward step failed).
+  void fail();
   bool finished() const { return !result_.finish_reason.empty(); }
   const GenerateResult& result() const { return result_; }
   GenerateResult take_result() { return std::move(result_); }

@@ -1,0 +1,208 @@
+#include "engine/server/batch-job.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "engine/server/openai-api.h"
+#include "sparse/error.h"
+
+namespace lacuna {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+// The ids an earlier run finished, from its complete lines; a last line cut
+// off by an interruption is removed so that appending starts on a new line.
+std::set<std::string> finished_ids(const std::string& out_path) {
+  std::set<std::string> ids;
+  std::ifstream in(out_path, std::ios::binary);
+  if (!in) return ids;
+  std::string line;
+  uint64_t complete_bytes = 0, offset = 0;
+  while (std::getline(in, line)) {
+    const bool has_newline = !in.eof();
+    offset += line.size() + (has_newline ? 1 : 0);
+    if (!has_newline) break;
+    try {
+      const json j = json::parse(line);
+      if (j.is_object() && j.contains("id") && j["id"].is_string()) ids.insert(j["id"].get<std::string>());
+      complete_bytes = offset;
+    } catch (const json::parse_error&) {
+      break;  // a damaged line: everything from here is done again
+    }
+  }
+  in.close();
+  if (fs::file_size(out_path) != complete_bytes) fs::resize_file(out_path, complete_bytes);
+  return ids;
+}
+
+struct Line {
+  std::string id;
+  Endpoint endpoint = Endpoint::completions;
+  json body;
+};
+
+// The request of one input line; HttpError for a line that is no request.
+Line read_line(const std::string& text, size_t number) {
+  Line l;
+  l.id = "line-" + std::to_string(number);
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw std::make_pair(l.id, HttpError{400, std::string("not valid JSON: ") + e.what(), "invalid_request_error", "", ""});
+  }
+  if (!j.is_object()) throw std::make_pair(l.id, HttpError{400, "a line must be a JSON object", "invalid_request_error", "", ""});
+  if (j.contains("custom_id") && j.contains("body")) {
+    if (j["custom_id"].is_string()) l.id = j["custom_id"].get<std::string>();
+    const std::string url = j.value("url", "/v1/completions");
+    l.endpoint = url.ends_with("/chat/completions") ? Endpoint::chat_completions : Endpoint::completions;
+    l.body = j["body"];
+  } else {
+    if (j.contains("id") && j["id"].is_string()) l.id = j["id"].get<std::string>();
+    l.endpoint = j.contains("messages") ? Endpoint::chat_completions : Endpoint::completions;
+    l.body = std::move(j);
+  }
+  return l;
+}
+
+class Progress {
+ public:
+  Progress(bool enabled, size_t total) : enabled_(enabled && isatty(STDERR_FILENO)), total_(total) {}
+  void update(size_t done, size_t failed, int64_t tokens, double seconds) {
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (done < total_ && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    const size_t width = 30, filled = total_ ? width * done / total_ : width;
+    std::fprintf(stderr, "\r[%s%s] %zu/%zu requests, %zu failed, %.1f tokens/s ", std::string(filled, '#').c_str(),
+                 std::string(width - filled, '.').c_str(), done, total_, failed, seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0);
+    if (done == total_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  bool enabled_;
+  size_t total_;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+}  // namespace
+
+BatchSummary run_batch(std::shared_ptr<const Model> model, const std::string& in_path, const std::string& out_path, const BatchOptions& options) {
+  std::ifstream in(in_path, std::ios::binary);
+  if (!in) throw Error(in_path + ": cannot open");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);)
+    if (line.find_first_not_of(" \t\r") != std::string::npos) lines.push_back(line);
+  if (in.bad()) throw Error(in_path + ": cannot read");
+
+  const std::set<std::string> done_before = finished_ids(out_path);
+  std::ofstream out(out_path, std::ios::binary | std::ios::app);
+  if (!out) throw Error(out_path + ": cannot open for writing");
+
+  BatchSummary summary;
+  summary.lines = lines.size();
+  const auto start = std::chrono::steady_clock::now();
+  std::mutex mutex;  // guards out, summary, in_flight
+  std::condition_variable finished;
+  size_t in_flight = 0;
+  Progress progress(options.progress, lines.size());
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  // Called with the mutex held.
+  auto write = [&](const json& record, bool ok) {
+    out << record.dump() << '\n';
+    out.flush();
+    if (!out) throw Error(out_path + ": cannot write");
+    ++(ok ? summary.succeeded : summary.failed);
+    progress.update(summary.skipped + summary.succeeded + summary.failed, summary.failed, summary.generated_tokens, elapsed());
+  };
+  auto write_error = [&](const std::string& id, const HttpError& e) {
+    const std::lock_guard lock(mutex);
+    write({{"id", id}, {"error", error_body(e)["error"]}}, false);
+  };
+
+  Scheduler scheduler(model, options.scheduler);
+  std::set<std::string> seen;
+  std::random_device entropy;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    Line line;
+    try {
+      line = read_line(lines[i], i + 1);
+    } catch (const std::pair<std::string, HttpError>& bad) {
+      if (!done_before.contains(bad.first)) write_error(bad.first, bad.second);
+      else ++summary.skipped;
+      continue;
+    }
+    if (done_before.contains(line.id)) {
+      const std::lock_guard lock(mutex);
+      ++summary.skipped;
+      continue;
+    }
+    if (!seen.insert(line.id).second) {
+      write_error(line.id, {400, "the id \"" + line.id + "\" appears on an earlier line", "invalid_request_error", "id", ""});
+      continue;
+    }
+    ApiRequest request;
+    try {
+      request = parse_request(line.body, line.endpoint, *model, (static_cast<uint64_t>(entropy()) << 32) | entropy());
+      if (request.stream) throw HttpError{400, "'stream' has no meaning in a batch job", "invalid_request_error", "stream", ""};
+    } catch (const HttpError& e) {
+      write_error(line.id, e);
+      continue;
+    }
+    const ResponseIds ids{line.id, std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
+                          options.model_name};
+    RequestCallbacks callbacks;
+    callbacks.on_done = [&, request, ids](const GenerateResult& result) {
+      const std::lock_guard lock(mutex);
+      summary.generated_tokens += static_cast<int64_t>(result.tokens.size());
+      if (result.finish_reason == "error")
+        write({{"id", ids.id}, {"error", error_body({500, "the forward pass failed", "server_error", "", ""})["error"]}}, false);
+      else
+        write({{"id", ids.id}, {"response", response_json(request, result, ids)}}, true);
+      --in_flight;
+      finished.notify_all();
+    };
+    // A full queue: wait for a request to end, then try again.
+    for (;;) {
+      try {
+        {
+          const std::lock_guard lock(mutex);
+          ++in_flight;
+        }
+        scheduler.submit(request.prompt, request.options, callbacks);
+        break;
+      } catch (const QueueFull&) {
+        std::unique_lock lock(mutex);
+        --in_flight;
+        finished.wait_for(lock, std::chrono::milliseconds(50));
+      } catch (const Error& e) {
+        {
+          const std::lock_guard lock(mutex);
+          --in_flight;
+        }
+        write_error(line.id, {400, e.what(), "invalid_request_error", "", ""});
+        break;
+      }
+    }
+  }
+  {
+    std::unique_lock lock(mutex);
+    finished.wait(lock, [&] { return in_flight == 0; });
+    progress.update(lines.size(), summary.failed, summary.generated_tokens, elapsed());
+  }
+  summary.seconds = elapsed();
+  return summary;
+}
+
+}  // namespace lacuna

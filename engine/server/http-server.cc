@@ -1,0 +1,251 @@
+#include "engine/server/http-server.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <random>
+
+#include "engine/server/metrics.h"
+#include "engine/server/openai-api.h"
+#include "sparse/error.h"
+
+namespace lacuna {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double seconds_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// How long a streaming handler waits for tokens before it writes a
+// keep-alive comment, which is also how it notices a client that left.
+constexpr auto kHeartbeat = std::chrono::milliseconds(500);
+
+// What the scheduler's thread hands to the request's HTTP thread.
+struct Channel {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::deque<std::string> pieces;  // text not yet sent
+  bool done = false;
+  GenerateResult result;
+  Clock::time_point arrived = Clock::now(), last_token;
+  size_t tokens = 0;
+};
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(), "application/json");
+}
+
+void send_error(httplib::Response& res, const HttpError& e) { send_json(res, e.status, error_body(e)); }
+
+std::string sse(const json& event) { return "data: " + event.dump() + "\n\n"; }
+
+}  // namespace
+
+struct HttpServer::Impl {
+  Impl(std::shared_ptr<const Model> m, const ServerOptions& o)
+      : model(std::move(m)), options(o), scheduler(model, o.scheduler, [this](const StepInfo& s) { metrics.step(s); }) {}
+
+  std::shared_ptr<const Model> model;
+  ServerOptions options;
+  ServerMetrics metrics;
+  Scheduler scheduler;
+  httplib::Server http;
+  std::atomic<bool> draining{false};
+  std::atomic<uint64_t> next_response{1};
+  std::mutex shutdown_mutex;
+  std::mt19937_64 seeds{std::random_device{}()};
+  std::mutex seeds_mutex;
+
+  bool authorized(const httplib::Request& req) const {
+    return options.api_key.empty() || req.get_header_value("Authorization") == "Bearer " + options.api_key;
+  }
+
+  uint64_t fresh_seed() {
+    const std::lock_guard lock(seeds_mutex);
+    return seeds();
+  }
+
+  void routes();
+  void complete(const httplib::Request& req, httplib::Response& res, Endpoint endpoint);
+};
+
+void HttpServer::Impl::routes() {
+  http.new_task_queue = [n = options.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
+  http.set_payload_max_length(options.max_body_bytes);
+  // Errors httplib answers itself (404, 413, 400 on a broken request line) get a JSON body too.
+  http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    const std::string message = res.status == 404   ? "no such endpoint"
+                                : res.status == 413 ? "the request body is too large"
+                                                    : "the request failed (HTTP " + std::to_string(res.status) + ")";
+    send_json(res, res.status, error_body({res.status, message, res.status == 404 ? "not_found_error" : "invalid_request_error", "", ""}));
+  });
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "unknown error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    send_json(res, 500, error_body({500, "internal error: " + what, "server_error", "", ""}));
+  });
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    if (draining) return send_json(res, 503, {{"status", "shutting down"}});
+    send_json(res, 200, {{"status", "ok"}});
+  });
+  http.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req)) return send_error(res, {401, "a valid API key is required (Authorization: Bearer KEY)", "authentication_error", "", ""});
+    res.set_content(metrics.render(scheduler.stats()), "text/plain; version=0.0.4");
+  });
+  http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req)) return send_error(res, {401, "a valid API key is required (Authorization: Bearer KEY)", "authentication_error", "", ""});
+    send_json(res, 200,
+              {{"object", "list"},
+               {"data", json::array({{{"id", options.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "lacuna"}}})}});
+  });
+  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { complete(req, res, Endpoint::completions); });
+  http.Post("/v1/chat/completions",
+            [this](const httplib::Request& req, httplib::Response& res) { complete(req, res, Endpoint::chat_completions); });
+}
+
+void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& res, Endpoint endpoint) {
+  const std::string name = endpoint == Endpoint::completions ? "completions" : "chat_completions";
+  auto reply_error = [&](const HttpError& e) {
+    send_error(res, e);
+    metrics.request_done(name, e.status);
+  };
+  if (!authorized(req)) return reply_error({401, "a valid API key is required (Authorization: Bearer KEY)", "authentication_error", "", ""});
+  if (draining) return reply_error({503, "the server is shutting down", "server_error", "", ""});
+  ApiRequest r;
+  try {
+    r = parse_request_body(req.body, endpoint, *model, fresh_seed());
+  } catch (const HttpError& e) {
+    return reply_error(e);
+  }
+  auto channel = std::make_shared<Channel>();
+  RequestCallbacks callbacks;
+  callbacks.on_token = [this, channel](int32_t, std::string_view text) {
+    const auto now = Clock::now();
+    const std::lock_guard lock(channel->mutex);
+    if (channel->tokens++ == 0)
+      metrics.first_token(seconds_between(channel->arrived, now));
+    else
+      metrics.inter_token(seconds_between(channel->last_token, now));
+    channel->last_token = now;
+    if (!text.empty()) channel->pieces.emplace_back(text);
+    channel->changed.notify_all();
+    return true;
+  };
+  callbacks.on_done = [this, channel, prompt = r.prompt.size()](const GenerateResult& result) {
+    metrics.tokens(prompt, result.tokens.size());
+    const std::lock_guard lock(channel->mutex);
+    metrics.request_seconds(seconds_between(channel->arrived, Clock::now()));
+    channel->result = result;
+    channel->done = true;
+    channel->changed.notify_all();
+  };
+  uint64_t id = 0;
+  try {
+    id = scheduler.submit(r.prompt, r.options, std::move(callbacks));
+  } catch (const QueueFull& e) {
+    return reply_error({429, std::string(e.what()) + "; retry later", "rate_limit_error", "", "queue_full"});
+  } catch (const ShuttingDown& e) {
+    return reply_error({503, e.what(), "server_error", "", ""});
+  } catch (const Error& e) {
+    return reply_error({400, e.what(), "invalid_request_error", "", ""});
+  }
+  const ResponseIds ids{(endpoint == Endpoint::completions ? "cmpl-" : "chatcmpl-") + std::to_string(next_response++),
+                        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
+                        options.model_name};
+  // A finished request's status: what the scheduler ended it with.
+  auto failure = [](const GenerateResult& result) -> std::optional<HttpError> {
+    if (result.finish_reason == "error") return HttpError{500, "the forward pass failed; the request was ended", "server_error", "", ""};
+    if (result.finish_reason == "cancelled") return HttpError{503, "the server shut down before the request finished", "server_error", "", ""};
+    return std::nullopt;
+  };
+
+  if (!r.stream) {
+    std::unique_lock lock(channel->mutex);
+    channel->changed.wait(lock, [&] { return channel->done; });
+    if (auto e = failure(channel->result)) return reply_error(*e);
+    send_json(res, 200, response_json(r, channel->result, ids));
+    metrics.request_done(name, 200);
+    return;
+  }
+  metrics.request_done(name, 200);
+  res.set_header("Cache-Control", "no-cache");
+  auto started = std::make_shared<bool>(false);
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, channel, r, ids, started, failure](size_t, httplib::DataSink& sink) {
+        std::string out;
+        if (!*started && r.endpoint == Endpoint::chat_completions) {
+          json first = chunk_json(r, "", "", ids);
+          first["choices"][0]["delta"] = {{"role", "assistant"}, {"content", ""}};
+          out += sse(first);
+        }
+        *started = true;
+        bool finished = false;
+        {
+          std::unique_lock lock(channel->mutex);
+          channel->changed.wait_for(lock, kHeartbeat, [&] { return channel->done || !channel->pieces.empty(); });
+          for (const std::string& piece : channel->pieces) out += sse(chunk_json(r, piece, "", ids));
+          channel->pieces.clear();
+          if (channel->done) {
+            finished = true;
+            if (auto e = failure(channel->result)) {
+              out += sse(error_body(*e));
+            } else {
+              out += sse(chunk_json(r, "", finish_reason_name(channel->result.finish_reason), ids));
+              if (r.include_usage) {
+                json usage = chunk_json(r, "", "", ids);
+                usage["choices"] = json::array();
+                usage["usage"] = usage_json(r, channel->result.tokens.size());
+                out += sse(usage);
+              }
+            }
+            out += "data: [DONE]\n\n";
+          }
+        }
+        if (out.empty()) out = ": keep-alive\n\n";
+        if (!sink.write(out.data(), out.size())) return false;  // the client left
+        if (finished) sink.done();
+        return true;
+      },
+      [this, id, channel](bool success) {
+        // The client left before the end: stop generating for it.
+        if (!success) scheduler.cancel(id);
+      });
+}
+
+HttpServer::HttpServer(std::shared_ptr<const Model> model, const ServerOptions& options)
+    : impl_(std::make_unique<Impl>(std::move(model), options)) {
+  impl_->routes();
+}
+
+HttpServer::~HttpServer() { shutdown(); }
+
+int HttpServer::bind() {
+  Impl& m = *impl_;
+  const int port = m.options.port == 0 ? m.http.bind_to_any_port(m.options.host) : (m.http.bind_to_port(m.options.host, m.options.port) ? m.options.port : -1);
+  if (port < 0) throw Error("cannot listen on " + m.options.host + ":" + std::to_string(m.options.port) + " (in use, or not an address of this host)");
+  return port;
+}
+
+void HttpServer::serve() { impl_->http.listen_after_bind(); }
+
+void HttpServer::shutdown() {
+  Impl& m = *impl_;
+  const std::lock_guard lock(m.shutdown_mutex);
+  if (m.draining.exchange(true)) return;
+  m.scheduler.drain(m.options.shutdown_timeout);
+  m.http.stop();
+}
+
+}  // namespace lacuna

@@ -1,0 +1,46 @@
+#pragma once
+// `lacuna serve`: an OpenAI-compatible HTTP server (Debian's cpp-httplib)
+// over the continuous-batching scheduler. Endpoints: POST /v1/completions and
+// /v1/chat/completions (JSON or server-sent events), GET /v1/models,
+// /health, /metrics (Prometheus text, prometheus-cpp). docs/server.md.
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "engine/server/scheduler.h"
+
+namespace lacuna {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;            // 0: any free port (bind() says which)
+  std::string api_key;        // when set, requests need "Authorization: Bearer <key>" (/health does not)
+  std::string model_name = "lacuna";
+  int http_threads = 128;     // connections served at once (a streaming request holds one)
+  size_t max_body_bytes = 4 << 20;
+  std::chrono::milliseconds shutdown_timeout{30000};
+  SchedulerOptions scheduler;
+};
+
+class HttpServer {
+ public:
+  HttpServer(std::shared_ptr<const Model> model, const ServerOptions& options);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds the listening socket; returns the port. Throws lacuna::Error when it cannot.
+  int bind();
+  // Serves until shutdown(); call bind() first.
+  void serve();
+  // Graceful: refuses new requests (503), lets running ones finish within
+  // the shutdown timeout, cancels the rest, stops listening. Thread-safe;
+  // also from a signal-watching thread.
+  void shutdown();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lacuna

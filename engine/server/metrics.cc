@@ -1,0 +1,116 @@
+#include "engine/server/metrics.h"
+
+#include <prometheus/text_serializer.h>
+
+#include <algorithm>
+
+namespace lacuna {
+namespace {
+
+using prometheus::Histogram;
+
+// Seconds from 1 ms to about 2 minutes, doubling.
+Histogram::BucketBoundaries latency_buckets() {
+  Histogram::BucketBoundaries b;
+  for (double s = 0.001; s < 150; s *= 2) b.push_back(s);
+  return b;
+}
+
+Histogram::BucketBoundaries count_buckets() { return {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}; }
+
+constexpr auto kRateWindow = std::chrono::seconds(10);
+
+}  // namespace
+
+ServerMetrics::ServerMetrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      requests_(prometheus::BuildCounter().Name("lacuna_requests_total").Help("HTTP requests by endpoint and status").Register(*registry_)),
+      prompt_tokens_(prometheus::BuildCounter().Name("lacuna_prompt_tokens_total").Help("Prompt tokens of finished requests").Register(*registry_).Add({})),
+      generated_tokens_(
+          prometheus::BuildCounter().Name("lacuna_generated_tokens_total").Help("Generated tokens of finished requests").Register(*registry_).Add({})),
+      preemptions_(prometheus::BuildCounter()
+                       .Name("lacuna_preemptions_total")
+                       .Help("Sequences that gave their KV blocks back and were evaluated again")
+                       .Register(*registry_)
+                       .Add({})),
+      ttft_(prometheus::BuildHistogram()
+                .Name("lacuna_time_to_first_token_seconds")
+                .Help("From a request's arrival to its first generated token")
+                .Register(*registry_)
+                .Add({}, latency_buckets())),
+      itl_(prometheus::BuildHistogram()
+               .Name("lacuna_inter_token_latency_seconds")
+               .Help("Between consecutive tokens of a request")
+               .Register(*registry_)
+               .Add({}, latency_buckets())),
+      duration_(prometheus::BuildHistogram()
+                    .Name("lacuna_request_duration_seconds")
+                    .Help("From a request's arrival to its last token")
+                    .Register(*registry_)
+                    .Add({}, latency_buckets())),
+      batch_sequences_(prometheus::BuildHistogram()
+                           .Name("lacuna_batch_sequences")
+                           .Help("Sequences in a forward step")
+                           .Register(*registry_)
+                           .Add({}, count_buckets())),
+      batch_tokens_(prometheus::BuildHistogram()
+                        .Name("lacuna_batch_tokens")
+                        .Help("Tokens in a forward step (decode and prefill)")
+                        .Register(*registry_)
+                        .Add({}, count_buckets())),
+      step_seconds_(prometheus::BuildHistogram()
+                        .Name("lacuna_step_seconds")
+                        .Help("Duration of a forward step")
+                        .Register(*registry_)
+                        .Add({}, latency_buckets())),
+      queued_(prometheus::BuildGauge().Name("lacuna_queue_length").Help("Requests waiting to join the batch").Register(*registry_).Add({})),
+      running_(prometheus::BuildGauge().Name("lacuna_running_sequences").Help("Sequences in the running batch").Register(*registry_).Add({})),
+      kv_used_(prometheus::BuildGauge().Name("lacuna_kv_blocks_used").Help("KV cache blocks in use").Register(*registry_).Add({})),
+      kv_total_(prometheus::BuildGauge().Name("lacuna_kv_blocks_total").Help("KV cache blocks in the pool").Register(*registry_).Add({})),
+      tokens_per_second_(prometheus::BuildGauge()
+                             .Name("lacuna_generated_tokens_per_second")
+                             .Help("Generated tokens per second over the last 10 seconds")
+                             .Register(*registry_)
+                             .Add({})) {}
+
+void ServerMetrics::request_done(const std::string& endpoint, int status) {
+  requests_.Add({{"endpoint", endpoint}, {"status", std::to_string(status)}}).Increment();
+}
+
+void ServerMetrics::tokens(size_t prompt, size_t generated) {
+  prompt_tokens_.Increment(static_cast<double>(prompt));
+  generated_tokens_.Increment(static_cast<double>(generated));
+}
+
+void ServerMetrics::first_token(double seconds) { ttft_.Observe(seconds); }
+void ServerMetrics::inter_token(double seconds) { itl_.Observe(seconds); }
+void ServerMetrics::request_seconds(double seconds) { duration_.Observe(seconds); }
+
+void ServerMetrics::step(const StepInfo& s) {
+  batch_sequences_.Observe(static_cast<double>(s.sequences));
+  batch_tokens_.Observe(static_cast<double>(s.decode_tokens + s.prefill_tokens));
+  step_seconds_.Observe(s.seconds);
+  // Every sequence in a step with logits yields a token; decode ones always do.
+  const std::lock_guard lock(window_mutex_);
+  window_.emplace_back(std::chrono::steady_clock::now(), s.decode_tokens);
+}
+
+std::string ServerMetrics::render(const SchedulerStats& s) {
+  queued_.Set(static_cast<double>(s.queued));
+  running_.Set(static_cast<double>(s.running));
+  kv_used_.Set(static_cast<double>(s.kv_blocks_used));
+  kv_total_.Set(static_cast<double>(s.kv_blocks_total));
+  {
+    const std::lock_guard lock(window_mutex_);
+    preemptions_.Increment(std::max(0.0, static_cast<double>(s.preemptions) - preemptions_seen_));
+    preemptions_seen_ = std::max(preemptions_seen_, static_cast<double>(s.preemptions));
+    const auto now = std::chrono::steady_clock::now();
+    while (!window_.empty() && now - window_.front().first > kRateWindow) window_.pop_front();
+    int64_t tokens = 0;
+    for (const auto& [when, n] : window_) tokens += n;
+    tokens_per_second_.Set(static_cast<double>(tokens) / std::chrono::duration<double>(kRateWindow).count());
+  }
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
+}
+
+}  // namespace lacuna

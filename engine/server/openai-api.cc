@@ -1,0 +1,256 @@
+#include "engine/server/openai-api.h"
+
+#include <algorithm>
+#include <limits>
+#include <type_traits>
+
+#include "sparse/error.h"
+
+namespace lacuna {
+namespace {
+
+using nlohmann::json;
+
+HttpError bad(const std::string& param, const std::string& message, const std::string& code = "") {
+  return HttpError{400, message, "invalid_request_error", param, code};
+}
+
+const char* type_name(const json& v) {
+  switch (v.type()) {
+    case json::value_t::null: return "null";
+    case json::value_t::boolean: return "a boolean";
+    case json::value_t::string: return "a string";
+    case json::value_t::array: return "an array";
+    case json::value_t::object: return "an object";
+    case json::value_t::number_float: return "a number";
+    default: return "an integer";
+  }
+}
+
+// A field of the wrong type is named with what it is and what it should be.
+template <class T>
+T field(const json& body, const char* name, T fallback, const char* expected) {
+  const auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return fallback;
+  const json& v = *it;
+  bool ok = false;
+  if constexpr (std::is_same_v<T, bool>) ok = v.is_boolean();
+  else if constexpr (std::is_integral_v<T>) ok = v.is_number_integer();
+  else if constexpr (std::is_floating_point_v<T>) ok = v.is_number();
+  else ok = v.is_string();
+  if (!ok) throw bad(name, std::string("'") + name + "' must be " + expected + ", not " + type_name(v));
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    if (v.is_number_unsigned() ? v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<T>::max())
+                               : v.get<int64_t>() < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
+                                     v.get<int64_t>() > static_cast<int64_t>(std::numeric_limits<T>::max()))
+      throw bad(name, std::string("'") + name + "' is out of range");
+  }
+  return v.get<T>();
+}
+
+void require(bool ok, const char* param, const std::string& message) {
+  if (!ok) throw bad(param, message);
+}
+
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    uint32_t cp = 0, least = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    if ((c & 0xE0) == 0xC0) n = 1, cp = c & 0x1Fu, least = 0x80;
+    else if ((c & 0xF0) == 0xE0) n = 2, cp = c & 0x0Fu, least = 0x800;
+    else if ((c & 0xF8) == 0xF0) n = 3, cp = c & 0x07u, least = 0x10000;
+    else return false;
+    if (s.size() - i <= n) return false;
+    for (size_t k = 1; k <= n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3Fu);
+    }
+    if (cp < least || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+const Tokenizer& tokenizer_for_text(const Model& model, const char* param) {
+  const Tokenizer* t = model.tokenizer();
+  if (!t) throw bad(param, "the model has no tokenizer: give the prompt as an array of token ids");
+  return *t;
+}
+
+std::vector<int32_t> parse_prompt(const json& body, const Model& model) {
+  const auto it = body.find("prompt");
+  if (it == body.end()) throw bad("prompt", "'prompt' is required");
+  const json& p = *it;
+  if (p.is_string()) return tokenizer_for_text(model, "prompt").encode(p.get<std::string>(), /*add_bos=*/true);
+  if (p.is_array() && !p.empty() && std::all_of(p.begin(), p.end(), [](const json& t) { return t.is_number_integer(); })) {
+    std::vector<int32_t> ids;
+    for (const json& t : p) {
+      const int64_t id = t.get<int64_t>();
+      if (id < 0 || id >= model.config().vocab)
+        throw bad("prompt", "token id " + std::to_string(id) + " is outside the vocabulary 0.." + std::to_string(model.config().vocab - 1));
+      ids.push_back(static_cast<int32_t>(id));
+    }
+    return ids;
+  }
+  if (p.is_array() && !p.empty() && p[0].is_string()) throw bad("prompt", "one prompt per request: send several requests (they are batched)");
+  throw bad("prompt", std::string("'prompt' must be a string or a non-empty array of token ids, not ") + type_name(p));
+}
+
+}  // namespace
+
+json error_body(const HttpError& e) {
+  return {{"error", {{"message", e.message}, {"type", e.type}, {"param", e.param.empty() ? json() : json(e.param)},
+                     {"code", e.code.empty() ? json() : json(e.code)}}}};
+}
+
+std::vector<int32_t> apply_chat_template(const Model& model, const json& messages) {
+  if (!messages.is_array() || messages.empty()) throw bad("messages", "'messages' must be a non-empty array");
+  const Tokenizer& tok = tokenizer_for_text(model, "messages");
+  const ModelConfig& c = model.config();
+  std::vector<int32_t> ids;
+  if (c.bos_id >= 0) ids.push_back(c.bos_id);
+  auto append = [&](const std::string& text) {
+    const std::vector<int32_t> t = tok.encode(text, false);
+    ids.insert(ids.end(), t.begin(), t.end());
+  };
+  std::string system;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const json& m = messages[i];
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) throw bad("messages", where + " must be an object");
+    const auto role = m.find("role"), content = m.find("content");
+    if (role == m.end() || !role->is_string()) throw bad("messages", where + ".role must be a string");
+    if (content == m.end() || !content->is_string()) throw bad("messages", where + ".content must be a string");
+    const std::string r = role->get<std::string>(), text = content->get<std::string>();
+    if (r == "system") {
+      system += text + "\n\n";
+    } else if (r == "user") {
+      // Mixtral's template puts a system prompt before the first user turn.
+      if (c.arch == Arch::mixtral) append("[INST] " + system + text + " [/INST]");
+      else append(system + "Human: " + text + "\n\n");
+      system.clear();
+    } else if (r == "assistant") {
+      if (c.arch == Arch::mixtral) {
+        append(" " + text);
+        if (c.eos_id >= 0) ids.push_back(c.eos_id);
+      } else {
+        append("Assistant: " + text + "\n\n");
+      }
+    } else {
+      throw bad("messages", where + ".role is \"" + r + "\", not system, user or assistant");
+    }
+  }
+  if (c.arch != Arch::mixtral) append("Assistant:");
+  return ids;
+}
+
+ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model, uint64_t seed) {
+  if (!body.is_object()) throw bad("", std::string("the request body must be a JSON object, not ") + type_name(body));
+  ApiRequest r;
+  r.endpoint = endpoint;
+  if (endpoint == Endpoint::chat_completions) {
+    const auto it = body.find("messages");
+    if (it == body.end()) throw bad("messages", "'messages' is required");
+    r.prompt = apply_chat_template(model, *it);
+  } else {
+    r.prompt = parse_prompt(body, model);
+  }
+  field<std::string>(body, "model", "", "a string");  // any name: one model is served
+  require(field<int64_t>(body, "n", 1, "an integer") == 1, "n", "'n' must be 1: one completion per request");
+  require(!field<bool>(body, "echo", false, "a boolean"), "echo", "'echo' is not supported");
+  const json& logprobs = body.contains("logprobs") ? body["logprobs"] : json();
+  require(logprobs.is_null() || logprobs == false, "logprobs", "'logprobs' is not supported");
+  for (const char* penalty : {"frequency_penalty", "presence_penalty"})
+    require(field<double>(body, penalty, 0.0, "a number") == 0.0, penalty,
+            std::string("'") + penalty + "' is not supported (repetition_penalty is)");
+
+  GenerateOptions& o = r.options;
+  const int64_t context = model.config().max_context;
+  const auto prompt_tokens = static_cast<int64_t>(r.prompt.size());
+  const int64_t default_max = endpoint == Endpoint::completions ? 16 : std::max<int64_t>(1, context - prompt_tokens);
+  const int64_t max_tokens = field<int64_t>(body, "max_tokens", field<int64_t>(body, "max_completion_tokens", default_max, "an integer"), "an integer");
+  require(max_tokens >= 1, "max_tokens", "'max_tokens' must be at least 1");
+  if (prompt_tokens + max_tokens > context)
+    throw bad("max_tokens",
+              "the prompt (" + std::to_string(prompt_tokens) + " tokens) plus max_tokens (" + std::to_string(max_tokens) +
+                  ") exceeds the model's context of " + std::to_string(context) + " tokens",
+              "context_length_exceeded");
+  o.max_tokens = static_cast<int32_t>(max_tokens);
+  o.sampling.temperature = static_cast<float>(field<double>(body, "temperature", 1.0, "a number"));
+  require(o.sampling.temperature >= 0 && o.sampling.temperature <= 2, "temperature", "'temperature' must be in [0, 2]");
+  o.sampling.top_p = static_cast<float>(field<double>(body, "top_p", 1.0, "a number"));
+  require(o.sampling.top_p > 0 && o.sampling.top_p <= 1, "top_p", "'top_p' must be in (0, 1]");
+  o.sampling.top_k = field<int32_t>(body, "top_k", 0, "an integer");
+  require(o.sampling.top_k >= 0, "top_k", "'top_k' must be >= 0 (0: all tokens)");
+  o.sampling.repetition_penalty = static_cast<float>(field<double>(body, "repetition_penalty", 1.0, "a number"));
+  require(o.sampling.repetition_penalty > 0, "repetition_penalty", "'repetition_penalty' must be > 0");
+  o.sampling.seed = body.contains("seed") && !body["seed"].is_null() ? static_cast<uint64_t>(field<int64_t>(body, "seed", 0, "an integer")) : seed;
+  if (const auto it = body.find("stop"); it != body.end() && !it->is_null()) {
+    if (it->is_string()) {
+      o.stop = {it->get<std::string>()};
+    } else if (it->is_array() && it->size() <= 4 && std::all_of(it->begin(), it->end(), [](const json& v) { return v.is_string(); })) {
+      for (const json& v : *it) o.stop.push_back(v.get<std::string>());
+    } else {
+      throw bad("stop", "'stop' must be a string or an array of at most 4 strings");
+    }
+    require(std::none_of(o.stop.begin(), o.stop.end(), [](const std::string& v) { return v.empty(); }), "stop", "'stop' strings must not be empty");
+  }
+  r.stream = field<bool>(body, "stream", false, "a boolean");
+  if (const auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
+    if (!it->is_object()) throw bad("stream_options", "'stream_options' must be an object");
+    r.include_usage = field<bool>(*it, "include_usage", false, "a boolean");
+  }
+  return r;
+}
+
+ApiRequest parse_request_body(std::string_view body, Endpoint endpoint, const Model& model, uint64_t seed) {
+  if (!valid_utf8(body)) throw bad("", "the request body is not valid UTF-8");
+  json parsed;
+  try {
+    parsed = json::parse(body);
+  } catch (const json::parse_error& e) {
+    throw bad("", std::string("the request body is not valid JSON: ") + e.what());
+  }
+  return parse_request(parsed, endpoint, model, seed);
+}
+
+std::string finish_reason_name(const std::string& ours) { return ours == "length" || ours == "context" ? "length" : "stop"; }
+
+json usage_json(const ApiRequest& r, size_t completion_tokens) {
+  return {{"prompt_tokens", r.prompt.size()}, {"completion_tokens", completion_tokens}, {"total_tokens", r.prompt.size() + completion_tokens}};
+}
+
+json response_json(const ApiRequest& r, const GenerateResult& result, const ResponseIds& ids) {
+  json choice = {{"index", 0}, {"finish_reason", finish_reason_name(result.finish_reason)}};
+  if (r.endpoint == Endpoint::chat_completions)
+    choice["message"] = {{"role", "assistant"}, {"content", result.text}};
+  else
+    choice["text"] = result.text, choice["logprobs"] = nullptr;
+  return {{"id", ids.id},
+          {"object", r.endpoint == Endpoint::chat_completions ? "chat.completion" : "text_completion"},
+          {"created", ids.created},
+          {"model", ids.model},
+          {"choices", json::array({choice})},
+          {"usage", usage_json(r, result.tokens.size())}};
+}
+
+json chunk_json(const ApiRequest& r, std::string_view text, const std::string& finish_reason, const ResponseIds& ids) {
+  json choice = {{"index", 0}, {"finish_reason", finish_reason.empty() ? json() : json(finish_reason)}};
+  if (r.endpoint == Endpoint::chat_completions)
+    choice["delta"] = finish_reason.empty() ? json{{"content", text}} : json::object();
+  else
+    choice["text"] = text, choice["logprobs"] = nullptr;
+  return {{"id", ids.id},
+          {"object", r.endpoint == Endpoint::chat_completions ? "chat.completion.chunk" : "text_completion"},
+          {"created", ids.created},
+          {"model", ids.model},
+          {"choices", json::array({choice})}};
+}
+
+}  // namespace lacuna

@@ -1,0 +1,66 @@
+#pragma once
+// The OpenAI-compatible request and response JSON shared by `lacuna serve`
+// (POST /v1/completions, /v1/chat/completions) and `lacuna batch` (one such
+// request per JSONL line): parsing with a clear error per field, the chat
+// template, and the response, stream-chunk and error bodies.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/runtime/generate.h"
+
+namespace lacuna {
+
+// A request the API refuses: its HTTP status and OpenAI's error fields.
+struct HttpError {
+  int status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;  // the offending field, when there is one
+  std::string code;   // e.g. "context_length_exceeded"
+};
+
+nlohmann::json error_body(const HttpError& e);
+
+enum class Endpoint { completions, chat_completions };
+
+struct ApiRequest {
+  Endpoint endpoint = Endpoint::completions;
+  std::vector<int32_t> prompt;  // the chat template applied, for chat
+  GenerateOptions options;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+};
+
+// Parses a request body. Unknown fields are ignored; known fields of the
+// wrong type or out of range, features Lacuna does not have (n > 1,
+// logprobs, penalties other than repetition_penalty), an invalid token id,
+// and a prompt plus max_tokens beyond the model's context throw HttpError.
+// `seed` seeds sampling when the request has none.
+ApiRequest parse_request(const nlohmann::json& body, Endpoint endpoint, const Model& model, uint64_t seed);
+// The same from raw bytes: invalid UTF-8 and malformed JSON throw HttpError.
+ApiRequest parse_request_body(std::string_view body, Endpoint endpoint, const Model& model, uint64_t seed);
+
+// The prompt of a chat: the architecture's template over the messages,
+// ending where the assistant's answer begins (docs/server.md gives them).
+std::vector<int32_t> apply_chat_template(const Model& model, const nlohmann::json& messages);
+
+// "stop" or "length", as OpenAI names why generation ended.
+std::string finish_reason_name(const std::string& ours);
+
+struct ResponseIds {
+  std::string id;       // "cmpl-..." / "chatcmpl-..."
+  int64_t created = 0;  // Unix seconds
+  std::string model;
+};
+
+nlohmann::json usage_json(const ApiRequest& r, size_t completion_tokens);
+// The whole (non-streamed) response.
+nlohmann::json response_json(const ApiRequest& r, const GenerateResult& result, const ResponseIds& ids);
+// One streamed chunk: `text` added, and the finish reason on the last one ("" before).
+nlohmann::json chunk_json(const ApiRequest& r, std::string_view text, const std::string& finish_reason, const ResponseIds& ids);
+
+}  // namespace lacuna

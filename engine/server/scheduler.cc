@@ -1,0 +1,274 @@
+#include "engine/server/scheduler.h"
+
+#include <algorithm>
+
+#include "sparse/error.h"
+
+namespace lacuna {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+struct Scheduler::Sequence {
+  Sequence(uint64_t i, const Model& m, const GenerateOptions& o, std::vector<int32_t> prompt, RequestCallbacks c,
+           std::shared_ptr<std::atomic<bool>> flag)
+      : id(i),
+        capacity(std::min<int64_t>(m.config().max_context, static_cast<int64_t>(prompt.size()) + o.max_tokens)),
+        generation(m, o, std::move(prompt)),
+        callbacks(std::move(c)),
+        cancelled(std::move(flag)) {}
+  // Tokens of the history not in the cache yet: the prompt's rest, or the token sampled last.
+  size_t pending() const { return generation.history().size() - static_cast<size_t>(cache ? cache->length() : 0); }
+
+  uint64_t id;
+  int64_t capacity;
+  Generation generation;
+  RequestCallbacks callbacks;
+  std::shared_ptr<std::atomic<bool>> cancelled;
+  std::unique_ptr<KvCache> cache;  // none while waiting or preempted
+  std::vector<float> logits;
+  size_t step_tokens = 0;  // in the current step
+};
+
+Scheduler::Scheduler(std::shared_ptr<const Model> model, const SchedulerOptions& options, std::function<void(const StepInfo&)> on_step)
+    : model_(model), options_(options), on_step_(std::move(on_step)), forward_(std::move(model)) {
+  const ModelConfig& c = model_->config();
+  if (options_.max_running < 1 || options_.max_queued < 1 || options_.step_tokens < 1 || options_.kv_block_positions < 1)
+    throw Error("scheduler: max_running, max_queued, step_tokens and kv_block_positions must be >= 1");
+  const KvBlockPool probe(c, options_.kv_block_positions, 1);
+  const int64_t blocks = options_.kv_bytes / static_cast<int64_t>(probe.block_bytes());
+  const int64_t one_context = (c.max_context + options_.kv_block_positions - 1) / options_.kv_block_positions;
+  if (blocks < one_context)
+    throw Error("scheduler: a KV pool of " + std::to_string(options_.kv_bytes >> 20) + " MiB holds " + std::to_string(blocks) +
+                " blocks, fewer than one whole context needs (" + std::to_string(one_context) + " blocks of " +
+                std::to_string(probe.block_bytes()) + " bytes)");
+  pool_ = std::make_shared<KvBlockPool>(c, options_.kv_block_positions, blocks);
+  queue_.set_capacity(options_.max_queued);
+  thread_ = std::thread([this] { run(); });
+}
+
+Scheduler::~Scheduler() { drain(std::chrono::milliseconds(0)); }
+
+uint64_t Scheduler::submit(std::vector<int32_t> prompt, const GenerateOptions& options, RequestCallbacks callbacks) {
+  const ModelConfig& c = model_->config();
+  if (prompt.empty()) throw Error("the prompt is empty");
+  for (size_t i = 0; i < prompt.size(); ++i)
+    if (prompt[i] < 0 || prompt[i] >= c.vocab)
+      throw Error("token " + std::to_string(i) + " of the prompt, " + std::to_string(prompt[i]) + ", is outside the vocabulary 0.." +
+                  std::to_string(c.vocab - 1));
+  if (options.max_tokens < 1) throw Error("max_tokens must be >= 1");
+  if (static_cast<int64_t>(prompt.size()) + options.max_tokens > c.max_context)
+    throw Error("the prompt (" + std::to_string(prompt.size()) + " tokens) plus max_tokens (" + std::to_string(options.max_tokens) +
+                ") exceeds the model's context of " + std::to_string(c.max_context) + " tokens");
+  validate(options.sampling);
+  if (!accepting_) throw ShuttingDown("the server is shutting down");
+  const uint64_t id = next_id_++;
+  auto flag = std::make_shared<std::atomic<bool>>(false);
+  auto s = std::make_unique<Sequence>(id, *model_, options, std::move(prompt), std::move(callbacks), flag);
+  {
+    const std::lock_guard lock(cancel_mutex_);
+    cancel_flags_.emplace(id, flag);
+  }
+  ++waiting_;
+  ++running_count_;
+  // Checked again after counting it, so that drain() either waits for this
+  // request or this request sees that drain() began.
+  const bool shutting_down = !accepting_;
+  if (shutting_down || !queue_.try_push(s.get())) {
+    --waiting_;
+    {
+      const std::lock_guard lock(cancel_mutex_);
+      cancel_flags_.erase(id);
+    }
+    {
+      const std::lock_guard lock(done_mutex_);
+      --running_count_;
+    }
+    done_.notify_all();
+    if (shutting_down) throw ShuttingDown("the server is shutting down");
+    throw QueueFull("the queue is full (" + std::to_string(options_.max_queued) + " requests waiting)");
+  }
+  s.release();  // the queue owns it now
+  return id;
+}
+
+void Scheduler::cancel(uint64_t id) {
+  const std::lock_guard lock(cancel_mutex_);
+  if (auto it = cancel_flags_.find(id); it != cancel_flags_.end()) *it->second = true;
+}
+
+void Scheduler::drain(std::chrono::milliseconds timeout) {
+  accepting_ = false;
+  std::unique_lock lock(done_mutex_);
+  if (!done_.wait_for(lock, timeout, [&] { return running_count_ == 0; })) {
+    {
+      const std::lock_guard cancel_lock(cancel_mutex_);
+      for (auto& [id, flag] : cancel_flags_) *flag = true;
+    }
+    done_.wait(lock, [&] { return running_count_ == 0; });
+  }
+  lock.unlock();
+  if (thread_.joinable()) {
+    queue_.abort();  // wakes the thread if it waits on an empty queue
+    thread_.join();
+  }
+}
+
+SchedulerStats Scheduler::stats() const {
+  return {waiting_, running_count_ - waiting_, pool_->blocks_in_use(), pool_->max_blocks(), steps_, preemptions_};
+}
+
+void Scheduler::run() {
+  try {
+    for (;;) {
+      if (running_.empty() && ready_.empty()) {
+        Sequence* raw = nullptr;
+        queue_.pop(raw);  // waits; abort() ends it with tbb::user_abort
+        ready_.emplace_back(raw);
+      }
+      admit();
+      if (!running_.empty()) step();
+    }
+  } catch (const tbb::user_abort&) {
+    // drain() is done: nothing is queued or running.
+  }
+}
+
+void Scheduler::admit() {
+  const int64_t positions = options_.kv_block_positions;
+  int64_t free_blocks = pool_->max_blocks() - pool_->blocks_in_use();
+  while (static_cast<int32_t>(running_.size()) < options_.max_running) {
+    std::unique_ptr<Sequence> s;
+    if (!ready_.empty()) {
+      s = std::move(ready_.front());
+      ready_.pop_front();
+    } else if (Sequence* raw = nullptr; queue_.try_pop(raw)) {
+      s.reset(raw);
+    } else {
+      break;
+    }
+    if (*s->cancelled) {
+      s->generation.cancel();
+      --waiting_;
+      finish(*s);
+      continue;
+    }
+    // Room for what it holds now and the next token; later growth may preempt.
+    const int64_t needed = (static_cast<int64_t>(s->generation.history().size()) + 1 + positions - 1) / positions;
+    if (needed > free_blocks) {
+      ready_.push_front(std::move(s));
+      break;
+    }
+    free_blocks -= needed;
+    s->cache = std::make_unique<KvCache>(model_->config(), s->capacity, pool_);
+    --waiting_;
+    running_.push_back(std::move(s));
+  }
+}
+
+// Blocks for `positions` positions of s, preempting the youngest sequences
+// outside this step; false when s itself had to go.
+bool Scheduler::make_room(Sequence& s, int64_t positions, const std::vector<Sequence*>& in_step) {
+  while (!s.cache->reserve(positions)) {
+    Sequence* victim = nullptr;
+    for (auto it = running_.rbegin(); it != running_.rend() && !victim; ++it)
+      if ((*it)->cache && it->get() != &s && std::find(in_step.begin(), in_step.end(), it->get()) == in_step.end()) victim = it->get();
+    if (!victim) victim = &s;
+    victim->cache.reset();  // its blocks go back to the pool; its history is evaluated again when it returns
+    ++preemptions_;
+    if (victim == &s) return false;
+  }
+  return true;
+}
+
+void Scheduler::step() {
+  for (auto& s : running_)
+    if (*s->cancelled) s->generation.cancel();
+  // One token for every decoding sequence, then prompt chunks within the budget.
+  std::vector<Sequence*> in_step;
+  int64_t budget = options_.step_tokens, decode = 0, prefill = 0;
+  for (int pass = 0; pass < 2; ++pass)
+    for (auto& s : running_) {
+      if (!s->cache || s->generation.finished()) continue;
+      const size_t pending = s->pending();
+      const bool decoding = pending == 1;
+      if (decoding != (pass == 0) || (!decoding && budget <= 0)) continue;
+      const size_t n = decoding ? 1 : std::min<size_t>(pending, static_cast<size_t>(budget));
+      if (!make_room(*s, s->cache->length() + static_cast<int64_t>(n), in_step)) continue;
+      s->step_tokens = n;
+      in_step.push_back(s.get());
+      (decoding ? decode : prefill) += static_cast<int64_t>(n);
+      if (!decoding) budget -= static_cast<int64_t>(n);
+    }
+  // Sequences that lost their blocks wait in line, oldest first.
+  for (auto it = running_.rbegin(); it != running_.rend(); ++it)
+    if (!(*it)->cache && !(*it)->generation.finished()) {
+      ++waiting_;
+      ready_.push_front(std::move(*it));
+    }
+  std::erase_if(running_, [](const std::unique_ptr<Sequence>& s) { return !s; });
+
+  if (!in_step.empty()) {
+    std::vector<SequenceStep> batch;
+    batch.reserve(in_step.size());
+    for (Sequence* s : in_step) {
+      const std::vector<int32_t>& history = s->generation.history();
+      const auto from = static_cast<size_t>(s->cache->length());
+      const bool last = from + s->step_tokens == history.size();
+      if (last) s->logits.resize(static_cast<size_t>(model_->config().vocab));
+      batch.push_back({s->cache.get(), std::span(history).subspan(from, s->step_tokens), last ? s->logits.data() : nullptr, false});
+    }
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      forward_.step(batch);
+    } catch (const std::exception&) {
+      // Nothing the requests did (they were checked): end them, serve the others.
+      for (Sequence* s : in_step) s->generation.fail();
+      batch.clear();
+    }
+    ++steps_;
+    if (on_step_) on_step_({static_cast<int64_t>(in_step.size()), decode, prefill, seconds_since(start)});
+    for (size_t i = 0; i < batch.size(); ++i) {
+      Sequence& s = *in_step[i];
+      if (!batch[i].logits) continue;
+      const Generation::Token t = s.generation.next(s.logits, s.cache->length() + 1 >= s.capacity);
+      bool go_on = true;
+      try {
+        if (s.callbacks.on_token) go_on = s.callbacks.on_token(t.id, t.text);
+      } catch (...) {
+        go_on = false;
+      }
+      if (!go_on || *s.cancelled) s.generation.cancel();
+    }
+  }
+  for (auto& s : running_)
+    if (s->generation.finished()) {
+      finish(*s);
+      s.reset();
+    }
+  std::erase_if(running_, [](const std::unique_ptr<Sequence>& s) { return !s; });
+}
+
+void Scheduler::finish(Sequence& s) {
+  s.cache.reset();
+  try {
+    if (s.callbacks.on_done) s.callbacks.on_done(s.generation.result());
+  } catch (...) {
+    // A failing observer must not stop the other requests.
+  }
+  {
+    const std::lock_guard lock(cancel_mutex_);
+    cancel_flags_.erase(s.id);
+  }
+  {
+    const std::lock_guard lock(done_mutex_);
+    --running_count_;
+  }
+  done_.notify_all();
+}
+
+}  // namespace lacuna
