@@ -1,6 +1,7 @@
 #include "engine/server/http-server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -56,6 +57,7 @@ struct HttpServer::Impl {
   Scheduler scheduler;
   httplib::Server http;
   std::atomic<bool> draining{false};
+  std::atomic<int> listening{-1};
   std::atomic<uint64_t> next_response{1};
   std::mutex shutdown_mutex;
   std::mt19937_64 seeds{std::random_device{}()};
@@ -75,6 +77,13 @@ struct HttpServer::Impl {
 };
 
 void HttpServer::Impl::routes() {
+  // Debian's cpp-httplib listens with a backlog of 5: dozens of clients
+  // connecting at once would see connections reset. The listening socket is
+  // kept here so that bind() can listen again with the system's maximum.
+  http.set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listening = sock;
+  });
   http.new_task_queue = [n = options.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
   http.set_payload_max_length(options.max_body_bytes);
   // Errors httplib answers itself (404, 413, 400 on a broken request line) get a JSON body too.
@@ -235,6 +244,7 @@ int HttpServer::bind() {
   Impl& m = *impl_;
   const int port = m.options.port == 0 ? m.http.bind_to_any_port(m.options.host) : (m.http.bind_to_port(m.options.host, m.options.port) ? m.options.port : -1);
   if (port < 0) throw Error("cannot listen on " + m.options.host + ":" + std::to_string(m.options.port) + " (in use, or not an address of this host)");
+  if (m.listening >= 0) ::listen(m.listening, SOMAXCONN);  // Linux: a second listen() sets the backlog
   return port;
 }
 

@@ -113,7 +113,10 @@ void Scheduler::drain(std::chrono::milliseconds timeout) {
   }
   lock.unlock();
   if (thread_.joinable()) {
-    queue_.abort();  // wakes the thread if it waits on an empty queue
+    // Nothing is queued or running: the thread waits on the queue, or soon
+    // will; an empty entry tells it to end (abort() would miss a wait that
+    // had not begun yet).
+    queue_.push(nullptr);
     thread_.join();
   }
 }
@@ -123,18 +126,18 @@ SchedulerStats Scheduler::stats() const {
 }
 
 void Scheduler::run() {
-  try {
-    for (;;) {
-      if (running_.empty() && ready_.empty()) {
-        Sequence* raw = nullptr;
-        queue_.pop(raw);  // waits; abort() ends it with tbb::user_abort
-        ready_.emplace_back(raw);
+  while (!stop_seen_ || !running_.empty() || !ready_.empty()) {
+    if (running_.empty() && ready_.empty()) {
+      Sequence* raw = nullptr;
+      queue_.pop(raw);  // waits
+      if (!raw) {
+        stop_seen_ = true;  // drain() is done: nothing is queued or running
+        continue;
       }
-      admit();
-      if (!running_.empty()) step();
+      ready_.emplace_back(raw);
     }
-  } catch (const tbb::user_abort&) {
-    // drain() is done: nothing is queued or running.
+    admit();
+    if (!running_.empty()) step();
   }
 }
 
@@ -146,7 +149,11 @@ void Scheduler::admit() {
     if (!ready_.empty()) {
       s = std::move(ready_.front());
       ready_.pop_front();
-    } else if (Sequence* raw = nullptr; queue_.try_pop(raw)) {
+    } else if (Sequence* raw = nullptr; !stop_seen_ && queue_.try_pop(raw)) {
+      if (!raw) {
+        stop_seen_ = true;
+        break;
+      }
       s.reset(raw);
     } else {
       break;

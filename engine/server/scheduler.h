@@ -95,7 +95,7 @@ class Scheduler {
   std::function<void(const StepInfo&)> on_step_;
   Forward forward_;
   std::shared_ptr<KvBlockPool> pool_;
-  tbb::concurrent_bounded_queue<Sequence*> queue_;  // owned: taken back into a unique_ptr when popped
+  tbb::concurrent_bounded_queue<Sequence*> queue_;  // owned: taken back into a unique_ptr when popped; nullptr: stop
   std::atomic<uint64_t> next_id_{1};
   std::atomic<bool> accepting_{true};
   std::atomic<int64_t> waiting_{0}, running_count_{0}, steps_{0}, preemptions_{0};
@@ -107,6 +107,7 @@ class Scheduler {
   // The scheduler thread's own state.
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
   std::deque<std::unique_ptr<Sequence>> ready_;     // off the queue or preempted: first in line
+  bool stop_seen_ = false;                           // drain()'s empty entry came off the queue
 
   // Signalled whenever a request finishes (drain waits on it).
   std::mutex done_mutex_;

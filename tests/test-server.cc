@@ -1,0 +1,532 @@
+// The serving layer: the scheduler against generate() (the single-sequence
+// reference), and the real HTTP server on a loopback port driven over HTTP
+// with cpp-httplib's client; then `lacuna batch`'s job.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <set>
+#include <thread>
+
+#include "engine/model/convert.h"
+#include "engine/model/synth.h"
+#include "engine/server/batch-job.h"
+#include "engine/server/http-server.h"
+#include "engine/server/openai-api.h"
+#include "sparse/error.h"
+
+namespace lacuna {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const fs::path& scratch() {
+  static const fs::path dir = [] {
+    std::string pattern = (fs::temp_directory_path() / "lacuna-test-server-XXXXXX").string();
+    if (!mkdtemp(pattern.data())) throw Error("mkdtemp failed");
+    return fs::path(pattern);
+  }();
+  static const struct Cleanup {
+    ~Cleanup() { fs::remove_all(dir); }
+  } cleanup;
+  return dir;
+}
+
+// The tiny Mixtral (random weights, a real tokenizer), pruned to 50 %.
+std::shared_ptr<const Model> tiny() {
+  static const std::shared_ptr<const Model> model = [] {
+    const fs::path ckpt = scratch() / "hf", out = scratch() / "tiny.lacuna";
+    synthesize_checkpoint(ckpt.string(), SynthOptions{.arch = Arch::mixtral, .preset = "tiny", .seed = 7});
+    ConvertOptions o;
+    o.sparsity = 0.5;
+    o.prune = PruneMethod::magnitude;
+    convert_checkpoint(ckpt.string(), out.string(), o);
+    return Model::open(out.string());
+  }();
+  return model;
+}
+
+// What one sequence generates alone: the reference every batched answer must equal.
+GenerateResult alone(const std::vector<int32_t>& prompt, const GenerateOptions& o) {
+  Forward forward(tiny());
+  GenerateRequest r;
+  r.prompt = prompt;
+  r.options = o;
+  return generate(forward, {r})[0];
+}
+
+GenerateOptions greedy(int32_t max_tokens) {
+  GenerateOptions o;
+  o.sampling.temperature = 0;
+  o.max_tokens = max_tokens;
+  o.stop_at_eos = false;
+  return o;
+}
+
+std::vector<int32_t> prompt_of(int i, size_t length) {
+  std::vector<int32_t> p{1};
+  for (size_t k = 1; k < length; ++k) p.push_back(static_cast<int32_t>(3 + (i * 37 + static_cast<int>(k) * 11) % 500));
+  return p;
+}
+
+// Results of requests run through a scheduler, by index.
+std::vector<GenerateResult> schedule(const SchedulerOptions& so, const std::vector<std::pair<std::vector<int32_t>, GenerateOptions>>& requests,
+                                     int64_t* preemptions = nullptr) {
+  Scheduler scheduler(tiny(), so);
+  std::vector<std::promise<GenerateResult>> done(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i)
+    scheduler.submit(requests[i].first, requests[i].second, {{}, [&done, i](const GenerateResult& r) { done[i].set_value(r); }});
+  std::vector<GenerateResult> out;
+  for (auto& d : done) out.push_back(d.get_future().get());
+  if (preemptions) *preemptions = scheduler.stats().preemptions;
+  return out;
+}
+
+TEST(Scheduler, BatchedRequestsOfDifferentLengthsMatchEachAlone) {
+  std::vector<std::pair<std::vector<int32_t>, GenerateOptions>> requests;
+  for (int i = 0; i < 10; ++i) {
+    GenerateOptions o = greedy(5 + i * 3);
+    if (i % 3 == 1) o.sampling = {.temperature = 0.9f, .top_k = 20, .top_p = 0.9f, .repetition_penalty = 1.1f, .seed = 100u + static_cast<uint64_t>(i)};
+    requests.push_back({prompt_of(i, 3 + static_cast<size_t>(i) * 17), o});
+  }
+  SchedulerOptions so;
+  so.step_tokens = 24;  // long prompts go in several chunks, interleaved with the others' decoding
+  const auto results = schedule(so, requests);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const GenerateResult want = alone(requests[i].first, requests[i].second);
+    EXPECT_EQ(results[i].tokens, want.tokens) << "request " << i;
+    EXPECT_EQ(results[i].text, want.text) << "request " << i;
+    EXPECT_EQ(results[i].finish_reason, "length");
+  }
+}
+
+TEST(Scheduler, APoolTooSmallForEveryonePreemptsAndStillMatches) {
+  const ModelConfig& c = tiny()->config();
+  const KvBlockPool probe(c, 16, 1);
+  SchedulerOptions so;
+  so.kv_bytes = static_cast<int64_t>(probe.block_bytes()) * (c.max_context / 16 + 4);  // one context and 4 blocks
+  std::vector<std::pair<std::vector<int32_t>, GenerateOptions>> requests;
+  for (int i = 0; i < 6; ++i) requests.push_back({prompt_of(i, 90), greedy(60)});
+  int64_t preemptions = 0;
+  const auto results = schedule(so, requests, &preemptions);
+  EXPECT_GT(preemptions, 0);
+  for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(results[i].tokens, alone(requests[i].first, requests[i].second).tokens) << i;
+}
+
+TEST(Scheduler, RefusesBadRequestsAndAFullQueue) {
+  SchedulerOptions so;
+  so.max_running = 1;
+  so.max_queued = 1;
+  Scheduler scheduler(tiny(), so);
+  EXPECT_THROW(scheduler.submit({}, greedy(4), {}), Error);
+  EXPECT_THROW(scheduler.submit({1, 512}, greedy(4), {}), Error);
+  EXPECT_THROW(scheduler.submit({1, 2}, greedy(600), {}), Error);
+  // One running (held at its first token), one queued, the third refused.
+  std::promise<void> first_token;
+  std::atomic<bool> release{false};
+  std::atomic<int> finished{0};
+  scheduler.submit({1, 2}, greedy(400), {[&](int32_t, std::string_view) {
+                                            static std::once_flag once;
+                                            std::call_once(once, [&] { first_token.set_value(); });
+                                            while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                                            return true;
+                                          },
+                                          [&](const GenerateResult&) { ++finished; }});
+  first_token.get_future().wait();
+  scheduler.submit({1, 3}, greedy(2), {{}, [&](const GenerateResult&) { ++finished; }});
+  EXPECT_THROW(scheduler.submit({1, 4}, greedy(2), {}), QueueFull);
+  release = true;
+  scheduler.drain(std::chrono::milliseconds(0));  // cancels the long one
+  EXPECT_EQ(finished, 2);
+  EXPECT_THROW(scheduler.submit({1, 4}, greedy(2), {}), ShuttingDown);
+}
+
+// ---- The HTTP server -------------------------------------------------------
+
+class Server : public ::testing::Test {
+ protected:
+  void start(ServerOptions o = {}) {
+    o.port = 0;
+    o.model_name = "tiny";
+    server_ = std::make_unique<HttpServer>(tiny(), o);
+    port_ = server_->bind();
+    thread_ = std::thread([this] { server_->serve(); });
+  }
+  void TearDown() override {
+    if (server_) server_->shutdown();
+    if (thread_.joinable()) thread_.join();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+  httplib::Result post(const std::string& path, const std::string& body, const httplib::Headers& headers = {}) const {
+    return client().Post(path.c_str(), headers, body, "application/json");
+  }
+  // A streaming POST whose body goes to `receive` as it arrives (false: hang up). True when it completed.
+  bool post_streaming(const std::string& body, const std::function<bool(size_t)>& receive) const {
+    httplib::Client c = client();
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = body;
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char*, size_t n, uint64_t, uint64_t) { return receive(n); };
+    httplib::Response res;
+    httplib::Error error = httplib::Error::Success;
+    return c.send(req, res, error);
+  }
+  // The text of an SSE stream's chunks, and its finish reason.
+  static std::pair<std::string, std::string> read_stream(const std::string& body, bool chat) {
+    std::string text, finish;
+    size_t at = 0;
+    bool done = false;
+    while ((at = body.find("data: ", at)) != std::string::npos) {
+      const size_t end = body.find("\n\n", at);
+      const std::string data = body.substr(at + 6, end - at - 6);
+      at = end;
+      if (data == "[DONE]") {
+        done = true;
+        break;
+      }
+      const json j = json::parse(data);
+      EXPECT_FALSE(j.contains("error")) << data;
+      if (j["choices"].empty()) continue;  // the usage chunk
+      const json& c = j["choices"][0];
+      if (chat) {
+        if (c["delta"].contains("content")) text += c["delta"]["content"].get<std::string>();
+      } else {
+        text += c["text"].get<std::string>();
+      }
+      if (!c["finish_reason"].is_null()) finish = c["finish_reason"];
+    }
+    EXPECT_TRUE(done) << "no [DONE] in " << body;
+    return {text, finish};
+  }
+  std::unique_ptr<HttpServer> server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+TEST_F(Server, CompletionEqualsTheSingleSequenceResultStreamedOrNot) {
+  start();
+  const std::string prompt = "The night train to the coast";
+  const json request = {{"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}};
+  auto res = post("/v1/completions", request.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json j = json::parse(res->body);
+  GenerateOptions o = greedy(12);
+  o.stop_at_eos = true;
+  const GenerateResult want = alone(tiny()->tokenizer()->encode(prompt, true), o);
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["model"], "tiny");
+  EXPECT_EQ(j["choices"][0]["text"], want.text);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], finish_reason_name(want.finish_reason));
+  EXPECT_EQ(j["usage"]["completion_tokens"], want.tokens.size());
+  EXPECT_EQ(j["usage"]["prompt_tokens"], tiny()->tokenizer()->encode(prompt, true).size());
+
+  json streamed = request;
+  streamed["stream"] = true;
+  streamed["stream_options"] = {{"include_usage", true}};
+  auto sres = post("/v1/completions", streamed.dump());
+  ASSERT_TRUE(sres);
+  ASSERT_EQ(sres->status, 200);
+  EXPECT_EQ(sres->get_header_value("Content-Type"), "text/event-stream");
+  const auto [text, finish] = read_stream(sres->body, false);
+  EXPECT_EQ(text, want.text);
+  EXPECT_EQ(finish, finish_reason_name(want.finish_reason));
+  EXPECT_NE(sres->body.find("\"usage\":{\"completion_tokens\":" + std::to_string(want.tokens.size())), std::string::npos);
+}
+
+TEST_F(Server, ChatAppliesTheTemplateAndStreamsTheSameAnswer) {
+  start();
+  const json messages = json::array({{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Where is the train?"}}});
+  const json request = {{"messages", messages}, {"max_tokens", 10}, {"temperature", 0}, {"seed", 3}};
+  auto res = post("/v1/chat/completions", request.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json j = json::parse(res->body);
+  GenerateOptions o = greedy(10);
+  o.stop_at_eos = true;
+  const GenerateResult want = alone(apply_chat_template(*tiny(), messages), o);
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(j["choices"][0]["message"]["content"], want.text);
+  json streamed = request;
+  streamed["stream"] = true;
+  auto sres = post("/v1/chat/completions", streamed.dump());
+  ASSERT_TRUE(sres);
+  EXPECT_NE(sres->body.find("\"role\":\"assistant\""), std::string::npos);
+  EXPECT_EQ(read_stream(sres->body, true).first, want.text);
+}
+
+TEST_F(Server, ConcurrentClientsEachGetTheirOwnAnswer) {
+  start();
+  constexpr int kClients = 12;
+  std::vector<json> requests;
+  for (int i = 0; i < kClients; ++i)
+    requests.push_back({{"prompt", prompt_of(i, 4 + static_cast<size_t>(i) * 9)},
+                        {"max_tokens", 6 + i},
+                        {"temperature", i % 2 ? 0.8 : 0.0},
+                        {"seed", 1000 + i},
+                        {"stream", i % 3 == 0}});
+  std::vector<std::string> got(kClients);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kClients; ++i)
+    clients.emplace_back([&, i] {
+      auto res = post("/v1/completions", requests[static_cast<size_t>(i)].dump());
+      if (!res || res->status != 200) return;
+      got[static_cast<size_t>(i)] = requests[static_cast<size_t>(i)]["stream"] ? read_stream(res->body, false).first
+                                                                                 : json::parse(res->body)["choices"][0]["text"].get<std::string>();
+    });
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < kClients; ++i) {
+    const json& r = requests[static_cast<size_t>(i)];
+    GenerateOptions o;
+    o.max_tokens = r["max_tokens"];
+    o.sampling = {.temperature = r["temperature"].get<float>(), .top_k = 0, .top_p = 1.0f, .repetition_penalty = 1.0f, .seed = r["seed"]};
+    EXPECT_EQ(got[static_cast<size_t>(i)], alone(r["prompt"].get<std::vector<int32_t>>(), o).text) << "client " << i;
+  }
+}
+
+TEST_F(Server, AClientThatLeavesIsCancelledAndTheServerGoesOn) {
+  start();
+  const json request = {{"prompt", {1, 5, 9}}, {"max_tokens", 400}, {"temperature", 0}, {"stream", true}};
+  int chunks = 0;
+  EXPECT_FALSE(post_streaming(request.dump(), [&](size_t) { return ++chunks < 2; }));  // leave after the first chunk
+  // The sequence leaves the batch long before 400 tokens.
+  bool idle = false;
+  for (int i = 0; i < 100 && !idle; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto m = client().Get("/metrics");
+    idle = m && m->body.find("lacuna_running_sequences 0") != std::string::npos && m->body.find("lacuna_queue_length 0") != std::string::npos;
+  }
+  EXPECT_TRUE(idle);
+  auto m = client().Get("/metrics");
+  ASSERT_TRUE(m);
+  const std::string counter = "\nlacuna_generated_tokens_total ";
+  const size_t at = m->body.find(counter);
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_LT(std::stod(m->body.substr(at + counter.size())), 400);
+  auto next = post("/v1/completions", json{{"prompt", {1, 2}}, {"max_tokens", 3}}.dump());
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->status, 200);
+}
+
+TEST_F(Server, AFullQueueAnswers429WithAJsonError) {
+  // One running, one waiting: of many clients arriving together, the rest are refused.
+  ServerOptions o;
+  o.scheduler.max_running = 1;
+  o.scheduler.max_queued = 1;
+  start(o);
+  constexpr int kClients = 16;
+  const std::string body = json{{"prompt", {1, 5}}, {"max_tokens", 400}, {"temperature", 0}}.dump();
+  std::vector<std::pair<int, std::string>> results(kClients);  // status, body
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kClients; ++i)
+    clients.emplace_back([&, i] {
+      auto res = post("/v1/completions", body);
+      results[static_cast<size_t>(i)] = res ? std::pair{res->status, res->body} : std::pair{0, httplib::to_string(res.error())};
+    });
+  for (auto& t : clients) t.join();
+  int refused = 0, answered = 0;
+  std::string first_answer;
+  for (const auto& [status, response] : results) {
+    ASSERT_NE(status, 0) << "no answer: " << response;
+    const json j = json::parse(response);
+    if (status == 429) {
+      ++refused;
+      EXPECT_EQ(j["error"]["code"], "queue_full");
+      EXPECT_EQ(j["error"]["type"], "rate_limit_error");
+      EXPECT_NE(j["error"]["message"].get<std::string>().find("queue is full"), std::string::npos);
+    } else {
+      ASSERT_EQ(status, 200) << response;
+      ++answered;
+      const std::string text = j["choices"][0]["text"];
+      if (first_answer.empty()) first_answer = text;
+      EXPECT_EQ(text, first_answer);  // the same greedy request: the same answer
+    }
+  }
+  EXPECT_GE(answered, 1);
+  EXPECT_GE(refused, 1);
+}
+
+std::string oversized_body() {
+  std::string body = "{\"prompt\": \"";
+  body.append(70 << 10, 'a');
+  return body + "\"}";
+}
+
+TEST_F(Server, BadRequestsGetClearJsonErrorsAndTheServerKeepsServing) {
+  ServerOptions o;
+  o.max_body_bytes = 64 << 10;
+  start(o);
+  struct Case {
+    std::string body;
+    int status;
+    std::string message, param;
+  };
+  const std::vector<Case> cases = {
+      {"{\"prompt\": \"x\", ", 400, "not valid JSON", ""},
+      {"[1, 2]", 400, "must be a JSON object", ""},
+      {"{\"max_tokens\": 4}", 400, "'prompt' is required", "prompt"},
+      {"{\"prompt\": 7}", 400, "must be a string or a non-empty array of token ids", "prompt"},
+      {"{\"prompt\": [1, 512]}", 400, "outside the vocabulary", "prompt"},
+      {"{\"prompt\": \"x\", \"max_tokens\": \"8\"}", 400, "must be an integer, not a string", "max_tokens"},
+      {"{\"prompt\": \"x\", \"max_tokens\": 0}", 400, "at least 1", "max_tokens"},
+      {"{\"prompt\": \"x\", \"max_tokens\": 100000}", 400, "exceeds the model's context of 512", "max_tokens"},
+      {"{\"prompt\": \"x\", \"temperature\": -1}", 400, "'temperature' must be in [0, 2]", "temperature"},
+      {"{\"prompt\": \"x\", \"stream\": \"yes\"}", 400, "must be a boolean", "stream"},
+      {"{\"prompt\": \"x\", \"n\": 2}", 400, "'n' must be 1", "n"},
+      {"{\"prompt\": \"x\", \"stop\": [1]}", 400, "'stop' must be a string or an array", "stop"},
+      {"{\"prompt\": \"caf\xc3\"}", 400, "not valid UTF-8", ""},
+      {"{\"prompt\": \"\xff\"}", 400, "not valid UTF-8", ""},
+      {oversized_body(), 413, "too large", ""},
+  };
+  for (const Case& c : cases) {
+    auto res = post("/v1/completions", c.body);
+    ASSERT_TRUE(res) << c.body.substr(0, 60);
+    EXPECT_EQ(res->status, c.status) << c.body.substr(0, 60) << " -> " << res->body;
+    const json e = json::parse(res->body);
+    EXPECT_NE(e["error"]["message"].get<std::string>().find(c.message), std::string::npos) << res->body;
+    if (!c.param.empty()) {
+      EXPECT_EQ(e["error"]["param"], c.param) << res->body;
+    }
+  }
+  // A prompt longer than the context.
+  std::vector<int32_t> long_prompt(600, 5);
+  auto res = post("/v1/completions", json{{"prompt", long_prompt}}.dump());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_EQ(json::parse(res->body)["error"]["code"], "context_length_exceeded");
+  // Chat messages of the wrong shape.
+  res = post("/v1/chat/completions", json{{"messages", {{{"role", "robot"}, {"content", "hi"}}}}}.dump());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_NE(res->body.find("not system, user or assistant"), std::string::npos);
+  // Unknown fields are ignored.
+  res = post("/v1/completions", json{{"prompt", "x"}, {"max_tokens", 2}, {"user", "someone"}, {"my_extension", {1, 2}}}.dump());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  auto missing = client().Get("/v2/nothing");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_EQ(json::parse(missing->body)["error"]["type"], "not_found_error");
+  auto metrics = client().Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("lacuna_requests_total{endpoint=\"completions\",status=\"400\"}"), std::string::npos);
+  EXPECT_NE(metrics->body.find("lacuna_time_to_first_token_seconds_bucket"), std::string::npos);
+}
+
+TEST_F(Server, AnApiKeyIsRequiredWhenSet) {
+  ServerOptions o;
+  o.api_key = "sesame";
+  start(o);
+  const std::string body = json{{"prompt", {1, 2}}, {"max_tokens", 2}}.dump();
+  auto none = post("/v1/completions", body);
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 401);
+  EXPECT_EQ(json::parse(none->body)["error"]["type"], "authentication_error");
+  auto wrong = post("/v1/completions", body, {{"Authorization", "Bearer open"}});
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 401);
+  auto right = post("/v1/completions", body, {{"Authorization", "Bearer sesame"}});
+  ASSERT_TRUE(right);
+  EXPECT_EQ(right->status, 200);
+  auto models = client().Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(models->status, 401);
+  auto health = client().Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
+TEST_F(Server, ShutdownLetsRunningRequestsFinishAndRefusesNewOnes) {
+  start();
+  auto answer = std::async(std::launch::async, [&] { return post("/v1/completions", json{{"prompt", {1, 7}}, {"max_tokens", 40}, {"temperature", 0}}.dump()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::thread stopper([&] { server_->shutdown(); });
+  auto res = answer.get();
+  stopper.join();
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(json::parse(res->body)["usage"]["completion_tokens"], 40);
+  EXPECT_FALSE(client().Get("/health"));  // no longer listening
+}
+
+// ---- lacuna batch ------------------------------------------------------------
+
+std::vector<json> read_jsonl(const fs::path& p) {
+  std::vector<json> out;
+  std::ifstream in(p);
+  for (std::string line; std::getline(in, line);) out.push_back(json::parse(line));
+  return out;
+}
+
+TEST(Batch, MalformedLinesAreReportedAndTheRestAnswered) {
+  const fs::path in = scratch() / "requests.jsonl", out = scratch() / "results.jsonl";
+  {
+    std::ofstream f(in);
+    f << json{{"id", "a"}, {"prompt", {1, 5, 9}}, {"max_tokens", 5}, {"temperature", 0}}.dump() << "\n";
+    f << "{\"id\": \"b\", \"prompt\": \n";
+    f << json{{"id", "c"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 4}, {"temperature", 0}}.dump() << "\n";
+    f << json{{"id", "d"}, {"prompt", "x"}, {"max_tokens", -3}}.dump() << "\n";
+    f << json{{"custom_id", "e"}, {"method", "POST"}, {"url", "/v1/completions"}, {"body", {{"prompt", {1, 2}}, {"max_tokens", 3}}}}.dump() << "\n";
+  }
+  BatchOptions o;
+  o.progress = false;
+  const BatchSummary s = run_batch(tiny(), in.string(), out.string(), o);
+  EXPECT_EQ(s.lines, 5u);
+  EXPECT_EQ(s.succeeded, 3u);
+  EXPECT_EQ(s.failed, 2u);
+  std::map<std::string, json> by_id;
+  for (const json& j : read_jsonl(out)) by_id[j["id"]] = j;
+  ASSERT_EQ(by_id.size(), 5u);
+  EXPECT_EQ(by_id["a"]["response"]["choices"][0]["text"], alone({1, 5, 9}, [] {
+              GenerateOptions g = greedy(5);
+              g.stop_at_eos = true;
+              return g;
+            }())
+                                                             .text);
+  EXPECT_NE(by_id["line-2"]["error"]["message"].get<std::string>().find("not valid JSON"), std::string::npos);
+  EXPECT_EQ(by_id["c"]["response"]["object"], "chat.completion");
+  EXPECT_EQ(by_id["d"]["error"]["param"], "max_tokens");
+  EXPECT_EQ(by_id["e"]["response"]["usage"]["completion_tokens"], 3);
+}
+
+TEST(Batch, ARerunSkipsWhatIsDoneAndDropsACutOffLine) {
+  const fs::path in = scratch() / "resume.jsonl", out = scratch() / "resume-out.jsonl";
+  {
+    std::ofstream f(in);
+    for (int i = 0; i < 8; ++i) f << json{{"id", std::to_string(100 + i)}, {"prompt", prompt_of(i, 6)}, {"max_tokens", 4}, {"temperature", 0}}.dump() << "\n";
+  }
+  BatchOptions o;
+  o.progress = false;
+  run_batch(tiny(), in.string(), out.string(), o);
+  const std::vector<json> full = read_jsonl(out);
+  ASSERT_EQ(full.size(), 8u);
+  // An interrupted run: three complete lines and half of a fourth.
+  {
+    std::ofstream f(out, std::ios::trunc);
+    for (int i = 0; i < 3; ++i) f << full[static_cast<size_t>(i)].dump() << "\n";
+    f << full[3].dump().substr(0, 20);
+  }
+  const BatchSummary s = run_batch(tiny(), in.string(), out.string(), o);
+  EXPECT_EQ(s.skipped, 3u);
+  EXPECT_EQ(s.succeeded, 5u);
+  std::map<std::string, json> resumed;
+  for (const json& j : read_jsonl(out)) EXPECT_TRUE(resumed.emplace(j["id"], j).second) << "id twice: " << j["id"];
+  ASSERT_EQ(resumed.size(), 8u);
+  for (const json& j : full) EXPECT_EQ(resumed[j["id"]]["response"]["choices"], j["response"]["choices"]) << j["id"];
+}
+
+}  // namespace
+}  // namespace lacuna
