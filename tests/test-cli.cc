@@ -171,5 +171,41 @@ TEST(Cli, ModelPipelineAndItsErrors) {
   std::filesystem::remove(logits);
 }
 
+// `lacuna serve` answers, and stops cleanly on SIGTERM; `lacuna batch`
+// reports a failed line in its exit code and its output.
+TEST(Cli, ServeStopsOnSigtermAndBatchReportsFailures) {
+  const std::string dir = temp_path("serve-hf"), model = temp_path("serve.lacuna"), log = temp_path("serve.log");
+  ASSERT_EQ(run("synth --arch mixtral --preset tiny " + dir).exit_code, 0);
+  ASSERT_EQ(run("convert " + dir + " " + model).exit_code, 0);
+  const std::string script = "bash -c '" + std::string(LACUNA_CLI_PATH) + " serve " + model + " --port 0 > " + log +
+                             " 2>&1 & pid=$!; "
+                             "for i in $(seq 100); do grep -q \"on http://\" " + log + " && break; sleep 0.1; done; "
+                             "port=$(grep -o \"127.0.0.1:[0-9]*\" " + log + " | cut -d: -f2); "
+                             "exec 3<>/dev/tcp/127.0.0.1/$port; printf \"GET /health HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3; "
+                             "kill -TERM $pid; wait $pid; echo \"exit=$?\"; cat " + log + "' 2>&1";
+  std::FILE* p = popen(script.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  while (size_t got = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), got);
+  pclose(p);
+  EXPECT_NE(out.find("{\"status\":\"ok\"}"), std::string::npos) << out;
+  EXPECT_NE(out.find("exit=0"), std::string::npos) << out;
+  EXPECT_NE(out.find("signal 15, shutting down"), std::string::npos) << out;
+  EXPECT_NE(out.find("lacuna serve: stopped"), std::string::npos) << out;
+
+  const std::string in = temp_path("batch.jsonl"), results = temp_path("batch-out.jsonl");
+  {
+    std::ofstream f(in);
+    f << "{\"id\": \"good\", \"prompt\": [1, 2, 3], \"max_tokens\": 3}\n{\"id\": \"bad\", \"prompt\": [1, 2, 3], \"max_tokens\": 0}\n";
+  }
+  const CliRun b = run("batch " + model + " " + in + " " + results);
+  EXPECT_EQ(b.exit_code, 3) << b.output;
+  EXPECT_NE(b.output.find("2 lines: 0 done before, 1 succeeded, 1 failed"), std::string::npos) << b.output;
+  const CliRun again = run("batch " + model + " " + in + " " + results);
+  EXPECT_NE(again.output.find("2 done before"), std::string::npos) << again.output;
+  for (const std::string& f : {model, log, in, results}) std::filesystem::remove(f);
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace lacuna

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "bench/model/model-bench.h"
+#include "bench/serve/serve-bench.h"
 #include "bench/sweep/sweep.h"
 #include "engine/cli/commands.h"
 #include "sparse/error.h"
@@ -103,6 +104,18 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     if (*model_threads > 0) omp_set_num_threads(*model_threads);
     exit_code = bench::run_model_bench(*m);
   });
+
+  auto* serve = bench->add_subcommand("serve", "Load test of lacuna serve on loopback: throughput and latency at 1, 4, 16, 64 clients");
+  auto sv = std::make_shared<bench::ServeBenchOptions>();
+  serve->add_option("MODELS", sv->models, "One or more .lacuna models")->required();
+  serve->add_option("--concurrency", sv->concurrency, "Concurrent clients per level")->delimiter(',')->check(CLI::Range(1, 1024))->capture_default_str();
+  serve->add_option("--prompt-tokens", sv->prompt_tokens, "Prompt length")->check(CLI::Range(2, 8192))->capture_default_str();
+  serve->add_option("--max-tokens", sv->max_tokens, "Tokens generated per request")->check(CLI::Range(1, 8192))->capture_default_str();
+  serve->add_option("--prompts", sv->prompts, "Distinct prompts, used in turn")->check(CLI::Range(1, 1024))->capture_default_str();
+  serve->add_option("--requests", sv->requests, "Requests per level (0: 4 per client, at least 8)")->check(CLI::Range(0, 1 << 20))->capture_default_str();
+  serve->add_option("--max-seconds", sv->max_seconds, "Time limit per level")->check(CLI::Range(1.0, 86400.0))->capture_default_str();
+  serve->add_option("--csv", sv->csv_path, "Write one CSV row per level");
+  serve->callback([=, &exit_code] { exit_code = bench::run_serve_bench(*sv); });
 
   auto* point = bench->add_subcommand("model-point", "One configuration of `bench model`, printed as JSON (run by `bench model` in a child process)");
   point->group("");  // internal: hidden from --help

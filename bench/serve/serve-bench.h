@@ -1,0 +1,26 @@
+#pragma once
+// `lacuna bench serve`: a load test of `lacuna serve`. The server runs in
+// this process on a loopback port (nothing leaves the machine); C clients
+// stream greedy completions for a bounded time or number of requests, at
+// each concurrency C. Reports output tokens/s, time to first token and
+// inter-token latency percentiles, and checks every streamed answer against
+// the non-streamed single-client answer for the same prompt.
+#include <string>
+#include <vector>
+
+namespace lacuna::bench {
+
+struct ServeBenchOptions {
+  std::vector<std::string> models;  // .lacuna files
+  std::vector<int> concurrency = {1, 4, 16, 64};
+  int prompt_tokens = 32;
+  int max_tokens = 32;
+  int prompts = 8;           // distinct prompts, used in turn
+  int requests = 0;          // per concurrency level; 0: 4 per client, at least 8
+  double max_seconds = 60;   // per concurrency level
+  std::string csv_path;
+};
+
+int run_serve_bench(const ServeBenchOptions& o);
+
+}  // namespace lacuna::bench
