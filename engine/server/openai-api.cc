@@ -131,13 +131,13 @@ std::vector<int32_t> apply_chat_template(const Model& model, const json& message
     if (r == "system") {
       system += text + "\n\n";
     } else if (r == "user") {
-      // Mixtral's template puts a system prompt before the first user turn.
+      // Mixtral's template has no system role: a system message goes before the next user message.
       if (c.arch == Arch::mixtral) append("[INST] " + system + text + " [/INST]");
       else append(system + "Human: " + text + "\n\n");
       system.clear();
     } else if (r == "assistant") {
       if (c.arch == Arch::mixtral) {
-        append(" " + text);
+        append(text);
         if (c.eos_id >= 0) ids.push_back(c.eos_id);
       } else {
         append("Assistant: " + text + "\n\n");
