@@ -18,7 +18,9 @@
 #include "engine/server/batch-job.h"
 #include "engine/server/http-server.h"
 #include "engine/server/openai-api.h"
+#include "sparse/convert.h"
 #include "sparse/error.h"
+#include "sparse/quantize.h"
 
 namespace lacuna {
 namespace {
@@ -86,6 +88,52 @@ std::vector<GenerateResult> schedule(const SchedulerOptions& so, const std::vect
   for (auto& d : done) out.push_back(d.get_future().get());
   if (preemptions) *preemptions = scheduler.stats().preemptions;
   return out;
+}
+
+// The server's forward pass: a token's logits are bitwise the same whatever
+// else shares the step (with the fastest kernels they differ in the last bits,
+// enough to flip a greedy choice between near-equal logits).
+TEST(Scheduler, InvariantBatchingGivesBitwiseTheSameLogits) {
+  const auto model = tiny();
+  const auto vocab = static_cast<size_t>(model->config().vocab);
+  const std::vector<int32_t> mine = prompt_of(0, 21);
+  auto logits_with = [&](size_t others) {
+    Forward forward(model, BatchPolicy::invariant);
+    std::vector<std::unique_ptr<KvCache>> caches;
+    std::vector<std::vector<int32_t>> prompts{mine};
+    for (size_t i = 1; i <= others; ++i) prompts.push_back(prompt_of(static_cast<int>(i), 5 + 13 * i));
+    std::vector<float> out(vocab);
+    std::vector<SequenceStep> batch;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      caches.push_back(std::make_unique<KvCache>(model->config(), 128));
+      batch.push_back({caches.back().get(), prompts[i], i == 0 ? out.data() : nullptr, false});
+    }
+    forward.step(batch);
+    return out;
+  };
+  const std::vector<float> alone_logits = logits_with(0);
+  for (size_t others : {1u, 4u, 9u}) EXPECT_EQ(logits_with(others), alone_logits) << others << " other sequences";
+}
+
+// The same at the level of one weight, for each format and dtype, batches
+// below, at and above the kernels' tile sizes (the single-token csr kernel
+// takes up to 15 tokens at once, so larger batches go in chunks).
+TEST(Scheduler, InvariantProductsDoNotDependOnTheBatch) {
+  for (DType dtype : {DType::bf16, DType::int8})
+    for (Format format : {Format::bitmap, Format::csr, Format::bsr}) {
+      std::vector<float> w(512 * 2048);
+      for (size_t i = 0; i < w.size(); ++i) w[i] = (i * 2654435761u) % 10 < 7 ? 0.0f : static_cast<float>(static_cast<int>(i * 40503u % 201) - 100) / 64.0f;
+      const Linear linear(pack(quantize_matrix(w.data(), 512, 2048, dtype), format, BlockShape{16, 1}));
+      std::vector<float> x(200 * 2048);
+      for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(i * 7919u % 97) - 48) / 32.0f;
+      std::vector<float> alone(200 * 512), many(200 * 512);
+      for (size_t t = 0; t < 200; ++t) linear.run(&x[t * 2048], 1, &alone[t * 512], BatchPolicy::invariant);
+      for (size_t n : {2u, 5u, 16u, 17u, 64u, 65u, 200u}) {
+        linear.run(x.data(), n, many.data(), BatchPolicy::invariant);
+        EXPECT_TRUE(std::equal(many.begin(), many.begin() + static_cast<ptrdiff_t>(n * 512), alone.begin()))
+            << dtype_name(dtype) << " " << format_name(format) << " n=" << n;
+      }
+    }
 }
 
 TEST(Scheduler, BatchedRequestsOfDifferentLengthsMatchEachAlone) {

@@ -73,7 +73,8 @@ float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
 }  // namespace
 
-Forward::Forward(std::shared_ptr<const Model> model) : model_(std::move(model)), scratch_(std::make_unique<Scratch>()) {
+Forward::Forward(std::shared_ptr<const Model> model, BatchPolicy policy)
+    : model_(std::move(model)), policy_(policy), scratch_(std::make_unique<Scratch>()) {
   const ModelConfig& c = model_->config();
   for (int64_t i = 0; i < c.head_dim / 2; ++i)
     inv_freq_.push_back(std::pow(c.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(c.head_dim)));
@@ -122,11 +123,11 @@ void Forward::step(std::span<const SequenceStep> batch) {
   for (int64_t l = 0; l < c.layers; ++l) {
     const LayerWeights& w = m.layers()[l];
     rms_norm(s.x.data(), w.attn_norm, c.norm_eps, total, s.xn.data());
-    w.q.run(s.xn.data(), n, s.q.data());
-    w.k.run(s.xn.data(), n, s.k.data());
-    w.v.run(s.xn.data(), n, s.v.data());
+    w.q.run(s.xn.data(), n, s.q.data(), policy_);
+    w.k.run(s.xn.data(), n, s.k.data(), policy_);
+    w.v.run(s.xn.data(), n, s.v.data(), policy_);
     attention(l, batch, s);
-    w.o.run(s.attn.data(), n, s.out.data());
+    w.o.run(s.attn.data(), n, s.out.data(), policy_);
     if (c.post_norms) rms_norm(s.out.data(), w.attn_post_norm, c.norm_eps, total, s.out.data());
     for (size_t i = 0; i < n * h; ++i) s.x[i] += s.out[i];
 
@@ -154,7 +155,7 @@ void Forward::step(std::span<const SequenceStep> batch) {
   logits.resize(rows.size() * c.vocab);
   for (size_t r = 0; r < rows.size(); ++r) std::copy_n(&s.x[rows[r] * h], h, &picked[r * h]);
   rms_norm(picked.data(), m.final_norm(), c.norm_eps, static_cast<int64_t>(rows.size()), picked.data());
-  m.output().run(picked.data(), rows.size(), logits.data());
+  m.output().run(picked.data(), rows.size(), logits.data(), policy_);
   const auto scale = static_cast<float>(c.output_multiplier);
   size_t r = 0;
   for (const SequenceStep& seq : batch) {
@@ -256,7 +257,7 @@ void Forward::moe(const LayerWeights& w, Scratch& s) {
     s.expert_h.resize(n * 2 * ffn);
     s.expert_y.resize(n * h);
     for (size_t i = 0; i < n; ++i) std::copy_n(&s.xn[tokens[i].first * h], h, &s.expert_x[i * h]);
-    w.gate_up[e].run(s.expert_x.data(), n, s.expert_h.data());
+    w.gate_up[e].run(s.expert_x.data(), n, s.expert_h.data(), policy_);
     const bool gelu = c.activation == ExpertActivation::gelu_tanh;
 #pragma omp parallel for if (n * ffn > 65536)
     for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
@@ -265,7 +266,7 @@ void Forward::moe(const LayerWeights& w, Scratch& s) {
     }
     // The down projection reads rows of stride 2 ffn: compact them first.
     for (size_t i = 1; i < n; ++i) std::copy_n(&s.expert_h[i * 2 * ffn], ffn, &s.expert_h[i * ffn]);
-    w.down[e].run(s.expert_h.data(), n, s.expert_y.data());
+    w.down[e].run(s.expert_h.data(), n, s.expert_y.data(), policy_);
     for (size_t i = 0; i < n; ++i) {
       float* out = &s.moe[tokens[i].first * h];
       const float weight = tokens[i].second;

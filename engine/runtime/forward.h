@@ -25,7 +25,9 @@ struct SequenceStep {
 
 class Forward {
  public:
-  explicit Forward(std::shared_ptr<const Model> model);
+  // BatchPolicy::invariant: every token's result is the same whatever else
+  // is in the step (the server's choice); fastest: the fastest kernels for each batch size.
+  explicit Forward(std::shared_ptr<const Model> model, BatchPolicy policy = BatchPolicy::fastest);
   ~Forward();
   // Runs one step. Throws lacuna::Error, before changing any cache's
   // contents, for an invalid token id, a cache without room, or a block pool
@@ -39,6 +41,7 @@ class Forward {
   void moe(const LayerWeights& w, Scratch& s);
 
   std::shared_ptr<const Model> model_;
+  BatchPolicy policy_;
   std::vector<double> inv_freq_;  // RoPE: theta^(-2i/head_dim)
   std::unique_ptr<Scratch> scratch_;
 };

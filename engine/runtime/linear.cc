@@ -58,17 +58,23 @@ bool Linear::prepare() {
   return dense().packed_bytes() > 0;
 }
 
-void Linear::run(const float* x, size_t n, float* y) const {
+void Linear::run(const float* x, size_t n, float* y, BatchPolicy policy) const {
   if (n == 0) return;
   if (weight_.desc().format == Format::dense) {
     const std::lock_guard lock(*mutex_);
     return dense().run(x, n, y);
   }
-  const Choice c = choice_for(n);
+  Choice c = choice_for(n);
+  if (policy == BatchPolicy::invariant) {
+    // The single-token kernel for every n, over as many tokens as it takes at once.
+    c = choice_for(1);
+    c.tokens = c.kernel->max_n ? std::min(n, c.kernel->max_n) : n;
+  }
   for (size_t at = 0; at < n; at += c.tokens) {
     const size_t count = std::min(c.tokens, n - at);
-    // A shorter last chunk gets its own choice (a kernel may not accept it).
-    const SpmmUkernel& kernel = count == c.tokens ? *c.kernel : *choice_for(count).kernel;
+    // A shorter last chunk gets its own choice (a kernel may not accept it),
+    // unless the kernel must stay the same (the single-token one takes any count).
+    const SpmmUkernel& kernel = count == c.tokens || policy == BatchPolicy::invariant ? *c.kernel : *choice_for(count).kernel;
     spmm_run(kernel, weight_, x + at * cols(), count, y + at * rows());
   }
 }

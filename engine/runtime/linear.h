@@ -16,6 +16,12 @@ namespace lacuna {
 
 class OnednnMatmul;
 
+// How a product over n tokens picks its kernel: the fastest for n, or the
+// same kernel whatever n is, so that a token's result does not depend on
+// which other tokens share the step (a server's answers must not depend on
+// its load; different kernels sum in different orders).
+enum class BatchPolicy { fastest, invariant };
+
 class Linear {
  public:
   Linear();
@@ -30,7 +36,7 @@ class Linear {
   // Thread-safe: many forward passes (contexts of the C API) may share one
   // model. Sparse products run concurrently; a dense weight's oneDNN product
   // holds per-weight buffers, so its callers take turns.
-  void run(const float* x, size_t n, float* y) const;
+  void run(const float* x, size_t n, float* y, BatchPolicy policy = BatchPolicy::fastest) const;
   const Tensor& weight() const { return weight_; }
   uint64_t rows() const { return weight_.desc().rows(); }
   uint64_t cols() const { return weight_.desc().cols(); }

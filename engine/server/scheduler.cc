@@ -35,7 +35,7 @@ struct Scheduler::Sequence {
 };
 
 Scheduler::Scheduler(std::shared_ptr<const Model> model, const SchedulerOptions& options, std::function<void(const StepInfo&)> on_step)
-    : model_(model), options_(options), on_step_(std::move(on_step)), forward_(std::move(model)) {
+    : model_(model), options_(options), on_step_(std::move(on_step)), forward_(std::move(model), BatchPolicy::invariant) {
   const ModelConfig& c = model_->config();
   if (options_.max_running < 1 || options_.max_queued < 1 || options_.step_tokens < 1 || options_.kv_block_positions < 1)
     throw Error("scheduler: max_running, max_queued, step_tokens and kv_block_positions must be >= 1");

@@ -5,7 +5,8 @@
 // interleaved with decode); KV caches draw blocks from one bounded pool, and
 // when it runs out the youngest sequence is preempted (its blocks freed, its
 // tokens evaluated again later). Requests wait in a bounded queue
-// (tbb::concurrent_bounded_queue); one thread runs the steps.
+// (tbb::concurrent_bounded_queue); one thread runs the steps, with
+// BatchPolicy::invariant: a request's answer does not depend on the load.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
