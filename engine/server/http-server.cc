@@ -24,6 +24,9 @@ double seconds_between(Clock::time_point a, Clock::time_point b) { return std::c
 // How long a streaming handler waits for tokens before it writes a
 // keep-alive comment, which is also how it notices a client that left.
 constexpr auto kHeartbeat = std::chrono::milliseconds(500);
+// How long shutdown waits for streams to send their last events once every
+// request has ended (a client that stopped reading must not hold it up).
+constexpr auto kStreamsFlush = std::chrono::seconds(10);
 
 // What the scheduler's thread hands to the request's HTTP thread.
 struct Channel {
@@ -58,6 +61,10 @@ struct HttpServer::Impl {
   httplib::Server http;
   std::atomic<bool> draining{false};
   std::atomic<int> listening{-1};
+  // Streams whose last events may still be on their way: stop() would cut them.
+  std::mutex streams_mutex;
+  std::condition_variable streams_done;
+  int open_streams = 0;
   std::atomic<uint64_t> next_response{1};
   std::mutex shutdown_mutex;
   std::mt19937_64 seeds{std::random_device{}()};
@@ -188,6 +195,10 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
     return;
   }
   metrics.request_done(name, 200);
+  {
+    const std::lock_guard lock(streams_mutex);
+    ++open_streams;
+  }
   res.set_header("Cache-Control", "no-cache");
   auto started = std::make_shared<bool>(false);
   res.set_chunked_content_provider(
@@ -230,6 +241,11 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
       [this, id, channel](bool success) {
         // The client left before the end: stop generating for it.
         if (!success) scheduler.cancel(id);
+        {
+          const std::lock_guard lock(streams_mutex);
+          --open_streams;
+        }
+        streams_done.notify_all();
       });
 }
 
@@ -255,6 +271,11 @@ void HttpServer::shutdown() {
   const std::lock_guard lock(m.shutdown_mutex);
   if (m.draining.exchange(true)) return;
   m.scheduler.drain(m.options.shutdown_timeout);
+  {
+    // Every request has ended; let the streams write their last events.
+    std::unique_lock streams(m.streams_mutex);
+    m.streams_done.wait_for(streams, kStreamsFlush, [&] { return m.open_streams == 0; });
+  }
   m.http.stop();
 }
 
