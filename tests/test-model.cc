@@ -22,6 +22,7 @@
 #include "engine/runtime/linear.h"
 #include "sparse/convert.h"
 #include "sparse/error.h"
+#include "tests/test-util.h"
 #include "sparse/quantize.h"
 #include "sparse/safetensors.h"
 
@@ -50,18 +51,7 @@ uint64_t fnv1a64(const std::string& bytes) {
   return h;
 }
 
-// A scratch directory for the whole test program, removed at exit.
-const fs::path& scratch() {
-  static const fs::path dir = [] {
-    std::string pattern = (fs::temp_directory_path() / "lacuna-test-model-XXXXXX").string();
-    if (!mkdtemp(pattern.data())) throw Error("mkdtemp failed");
-    return fs::path(pattern);
-  }();
-  static const struct Cleanup {
-    ~Cleanup() { fs::remove_all(dir); }
-  } cleanup;
-  return dir;
-}
+using testing::scratch;
 
 // The tiny checkpoint the goldens were made from (scripts/make-goldens.sh: seed 7).
 const fs::path& tiny_checkpoint(const std::string& arch) {

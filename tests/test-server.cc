@@ -20,6 +20,7 @@
 #include "engine/server/openai-api.h"
 #include "sparse/convert.h"
 #include "sparse/error.h"
+#include "tests/test-util.h"
 #include "sparse/quantize.h"
 
 namespace lacuna {
@@ -28,17 +29,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const fs::path& scratch() {
-  static const fs::path dir = [] {
-    std::string pattern = (fs::temp_directory_path() / "lacuna-test-server-XXXXXX").string();
-    if (!mkdtemp(pattern.data())) throw Error("mkdtemp failed");
-    return fs::path(pattern);
-  }();
-  static const struct Cleanup {
-    ~Cleanup() { fs::remove_all(dir); }
-  } cleanup;
-  return dir;
-}
+using testing::scratch;
 
 // The tiny Mixtral (random weights, a real tokenizer), pruned to 50 %.
 std::shared_ptr<const Model> tiny() {

@@ -1,14 +1,32 @@
 #pragma once
-// Shared helpers for the tests: random sparse matrices and an independent
-// dense product in double precision.
+// Shared helpers for the tests: random sparse matrices, an independent
+// dense product in double precision, a scratch directory.
+#include <stdlib.h>
+
 #include <cmath>
+#include <filesystem>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "sparse/quantize.h"
 #include "sparse/tensor.h"
 
 namespace lacuna::testing {
+
+// A scratch directory for the whole test program, removed at exit.
+inline const std::filesystem::path& scratch() {
+  static const std::filesystem::path dir = [] {
+    std::string pattern = (std::filesystem::temp_directory_path() / "lacuna-test-XXXXXX").string();
+    if (!mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
+    return std::filesystem::path(pattern);
+  }();
+  static const struct Cleanup {
+    ~Cleanup() { std::filesystem::remove_all(dir); }
+  } cleanup;
+  return dir;
+}
 
 // A row-major [rows, cols] f32 matrix with about `sparsity` of its entries zero
 // (exactly zero at 1.0), and, when `empty_rows`, every third row all zero.
