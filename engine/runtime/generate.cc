@@ -26,26 +26,28 @@ size_t stop_prefix_at_end(std::string_view text, const std::vector<std::string>&
   return held;
 }
 
-void validate(const GenerateRequest& r, const ModelConfig& c) {
-  if (r.prompt.empty()) throw Error("generate: empty prompt");
-  if (r.options.max_tokens < 0) throw Error("generate: max_tokens must be >= 0");
-  if (r.options.prefill_chunk <= 0) throw Error("generate: prefill_chunk must be > 0");
-  lacuna::validate(r.options.sampling);
-  for (int32_t t : r.prompt)
-    if (t < 0 || t >= c.vocab) throw Error("generate: token id " + std::to_string(t) + " is outside the vocabulary 0.." + std::to_string(c.vocab - 1));
-  const int64_t prompt = static_cast<int64_t>(r.prompt.size());
-  if (r.cache) {
+}  // namespace
+
+void validate_request(std::span<const int32_t> prompt, const GenerateOptions& o, const KvCache* cache, const ModelConfig& c) {
+  if (prompt.empty()) throw Error("the prompt is empty");
+  if (o.max_tokens < 0) throw Error("max_tokens must be >= 0");
+  if (o.prefill_chunk <= 0) throw Error("prefill_chunk must be > 0");
+  validate(o.sampling);
+  for (size_t i = 0; i < prompt.size(); ++i)
+    if (prompt[i] < 0 || prompt[i] >= c.vocab)
+      throw Error("token id " + std::to_string(prompt[i]) + " is outside the vocabulary 0.." + std::to_string(c.vocab - 1) + " (token " +
+                  std::to_string(i) + " of the prompt)");
+  const auto n = static_cast<int64_t>(prompt.size());
+  if (cache) {
     // The prompt, and a place for the first generated token.
-    if (r.cache->length() + prompt + (r.options.max_tokens > 0 ? 1 : 0) > r.cache->capacity())
-      throw Error("generate: prompt (" + std::to_string(prompt) + " tokens) and a generated token do not fit in the " +
-                  std::to_string(r.cache->capacity() - r.cache->length()) + " positions left in the sequence");
-  } else if (prompt + r.options.max_tokens > c.max_context) {
-    throw Error("generate: prompt (" + std::to_string(prompt) + " tokens) plus max_tokens (" + std::to_string(r.options.max_tokens) +
-                ") exceeds the model's context of " + std::to_string(c.max_context));
+    if (cache->length() + n + (o.max_tokens > 0 ? 1 : 0) > cache->capacity())
+      throw Error("the prompt (" + std::to_string(n) + " tokens) and a generated token do not fit in the " +
+                  std::to_string(cache->capacity() - cache->length()) + " positions left in the sequence");
+  } else if (n + o.max_tokens > c.max_context) {
+    throw Error("the prompt (" + std::to_string(n) + " tokens) plus max_tokens (" + std::to_string(o.max_tokens) +
+                ") exceeds the model's context of " + std::to_string(c.max_context) + " tokens");
   }
 }
-
-}  // namespace
 
 Generation::Generation(const Model& model, const GenerateOptions& options, std::vector<int32_t> history)
     : config_(&model.config()), options_(options), sampler_(options.sampling), history_(std::move(history)) {
@@ -104,7 +106,7 @@ std::vector<GenerateResult> generate(Forward& forward, const std::vector<Generat
   std::vector<Running> seqs;
   seqs.reserve(requests.size());
   for (const GenerateRequest& r : requests) {
-    validate(r, c);
+    validate_request(r.prompt, r.options, r.cache, c);
     std::vector<int32_t> history = r.preceding;
     history.insert(history.end(), r.prompt.begin(), r.prompt.end());
     Running& s = seqs.emplace_back(Running{&r, nullptr, r.cache, Generation(model, r.options, std::move(history)), 0, {}});

@@ -52,6 +52,12 @@ struct GenerateStats {
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
+// Throws lacuna::Error naming the problem: an empty prompt, an invalid token
+// id, options out of range, a prompt and max_tokens beyond the model's
+// context (no cache) or a prompt and one generated token beyond the room
+// left in `cache`. Shared by generate() and the server's scheduler.
+void validate_request(std::span<const int32_t> prompt, const GenerateOptions& options, const KvCache* cache, const ModelConfig& config);
+
 // One sequence's generation, token by token, for any loop that runs the
 // forward steps (generate() below, the server's scheduler): samples each
 // token from the logits, follows the text (streaming, stop strings) and

@@ -64,12 +64,9 @@ void Linear::run(const float* x, size_t n, float* y, BatchPolicy policy) const {
     const std::lock_guard lock(*mutex_);
     return dense().run(x, n, y);
   }
-  Choice c = choice_for(n);
-  if (policy == BatchPolicy::invariant) {
-    // The single-token kernel for every n, over as many tokens as it takes at once.
-    c = choice_for(1);
-    c.tokens = c.kernel->max_n ? std::min(n, c.kernel->max_n) : n;
-  }
+  // Invariant: the single-token kernel for every n, over as many tokens as it takes at once.
+  Choice c = choice_for(policy == BatchPolicy::invariant ? 1 : n);
+  if (policy == BatchPolicy::invariant) c.tokens = c.kernel->max_n ? std::min(n, c.kernel->max_n) : n;
   for (size_t at = 0; at < n; at += c.tokens) {
     const size_t count = std::min(c.tokens, n - at);
     // A shorter last chunk gets its own choice (a kernel may not accept it),

@@ -54,17 +54,8 @@ Scheduler::Scheduler(std::shared_ptr<const Model> model, const SchedulerOptions&
 Scheduler::~Scheduler() { drain(std::chrono::milliseconds(0)); }
 
 uint64_t Scheduler::submit(std::vector<int32_t> prompt, const GenerateOptions& options, RequestCallbacks callbacks) {
-  const ModelConfig& c = model_->config();
-  if (prompt.empty()) throw Error("the prompt is empty");
-  for (size_t i = 0; i < prompt.size(); ++i)
-    if (prompt[i] < 0 || prompt[i] >= c.vocab)
-      throw Error("token " + std::to_string(i) + " of the prompt, " + std::to_string(prompt[i]) + ", is outside the vocabulary 0.." +
-                  std::to_string(c.vocab - 1));
+  validate_request(prompt, options, nullptr, model_->config());
   if (options.max_tokens < 1) throw Error("max_tokens must be >= 1");
-  if (static_cast<int64_t>(prompt.size()) + options.max_tokens > c.max_context)
-    throw Error("the prompt (" + std::to_string(prompt.size()) + " tokens) plus max_tokens (" + std::to_string(options.max_tokens) +
-                ") exceeds the model's context of " + std::to_string(c.max_context) + " tokens");
-  validate(options.sampling);
   if (!accepting_) throw ShuttingDown("the server is shutting down");
   const uint64_t id = next_id_++;
   auto flag = std::make_shared<std::atomic<bool>>(false);
