@@ -14,6 +14,7 @@ struct FloatAccumulator {
   using Acc = __m512;
   static constexpr bool kRowSum = false;
   static Acc zero() { return _mm512_setzero_ps(); }
+  static Acc add(Acc a, Acc b) { return _mm512_add_ps(a, b); }
   template <class W>
   static Acc row_sum(Acc s, W) { return s; }
   static float finish(Acc acc, Acc, float row_scale, float) { return _mm512_reduce_add_ps(acc) * row_scale; }
@@ -58,6 +59,7 @@ struct Int8 {
   using XVec = __m512i;
   static constexpr bool kRowSum = true;
   static Acc zero() { return _mm512_setzero_si512(); }
+  static Acc add(Acc a, Acc b) { return _mm512_add_epi32(a, b); }
   static WVec expand(Mask m, const Value* p) { return kernels::avx512::fresh_expand_epi8(m, kernels::avx512::load_unfolded<__m512i>(p)); }
   static XVec load_x(const XElem* p) { return _mm512_loadu_si512(p); }
   static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_dpbusd_epi32(acc, x, w); }
@@ -106,9 +108,9 @@ struct Int8WeightOnly : FloatAccumulator {
 
 }  // namespace
 
-void lacuna_spmm_bitmap_f32_ukernel_4x4__avx512f(const SpmmArgs& a) { bitmap_small_n<F32, 4, 4>(a); }
-void lacuna_spmm_bitmap_bf16_ukernel_4x4__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Bf16, 4, 4>(a); }
-void lacuna_spmm_bitmap_int8_ukernel_4x4__avx512vnni(const SpmmArgs& a) { bitmap_small_n<Int8, 4, 4>(a); }
-void lacuna_spmm_bitmap_int8_ukernel_4x4__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Int8WeightOnly, 4, 4>(a); }
+void lacuna_spmm_bitmap_f32_ukernel_1x4__avx512f(const SpmmArgs& a) { bitmap_small_n<F32, 4>(a); }
+void lacuna_spmm_bitmap_bf16_ukernel_1x4__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Bf16, 4>(a); }
+void lacuna_spmm_bitmap_int8_ukernel_1x4__avx512vnni(const SpmmArgs& a) { bitmap_small_n<Int8, 4>(a); }
+void lacuna_spmm_bitmap_int8_ukernel_1x4__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Int8WeightOnly, 4>(a); }
 
 }  // namespace lacuna
