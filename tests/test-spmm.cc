@@ -2,8 +2,11 @@
 // dispatcher at every ISA level this machine has.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "kernels/common/activations.h"
 #include "kernels/dense-onednn/onednn-matmul.h"
+#include "kernels/densify.h"
 #include "kernels/spmm-ukernels.h"
 #include "sparse/convert.h"
 #include "sparse/error.h"
@@ -224,6 +227,49 @@ TEST(OnednnDense, NonFiniteActivationsGiveNonFiniteOutputs) {
     mm.run(x.data(), 1, y.data());
     for (float v : y) EXPECT_FALSE(std::isfinite(v)) << dtype_name(t);
   }
+}
+
+// Expanding a bitmap weight back into dense rows (for oneDNN at large
+// batches) must give exactly the values sparse/'s own unpack gives: every
+// dtype, rows with and without a partial last group, empty rows.
+TEST(Densify, BitmapMatchesUnpackExactly) {
+  constexpr uint64_t kAvx512 = kAvx512F | kAvx512Bw | kAvx512Vbmi2;
+  for (DType t : kAllDTypes)
+    for (size_t cols : {1, 37, 64, 200}) {
+      const auto wf = testing::random_sparse(29, cols, 0.6, true, cols);
+      const Tensor w = pack(quantize_matrix(wf.data(), 29, cols, t), Format::bitmap);
+      const Tensor want = unpack(w);
+      const size_t bytes = 29 * cols * dtype_size(t);
+      std::vector<std::byte> got(bytes, std::byte{0x5a});
+      densify_bitmap(w, got.data());
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), bytes), 0) << dtype_name(t) << " cols " << cols;
+      std::fill(got.begin(), got.end(), std::byte{0x5a});
+      densify_bitmap_rows_portable(w, got.data(), 0, 29);
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), bytes), 0) << "portable " << dtype_name(t) << " cols " << cols;
+      if ((cpu_info().features & kAvx512) == kAvx512) {
+        std::fill(got.begin(), got.end(), std::byte{0x5a});
+        densify_bitmap_rows_avx512(w, got.data(), 0, 29);
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), bytes), 0) << "avx512 " << dtype_name(t) << " cols " << cols;
+      }
+    }
+  const auto wf = testing::random_sparse(4, 8, 0.5, false, 1);
+  std::vector<std::byte> out(64);
+  EXPECT_THROW(densify_bitmap(pack(quantize_matrix(wf.data(), 4, 8, DType::bf16), Format::csr), out.data()), Error);
+}
+
+// An in-place oneDNN product rebound to other weights computes with those.
+TEST(OnednnDense, RebindReadsTheNewWeights) {
+  const auto a = testing::random_sparse(70, 130, 0.3, false, 1), b = testing::random_sparse(70, 130, 0.3, false, 2);
+  const Tensor wa = quantize_matrix(a.data(), 70, 130, DType::bf16), wb = quantize_matrix(b.data(), 70, 130, DType::bf16);
+  OnednnMatmul mm(wa, OnednnMatmul::Weights::in_place);
+  const auto x = testing::random_activations(20, 130, 3);
+  std::vector<float> y(20 * 70), want(20 * 70);
+  mm.rebind(wb.data());
+  mm.run(x.data(), 20, y.data());
+  OnednnMatmul(wb, OnednnMatmul::Weights::in_place).run(x.data(), 20, want.data());
+  EXPECT_EQ(y, want);
+  OnednnMatmul packed(wa);
+  EXPECT_THROW(packed.rebind(wb.data()), Error);
 }
 
 TEST(OnednnDense, RefusesSparseWeights) {

@@ -3,9 +3,12 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 
+#include "kernels/densify.h"
 #include "kernels/dense-onednn/onednn-matmul.h"
 #include "kernels/planner.h"
+#include "sparse/error.h"
 
 namespace lacuna {
 namespace {
@@ -13,6 +16,36 @@ namespace {
 // The kernel choice among those accepting a format depends on compute rates,
 // hardly on bandwidth, so a nominal figure serves instead of a measurement at load.
 constexpr double kNominalBandwidth = 30e9;
+
+// From this batch on, a bitmap weight is expanded into dense rows per call and
+// run through oneDNN. Measured with bench-densify (docs/benchmarks.md,
+// "Prefill"): for bf16, expansion plus oneDNN ran 1.5-2.6x faster than the
+// sparse kernels from 16 tokens at 70 % sparsity (0.9-1.5x at 90 %); for
+// int8 the VNNI kernel still wins at 16 tokens, and loses 1.7-3.9x from 32.
+// Below, the products are bound by reading the weights, which the sparse
+// kernels do faster. A fixed threshold rather than the planner's estimate:
+// the planner's large-batch rates were measured on another host, and chose
+// the sparse kernels up to 64 tokens here.
+size_t densify_from(DType dtype) { return dtype == DType::int8 ? 32 : 16; }
+
+// The calling thread's buffer for a bitmap weight expanded into dense rows.
+// One per thread, not per weight: it holds one weight at a time, and grows to
+// the largest weight the thread expands.
+std::byte* densify_scratch(uint64_t bytes) {
+  struct Scratch {
+    std::byte* data = nullptr;
+    uint64_t bytes = 0;
+    ~Scratch() { std::free(data); }
+  };
+  thread_local Scratch s;
+  if (s.bytes < bytes) {
+    std::free(s.data);
+    s.data = static_cast<std::byte*>(std::aligned_alloc(kSectionAlign, (bytes + kSectionAlign - 1) / kSectionAlign * kSectionAlign));
+    s.bytes = s.data ? bytes : 0;
+    if (!s.data) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes to expand a weight for oneDNN");
+  }
+  return s.data;
+}
 
 }  // namespace
 
@@ -48,8 +81,27 @@ Linear::Choice Linear::choice_for(size_t n) const {
       const double chunks = static_cast<double>((n + kChunk - 1) / kChunk);
       if (part.chosen.kernel && chunks * part.chosen.predicted_ms < whole.chosen.predicted_ms) c = {part.chosen.kernel, kChunk};
     }
+    if (d.format == Format::bitmap && n >= densify_from(d.dtype)) c.densify = true;
   }
   return c;
+}
+
+void Linear::run_densified(const float* x, size_t n, float* y) const {
+  TensorDesc dd = weight_.desc();
+  dd.format = Format::dense;
+  dd.nnz = 0;
+  const PayloadLayout layout = payload_layout(dd);
+  std::byte* scratch = densify_scratch(layout.total_bytes);
+  densify_bitmap(weight_, scratch);
+  const std::lock_guard lock(*mutex_);
+  if (!densified_) {
+    // oneDNN reads an int8 weight's row scales once, here.
+    if (dd.dtype == DType::int8)
+      std::copy_n(weight_.section<float>(Section::scales), dd.rows(), reinterpret_cast<float*>(scratch + layout[Section::scales].offset));
+    densified_ = std::make_unique<OnednnMatmul>(Tensor::wrap(dd, scratch, nullptr), OnednnMatmul::Weights::in_place);
+  }
+  densified_->rebind(scratch);
+  densified_->run(x, n, y);
 }
 
 bool Linear::prepare() {
@@ -66,6 +118,7 @@ void Linear::run(const float* x, size_t n, float* y, BatchPolicy policy) const {
   }
   // Invariant: the single-token kernel for every n, over as many tokens as it takes at once.
   Choice c = choice_for(policy == BatchPolicy::invariant ? 1 : n);
+  if (c.densify) return run_densified(x, n, y);
   if (policy == BatchPolicy::invariant) c.tokens = c.kernel->max_n ? std::min(n, c.kernel->max_n) : n;
   for (size_t at = 0; at < n; at += c.tokens) {
     const size_t count = std::min(c.tokens, n - at);
@@ -79,6 +132,7 @@ void Linear::run(const float* x, size_t n, float* y, BatchPolicy policy) const {
 std::string Linear::describe(size_t n) const {
   if (weight_.desc().format == Format::dense) return std::string("onednn dense ") + dtype_name(weight_.desc().dtype);
   const Choice c = choice_for(n);
+  if (c.densify) return std::string("onednn dense ") + dtype_name(weight_.desc().dtype) + " on the weight expanded per call";
   return c.tokens < n ? std::string(c.kernel->name) + " in chunks of " + std::to_string(c.tokens) + " tokens" : c.kernel->name;
 }
 

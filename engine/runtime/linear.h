@@ -48,16 +48,21 @@ class Linear {
  private:
   struct Choice {
     const SpmmUkernel* kernel = nullptr;
-    size_t tokens = 0;  // tokens per call: n, or fewer when chunks of the batch run faster
+    size_t tokens = 0;      // tokens per call: n, or fewer when chunks of the batch run faster
+    bool densify = false;   // expand the bitmap weight into dense rows and run oneDNN instead
   };
   Choice choice_for(size_t n) const;
   OnednnMatmul& dense() const;
+  void run_densified(const float* x, size_t n, float* y) const;
 
   Tensor weight_;
   // Guards dense_ (created on first use, run one caller at a time) and
   // choices_; held in a pointer so that Linear stays movable.
   std::unique_ptr<std::mutex> mutex_;
   mutable std::unique_ptr<OnednnMatmul> dense_;
+  // oneDNN reading, in place, the calling thread's expanded copy of a sparse
+  // weight (large batches); created on first use, guarded by the mutex.
+  mutable std::unique_ptr<OnednnMatmul> densified_;
   // The planner's choice per (threads, n), filled on first use: contexts
   // with different thread counts share the weight and may choose differently.
   mutable std::map<std::pair<int, size_t>, Choice> choices_;

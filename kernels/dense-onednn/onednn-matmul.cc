@@ -105,6 +105,12 @@ OnednnMatmul::~OnednnMatmul() = default;
 OnednnMatmul::OnednnMatmul(OnednnMatmul&&) noexcept = default;
 OnednnMatmul& OnednnMatmul::operator=(OnednnMatmul&&) noexcept = default;
 
+void OnednnMatmul::rebind(const void* weights) {
+  if (impl_->packed) throw Error("OnednnMatmul::rebind needs an in-place object");
+  impl_->source = Tensor();
+  impl_->weights.set_data_handle(const_cast<void*>(weights));
+}
+
 size_t OnednnMatmul::packed_bytes() const { return impl_->packed ? impl_->weights_md.get_size() : 0; }
 std::string OnednnMatmul::implementation(size_t n) { return impl_->batch(n).pd.impl_info_str(); }
 

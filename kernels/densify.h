@@ -1,0 +1,26 @@
+#pragma once
+// Bitmap weights expanded back into dense rows, so that a large batch can run
+// through oneDNN's dense matmul. From a few dozen tokens per product, oneDNN's
+// register-blocked GEMM outruns every sparse kernel on this hardware even after
+// paying for the expansion, which reads the compressed weight once and writes
+// the dense rows once (docs/benchmarks.md, "Prefill").
+#include <cstdint>
+
+#include "sparse/tensor.h"
+
+namespace lacuna {
+
+// Writes the values of `w` (bitmap, any dtype) as dense row-major
+// [rows][cols] elements of its dtype to `out`; the rows are split over the
+// OpenMP threads. Int8 row scales are not written (they do not change).
+void densify_bitmap(const Tensor& w, void* out);
+
+// The same for rows [row_begin, row_end) on the calling thread only, with the
+// portable code (the reference the vector code is tested against).
+void densify_bitmap_rows_portable(const Tensor& w, void* out, uint64_t row_begin, uint64_t row_end);
+
+// The AVX-512 version (VEXPANDPS / VPEXPANDW / VPEXPANDB); needs AVX-512 F,
+// BW and VBMI2.
+void densify_bitmap_rows_avx512(const Tensor& w, void* out, uint64_t row_begin, uint64_t row_end);
+
+}  // namespace lacuna
