@@ -15,12 +15,9 @@ namespace lacuna {
 // OpenMP threads. Int8 row scales are not written (they do not change).
 void densify_bitmap(const Tensor& w, void* out);
 
-// The same for rows [row_begin, row_end) on the calling thread only, with the
-// portable code (the reference the vector code is tested against).
-void densify_bitmap_rows_portable(const Tensor& w, void* out, uint64_t row_begin, uint64_t row_end);
-
-// The AVX-512 version (VEXPANDPS / VPEXPANDW / VPEXPANDB); needs AVX-512 F,
-// BW and VBMI2.
+// Rows [row_begin, row_end) on the calling thread only, with AVX-512
+// (VEXPANDPS / VPEXPANDW / VPEXPANDB); needs AVX-512 F, BW and VBMI2.
+// Elsewhere densify_bitmap runs sparse/'s unpack_bitmap_rows.
 void densify_bitmap_rows_avx512(const Tensor& w, void* out, uint64_t row_begin, uint64_t row_end);
 
 }  // namespace lacuna

@@ -18,6 +18,9 @@ struct BlockShape {
 Tensor pack(const Tensor& dense, Format format, BlockShape block = {});
 // Any tensor -> the dense tensor of the same dtype and shape.
 Tensor unpack(const Tensor& t);
+// Rows [row_begin, row_end) of a bitmap tensor written as dense row-major
+// elements of its dtype into `out` (which holds rows x cols of them).
+void unpack_bitmap_rows(const Tensor& t, void* out, uint64_t row_begin, uint64_t row_end);
 
 // Checks what a checksum cannot: that the index arrays of a payload describe
 // the matrix of its description (monotone row pointers, in-range sorted

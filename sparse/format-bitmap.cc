@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "sparse/convert.h"
 #include "sparse/element.h"
 #include "sparse/format-internal.h"
 
@@ -50,21 +51,7 @@ Tensor pack_bitmap(const Tensor& dense) {
 
 Tensor unpack_bitmap(const Tensor& t) {
   Tensor out = dense_like(t);
-  const uint64_t rows = t.desc().rows(), cols = t.desc().cols();
-  const uint64_t width = bitmap_group_width(t.desc().dtype), groups = group_count(t.desc());
-  const uint64_t* row_ptr = t.section<uint64_t>(Section::row_ptr);
-  visit_dtype(t.desc().dtype, [&]<class E>(E) {
-    using T = typename E::type;
-    using M = BitmapMask<T>;
-    const M* masks = t.section<M>(Section::masks);
-    const T* values = t.section<T>(Section::values);
-    T* dst = out.mutable_section<T>(Section::values);
-    for (uint64_t r = 0; r < rows; ++r) {
-      uint64_t k = row_ptr[r];
-      for (uint64_t g = 0; g < groups; ++g)
-        for (M m = masks[r * groups + g]; m; m &= m - 1) dst[r * cols + g * width + std::countr_zero(m)] = values[k++];
-    }
-  });
+  unpack_bitmap_rows(t, out.mutable_section<std::byte>(Section::values), 0, t.desc().rows());
   return out;
 }
 
@@ -91,3 +78,26 @@ std::string check_bitmap(const Tensor& t) {
 }
 
 }  // namespace lacuna::detail
+
+namespace lacuna {
+
+void unpack_bitmap_rows(const Tensor& t, void* out, uint64_t row_begin, uint64_t row_end) {
+  const uint64_t cols = t.desc().cols();
+  const uint64_t width = bitmap_group_width(t.desc().dtype), groups = group_count(t.desc());
+  const uint64_t* row_ptr = t.section<uint64_t>(Section::row_ptr);
+  visit_dtype(t.desc().dtype, [&]<class E>(E) {
+    using T = typename E::type;
+    using M = BitmapMask<T>;
+    const M* masks = t.section<M>(Section::masks);
+    const T* values = t.section<T>(Section::values);
+    for (uint64_t r = row_begin; r < row_end; ++r) {
+      T* row = static_cast<T*>(out) + r * cols;
+      std::fill(row, row + cols, T{});
+      uint64_t k = row_ptr[r];
+      for (uint64_t g = 0; g < groups; ++g)
+        for (M m = masks[r * groups + g]; m; m &= m - 1) row[g * width + std::countr_zero(m)] = values[k++];
+    }
+  });
+}
+
+}  // namespace lacuna
