@@ -254,19 +254,24 @@ TEST(Densify, BitmapMatchesUnpackExactly) {
   EXPECT_THROW(densify_bitmap(pack(quantize_matrix(wf.data(), 4, 8, DType::bf16), Format::csr), out.data()), Error);
 }
 
-// An in-place oneDNN product rebound to other weights computes with those.
+// An in-place oneDNN product rebound to other weights computes with those
+// (int8: with their row scales too), and refuses other shapes and dtypes.
 TEST(OnednnDense, RebindReadsTheNewWeights) {
   const auto a = testing::random_sparse(70, 130, 0.3, false, 1), b = testing::random_sparse(70, 130, 0.3, false, 2);
-  const Tensor wa = quantize_matrix(a.data(), 70, 130, DType::bf16), wb = quantize_matrix(b.data(), 70, 130, DType::bf16);
-  OnednnMatmul mm(wa, OnednnMatmul::Weights::in_place);
   const auto x = testing::random_activations(20, 130, 3);
-  std::vector<float> y(20 * 70), want(20 * 70);
-  mm.rebind(wb.data());
-  mm.run(x.data(), 20, y.data());
-  OnednnMatmul(wb, OnednnMatmul::Weights::in_place).run(x.data(), 20, want.data());
-  EXPECT_EQ(y, want);
-  OnednnMatmul packed(wa);
-  EXPECT_THROW(packed.rebind(wb.data()), Error);
+  for (DType t : {DType::bf16, DType::int8}) {
+    const Tensor wa = quantize_matrix(a.data(), 70, 130, t), wb = quantize_matrix(b.data(), 70, 130, t);
+    OnednnMatmul mm(wa, OnednnMatmul::Weights::in_place);
+    std::vector<float> y(20 * 70), want(20 * 70);
+    mm.rebind(wb);
+    mm.run(x.data(), 20, y.data());
+    OnednnMatmul(wb, OnednnMatmul::Weights::in_place).run(x.data(), 20, want.data());
+    EXPECT_EQ(y, want) << dtype_name(t);
+    EXPECT_THROW(mm.rebind(quantize_matrix(a.data(), 130, 70, t)), Error);
+    EXPECT_THROW(OnednnMatmul(wa).rebind(wb), Error);
+  }
+  OnednnMatmul bf16(quantize_matrix(a.data(), 70, 130, DType::bf16), OnednnMatmul::Weights::in_place);
+  EXPECT_THROW(bf16.rebind(quantize_matrix(a.data(), 70, 130, DType::int8)), Error);
 }
 
 TEST(OnednnDense, RefusesSparseWeights) {

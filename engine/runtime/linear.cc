@@ -3,12 +3,13 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstdlib>
+#include <map>
+#include <tuple>
+#include <vector>
 
 #include "kernels/densify.h"
 #include "kernels/dense-onednn/onednn-matmul.h"
 #include "kernels/planner.h"
-#include "sparse/error.h"
 
 namespace lacuna {
 namespace {
@@ -28,24 +29,42 @@ constexpr double kNominalBandwidth = 30e9;
 // the sparse kernels up to 64 tokens here.
 size_t densify_from(DType dtype) { return dtype == DType::int8 ? 32 : 16; }
 
-// The calling thread's buffer for a bitmap weight expanded into dense rows.
-// One per thread, not per weight: it holds one weight at a time, and grows to
-// the largest weight the thread expands.
-std::byte* densify_scratch(uint64_t bytes) {
-  struct Scratch {
-    std::byte* data = nullptr;
-    uint64_t bytes = 0;
-    ~Scratch() { std::free(data); }
-  };
-  thread_local Scratch s;
-  if (s.bytes < bytes) {
-    std::free(s.data);
-    s.data = static_cast<std::byte*>(std::aligned_alloc(kSectionAlign, (bytes + kSectionAlign - 1) / kSectionAlign * kSectionAlign));
-    s.bytes = s.data ? bytes : 0;
-    if (!s.data) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes to expand a weight for oneDNN");
+// The calling thread's buffer for a bitmap weight expanded into dense rows,
+// and its oneDNN products reading that buffer in place, one per shape and
+// dtype. Per thread, not per weight: a buffer holds one weight at a time, and
+// every weight of a shape shares one product's compiled primitives and
+// batch buffers (one product per weight held ~700 MB of those after a
+// 512-token prefill of the mini model).
+class DensifyScratch {
+ public:
+  static DensifyScratch& of_this_thread() {
+    thread_local DensifyScratch s;
+    return s;
   }
-  return s.data;
-}
+  // `w` expanded into the buffer, as a dense tensor (int8 scales included).
+  Tensor expand(const Tensor& w) {
+    TensorDesc dd = w.desc();
+    dd.format = Format::dense;
+    dd.nnz = 0;
+    const PayloadLayout layout = payload_layout(dd);
+    if (buffer_.size() < layout.total_bytes) buffer_.resize(layout.total_bytes);
+    densify_bitmap(w, buffer_.data());
+    if (dd.dtype == DType::int8)
+      std::copy_n(w.section<float>(Section::scales), dd.rows(), reinterpret_cast<float*>(buffer_.data() + layout[Section::scales].offset));
+    return Tensor::wrap(dd, buffer_.data(), nullptr);
+  }
+  OnednnMatmul& product(const Tensor& dense) {
+    const TensorDesc& d = dense.desc();
+    auto& p = products_[{d.rows(), d.cols(), d.dtype}];
+    if (!p) p = std::make_unique<OnednnMatmul>(dense, OnednnMatmul::Weights::in_place);
+    p->rebind(dense);
+    return *p;
+  }
+
+ private:
+  std::vector<std::byte> buffer_;
+  std::map<std::tuple<uint64_t, uint64_t, DType>, std::unique_ptr<OnednnMatmul>> products_;
+};
 
 }  // namespace
 
@@ -87,21 +106,9 @@ Linear::Choice Linear::choice_for(size_t n) const {
 }
 
 void Linear::run_densified(const float* x, size_t n, float* y) const {
-  TensorDesc dd = weight_.desc();
-  dd.format = Format::dense;
-  dd.nnz = 0;
-  const PayloadLayout layout = payload_layout(dd);
-  std::byte* scratch = densify_scratch(layout.total_bytes);
-  densify_bitmap(weight_, scratch);
-  const std::lock_guard lock(*mutex_);
-  if (!densified_) {
-    // oneDNN reads an int8 weight's row scales once, here.
-    if (dd.dtype == DType::int8)
-      std::copy_n(weight_.section<float>(Section::scales), dd.rows(), reinterpret_cast<float*>(scratch + layout[Section::scales].offset));
-    densified_ = std::make_unique<OnednnMatmul>(Tensor::wrap(dd, scratch, nullptr), OnednnMatmul::Weights::in_place);
-  }
-  densified_->rebind(scratch);
-  densified_->run(x, n, y);
+  DensifyScratch& scratch = DensifyScratch::of_this_thread();
+  const Tensor dense = scratch.expand(weight_);
+  scratch.product(dense).run(x, n, y);
 }
 
 bool Linear::prepare() {

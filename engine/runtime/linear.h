@@ -60,9 +60,6 @@ class Linear {
   // choices_; held in a pointer so that Linear stays movable.
   std::unique_ptr<std::mutex> mutex_;
   mutable std::unique_ptr<OnednnMatmul> dense_;
-  // oneDNN reading, in place, the calling thread's expanded copy of a sparse
-  // weight (large batches); created on first use, guarded by the mutex.
-  mutable std::unique_ptr<OnednnMatmul> densified_;
   // The planner's choice per (threads, n), filled on first use: contexts
   // with different thread counts share the weight and may choose differently.
   mutable std::map<std::pair<int, size_t>, Choice> choices_;

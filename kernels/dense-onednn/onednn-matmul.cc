@@ -105,10 +105,15 @@ OnednnMatmul::~OnednnMatmul() = default;
 OnednnMatmul::OnednnMatmul(OnednnMatmul&&) noexcept = default;
 OnednnMatmul& OnednnMatmul::operator=(OnednnMatmul&&) noexcept = default;
 
-void OnednnMatmul::rebind(const void* weights) {
-  if (impl_->packed) throw Error("OnednnMatmul::rebind needs an in-place object");
-  impl_->source = Tensor();
-  impl_->weights.set_data_handle(const_cast<void*>(weights));
+void OnednnMatmul::rebind(const Tensor& dense) {
+  Impl& m = *impl_;
+  const TensorDesc& d = dense.desc();
+  if (m.packed) throw Error("OnednnMatmul::rebind needs an in-place object");
+  if (d.format != Format::dense || d.ndim != 2 || d.rows() != m.out || d.cols() != m.in || d.dtype != m.dtype)
+    throw Error("OnednnMatmul::rebind needs a dense weight of the same shape and dtype");
+  if (d.dtype == DType::int8) std::copy_n(dense.section<float>(Section::scales), m.out, m.row_scales.begin());
+  m.source = dense;
+  m.weights.set_data_handle(const_cast<std::byte*>(dense.data()));
 }
 
 size_t OnednnMatmul::packed_bytes() const { return impl_->packed ? impl_->weights_md.get_size() : 0; }

@@ -26,11 +26,12 @@ class OnednnMatmul {
 
   // Not thread-safe: one caller at a time (oneDNN itself uses all OpenMP threads).
   void run(const float* x, size_t n, float* y);
-  // In-place objects only: read the weights from `weights` (the same shape,
-  // dtype and row-major layout) from now on; the caller keeps them alive.
-  // Lets one object serve a weight that is expanded into a scratch buffer
-  // per call. Throws lacuna::Error on a packed object.
-  void rebind(const void* weights);
+  // In-place objects only: multiply by `dense` (the same shape and dtype)
+  // from now on, its int8 row scales included; the caller keeps it alive.
+  // Lets one object, and its compiled primitives, serve every weight of a
+  // shape that is expanded into a scratch buffer per call. Throws
+  // lacuna::Error on a packed object or another shape or dtype.
+  void rebind(const Tensor& dense);
   size_t packed_bytes() const;          // oneDNN's copy of the weights (0 when in place)
   std::string implementation(size_t n);  // oneDNN's name for the kernel it runs at batch n
 
