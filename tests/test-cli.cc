@@ -150,8 +150,27 @@ TEST(Cli, ModelPipelineAndItsErrors) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("decode: 5 tokens"), std::string::npos) << r.output;
 
+  // NUMA placement on a simulated two-node machine, from router statistics.
+  std::string calibration;
+  for (int i = 1; i < 200; ++i) calibration += std::to_string(i * 37 % 512) + " ";
+  r = run("numa-plan " + model + " --tokens \"" + calibration + "\" --numa experts --numa-replicate-budget 1", "LACUNA_NUMA_SIMULATE=2 ");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("2 nodes (simulated on 1)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("layer 1: experts"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("imbalance on the calibration routing"), std::string::npos) << r.output;
+  r = run("numa-plan " + model + " --tokens \"" + calibration + "\" --numa auto --batch 1", "LACUNA_NUMA_SIMULATE=4 ");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("layer 0: slices (batch 1 routes to"), std::string::npos) << r.output;
+  r = run("numa-plan " + model + " --tokens \"1 2\" --numa nodes");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("--numa: nodes not in {none,interleave,experts,slices,auto}"), std::string::npos) << r.output;
+  r = run("numa-plan " + model + " --tokens \"1 2\"", "LACUNA_NUMA_SIMULATE=two ");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("LACUNA_NUMA_SIMULATE=two: expected a node count"), std::string::npos) << r.output;
+
   // Bad input: a clear message and exit code 1, never a crash.
   for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {"numa-plan " + model, "give calibration text"},
            {"run " + model + " --tokens \"1 512\" -n 2", "token id 512 is outside the vocabulary"},
            {"run " + model + " --tokens \"1 x\" -n 2", "\"x\" is not a token id"},
            {"run " + model + " --tokens \"1 2\" -n 100000", "exceeds the model's context"},

@@ -1,4 +1,4 @@
-// The model commands: `lacuna demo`, `synth`, `convert`, `run` and `logits`.
+// The model commands: `lacuna demo`, `synth`, `convert`, `run`, `logits` and `numa-plan`.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -12,6 +12,8 @@
 #include "engine/model/convert.h"
 #include "engine/model/model.h"
 #include "engine/model/synth.h"
+#include "engine/numa/placement.h"
+#include "engine/numa/topology.h"
 #include "engine/runtime/generate.h"
 #include "sparse/error.h"
 
@@ -184,6 +186,93 @@ void add_logits(CLI::App& app, int& exit_code) {
   });
 }
 
+// `lacuna numa-plan`: where each expert would live on this machine's NUMA
+// nodes (or LACUNA_NUMA_SIMULATE's), from router statistics gathered by
+// running the model over calibration tokens.
+void add_numa_plan(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("numa-plan", "Plan NUMA placement of the experts from router statistics on calibration text");
+  auto path = std::make_shared<std::string>(), prompt = std::make_shared<std::string>(), tokens = std::make_shared<std::string>();
+  auto policy = std::make_shared<std::string>("auto");
+  auto budget_mb = std::make_shared<double>(0);
+  auto batch = std::make_shared<size_t>(1);
+  cmd->add_option("MODEL", *path, "A .lacuna model")->required();
+  auto* p = cmd->add_option("-p,--prompt", *prompt, "Calibration text (needs the model's tokenizer)");
+  cmd->add_option("--tokens", *tokens, "Calibration token ids, e.g. \"1 2 3\"")->excludes(p);
+  cmd->add_option("--numa", *policy, "none, interleave, experts, slices or auto")
+      ->check(CLI::IsMember({"none", "interleave", "experts", "slices", "auto"}))
+      ->capture_default_str();
+  cmd->add_option("--numa-replicate-budget", *budget_mb, "MB for extra copies of hot experts (experts, auto)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--batch", *batch, "Decode batch the plan is for (auto)")->check(CLI::Range(1, 65536))->capture_default_str();
+  cmd->callback([=, &exit_code] {
+    const auto model = Model::open(*path);
+    const ModelConfig& c = model->config();
+    std::vector<int32_t> ids;
+    if (!tokens->empty()) {
+      ids = parse_tokens(*tokens);
+    } else {
+      if (prompt->empty()) throw Error("give calibration text with -p or token ids with --tokens");
+      if (!model->tokenizer()) throw Error(*path + " has no tokenizer: give calibration token ids with --tokens");
+      ids = model->tokenizer()->encode(*prompt, true);
+    }
+    // Calibration longer than the context runs as several sequences.
+    Forward forward(model);
+    for (size_t at = 0; at < ids.size(); at += static_cast<size_t>(c.max_context)) {
+      const std::span<const int32_t> window = std::span(ids).subspan(at, std::min(ids.size() - at, static_cast<size_t>(c.max_context)));
+      KvCache cache(c, static_cast<int64_t>(window.size()));
+      for (size_t k = 0; k < window.size(); k += 512) {
+        const SequenceStep step{&cache, window.subspan(k, std::min<size_t>(512, window.size() - k)), nullptr, false};
+        forward.step({&step, 1});
+      }
+    }
+    const Topology topology = topology_from_env();
+    PlacementRequest r;
+    r.nodes = static_cast<int>(topology.nodes.size());
+    r.policy = *parse_numa_policy(*policy);
+    r.replicate_budget_bytes = static_cast<uint64_t>(*budget_mb * 1e6);
+    r.batch = *batch;
+    r.top_k = static_cast<int>(c.top_k);
+    const auto& routed = forward.routed_tokens();
+    for (size_t l = 0; l < routed.size(); ++l) {
+      std::vector<ExpertStats> experts;
+      for (size_t e = 0; e < routed[l].size(); ++e) {
+        const LayerWeights& w = model->layers()[l];
+        experts.push_back({w.gate_up[e].bytes() + w.down[e].bytes(), static_cast<uint64_t>(c.ffn), static_cast<double>(routed[l][e])});
+      }
+      r.layers.push_back(std::move(experts));
+    }
+    const Placement plan = plan_placement(r);
+    std::printf("topology: %s\n", topology.describe().c_str());
+    std::printf("calibration: %zu tokens, top-%lld of %lld experts\n", ids.size(), static_cast<long long>(c.top_k), static_cast<long long>(c.experts));
+    for (size_t l = 0; l < plan.layers.size(); ++l) {
+      const LayerPlacement& layer = plan.layers[l];
+      std::printf("layer %zu: %s (%s)\n", l, numa_policy_name(layer.policy), layer.why.c_str());
+      if (layer.policy == NumaPolicy::experts) {
+        const auto share = share_tokens(layer, routed[l], plan.nodes);
+        const auto per_node = node_tokens(layer, share, plan.nodes);
+        for (int n = 0; n < plan.nodes; ++n) {
+          std::string held;
+          for (size_t e = 0; e < layer.experts.size(); ++e)
+            for (size_t k = 0; k < layer.experts[e].nodes.size(); ++k)
+              if (layer.experts[e].nodes[k] == n) held.append(" ").append(std::to_string(e)).append(k ? "*" : "");
+          std::printf("  node %d: experts%s; %llu of the calibration tokens\n", n, held.c_str(), static_cast<unsigned long long>(per_node[static_cast<size_t>(n)]));
+        }
+        std::printf("  imbalance on the calibration routing: %.3f (max / mean node tokens; * marks a replica)\n", load_imbalance(per_node));
+      } else if (layer.policy == NumaPolicy::slices) {
+        std::string rows;
+        for (size_t k = 0; k < layer.experts[0].row_ends.size(); ++k)
+          rows.append(" node ").append(std::to_string(k)).append(" rows ").append(std::to_string(k ? layer.experts[0].row_ends[k - 1] : 0))
+              .append("..").append(std::to_string(layer.experts[0].row_ends[k]));
+        std::printf("  every expert's %lld hidden rows split:%s\n", static_cast<long long>(c.ffn), rows.c_str());
+      }
+    }
+    std::string bytes;
+    for (int n = 0; n < plan.nodes; ++n)
+      bytes.append(" node ").append(std::to_string(n)).append(" ").append(std::to_string(plan.node_bytes[static_cast<size_t>(n)] / 1000000)).append(" MB;");
+    std::printf("expert weights per node:%s replicas %.1f MB of a %.1f MB budget\n", bytes.c_str(), static_cast<double>(plan.replica_bytes) / 1e6, *budget_mb);
+    exit_code = 0;
+  });
+}
+
 // The README's main job: synthesise a small model, convert it pruned, generate.
 void add_demo(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("demo", "Synthesise a small MoE model, convert it at 70% sparsity, and generate text with it");
@@ -257,6 +346,7 @@ void add_model_commands(CLI::App& app, int& exit_code) {
   add_convert(app, exit_code);
   add_run(app, exit_code);
   add_logits(app, exit_code);
+  add_numa_plan(app, exit_code);
 }
 
 }  // namespace lacuna::cli

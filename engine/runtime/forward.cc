@@ -76,6 +76,7 @@ float silu(float x) { return x / (1.0f + std::exp(-x)); }
 Forward::Forward(std::shared_ptr<const Model> model, BatchPolicy policy)
     : model_(std::move(model)), policy_(policy), scratch_(std::make_unique<Scratch>()) {
   const ModelConfig& c = model_->config();
+  routed_tokens_.assign(static_cast<size_t>(c.layers), std::vector<uint64_t>(static_cast<size_t>(c.experts), 0));
   for (int64_t i = 0; i < c.head_dim / 2; ++i)
     inv_freq_.push_back(std::pow(c.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(c.head_dim)));
 }
@@ -132,7 +133,7 @@ void Forward::step(std::span<const SequenceStep> batch) {
     for (size_t i = 0; i < n * h; ++i) s.x[i] += s.out[i];
 
     rms_norm(s.x.data(), w.moe_norm, c.norm_eps, total, s.xn.data());
-    moe(w, s);
+    moe(l, w, s);
     if (c.post_norms) rms_norm(s.moe.data(), w.moe_post_norm, c.norm_eps, total, s.moe.data());
     for (size_t i = 0; i < n * h; ++i) s.x[i] += s.moe[i];
   }
@@ -221,7 +222,7 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
   }
 }
 
-void Forward::moe(const LayerWeights& w, Scratch& s) {
+void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
   const ModelConfig& c = model_->config();
   const int64_t h = c.hidden, e_count = c.experts, ffn = c.ffn;
   // Router in f32, softmax over all experts, top-k (ties to the lower index).
@@ -253,6 +254,7 @@ void Forward::moe(const LayerWeights& w, Scratch& s) {
     const auto& tokens = s.routed[e];
     if (tokens.empty()) continue;
     const size_t n = tokens.size();
+    routed_tokens_[static_cast<size_t>(layer)][static_cast<size_t>(e)] += n;
     s.expert_x.resize(n * h);
     s.expert_h.resize(n * 2 * ffn);
     s.expert_y.resize(n * h);

@@ -34,16 +34,20 @@ class Forward {
   // without free blocks. Not thread-safe: one step at a time.
   void step(std::span<const SequenceStep> batch);
   const Model& model() const { return *model_; }
+  // Tokens the router sent to each expert, [layer][expert], over every step
+  // so far: the router statistics NUMA placement balances.
+  const std::vector<std::vector<uint64_t>>& routed_tokens() const { return routed_tokens_; }
 
  private:
   struct Scratch;
   void attention(int64_t layer, std::span<const SequenceStep> batch, Scratch& s);
-  void moe(const LayerWeights& w, Scratch& s);
+  void moe(int64_t layer, const LayerWeights& w, Scratch& s);
 
   std::shared_ptr<const Model> model_;
   BatchPolicy policy_;
   std::vector<double> inv_freq_;  // RoPE: theta^(-2i/head_dim)
   std::unique_ptr<Scratch> scratch_;
+  std::vector<std::vector<uint64_t>> routed_tokens_;
 };
 
 }  // namespace lacuna
