@@ -5,9 +5,11 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <random>
 
+#include "engine/numa/binding.h"
 #include "engine/numa/placement.h"
 #include "engine/numa/topology.h"
 #include "sparse/error.h"
@@ -205,6 +207,26 @@ TEST(Placement, BadRequestsAreRefused) {
   EXPECT_THROW(share_tokens(plan_placement(request_for({{1, 2}}, 2, NumaPolicy::slices, 0)).layers[0], {1, 2}, 2), Error);
   EXPECT_EQ(parse_numa_policy("auto"), NumaPolicy::automatic);
   EXPECT_FALSE(parse_numa_policy("nodes").has_value());
+}
+
+// The real binding path, on whatever node this machine has: a copy on the
+// node of the first cpu's node holds the same bytes and lives there.
+TEST(Binding, CopiesLandOnTheirNodeAndWrongNodesAreRefused) {
+  const Topology real = discover_topology();
+  const int node = real.nodes[0].os_index;
+  const auto wf = std::vector<float>(300 * 1000, 0.5f);
+  TensorDesc d = TensorDesc::matrix(Format::dense, DType::f32, 300, 1000);
+  const Tensor t = Tensor::wrap(d, reinterpret_cast<const std::byte*>(wf.data()), nullptr);
+  const Tensor copy = copy_to_node(t, node);
+  ASSERT_EQ(copy.payload_bytes(), t.payload_bytes());
+  EXPECT_EQ(std::memcmp(copy.data(), t.data(), t.payload_bytes()), 0);
+  const auto where = resident_nodes(copy.data(), copy.payload_bytes());
+  ASSERT_EQ(where.size(), 1u);
+  EXPECT_EQ(where.begin()->first, node);
+  EXPECT_GE(where.begin()->second, copy.payload_bytes());
+  EXPECT_THROW(copy_to_node(t, 4095), Error);
+  EXPECT_THROW(copy_to_node(t, -1), Error);
+  EXPECT_TRUE(resident_nodes(copy.data(), 0).empty());
 }
 
 }  // namespace
