@@ -81,8 +81,7 @@ OnednnMatmul& Linear::dense() const {
 
 // Batches above this run either one kernel over all tokens or a small-batch
 // kernel over chunks of this many tokens, whichever the planner predicts faster
-// (int8 weights, for one, have no large-batch kernel that beats their 4x4 VNNI
-// kernel run on 64 tokens at a time).
+// (csr and bsr weights; bitmap ones are expanded for oneDNN before this size).
 constexpr size_t kChunk = 64;
 
 Linear::Choice Linear::choice_for(size_t n) const {

@@ -39,9 +39,9 @@ inline V load_unfolded(const void* p) {
 // ranges) are prefetched, spread evenly over the groups.
 // How many rows ahead to prefetch.
 inline constexpr uint64_t kLookahead = 1;
-class NextTilePrefetch {
+class NextRowPrefetch {
  public:
-  NextTilePrefetch(const void* masks, uint64_t mask_bytes, const void* values, uint64_t value_bytes, uint64_t groups)
+  NextRowPrefetch(const void* masks, uint64_t mask_bytes, const void* values, uint64_t value_bytes, uint64_t groups)
       : masks_(static_cast<const char*>(masks)),
         values_(static_cast<const char*>(values)),
         mask_lines_((mask_bytes + 63) / 64),
@@ -117,7 +117,7 @@ inline void bitmap_row_tile(const SpmmArgs& a, uint64_t r, size_t n0) {
   typename K::Acc sum = K::zero();
   LACUNA_UNROLL for (int j = 0; j < NT; ++j) LACUNA_UNROLL for (int s = 0; s < kSplit; ++s) acc[j][s] = K::zero();
   const uint64_t next = std::min(w.desc().rows(), r + kLookahead), after = std::min(w.desc().rows(), r + kLookahead + 1);
-  const NextTilePrefetch prefetch(masks + (next - r) * groups, (after - next) * groups * sizeof(typename K::Mask), values + row_ptr[next],
+  const NextRowPrefetch prefetch(masks + (next - r) * groups, (after - next) * groups * sizeof(typename K::Mask), values + row_ptr[next],
                                   (row_ptr[after] - row_ptr[next]) * sizeof(typename K::Value), groups);
   // `split` is a compile-time index: a run-time one would move the tile to memory.
   auto group = [&](uint64_t g, auto split) {
