@@ -463,6 +463,14 @@ TEST_F(Server, BadRequestsGetClearJsonErrorsAndTheServerKeepsServing) {
   ASSERT_TRUE(metrics);
   EXPECT_NE(metrics->body.find("lacuna_requests_total{endpoint=\"completions\",status=\"400\"}"), std::string::npos);
   EXPECT_NE(metrics->body.find("lacuna_time_to_first_token_seconds_bucket"), std::string::npos);
+  // Every token the model ran went to top_k experts in every layer.
+  double routed = 0;
+  for (size_t at = metrics->body.find("\nlacuna_expert_tokens_total{"); at != std::string::npos;
+       at = metrics->body.find("\nlacuna_expert_tokens_total{", at + 1))
+    routed += std::stod(metrics->body.substr(metrics->body.find("} ", at) + 2));
+  const ModelConfig& c = tiny()->config();
+  EXPECT_GT(routed, 0);
+  EXPECT_EQ(std::fmod(routed, static_cast<double>(c.top_k * c.layers)), 0.0) << routed;
 }
 
 TEST_F(Server, AnApiKeyIsRequiredWhenSet) {

@@ -25,6 +25,10 @@ constexpr auto kRateWindow = std::chrono::seconds(10);
 ServerMetrics::ServerMetrics()
     : registry_(std::make_shared<prometheus::Registry>()),
       requests_(prometheus::BuildCounter().Name("lacuna_requests_total").Help("HTTP requests by endpoint and status").Register(*registry_)),
+      expert_tokens_(prometheus::BuildCounter()
+                         .Name("lacuna_expert_tokens_total")
+                         .Help("Tokens the router sent to each expert of each layer (prompt and generated)")
+                         .Register(*registry_)),
       prompt_tokens_(prometheus::BuildCounter().Name("lacuna_prompt_tokens_total").Help("Prompt tokens of finished requests").Register(*registry_).Add({})),
       generated_tokens_(
           prometheus::BuildCounter().Name("lacuna_generated_tokens_total").Help("Generated tokens of finished requests").Register(*registry_).Add({})),
@@ -88,6 +92,23 @@ void ServerMetrics::request_seconds(double seconds) { duration_.Observe(seconds)
 
 void ServerMetrics::step(const StepInfo& s) {
   batch_sequences_.Observe(static_cast<double>(s.sequences));
+  if (s.routed_tokens) {
+    const auto& routed = *s.routed_tokens;
+    if (expert_counters_.empty()) {
+      for (size_t l = 0; l < routed.size(); ++l) {
+        expert_counters_.emplace_back();
+        for (size_t e = 0; e < routed[l].size(); ++e)
+          expert_counters_.back().push_back(&expert_tokens_.Add({{"layer", std::to_string(l)}, {"expert", std::to_string(e)}}));
+      }
+      routed_seen_.assign(routed.size(), {});
+      for (size_t l = 0; l < routed.size(); ++l) routed_seen_[l].assign(routed[l].size(), 0);
+    }
+    for (size_t l = 0; l < routed.size(); ++l)
+      for (size_t e = 0; e < routed[l].size(); ++e) {
+        expert_counters_[l][e]->Increment(static_cast<double>(routed[l][e] - routed_seen_[l][e]));
+        routed_seen_[l][e] = routed[l][e];
+      }
+  }
   batch_tokens_.Observe(static_cast<double>(s.decode_tokens + s.prefill_tokens));
   step_seconds_.Observe(s.seconds);
   // Every sequence in a step with logits yields a token; decode ones always do.

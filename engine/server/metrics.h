@@ -1,12 +1,14 @@
 #pragma once
 // The server's Prometheus metrics (prometheus-cpp's registry and text
 // format): requests by endpoint and status, tokens, time to first token,
-// per-token latency, batch sizes, and the scheduler's queue and KV pool.
+// per-token latency, batch sizes, the scheduler's queue and KV pool, and the
+// tokens the router sent to each expert.
 #include <chrono>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -33,6 +35,9 @@ class ServerMetrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& expert_tokens_;
+  std::vector<std::vector<prometheus::Counter*>> expert_counters_;  // [layer][expert], made on the first step
+  std::vector<std::vector<uint64_t>> routed_seen_;                 // the counts already added
   prometheus::Counter &prompt_tokens_, &generated_tokens_, &preemptions_;
   prometheus::Histogram &ttft_, &itl_, &duration_, &batch_sequences_, &batch_tokens_, &step_seconds_;
   prometheus::Gauge &queued_, &running_, &kv_used_, &kv_total_, &tokens_per_second_;

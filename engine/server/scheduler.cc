@@ -229,7 +229,7 @@ void Scheduler::step() {
       batch.clear();
     }
     ++steps_;
-    if (on_step_) on_step_({static_cast<int64_t>(in_step.size()), decode, prefill, seconds_since(start)});
+    if (on_step_) on_step_({static_cast<int64_t>(in_step.size()), decode, prefill, seconds_since(start), &forward_.routed_tokens()});
     for (size_t i = 0; i < batch.size(); ++i) {
       Sequence& s = *in_step[i];
       if (!batch[i].logits) continue;

@@ -59,6 +59,8 @@ struct SchedulerStats {
 struct StepInfo {
   int64_t sequences = 0, decode_tokens = 0, prefill_tokens = 0;
   double seconds = 0;
+  // Tokens routed to each [layer][expert] since the scheduler started (valid during the call).
+  const std::vector<std::vector<uint64_t>>* routed_tokens = nullptr;
 };
 
 class Scheduler {
