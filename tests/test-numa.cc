@@ -141,6 +141,35 @@ TEST(Placement, ExpertsArePlacedOnceOrReplicatedAsReportedWithinTheBudget) {
     }
 }
 
+// Random and extreme loads (one expert far above the rest, all zero):
+// every expert still gets distinct nodes, and the budget holds.
+TEST(Placement, EveryExpertIsPlacedWhateverTheLoads) {
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int nodes = 2 + trial % 3;
+    const size_t experts = 2 + rng() % 9;
+    std::vector<std::vector<uint64_t>> trace(1 + rng() % 3, std::vector<uint64_t>(experts));
+    for (auto& layer : trace)
+      for (auto& t : layer) t = trial % 5 == 0 ? 0 : rng() % 50;
+    if (trial % 7 == 0) trace[0][0] = 100000;
+    const uint64_t budget = (rng() % 8) * 1000;
+    const Placement p = plan_placement(request_for(trace, nodes, NumaPolicy::experts, budget));
+    EXPECT_LE(p.replica_bytes, budget);
+    for (size_t l = 0; l < trace.size(); ++l) {
+      for (const ExpertPlacement& e : p.layers[l].experts) {
+        ASSERT_FALSE(e.nodes.empty());
+        ASSERT_LE(e.nodes.size(), static_cast<size_t>(nodes));
+        std::vector<int> sorted = e.nodes;
+        std::sort(sorted.begin(), sorted.end());
+        EXPECT_EQ(std::unique(sorted.begin(), sorted.end()), sorted.end());
+        for (int n : e.nodes) ASSERT_TRUE(n >= 0 && n < nodes);
+      }
+      const auto per_node = node_tokens(p.layers[l], share_tokens(p.layers[l], trace[l], nodes), nodes);
+      EXPECT_EQ(std::accumulate(per_node.begin(), per_node.end(), uint64_t{0}), std::accumulate(trace[l].begin(), trace[l].end(), uint64_t{0}));
+    }
+  }
+}
+
 TEST(Placement, SharedTokensAddUpAndRebalancingEvensASkewedTrace) {
   const auto trace = skewed_trace(16, 8, 4096, 2);
   for (int nodes : {2, 4}) {

@@ -83,12 +83,20 @@ LayerPlacement packed(const std::vector<double>& loads, const std::vector<int>& 
   std::vector<size_t> node_count(static_cast<size_t>(nodes), 0);
   LayerPlacement l{NumaPolicy::experts, std::vector<ExpertPlacement>(loads.size()), ""};
   for (const Copy& c : all) {
-    int best = -1;
-    for (int n = 0; n < nodes; ++n) {
-      const auto& held = l.experts[c.expert].nodes;
-      if (node_count[static_cast<size_t>(n)] >= room || std::find(held.begin(), held.end(), n) != held.end()) continue;
-      if (best < 0 || node_load[static_cast<size_t>(n)] < node_load[static_cast<size_t>(best)]) best = n;
-    }
+    const auto& held = l.experts[c.expert].nodes;
+    auto least_loaded = [&](bool need_room) {
+      int best = -1;
+      for (int n = 0; n < nodes; ++n) {
+        if ((need_room && node_count[static_cast<size_t>(n)] >= room) || std::find(held.begin(), held.end(), n) != held.end()) continue;
+        if (best < 0 || node_load[static_cast<size_t>(n)] < node_load[static_cast<size_t>(best)]) best = n;
+      }
+      return best;
+    };
+    // When every node with room already holds this expert (one node took a
+    // heavy expert while the others filled up), a node goes one over its share;
+    // one without a copy always exists, as an expert has at most `nodes` copies.
+    int best = least_loaded(true);
+    if (best < 0) best = least_loaded(false);
     node_load[static_cast<size_t>(best)] += c.load;
     ++node_count[static_cast<size_t>(best)];
     l.experts[c.expert].nodes.push_back(best);
@@ -206,19 +214,22 @@ std::vector<std::vector<uint64_t>> share_tokens(const LayerPlacement& layer, con
   for (size_t e : order) {
     const auto& holders = layer.experts[e].nodes;
     share[e].assign(holders.size(), 0);
-    for (uint64_t left = tokens[e]; left > 0;) {
-      size_t lo = 0;
-      for (size_t k = 1; k < holders.size(); ++k)
-        if (load[static_cast<size_t>(holders[k])] < load[static_cast<size_t>(holders[lo])]) lo = k;
-      uint64_t next = UINT64_MAX;  // the next holder's level: fill up to it
-      for (size_t k = 0; k < holders.size(); ++k)
-        if (k != lo && load[static_cast<size_t>(holders[k])] >= load[static_cast<size_t>(holders[lo])])
-          next = std::min(next, load[static_cast<size_t>(holders[k])]);
-      const uint64_t give = std::min(left, next == UINT64_MAX ? left : std::max<uint64_t>(1, next - load[static_cast<size_t>(holders[lo])]));
-      share[e][lo] += give;
-      load[static_cast<size_t>(holders[lo])] += give;
-      left -= give;
+    // Water-filling: the least loaded holders are raised to a common level.
+    std::vector<size_t> by_load(holders.size());
+    std::iota(by_load.begin(), by_load.end(), 0);
+    auto load_of = [&](size_t k) { return load[static_cast<size_t>(holders[k])]; };
+    std::stable_sort(by_load.begin(), by_load.end(), [&](size_t a, size_t b) { return load_of(a) < load_of(b); });
+    uint64_t left = tokens[e], level = load_of(by_load[0]);
+    size_t filled = 1;  // holders by_load[0..filled) end at `level` or above
+    while (filled < by_load.size() && left >= (load_of(by_load[filled]) - level) * filled) {
+      left -= (load_of(by_load[filled]) - level) * filled;
+      level = load_of(by_load[filled++]);
     }
+    for (size_t j = 0; j < filled; ++j) {
+      const size_t k = by_load[j];
+      share[e][k] = level - load_of(k) + left / filled + (j < left % filled ? 1 : 0);
+    }
+    for (size_t k = 0; k < holders.size(); ++k) load[static_cast<size_t>(holders[k])] += share[e][k];
   }
   return share;
 }
