@@ -234,8 +234,8 @@ void add_numa_plan(CLI::App& app, int& exit_code) {
     const auto& routed = forward.routed_tokens();
     for (size_t l = 0; l < routed.size(); ++l) {
       std::vector<ExpertStats> experts;
+      const LayerWeights& w = model->layers()[l];
       for (size_t e = 0; e < routed[l].size(); ++e) {
-        const LayerWeights& w = model->layers()[l];
         experts.push_back({w.gate_up[e].bytes() + w.down[e].bytes(), static_cast<uint64_t>(c.ffn), static_cast<double>(routed[l][e])});
       }
       r.layers.push_back(std::move(experts));

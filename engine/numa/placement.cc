@@ -42,7 +42,7 @@ LayerPlacement sliced(const std::vector<ExpertStats>& experts, int nodes) {
 // even out the nodes) and the expert has fewer copies than nodes.
 // Layers under other policies get no copies.
 std::vector<std::vector<int>> replica_counts(const PlacementRequest& r, const std::vector<std::vector<double>>& loads,
-                                             const std::vector<NumaPolicy>& policies, uint64_t& used) {
+                                             const std::vector<double>& means, const std::vector<NumaPolicy>& policies, uint64_t& used) {
   std::vector<std::vector<int>> copies;
   for (const auto& l : loads) copies.emplace_back(l.size(), 1);
   used = 0;
@@ -52,9 +52,8 @@ std::vector<std::vector<int>> replica_counts(const PlacementRequest& r, const st
     bool found = false;
     for (size_t l = 0; l < loads.size(); ++l) {
       if (policies[l] != NumaPolicy::experts) continue;
-      const double mean = std::accumulate(loads[l].begin(), loads[l].end(), 0.0) / static_cast<double>(loads[l].size());
       for (size_t e = 0; e < loads[l].size(); ++e) {
-        const double ratio = loads[l][e] / copies[l][e] / mean;
+        const double ratio = loads[l][e] / copies[l][e] / means[l];
         if (copies[l][e] < r.nodes && ratio > best && used + r.layers[l][e].bytes <= r.replicate_budget_bytes) {
           best = ratio, bl = l, be = e, found = true;
         }
@@ -138,6 +137,8 @@ Placement plan_placement(const PlacementRequest& r) {
     if (r.layers[l].empty()) throw Error("layer " + std::to_string(l) + " has no experts to place");
     loads.push_back(layer_loads(r.layers[l]));
   }
+  std::vector<double> means;  // each layer's mean expert load
+  for (const auto& l : loads) means.push_back(std::accumulate(l.begin(), l.end(), 0.0) / static_cast<double>(l.size()));
   std::vector<NumaPolicy> policies;
   std::vector<std::string> whys;
   for (size_t l = 0; l < r.layers.size(); ++l) {
@@ -147,8 +148,7 @@ Placement plan_placement(const PlacementRequest& r) {
       continue;
     }
     const double active = expected_active(loads[l], r.batch, r.top_k);
-    const double mean = std::accumulate(loads[l].begin(), loads[l].end(), 0.0) / static_cast<double>(loads[l].size());
-    const double skew = *std::max_element(loads[l].begin(), loads[l].end()) / mean;
+    const double skew = *std::max_element(loads[l].begin(), loads[l].end()) / means[l];
     char reason[200];
     if (r.nodes == 1) {
       policies.push_back(NumaPolicy::none);
@@ -167,7 +167,7 @@ Placement plan_placement(const PlacementRequest& r) {
   Placement p;
   p.nodes = r.nodes;
   p.node_bytes.assign(static_cast<size_t>(r.nodes), 0);
-  const std::vector<std::vector<int>> copies = replica_counts(r, loads, policies, p.replica_bytes);
+  const std::vector<std::vector<int>> copies = replica_counts(r, loads, means, policies, p.replica_bytes);
   for (size_t l = 0; l < r.layers.size(); ++l) {
     const auto& experts = r.layers[l];
     LayerPlacement layer;
