@@ -32,6 +32,31 @@ Tensor unpack(const Tensor& t) {
   throw Error("unpack: unknown format");
 }
 
+Tensor select_rows(const Tensor& t, std::span<const RowRange> ranges) {
+  const TensorDesc& d = t.desc();
+  uint64_t rows = 0;
+  for (const RowRange& r : ranges) {
+    if (r.begin > r.end || r.end > d.rows())
+      throw Error("select_rows: rows [" + std::to_string(r.begin) + ", " + std::to_string(r.end) + ") are outside the " + std::to_string(d.rows()) + " rows of " + d.shape_string());
+    rows += r.end - r.begin;
+  }
+  if (rows == 0) throw Error("select_rows: no row selected");
+  // Through the dense layout: every format packs and unpacks losslessly.
+  const Tensor whole = unpack(t);
+  TensorDesc sd = TensorDesc::matrix(Format::dense, d.dtype, rows, d.cols());
+  Tensor dense = Tensor::allocate(sd);
+  const uint64_t row_bytes = d.cols() * dtype_size(d.dtype);
+  uint64_t at = 0;
+  for (const RowRange& r : ranges) {
+    std::copy_n(whole.section<std::byte>(Section::values) + r.begin * row_bytes, (r.end - r.begin) * row_bytes,
+                dense.mutable_section<std::byte>(Section::values) + at * row_bytes);
+    if (d.dtype == DType::int8)
+      std::copy_n(whole.section<float>(Section::scales) + r.begin, r.end - r.begin, dense.mutable_section<float>(Section::scales) + at);
+    at += r.end - r.begin;
+  }
+  return pack(dense, d.format, {d.block_rows, d.block_cols});
+}
+
 std::string check_payload(const Tensor& t) {
   if (t.desc().dtype == DType::int8) {
     const float* scales = t.section<float>(Section::scales);

@@ -2,6 +2,7 @@
 // Conversion between the dense layout and the sparse formats. Lossless: unpack(pack(d))
 // holds every value of d (a negative zero comes back as +0).
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "sparse/tensor.h"
@@ -21,6 +22,15 @@ Tensor unpack(const Tensor& t);
 // Rows [row_begin, row_end) of a bitmap tensor written as dense row-major
 // elements of its dtype into `out` (which holds rows x cols of them).
 void unpack_bitmap_rows(const Tensor& t, void* out, uint64_t row_begin, uint64_t row_end);
+
+// A tensor of the same format and dtype holding rows [begin, end) of `t` for
+// each range in turn (int8 scales included), e.g. one NUMA node's slice of a
+// weight. Every kept row holds exactly the values it held in `t`. Throws
+// lacuna::Error for a range outside the rows, or an empty selection.
+struct RowRange {
+  uint64_t begin = 0, end = 0;
+};
+Tensor select_rows(const Tensor& t, std::span<const RowRange> ranges);
 
 // Checks what a checksum cannot: that the index arrays of a payload describe
 // the matrix of its description (monotone row pointers, in-range sorted

@@ -6,6 +6,7 @@
 // And a check of where pages actually are (move_pages in query mode).
 #include <cstdint>
 #include <map>
+#include <vector>
 
 #include "sparse/tensor.h"
 
@@ -15,6 +16,10 @@ namespace lacuna {
 // kernel has no NUMA support, the node does not exist, or the memory cannot
 // be had there.
 Tensor copy_to_node(const Tensor& t, int os_node);
+
+// A copy of `t` with its pages spread round-robin over `os_nodes`
+// (numa_alloc_interleaved_subset); same errors as copy_to_node.
+Tensor copy_interleaved(const Tensor& t, const std::vector<int>& os_nodes);
 
 // Bytes of [data, data + bytes) resident on each OS node (whole pages,
 // counted by move_pages in query mode); pages not in memory yet count under

@@ -25,11 +25,8 @@ LayerPlacement sliced(const std::vector<ExpertStats>& experts, int nodes) {
   LayerPlacement l{NumaPolicy::slices, {}, ""};
   for (const ExpertStats& e : experts) {
     ExpertPlacement p;
-    for (int n = 0; n < nodes; ++n) {
-      p.nodes.push_back(n);
-      const uint64_t end = e.rows * static_cast<uint64_t>(n + 1) / static_cast<uint64_t>(nodes);
-      p.row_ends.push_back(n + 1 == nodes ? e.rows : std::min(e.rows, (end + kSliceRows / 2) / kSliceRows * kSliceRows));
-    }
+    for (int n = 0; n < nodes; ++n) p.nodes.push_back(n);
+    p.row_ends = slice_row_ends(e.rows, nodes);
     l.experts.push_back(std::move(p));
   }
   return l;
@@ -112,6 +109,15 @@ double expected_active(const std::vector<double>& loads, size_t batch, int top_k
 }
 
 }  // namespace
+
+std::vector<uint64_t> slice_row_ends(uint64_t rows, int nodes) {
+  std::vector<uint64_t> ends;
+  for (int n = 0; n < nodes; ++n) {
+    const uint64_t end = rows * static_cast<uint64_t>(n + 1) / static_cast<uint64_t>(nodes);
+    ends.push_back(n + 1 == nodes ? rows : std::min(rows, (end + kSliceRows / 2) / kSliceRows * kSliceRows));
+  }
+  return ends;
+}
 
 const char* numa_policy_name(NumaPolicy p) {
   switch (p) {

@@ -51,6 +51,11 @@ struct Placement {
   uint64_t replica_bytes = 0;        // bytes of the extra copies, <= the budget
 };
 
+// `rows` cut into `nodes` nearly equal slices on multiples of 64 rows (every
+// kernel's row tile divides 64): slice n is [ends[n-1], ends[n]), ends[-1] = 0.
+// Slices of a small matrix may be empty.
+std::vector<uint64_t> slice_row_ends(uint64_t rows, int nodes);
+
 // Throws lacuna::Error for nodes < 1 or a layer without experts.
 Placement plan_placement(const PlacementRequest& request);
 

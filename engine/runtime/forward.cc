@@ -15,7 +15,12 @@ struct Forward::Scratch {
   std::vector<float> x, xn, q, k, v, attn, out, moe, router;
   std::vector<int64_t> position;  // of each token in its sequence
   std::vector<float> cos, sin;    // [tokens][head_dim / 2]
-  std::vector<float> expert_x, expert_h, expert_y;
+  // Per expert: its tokens' inputs, gate/up outputs [n][2 ffn], activations [n][ffn] and outputs.
+  struct ExpertWork {
+    std::vector<float> x, h, a, y;
+  };
+  std::vector<ExpertWork> work;
+  std::vector<std::vector<float>> node_buffer;  // a node's slice outputs before they join the expert's
   std::vector<const KvCache*> cache_of;  // each token's sequence
   std::vector<int64_t> logit_rows;       // tokens whose logits were asked for
   std::vector<float> picked, logits;
@@ -37,6 +42,7 @@ struct Forward::Scratch {
     cos.resize(n * c.head_dim / 2);
     sin.resize(n * c.head_dim / 2);
     routed.resize(c.experts);
+    work.resize(c.experts);
   }
 };
 
@@ -71,11 +77,27 @@ float gelu_tanh(float x) {
 
 float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
+// Rows [begin, end) of gate/up outputs (row i: `width` gate values then
+// `width` up values) -> act(gate) * up, row i written at a + i * a_stride.
+void activate_rows(const float* h, size_t width, size_t begin, size_t end, float* a, size_t a_stride, bool gelu) {
+#pragma omp parallel for if ((end - begin) * width > 65536)
+  for (int64_t i = static_cast<int64_t>(begin); i < static_cast<int64_t>(end); ++i) {
+    const float* g = h + static_cast<size_t>(i) * 2 * width;
+    float* out = a + static_cast<size_t>(i) * a_stride;
+    for (size_t j = 0; j < width; ++j) out[j] = (gelu ? gelu_tanh(g[j]) : silu(g[j])) * g[width + j];
+  }
+}
+
 }  // namespace
 
-Forward::Forward(std::shared_ptr<const Model> model, BatchPolicy policy)
-    : model_(std::move(model)), policy_(policy), scratch_(std::make_unique<Scratch>()) {
+Forward::Forward(std::shared_ptr<const Model> model, BatchPolicy policy, std::shared_ptr<const PlacedExperts> placed)
+    : model_(std::move(model)), policy_(policy), scratch_(std::make_unique<Scratch>()), placed_(std::move(placed)) {
   const ModelConfig& c = model_->config();
+  if (placed_) {
+    if (placed_->placement().layers.size() != static_cast<size_t>(c.layers)) throw Error("forward: the NUMA placement is for another model");
+    teams_ = std::make_unique<NodeTeams>(placed_->topology());
+    numa_.node_tokens.assign(placed_->topology().nodes.size(), 0);
+  }
   routed_tokens_.assign(static_cast<size_t>(c.layers), std::vector<uint64_t>(static_cast<size_t>(c.experts), 0));
   for (int64_t i = 0; i < c.head_dim / 2; ++i)
     inv_freq_.push_back(std::pow(c.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(c.head_dim)));
@@ -247,34 +269,134 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
     for (int64_t j = 0; j < c.top_k; ++j)
       s.routed[order[j]].emplace_back(t, c.renormalize_top_k ? prob[order[j]] / chosen : prob[order[j]]);
   }
-  // Each expert once, over every token routed to it; experts are visited in
-  // index order, so a token's sum does not depend on the rest of the batch.
+  for (int64_t e = 0; e < e_count; ++e) {
+    const auto& tokens = s.routed[e];
+    const size_t n = tokens.size();
+    routed_tokens_[static_cast<size_t>(layer)][static_cast<size_t>(e)] += n;
+    Scratch::ExpertWork& b = s.work[e];
+    b.x.resize(n * h);
+    b.h.resize(n * 2 * ffn);
+    b.a.resize(n * ffn);
+    b.y.resize(n * h);
+    for (size_t i = 0; i < n; ++i) std::copy_n(&s.xn[tokens[i].first * h], h, &b.x[i * h]);
+  }
+  const NumaPolicy placement = placed_ ? placed_->placement().layers[layer].policy : NumaPolicy::none;
+  if (placement == NumaPolicy::experts || placement == NumaPolicy::slices) {
+    run_placed_experts(layer, s);
+  } else {
+    // The caller's threads, on the model's weights or their interleaved copies.
+    const bool gelu = c.activation == ExpertActivation::gelu_tanh;
+    const auto nodes = static_cast<uint64_t>(placed_ ? placed_->topology().nodes.size() : 1);
+    for (int64_t e = 0; e < e_count; ++e) {
+      const size_t n = s.routed[e].size();
+      if (n == 0) continue;
+      const bool copied = placement == NumaPolicy::interleave;
+      const Linear& gate_up = copied ? placed_->copies(layer, e)[0].gate_up : w.gate_up[e];
+      const Linear& down = copied ? placed_->copies(layer, e)[0].down : w.down[e];
+      Scratch::ExpertWork& b = s.work[e];
+      gate_up.run(b.x.data(), n, b.h.data(), policy_);
+      activate_rows(b.h.data(), ffn, 0, n, b.a.data(), ffn, gelu);
+      down.run(b.a.data(), n, b.y.data(), policy_);
+      // Unbound or interleaved weights: a node's share of their pages is local.
+      if (placed_) {
+        numa_.remote_weight_bytes += (gate_up.bytes() + down.bytes()) * (nodes - 1) / nodes;
+        for (uint64_t& t : numa_.node_tokens) t += n;
+      }
+    }
+  }
+  // Experts summed in index order, so a token's sum depends neither on the
+  // rest of the batch nor on where the experts ran.
   std::fill(s.moe.begin(), s.moe.end(), 0.0f);
   for (int64_t e = 0; e < e_count; ++e) {
     const auto& tokens = s.routed[e];
-    if (tokens.empty()) continue;
-    const size_t n = tokens.size();
-    routed_tokens_[static_cast<size_t>(layer)][static_cast<size_t>(e)] += n;
-    s.expert_x.resize(n * h);
-    s.expert_h.resize(n * 2 * ffn);
-    s.expert_y.resize(n * h);
-    for (size_t i = 0; i < n; ++i) std::copy_n(&s.xn[tokens[i].first * h], h, &s.expert_x[i * h]);
-    w.gate_up[e].run(s.expert_x.data(), n, s.expert_h.data(), policy_);
-    const bool gelu = c.activation == ExpertActivation::gelu_tanh;
-#pragma omp parallel for if (n * ffn > 65536)
-    for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
-      float* g = &s.expert_h[i * 2 * ffn];  // gate then up; the product is written over the gate half
-      for (int64_t j = 0; j < ffn; ++j) g[j] = (gelu ? gelu_tanh(g[j]) : silu(g[j])) * g[ffn + j];
-    }
-    // The down projection reads rows of stride 2 ffn: compact them first.
-    for (size_t i = 1; i < n; ++i) std::copy_n(&s.expert_h[i * 2 * ffn], ffn, &s.expert_h[i * ffn]);
-    w.down[e].run(s.expert_h.data(), n, s.expert_y.data(), policy_);
-    for (size_t i = 0; i < n; ++i) {
+    const std::vector<float>& y = s.work[e].y;
+    for (size_t i = 0; i < tokens.size(); ++i) {
       float* out = &s.moe[tokens[i].first * h];
       const float weight = tokens[i].second;
-      for (int64_t j = 0; j < h; ++j) out[j] += weight * s.expert_y[i * h + j];
+      for (int64_t j = 0; j < h; ++j) out[j] += weight * y[i * h + j];
     }
   }
+}
+
+void Forward::run_placed_experts(int64_t layer, Scratch& s) {
+  const ModelConfig& c = model_->config();
+  const auto h = static_cast<size_t>(c.hidden), ffn = static_cast<size_t>(c.ffn);
+  const auto e_count = static_cast<size_t>(c.experts);
+  const LayerPlacement& lp = placed_->placement().layers[layer];
+  const int nodes = teams_->size();
+  const bool gelu = c.activation == ExpertActivation::gelu_tanh;
+  s.node_buffer.resize(static_cast<size_t>(nodes));
+  auto copies = [&](size_t e) -> const std::vector<NodeExpert>& { return placed_->copies(static_cast<size_t>(layer), e); };
+  if (lp.policy == NumaPolicy::experts) {
+    // Each holder of an expert takes a consecutive share of its tokens, run
+    // exactly as the whole product would run them.
+    std::vector<uint64_t> counts(e_count);
+    for (size_t e = 0; e < e_count; ++e) counts[e] = s.routed[e].size();
+    const auto share = share_tokens(lp, counts, nodes);
+    const auto per_node = node_tokens(lp, share, nodes);
+    for (int n = 0; n < nodes; ++n) numa_.node_tokens[static_cast<size_t>(n)] += per_node[static_cast<size_t>(n)];
+    teams_->run([&](int node) {
+      for (size_t e = 0; e < e_count; ++e) {
+        Scratch::ExpertWork& b = s.work[e];
+        const size_t n = counts[e];
+        size_t begin = 0;
+        for (size_t k = 0; k < share[e].size(); ++k) {
+          const size_t end = begin + share[e][k];
+          const NodeExpert& copy = copies(e)[k];
+          if (copy.node == node && begin < end) {
+            copy.gate_up.run_part(b.x.data(), n, begin, end, b.h.data(), policy_);
+            activate_rows(b.h.data(), ffn, begin, end, b.a.data(), ffn, gelu);
+            copy.down.run_part(b.a.data(), n, begin, end, b.y.data(), policy_);
+          }
+          begin = end;
+        }
+      }
+    });
+    return;
+  }
+  // Slices: every node computes its gate/up rows for all of an expert's
+  // tokens; once every activation is whole, its rows of the down projection.
+  for (size_t e = 0; e < e_count; ++e)
+    for (uint64_t& t : numa_.node_tokens) t += s.routed[e].size();
+  teams_->run([&](int node) {
+    std::vector<float>& buffer = s.node_buffer[static_cast<size_t>(node)];
+    for (size_t e = 0; e < e_count; ++e) {
+      const size_t n = s.routed[e].size();
+      for (const NodeExpert& copy : copies(e)) {
+        const size_t width = copy.ffn.end - copy.ffn.begin;
+        if (copy.node != node || n == 0 || width == 0) continue;
+        buffer.resize(n * 2 * width);
+        copy.gate_up.run(s.work[e].x.data(), n, buffer.data(), policy_);
+        activate_rows(buffer.data(), width, 0, n, s.work[e].a.data() + copy.ffn.begin, ffn, gelu);
+      }
+    }
+  });
+  teams_->run([&](int node) {
+    std::vector<float>& buffer = s.node_buffer[static_cast<size_t>(node)];
+    for (size_t e = 0; e < e_count; ++e) {
+      const size_t n = s.routed[e].size();
+      for (const NodeExpert& copy : copies(e)) {
+        const size_t width = copy.out.end - copy.out.begin;
+        if (copy.node != node || n == 0 || width == 0) continue;
+        buffer.resize(n * width);
+        copy.down.run(s.work[e].a.data(), n, buffer.data(), policy_);
+        for (size_t i = 0; i < n; ++i) std::copy_n(&buffer[i * width], width, &s.work[e].y[i * h + copy.out.begin]);
+      }
+    }
+  });
+}
+
+NumaCounters Forward::numa_counters() const {
+  NumaCounters c = numa_;
+  if (teams_) c.node_busy_seconds = teams_->busy_seconds();
+  return c;
+}
+
+double NumaCounters::imbalance() const {
+  if (node_busy_seconds.empty()) return 1;
+  const double total = std::accumulate(node_busy_seconds.begin(), node_busy_seconds.end(), 0.0);
+  if (total <= 0) return 1;
+  return *std::max_element(node_busy_seconds.begin(), node_busy_seconds.end()) / (total / static_cast<double>(node_busy_seconds.size()));
 }
 
 }  // namespace lacuna

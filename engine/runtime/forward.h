@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "engine/model/model.h"
+#include "engine/numa/node-teams.h"
 #include "engine/runtime/kv-cache.h"
+#include "engine/runtime/placed-experts.h"
 
 namespace lacuna {
 
@@ -23,11 +25,23 @@ struct SequenceStep {
   bool all_positions = false;
 };
 
+// What the NUMA execution did, over every step so far (one entry per node).
+struct NumaCounters {
+  std::vector<uint64_t> node_tokens;       // (token, expert) pairs each node computed; a slice counts on every node
+  std::vector<double> node_busy_seconds;   // time each node's team spent on experts
+  uint64_t remote_weight_bytes = 0;        // expert weight bytes read from another node's memory
+  double imbalance() const;                // max / mean of node_busy_seconds (1 when even or idle)
+};
+
 class Forward {
  public:
   // BatchPolicy::invariant: every token's result is the same whatever else
   // is in the step (the server's choice); fastest: the fastest kernels for each batch size.
-  explicit Forward(std::shared_ptr<const Model> model, BatchPolicy policy = BatchPolicy::fastest);
+  // With `placed`, the experts run on the placed copies, each on the team of
+  // the node holding it, and every token's result is the same as without
+  // (outputs are summed in expert order as in the unplaced pass).
+  explicit Forward(std::shared_ptr<const Model> model, BatchPolicy policy = BatchPolicy::fastest,
+                   std::shared_ptr<const PlacedExperts> placed = nullptr);
   ~Forward();
   // Runs one step. Throws lacuna::Error, before changing any cache's
   // contents, for an invalid token id, a cache without room, or a block pool
@@ -37,17 +51,24 @@ class Forward {
   // Tokens the router sent to each expert, [layer][expert], over every step
   // so far: the router statistics NUMA placement balances.
   const std::vector<std::vector<uint64_t>>& routed_tokens() const { return routed_tokens_; }
+  // Zero-sized without a placement.
+  NumaCounters numa_counters() const;
+  const PlacedExperts* placed() const { return placed_.get(); }
 
  private:
   struct Scratch;
   void attention(int64_t layer, std::span<const SequenceStep> batch, Scratch& s);
   void moe(int64_t layer, const LayerWeights& w, Scratch& s);
+  void run_placed_experts(int64_t layer, Scratch& s);
 
   std::shared_ptr<const Model> model_;
   BatchPolicy policy_;
   std::vector<double> inv_freq_;  // RoPE: theta^(-2i/head_dim)
   std::unique_ptr<Scratch> scratch_;
   std::vector<std::vector<uint64_t>> routed_tokens_;
+  std::shared_ptr<const PlacedExperts> placed_;
+  std::unique_ptr<NodeTeams> teams_;
+  NumaCounters numa_;
 };
 
 }  // namespace lacuna

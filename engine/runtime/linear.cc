@@ -116,22 +116,30 @@ bool Linear::prepare() {
   return dense().packed_bytes() > 0;
 }
 
-void Linear::run(const float* x, size_t n, float* y, BatchPolicy policy) const {
-  if (n == 0) return;
+void Linear::run(const float* x, size_t n, float* y, BatchPolicy policy) const { run_part(x, n, 0, n, y, policy); }
+
+void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float* y, BatchPolicy policy) const {
+  end = std::min(end, n);
+  if (begin >= end) return;
+  // oneDNN computes each token's row of the product alone: a part is the
+  // product over the part's tokens.
+  const float* xp = x + begin * cols();
+  float* yp = y + begin * rows();
   if (weight_.desc().format == Format::dense) {
     const std::lock_guard lock(*mutex_);
-    return dense().run(x, n, y);
+    return dense().run(xp, end - begin, yp);
   }
   // Invariant: the single-token kernel for every n, over as many tokens as it takes at once.
   Choice c = choice_for(policy == BatchPolicy::invariant ? 1 : n);
-  if (c.densify) return run_densified(x, n, y);
+  if (c.densify) return run_densified(xp, end - begin, yp);
   if (policy == BatchPolicy::invariant) c.tokens = c.kernel->max_n ? std::min(n, c.kernel->max_n) : n;
   for (size_t at = 0; at < n; at += c.tokens) {
-    const size_t count = std::min(c.tokens, n - at);
+    const size_t count = std::min(c.tokens, n - at), from = std::max(at, begin), to = std::min(at + count, end);
+    if (from >= to) continue;
     // A shorter last chunk gets its own choice (a kernel may not accept it),
     // unless the kernel must stay the same (the single-token one takes any count).
     const SpmmUkernel& kernel = count == c.tokens || policy == BatchPolicy::invariant ? *c.kernel : *choice_for(count).kernel;
-    spmm_run(kernel, weight_, x + at * cols(), count, y + at * rows());
+    spmm_run(kernel, weight_, x + from * cols(), to - from, y + from * rows());
   }
 }
 

@@ -37,6 +37,10 @@ class Linear {
   // model. Sparse products run concurrently; a dense weight's oneDNN product
   // holds per-weight buffers, so its callers take turns.
   void run(const float* x, size_t n, float* y, BatchPolicy policy = BatchPolicy::fastest) const;
+  // Tokens [begin, end) of the product over n tokens (x and y hold all n),
+  // each computed exactly as run() over all n computes it: the same kernel,
+  // the same chunks. Lets several NUMA nodes share one expert's tokens.
+  void run_part(const float* x, size_t n, size_t begin, size_t end, float* y, BatchPolicy policy = BatchPolicy::fastest) const;
   const Tensor& weight() const { return weight_; }
   uint64_t rows() const { return weight_.desc().rows(); }
   uint64_t cols() const { return weight_.desc().cols(); }
