@@ -95,7 +95,7 @@ typedef enum lacuna_status {
    * corrupted (checksum), newer format version, missing or mis-shaped weight. */
   LACUNA_STATUS_INVALID_MODEL = 3,
   /* Valid but not supported: a model without a tokenizer asked for text, a
-   * NUMA policy not implemented yet, struct fields this library does not know. */
+   * struct fields this library does not know. */
   LACUNA_STATUS_UNSUPPORTED = 4,
   LACUNA_STATUS_OUT_OF_MEMORY = 5,
   /* The caller's buffer is too small; the size needed was written to the size out-parameter. */
@@ -126,12 +126,17 @@ typedef struct lacuna_context lacuna_context;
 typedef enum lacuna_numa_policy {
   /* No binding: the OS places pages where they are first touched. */
   LACUNA_NUMA_POLICY_NONE = 0,
-  /* Reserved, not implemented yet (loading fails with LACUNA_STATUS_UNSUPPORTED):
-   * pages interleaved over the nodes. */
+  /* Every expert copied into memory interleaved page by page over the nodes;
+   * run by all cores. */
   LACUNA_NUMA_POLICY_INTERLEAVE = 1,
-  /* Reserved, not implemented yet: each expert's weights on one node, its
-   * products run by that node's cores. */
-  LACUNA_NUMA_POLICY_EXPERTS = 2
+  /* Each expert copied into one node's memory (hot experts also into others,
+   * within numa_replicate_budget_mb) and run by that node's cores. */
+  LACUNA_NUMA_POLICY_EXPERTS = 2,
+  /* Each expert's rows split across the nodes; each node's cores compute its
+   * rows from its own memory. */
+  LACUNA_NUMA_POLICY_SLICES = 3,
+  /* EXPERTS or SLICES per layer, from the expected experts per step. */
+  LACUNA_NUMA_POLICY_AUTO = 4
 } lacuna_numa_policy;
 
 typedef struct lacuna_model_params {
@@ -139,7 +144,12 @@ typedef struct lacuna_model_params {
   /* Worker threads of the model's contexts unless their own params say
    * otherwise, at most 1024; 0: OpenMP's default (one per core, or OMP_NUM_THREADS). */
   int32_t n_threads;
-  int32_t numa_policy; /* a lacuna_numa_policy; default LACUNA_NUMA_POLICY_NONE */
+  /* A lacuna_numa_policy; default LACUNA_NUMA_POLICY_NONE. The nodes are the
+   * machine's (hwloc), or LACUNA_NUMA_SIMULATE=N virtual ones. Any policy
+   * gives bitwise the logits of NONE; all but NONE copy the experts at load
+   * (the file's pages of them are dropped) and run one pinned thread team per
+   * node. */
+  int32_t numa_policy;
   /* Non-zero: read the whole file into memory at load, so that no later call
    * waits on a page fault. Default 0. */
   int32_t prefault;
@@ -149,7 +159,10 @@ typedef struct lacuna_model_params {
   /* Non-zero (default): check every weight's checksum at load (one pass over
    * the file). Structure checks happen always. */
   int32_t verify_checksums;
-  int32_t reserved; /* must be 0 (it makes the struct's size its fields' size) */
+  /* EXPERTS and AUTO: MB of memory for extra copies of hot experts, >= 0;
+   * default 0. Every expert counts as equally hot (the load has no router
+   * statistics), so copies are made only for an uneven layer. */
+  int32_t numa_replicate_budget_mb;
 } lacuna_model_params;
 
 /* Fills *params (params_size = sizeof *params) with the defaults. Returns

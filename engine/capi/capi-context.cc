@@ -141,7 +141,7 @@ lacuna_status lacuna_context_create(const lacuna_model* model, const lacuna_cont
     require(p.n_batch >= 1, LACUNA_STATUS_INVALID_ARGUMENT, "params.n_batch is " + std::to_string(p.n_batch) + ", must be >= 1");
     if (p.n_ctx == 0) p.n_ctx = static_cast<int32_t>(std::min<int64_t>(max_ctx, INT32_MAX));
     if (p.n_threads == 0) p.n_threads = model->n_threads;
-    auto c = std::make_unique<lacuna_context>(model->model, p);
+    auto c = std::make_unique<lacuna_context>(*model, p);
     c->seqs.resize(static_cast<size_t>(p.n_seq_max));
     *ctx = c.release();
     return LACUNA_STATUS_OK;

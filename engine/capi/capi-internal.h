@@ -18,6 +18,7 @@
 
 struct lacuna_model {
   std::shared_ptr<const lacuna::Model> model;
+  std::shared_ptr<const lacuna::PlacedExperts> placed;  // null for LACUNA_NUMA_POLICY_NONE
   int32_t n_threads = 0;
   std::string architecture, metadata;
 };
@@ -134,7 +135,8 @@ T params_or_defaults(const T* params, lacuna_status (*defaults)(T*, size_t)) {
 }  // namespace lacuna::capi
 
 struct lacuna_context {
-  lacuna_context(std::shared_ptr<const lacuna::Model> m, const lacuna_context_params& p) : model(m), forward(std::move(m)), params(p) {}
+  lacuna_context(const lacuna_model& m, const lacuna_context_params& p)
+      : model(m.model), forward(m.model, lacuna::BatchPolicy::fastest, m.placed), params(p) {}
   std::shared_ptr<const lacuna::Model> model;
   lacuna::Forward forward;
   lacuna_context_params params;  // with the defaults resolved

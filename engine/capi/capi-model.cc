@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "engine/capi/capi-internal.h"
+#include "engine/numa/topology.h"
 
 using lacuna::capi::ApiError;
 using lacuna::capi::guarded;
@@ -84,11 +85,10 @@ lacuna_status lacuna_model_load(const char* path, const lacuna_model_params* par
     const lacuna_model_params p = lacuna::capi::params_or_defaults(params, lacuna_model_default_params);
     require(p.n_threads >= 0 && p.n_threads <= 1024, LACUNA_STATUS_INVALID_ARGUMENT,
             "params.n_threads is " + std::to_string(p.n_threads) + ", must be in 0..1024");
-    require(p.numa_policy >= LACUNA_NUMA_POLICY_NONE && p.numa_policy <= LACUNA_NUMA_POLICY_EXPERTS, LACUNA_STATUS_INVALID_ARGUMENT,
+    require(p.numa_policy >= LACUNA_NUMA_POLICY_NONE && p.numa_policy <= LACUNA_NUMA_POLICY_AUTO, LACUNA_STATUS_INVALID_ARGUMENT,
             "params.numa_policy " + std::to_string(p.numa_policy) + " is not a lacuna_numa_policy");
-    require(p.reserved == 0, LACUNA_STATUS_INVALID_ARGUMENT, "params.reserved must be 0");
-    require(p.numa_policy == LACUNA_NUMA_POLICY_NONE, LACUNA_STATUS_UNSUPPORTED,
-            "params.numa_policy: only LACUNA_NUMA_POLICY_NONE is implemented in this version");
+    require(p.numa_replicate_budget_mb >= 0, LACUNA_STATUS_INVALID_ARGUMENT,
+            "params.numa_replicate_budget_mb is " + std::to_string(p.numa_replicate_budget_mb) + ", must be >= 0");
     lacuna::OpenOptions o;
     o.verify_checksums = p.verify_checksums != 0;
     o.prefault = p.prefault != 0 || p.lock_memory != 0;
@@ -96,6 +96,19 @@ lacuna_status lacuna_model_load(const char* path, const lacuna_model_params* par
     auto handle = std::make_unique<lacuna_model>();
     handle->model = lacuna::Model::open(path, o);
     handle->n_threads = p.n_threads;
+    if (p.numa_policy != LACUNA_NUMA_POLICY_NONE) {
+      constexpr lacuna::NumaPolicy kPolicies[] = {lacuna::NumaPolicy::none, lacuna::NumaPolicy::interleave, lacuna::NumaPolicy::experts,
+                                                  lacuna::NumaPolicy::slices, lacuna::NumaPolicy::automatic};
+      lacuna::Topology topology;
+      try {
+        topology = lacuna::topology_from_env();
+      } catch (const lacuna::Error& e) {
+        throw lacuna::capi::ApiError{LACUNA_STATUS_INVALID_ARGUMENT, std::string("params.numa_policy: ") + e.what()};
+      }
+      lacuna::Placement plan = lacuna::plan_model_placement(*handle->model, static_cast<int>(topology.nodes.size()), kPolicies[p.numa_policy],
+                                                            static_cast<uint64_t>(p.numa_replicate_budget_mb) * 1000000, 1, {});
+      handle->placed = std::make_shared<const lacuna::PlacedExperts>(*handle->model, std::move(topology), std::move(plan));
+    }
     handle->architecture = lacuna::arch_name(handle->model->config().arch);
     handle->metadata = std::string(handle->model->file().metadata());
     *model = handle.release();

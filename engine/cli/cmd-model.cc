@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "engine/cli/commands.h"
+#include "engine/cli/numa-options.h"
 #include "engine/model/convert.h"
 #include "engine/model/model.h"
 #include "engine/model/synth.h"
@@ -123,6 +124,8 @@ void add_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--stop", o->stop, "Stop when the output contains this text (repeatable)");
   cmd->add_option("--prefill-chunk", o->prefill_chunk, "Prompt tokens per forward step")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+  auto numa = std::make_shared<NumaCliOptions>();
+  add_numa_options(cmd, *numa);
   cmd->callback([=, &exit_code] {
     const auto model = Model::open(*path);
     const Tokenizer* tok = model->tokenizer();
@@ -135,7 +138,7 @@ void add_run(CLI::App& app, int& exit_code) {
       if (!tok) throw Error(*path + " has no tokenizer: give the prompt as --tokens \"ID ...\"");
       r.prompt = tok->encode(*prompt, /*add_bos=*/true);
     }
-    Forward forward(model);
+    Forward forward(model, BatchPolicy::fastest, place_experts(model, *numa));
     GenerateStats stats;
     if (tok) std::printf("%s", tok->decode(r.prompt).c_str());
     const std::vector<GenerateResult> out = generate(forward, {r}, &stats, [&](size_t, int32_t token, std::string_view text) {
@@ -164,13 +167,15 @@ void add_logits(CLI::App& app, int& exit_code) {
   cmd->add_option("--tokens", *tokens, "Token ids, e.g. \"1 2 3\"")->required();
   cmd->add_option("--out", *out, "Output file")->required();
   cmd->add_option("--chunk", *chunk, "Tokens per forward step")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+  auto numa = std::make_shared<NumaCliOptions>();
+  add_numa_options(cmd, *numa);
   cmd->callback([=, &exit_code] {
     const auto model = Model::open(*path);
     const std::vector<int32_t> ids = parse_tokens(*tokens);
     const int64_t vocab = model->config().vocab;
     if (static_cast<int64_t>(ids.size()) > model->config().max_context)
       throw Error(std::to_string(ids.size()) + " tokens exceed the model's context of " + std::to_string(model->config().max_context));
-    Forward forward(model);
+    Forward forward(model, BatchPolicy::fastest, place_experts(model, *numa));
     KvCache cache(model->config(), static_cast<int64_t>(ids.size()));
     std::vector<float> logits(ids.size() * vocab);
     for (size_t at = 0; at < ids.size(); at += static_cast<size_t>(*chunk)) {
@@ -192,17 +197,13 @@ void add_logits(CLI::App& app, int& exit_code) {
 void add_numa_plan(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("numa-plan", "Plan NUMA placement of the experts from router statistics on calibration text");
   auto path = std::make_shared<std::string>(), prompt = std::make_shared<std::string>(), tokens = std::make_shared<std::string>();
-  auto policy = std::make_shared<std::string>("auto");
-  auto budget_mb = std::make_shared<double>(0);
-  auto batch = std::make_shared<size_t>(1);
+  auto numa = std::make_shared<NumaCliOptions>();
+  numa->policy = "auto";
   cmd->add_option("MODEL", *path, "A .lacuna model")->required();
   auto* p = cmd->add_option("-p,--prompt", *prompt, "Calibration text (needs the model's tokenizer)");
   cmd->add_option("--tokens", *tokens, "Calibration token ids, e.g. \"1 2 3\"")->excludes(p);
-  cmd->add_option("--numa", *policy, "none, interleave, experts, slices or auto")
-      ->check(CLI::IsMember({"none", "interleave", "experts", "slices", "auto"}))
-      ->capture_default_str();
-  cmd->add_option("--numa-replicate-budget", *budget_mb, "MB for extra copies of hot experts (experts, auto)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  cmd->add_option("--batch", *batch, "Decode batch the plan is for (auto)")->check(CLI::Range(1, 65536))->capture_default_str();
+  add_numa_options(cmd, *numa, /*calibration_file=*/false);
+  cmd->add_option("--batch", numa->batch, "Decode batch the plan is for (auto)")->check(CLI::Range(1, 65536))->capture_default_str();
   cmd->callback([=, &exit_code] {
     const auto model = Model::open(*path);
     const ModelConfig& c = model->config();
@@ -214,33 +215,10 @@ void add_numa_plan(CLI::App& app, int& exit_code) {
       if (!model->tokenizer()) throw Error(*path + " has no tokenizer: give calibration token ids with --tokens");
       ids = model->tokenizer()->encode(*prompt, true);
     }
-    // Calibration longer than the context runs as several sequences.
-    Forward forward(model);
-    for (size_t at = 0; at < ids.size(); at += static_cast<size_t>(c.max_context)) {
-      const std::span<const int32_t> window = std::span(ids).subspan(at, std::min(ids.size() - at, static_cast<size_t>(c.max_context)));
-      KvCache cache(c, static_cast<int64_t>(window.size()));
-      for (size_t k = 0; k < window.size(); k += 512) {
-        const SequenceStep step{&cache, window.subspan(k, std::min<size_t>(512, window.size() - k)), nullptr, false};
-        forward.step({&step, 1});
-      }
-    }
     const Topology topology = topology_from_env();
-    PlacementRequest r;
-    r.nodes = static_cast<int>(topology.nodes.size());
-    r.policy = *parse_numa_policy(*policy);
-    r.replicate_budget_bytes = static_cast<uint64_t>(*budget_mb * 1e6);
-    r.batch = *batch;
-    r.top_k = static_cast<int>(c.top_k);
-    const auto& routed = forward.routed_tokens();
-    for (size_t l = 0; l < routed.size(); ++l) {
-      std::vector<ExpertStats> experts;
-      const LayerWeights& w = model->layers()[l];
-      for (size_t e = 0; e < routed[l].size(); ++e) {
-        experts.push_back({w.gate_up[e].bytes() + w.down[e].bytes(), static_cast<uint64_t>(c.ffn), static_cast<double>(routed[l][e])});
-      }
-      r.layers.push_back(std::move(experts));
-    }
-    const Placement plan = plan_placement(r);
+    const auto routed = calibrate_routing(model, ids);
+    const Placement plan = plan_model_placement(*model, static_cast<int>(topology.nodes.size()), *parse_numa_policy(numa->policy),
+                                                static_cast<uint64_t>(numa->replicate_budget_mb * 1e6), numa->batch, routed);
     std::printf("topology: %s\n", topology.describe().c_str());
     std::printf("calibration: %zu tokens, top-%lld of %lld experts\n", ids.size(), static_cast<long long>(c.top_k), static_cast<long long>(c.experts));
     for (size_t l = 0; l < plan.layers.size(); ++l) {
@@ -268,7 +246,7 @@ void add_numa_plan(CLI::App& app, int& exit_code) {
     std::string bytes;
     for (int n = 0; n < plan.nodes; ++n)
       bytes.append(" node ").append(std::to_string(n)).append(" ").append(std::to_string(plan.node_bytes[static_cast<size_t>(n)] / 1000000)).append(" MB;");
-    std::printf("expert weights per node:%s replicas %.1f MB of a %.1f MB budget\n", bytes.c_str(), static_cast<double>(plan.replica_bytes) / 1e6, *budget_mb);
+    std::printf("expert weights per node:%s replicas %.1f MB of a %.1f MB budget\n", bytes.c_str(), static_cast<double>(plan.replica_bytes) / 1e6, numa->replicate_budget_mb);
     exit_code = 0;
   });
 }

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "engine/cli/commands.h"
+#include "engine/cli/numa-options.h"
 #include "engine/server/batch-job.h"
 #include "engine/server/http-server.h"
 #include "sparse/error.h"
@@ -15,13 +16,14 @@ namespace lacuna::cli {
 namespace {
 
 // The scheduler's options, shared by both commands.
-void add_scheduler_options(CLI::App* cmd, SchedulerOptions& o, std::shared_ptr<int64_t> kv_mb) {
+void add_scheduler_options(CLI::App* cmd, SchedulerOptions& o, std::shared_ptr<int64_t> kv_mb, NumaCliOptions& numa) {
   cmd->add_option("--max-running", o.max_running, "Sequences in the running batch at once")->check(CLI::Range(1, 4096))->capture_default_str();
   cmd->add_option("--max-queued", o.max_queued, "Requests waiting; more are refused (HTTP 429)")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   cmd->add_option("--step-tokens", o.step_tokens, "Prompt tokens per forward step, beside one per decoding sequence")
       ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
   cmd->add_option("--kv-mb", *kv_mb, "KV cache pool, MiB (blocks of 16 positions, shared by all sequences)")->check(CLI::Range(1, 1 << 24))->capture_default_str();
+  add_numa_options(cmd, numa);
 }
 
 std::string model_name_of(const std::string& path, const std::string& given) {
@@ -41,7 +43,8 @@ void add_serve(CLI::App& app, int& exit_code) {
   cmd->add_option("--model-name", o->model_name, "The model's id in the API (default: the file's name)");
   cmd->add_option("--http-threads", o->http_threads, "Connections served at once")->check(CLI::Range(1, 4096))->capture_default_str();
   cmd->add_option("--shutdown-timeout", *shutdown_s, "Seconds running requests get to finish on SIGTERM")->check(CLI::Range(0.0, 3600.0))->capture_default_str();
-  add_scheduler_options(cmd, o->scheduler, kv_mb);
+  auto numa = std::make_shared<NumaCliOptions>();
+  add_scheduler_options(cmd, o->scheduler, kv_mb, *numa);
   o->model_name.clear();
   cmd->callback([=, &exit_code] {
     // Signals go to one thread, which shuts the server down gracefully.
@@ -54,7 +57,10 @@ void add_serve(CLI::App& app, int& exit_code) {
     options.model_name = model_name_of(*path, o->model_name);
     options.scheduler.kv_bytes = *kv_mb << 20;
     options.shutdown_timeout = std::chrono::milliseconds(static_cast<int64_t>(*shutdown_s * 1000));
-    HttpServer server(Model::open(*path), options);
+    const auto model = Model::open(*path);
+    numa->batch = static_cast<size_t>(options.scheduler.max_running);
+    options.scheduler.placed = place_experts(model, *numa);
+    HttpServer server(model, options);
     const int port = server.bind();
     std::printf("lacuna serve: %s as \"%s\" on http://%s:%d (POST /v1/completions, /v1/chat/completions; GET /v1/models, /health, /metrics)\n",
                 path->c_str(), options.model_name.c_str(), options.host.c_str(), port);
@@ -85,12 +91,16 @@ void add_batch(CLI::App& app, int& exit_code) {
   cmd->add_option("OUT", *out, "Results, one per line; ids already there are skipped")->required();
   cmd->add_option("--model-name", *model_name, "The model's id in the responses (default: the file's name)");
   cmd->add_flag("!--no-progress", o->progress, "No progress bar");
-  add_scheduler_options(cmd, o->scheduler, kv_mb);
+  auto numa = std::make_shared<NumaCliOptions>();
+  add_scheduler_options(cmd, o->scheduler, kv_mb, *numa);
   cmd->callback([=, &exit_code] {
     BatchOptions options = *o;
     options.model_name = model_name_of(*path, *model_name);
     options.scheduler.kv_bytes = *kv_mb << 20;
-    const BatchSummary s = run_batch(Model::open(*path), *in, *out, options);
+    const auto model = Model::open(*path);
+    numa->batch = static_cast<size_t>(options.scheduler.max_running);
+    options.scheduler.placed = place_experts(model, *numa);
+    const BatchSummary s = run_batch(model, *in, *out, options);
     std::fprintf(stderr, "lacuna batch: %zu lines: %zu done before, %zu succeeded, %zu failed; %lld tokens in %.1f s (%.1f tokens/s)\n", s.lines,
                  s.skipped, s.succeeded, s.failed, static_cast<long long>(s.generated_tokens), s.seconds,
                  s.seconds > 0 ? static_cast<double>(s.generated_tokens) / s.seconds : 0.0);

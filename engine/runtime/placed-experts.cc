@@ -1,9 +1,24 @@
 #include "engine/runtime/placed-experts.h"
 
 #include "engine/numa/binding.h"
+#include "engine/runtime/forward.h"
 #include "sparse/error.h"
 
 namespace lacuna {
+
+std::vector<std::vector<uint64_t>> calibrate_routing(const std::shared_ptr<const Model>& model, std::span<const int32_t> ids) {
+  const auto context = static_cast<size_t>(model->config().max_context);
+  Forward forward(model);
+  for (size_t at = 0; at < ids.size(); at += context) {
+    const std::span<const int32_t> window = ids.subspan(at, std::min(ids.size() - at, context));
+    KvCache cache(model->config(), static_cast<int64_t>(window.size()));
+    for (size_t k = 0; k < window.size(); k += 512) {
+      const SequenceStep step{&cache, window.subspan(k, std::min<size_t>(512, window.size() - k)), nullptr, false};
+      forward.step({&step, 1});
+    }
+  }
+  return forward.routed_tokens();
+}
 
 Placement plan_model_placement(const Model& model, int nodes, NumaPolicy policy, uint64_t replicate_budget_bytes, size_t batch,
                                const std::vector<std::vector<uint64_t>>& routed) {

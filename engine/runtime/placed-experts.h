@@ -4,6 +4,8 @@
 // and the mapped file's pages of what was copied dropped, so that memory
 // stays near 1x the weights (plus the replicas the budget allows).
 #include <cstdint>
+#include <memory>
+#include <span>
 #include <vector>
 
 #include "engine/model/model.h"
@@ -24,6 +26,11 @@ struct NodeExpert {
   RowRange ffn, out;
   Linear gate_up, down;
 };
+
+// Router statistics: tokens routed to each expert, [layer][expert], over
+// `ids` run through the unplaced model (as sequences of at most the context,
+// in prompt chunks of 512). Throws lacuna::Error for an invalid token id.
+std::vector<std::vector<uint64_t>> calibrate_routing(const std::shared_ptr<const Model>& model, std::span<const int32_t> ids);
 
 // Router statistics -> the plan, for `model`'s experts (routed[layer][expert]
 // tokens; empty: every expert alike). Throws lacuna::Error like plan_placement.

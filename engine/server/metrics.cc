@@ -29,6 +29,30 @@ ServerMetrics::ServerMetrics()
                          .Name("lacuna_expert_tokens_total")
                          .Help("Tokens the router sent to each expert of each layer (prompt and generated)")
                          .Register(*registry_)),
+      numa_node_tokens_(prometheus::BuildCounter()
+                            .Name("lacuna_numa_node_tokens_total")
+                            .Help("(token, expert) pairs each NUMA node computed; under slices every node takes part in each")
+                            .Register(*registry_)),
+      numa_node_busy_(prometheus::BuildCounter()
+                          .Name("lacuna_numa_node_busy_seconds_total")
+                          .Help("Time each NUMA node's team spent on experts")
+                          .Register(*registry_)),
+      numa_node_bytes_(prometheus::BuildGauge().Name("lacuna_numa_node_weight_bytes").Help("Expert weight bytes in each NUMA node's memory").Register(*registry_)),
+      numa_remote_bytes_(prometheus::BuildCounter()
+                             .Name("lacuna_numa_remote_weight_bytes_total")
+                             .Help("Expert weight bytes read from another node's memory (0 under experts and slices)")
+                             .Register(*registry_)
+                             .Add({})),
+      numa_imbalance_(prometheus::BuildGauge()
+                          .Name("lacuna_numa_load_imbalance")
+                          .Help("Max over mean of the NUMA nodes' busy time (1: even)")
+                          .Register(*registry_)
+                          .Add({})),
+      numa_replica_bytes_(prometheus::BuildGauge()
+                              .Name("lacuna_numa_replica_bytes")
+                              .Help("Memory held by extra copies of hot experts")
+                              .Register(*registry_)
+                              .Add({})),
       prompt_tokens_(prometheus::BuildCounter().Name("lacuna_prompt_tokens_total").Help("Prompt tokens of finished requests").Register(*registry_).Add({})),
       generated_tokens_(
           prometheus::BuildCounter().Name("lacuna_generated_tokens_total").Help("Generated tokens of finished requests").Register(*registry_).Add({})),
@@ -109,11 +133,31 @@ void ServerMetrics::step(const StepInfo& s) {
         routed_seen_[l][e] = routed[l][e];
       }
   }
+  if (s.placed && s.numa) numa_step(*s.placed, *s.numa);
   batch_tokens_.Observe(static_cast<double>(s.decode_tokens + s.prefill_tokens));
   step_seconds_.Observe(s.seconds);
   // Every sequence in a step with logits yields a token; decode ones always do.
   const std::lock_guard lock(window_mutex_);
   window_.emplace_back(std::chrono::steady_clock::now(), s.decode_tokens);
+}
+
+void ServerMetrics::numa_step(const PlacedExperts& placed, const NumaCounters& numa) {
+  const size_t nodes = numa.node_tokens.size();
+  numa_seen_.node_tokens.resize(nodes, 0);
+  numa_seen_.node_busy_seconds.resize(nodes, 0.0);
+  for (size_t n = 0; n < nodes; ++n) {
+    const prometheus::Labels node{{"node", std::to_string(n)}};
+    numa_node_tokens_.Add(node).Increment(static_cast<double>(numa.node_tokens[n] - numa_seen_.node_tokens[n]));
+    const double busy = n < numa.node_busy_seconds.size() ? numa.node_busy_seconds[n] : 0.0;
+    numa_node_busy_.Add(node).Increment(std::max(0.0, busy - numa_seen_.node_busy_seconds[n]));
+    numa_seen_.node_busy_seconds[n] = busy;
+    numa_node_bytes_.Add(node).Set(static_cast<double>(placed.node_bytes()[n]));
+  }
+  numa_seen_.node_tokens = numa.node_tokens;
+  numa_remote_bytes_.Increment(static_cast<double>(numa.remote_weight_bytes - numa_seen_.remote_weight_bytes));
+  numa_seen_.remote_weight_bytes = numa.remote_weight_bytes;
+  numa_imbalance_.Set(numa.imbalance());
+  numa_replica_bytes_.Set(static_cast<double>(placed.placement().replica_bytes));
 }
 
 std::string ServerMetrics::render(const SchedulerStats& s) {

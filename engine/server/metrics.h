@@ -2,7 +2,9 @@
 // The server's Prometheus metrics (prometheus-cpp's registry and text
 // format): requests by endpoint and status, tokens, time to first token,
 // per-token latency, batch sizes, the scheduler's queue and KV pool, and the
-// tokens the router sent to each expert.
+// tokens the router sent to each expert, and with experts placed on NUMA
+// nodes, each node's tokens, busy time and weights, their imbalance, remote
+// weight reads and replica memory.
 #include <chrono>
 #include <deque>
 #include <memory>
@@ -38,6 +40,12 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& expert_tokens_;
   std::vector<std::vector<prometheus::Counter*>> expert_counters_;  // [layer][expert], made on the first step
   std::vector<std::vector<uint64_t>> routed_seen_;                 // the counts already added
+  void numa_step(const PlacedExperts& placed, const NumaCounters& numa);
+  prometheus::Family<prometheus::Counter>&numa_node_tokens_, &numa_node_busy_;
+  prometheus::Family<prometheus::Gauge>& numa_node_bytes_;
+  prometheus::Counter& numa_remote_bytes_;
+  prometheus::Gauge &numa_imbalance_, &numa_replica_bytes_;
+  NumaCounters numa_seen_;  // the counts already added
   prometheus::Counter &prompt_tokens_, &generated_tokens_, &preemptions_;
   prometheus::Histogram &ttft_, &itl_, &duration_, &batch_sequences_, &batch_tokens_, &step_seconds_;
   prometheus::Gauge &queued_, &running_, &kv_used_, &kv_total_, &tokens_per_second_;

@@ -35,7 +35,7 @@ struct Scheduler::Sequence {
 };
 
 Scheduler::Scheduler(std::shared_ptr<const Model> model, const SchedulerOptions& options, std::function<void(const StepInfo&)> on_step)
-    : model_(model), options_(options), on_step_(std::move(on_step)), forward_(std::move(model), BatchPolicy::invariant) {
+    : model_(model), options_(options), on_step_(std::move(on_step)), forward_(std::move(model), BatchPolicy::invariant, options.placed) {
   const ModelConfig& c = model_->config();
   if (options_.max_running < 1 || options_.max_queued < 1 || options_.step_tokens < 1 || options_.kv_block_positions < 1)
     throw Error("scheduler: max_running, max_queued, step_tokens and kv_block_positions must be >= 1");
@@ -229,7 +229,11 @@ void Scheduler::step() {
       batch.clear();
     }
     ++steps_;
-    if (on_step_) on_step_({static_cast<int64_t>(in_step.size()), decode, prefill, seconds_since(start), &forward_.routed_tokens()});
+    if (on_step_) {
+      const NumaCounters numa = forward_.numa_counters();
+      on_step_({static_cast<int64_t>(in_step.size()), decode, prefill, seconds_since(start), &forward_.routed_tokens(), forward_.placed(),
+                forward_.placed() ? &numa : nullptr});
+    }
     for (size_t i = 0; i < batch.size(); ++i) {
       Sequence& s = *in_step[i];
       if (!batch[i].logits) continue;

@@ -33,6 +33,7 @@ struct SchedulerOptions {
   int32_t step_tokens = 256;  // prompt tokens per step, beside one token per decoding sequence
   int64_t kv_bytes = 1ll << 30;  // the KV block pool (at least one whole context)
   int64_t kv_block_positions = 16;
+  std::shared_ptr<const PlacedExperts> placed;  // experts placed on NUMA nodes; nullptr: the model's own, unbound
 };
 
 // Thrown by submit when the queue is full or the scheduler is draining.
@@ -61,6 +62,9 @@ struct StepInfo {
   double seconds = 0;
   // Tokens routed to each [layer][expert] since the scheduler started (valid during the call).
   const std::vector<std::vector<uint64_t>>* routed_tokens = nullptr;
+  // With experts placed on NUMA nodes: the placement, and its counters since the start.
+  const PlacedExperts* placed = nullptr;
+  const NumaCounters* numa = nullptr;
 };
 
 class Scheduler {

@@ -7,6 +7,7 @@
  * model-f32.lacuna: f32 unpruned; model-notok.lacuna: without its tokenizer),
  * and cpp.logits, what `lacuna logits` (the C++ path) writes for the golden
  * tokens with model.lacuna. GOLDEN_DIR holds the NumPy reference's logits. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <lacuna.h>
 
 #include <math.h>
@@ -242,6 +243,60 @@ static void test_logits(void) {
   }
 }
 
+/* Every NUMA policy on simulated 2- and 4-node topologies: bitwise the
+ * logits of LACUNA_NUMA_POLICY_NONE, for a prompt and a decode step, with
+ * two contexts sharing the placed model. */
+static void test_numa(void) {
+  int32_t ids[256];
+  const size_t n = golden_tokens(ids, 256);
+  const size_t vocab = 512;
+  float *reference = malloc((n + 1) * vocab * sizeof(float));
+  {
+    lacuna_model *model = load("model.lacuna");
+    lacuna_context *ctx = context(model, 64, 1, 0);
+    lacuna_seq_input in = {.seq_id = 0, .all_logits = 1, .tokens = ids, .n_tokens = n};
+    CHECK_STATUS(lacuna_context_eval(ctx, &in, 1), LACUNA_STATUS_OK);
+    size_t rows = 0;
+    memcpy(reference, lacuna_context_logits(ctx, 0, &rows), n * vocab * sizeof(float));
+    lacuna_seq_input next = {.seq_id = 0, .all_logits = 0, .tokens = ids, .n_tokens = 1};
+    CHECK_STATUS(lacuna_context_eval(ctx, &next, 1), LACUNA_STATUS_OK);
+    memcpy(reference + n * vocab, lacuna_context_logits(ctx, 0, &rows), vocab * sizeof(float));
+    lacuna_context_free(ctx);
+    lacuna_model_free(model);
+  }
+  const char *nodes[] = {"2", "4"};
+  const int32_t policies[] = {LACUNA_NUMA_POLICY_INTERLEAVE, LACUNA_NUMA_POLICY_EXPERTS, LACUNA_NUMA_POLICY_SLICES, LACUNA_NUMA_POLICY_AUTO};
+  for (size_t k = 0; k < 2; ++k)
+    for (size_t i = 0; i < sizeof policies / sizeof policies[0]; ++i) {
+      setenv("LACUNA_NUMA_SIMULATE", nodes[k], 1);
+      lacuna_model_params mp;
+      CHECK_STATUS(lacuna_model_default_params(&mp, sizeof mp), LACUNA_STATUS_OK);
+      mp.numa_policy = policies[i];
+      mp.numa_replicate_budget_mb = 1;
+      lacuna_model *model = NULL;
+      CHECK_STATUS(lacuna_model_load(path_in(g_fixtures, "model.lacuna"), &mp, &model), LACUNA_STATUS_OK);
+      unsetenv("LACUNA_NUMA_SIMULATE");
+      if (!model) continue;
+      lacuna_context *a = context(model, 64, 1, 0), *b = context(model, 64, 1, 1);
+      lacuna_context *both[] = {a, b};
+      for (size_t c = 0; c < 2; ++c) {
+        lacuna_seq_input in = {.seq_id = 0, .all_logits = 1, .tokens = ids, .n_tokens = n};
+        CHECK_STATUS(lacuna_context_eval(both[c], &in, 1), LACUNA_STATUS_OK);
+        size_t rows = 0;
+        const float *logits = lacuna_context_logits(both[c], 0, &rows);
+        CHECK(rows == n && memcmp(logits, reference, n * vocab * sizeof(float)) == 0);
+        lacuna_seq_input next = {.seq_id = 0, .all_logits = 0, .tokens = ids, .n_tokens = 1};
+        CHECK_STATUS(lacuna_context_eval(both[c], &next, 1), LACUNA_STATUS_OK);
+        logits = lacuna_context_logits(both[c], 0, &rows);
+        CHECK(rows == 1 && memcmp(logits, reference + n * vocab, vocab * sizeof(float)) == 0);
+      }
+      lacuna_context_free(a);
+      lacuna_context_free(b);
+      lacuna_model_free(model);
+    }
+  free(reference);
+}
+
 /* Sequences of different lengths in one evaluation: each as if alone. */
 static void test_batch(void) {
   int32_t ids[256];
@@ -413,15 +468,20 @@ static void test_errors(void) {
   CHECK_STATUS(lacuna_model_default_params(NULL, sizeof mp), LACUNA_STATUS_INVALID_ARGUMENT);
   CHECK_STATUS(lacuna_model_default_params(&mp, sizeof mp - 1), LACUNA_STATUS_INVALID_ARGUMENT);
   CHECK_STATUS(lacuna_model_default_params(&mp, sizeof mp), LACUNA_STATUS_OK);
-  mp.numa_policy = LACUNA_NUMA_POLICY_EXPERTS;
-  CHECK_STATUS(lacuna_model_load(path_in(g_fixtures, "model.lacuna"), &mp, &model), LACUNA_STATUS_UNSUPPORTED);
-  mp.numa_policy = LACUNA_NUMA_POLICY_INTERLEAVE;
-  CHECK_STATUS(lacuna_model_load(path_in(g_fixtures, "model.lacuna"), &mp, &model), LACUNA_STATUS_UNSUPPORTED);
   mp.numa_policy = 7;
   CHECK_STATUS(lacuna_model_load(path_in(g_fixtures, "model.lacuna"), &mp, &model), LACUNA_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(lacuna_last_error(), "numa_policy") != NULL);
   CHECK_STATUS(lacuna_model_default_params(&mp, sizeof mp), LACUNA_STATUS_OK);
-  mp.reserved = 1;
+  mp.numa_replicate_budget_mb = -1;
   CHECK_STATUS(lacuna_model_load(path_in(g_fixtures, "model.lacuna"), &mp, &model), LACUNA_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(lacuna_last_error(), "numa_replicate_budget_mb") != NULL);
+  CHECK_STATUS(lacuna_model_default_params(&mp, sizeof mp), LACUNA_STATUS_OK);
+  setenv("LACUNA_NUMA_SIMULATE", "zero", 1);
+  mp.numa_policy = LACUNA_NUMA_POLICY_EXPERTS;
+  CHECK_STATUS(lacuna_model_load(path_in(g_fixtures, "model.lacuna"), &mp, &model), LACUNA_STATUS_INVALID_ARGUMENT);
+  CHECK(model == NULL && strstr(lacuna_last_error(), "LACUNA_NUMA_SIMULATE") != NULL);
+  unsetenv("LACUNA_NUMA_SIMULATE");
+  CHECK_STATUS(lacuna_model_default_params(&mp, sizeof mp), LACUNA_STATUS_OK);
   CHECK_STATUS(lacuna_model_default_params(&mp, sizeof mp), LACUNA_STATUS_OK);
   mp.struct_size = (size_t)1 << 40; /* never set: garbage */
   CHECK_STATUS(lacuna_model_load(path_in(g_fixtures, "model.lacuna"), &mp, &model), LACUNA_STATUS_INVALID_ARGUMENT);
@@ -749,7 +809,7 @@ int main(int argc, char **argv) {
     void (*run)(void);
   } cases[] = {{"version", test_version}, {"info", test_info},         {"tokenize", test_tokenize}, {"logits", test_logits},
                {"batch", test_batch},     {"generate", test_generate}, {"errors", test_errors},     {"misuse", test_misuse}, {"sequences", test_sequences},
-               {"threads", test_threads}, {"load_free", test_load_free}};
+               {"threads", test_threads}, {"load_free", test_load_free}, {"numa", test_numa}};
   if (argc != 4) {
     fprintf(stderr, "usage: %s CASE FIXTURE_DIR GOLDEN_DIR\n", argv[0]);
     return 2;

@@ -1,0 +1,48 @@
+#include "engine/cli/numa-options.h"
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "engine/numa/topology.h"
+#include "sparse/error.h"
+
+namespace lacuna::cli {
+
+void add_numa_options(CLI::App* cmd, NumaCliOptions& o, bool calibration_file) {
+  cmd->add_option("--numa", o.policy, "Expert placement on NUMA nodes: none, interleave, experts, slices or auto")
+      ->check(CLI::IsMember({"none", "interleave", "experts", "slices", "auto"}))
+      ->capture_default_str();
+  cmd->add_option("--numa-replicate-budget", o.replicate_budget_mb, "MB for extra copies of hot experts (experts, auto)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  if (calibration_file) cmd->add_option("--numa-calib", o.calibration_file, "Text file whose routing gives the expected expert loads (default: all alike)");
+}
+
+std::shared_ptr<const PlacedExperts> place_experts(const std::shared_ptr<const Model>& model, const NumaCliOptions& o) {
+  const NumaPolicy policy = *parse_numa_policy(o.policy);
+  if (policy == NumaPolicy::none) return nullptr;
+  std::vector<std::vector<uint64_t>> routed;
+  if (!o.calibration_file.empty()) {
+    std::ifstream f(o.calibration_file);
+    if (!f) throw Error(o.calibration_file + ": cannot read the NUMA calibration text");
+    std::ostringstream text;
+    text << f.rdbuf();
+    if (!model->tokenizer()) throw Error("--numa-calib needs the model's tokenizer, and this model has none");
+    const std::vector<int32_t> ids = model->tokenizer()->encode(text.str(), true);
+    if (ids.size() < 2) throw Error(o.calibration_file + ": the NUMA calibration text is empty");
+    routed = calibrate_routing(model, ids);
+  }
+  Topology topology = topology_from_env();
+  const int nodes = static_cast<int>(topology.nodes.size());
+  Placement plan = plan_model_placement(*model, nodes, policy, static_cast<uint64_t>(o.replicate_budget_mb * 1e6), o.batch, routed);
+  auto placed = std::make_shared<const PlacedExperts>(*model, std::move(topology), std::move(plan));
+  std::string bytes;
+  for (size_t n = 0; n < placed->node_bytes().size(); ++n)
+    bytes.append(n ? ", " : "").append(std::to_string(placed->node_bytes()[n] / 1000000)).append(" MB");
+  std::fprintf(stderr, "numa: %s on %s; expert weights per node %s; replicas %.1f MB\n", o.policy.c_str(), placed->topology().describe().c_str(),
+               bytes.c_str(), static_cast<double>(placed->placement().replica_bytes) / 1e6);
+  return placed;
+}
+
+}  // namespace lacuna::cli
