@@ -153,7 +153,8 @@ typedef struct lacuna_model_params {
   /* Non-zero: read the whole file into memory at load, so that no later call
    * waits on a page fault. Default 0. */
   int32_t prefault;
-  /* Non-zero: lock the file's pages in RAM (mlock; implies prefault). Fails
+  /* Non-zero: lock the model's pages in RAM (mlock; implies prefault): the
+   * file's, and the copies of its sparse weights in huge pages. Fails
    * with LACUNA_STATUS_IO when RLIMIT_MEMLOCK (ulimit -l) is too low. Default 0. */
   int32_t lock_memory;
   /* Non-zero (default): check every weight's checksum at load (one pass over

@@ -123,6 +123,12 @@ ModelFile ModelFile::open(const std::string& path, const OpenOptions& options) {
   return mf;
 }
 
+bool ModelFile::holds(const Tensor& t) const {
+  const auto begin = reinterpret_cast<uintptr_t>(t.data()), end = begin + t.payload_bytes();
+  const auto base = reinterpret_cast<uintptr_t>(mapping_.get());
+  return mapping_ && begin >= base && end <= base + file_bytes_;
+}
+
 void ModelFile::drop_pages(const Tensor& t) const {
   const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   const auto begin = reinterpret_cast<uintptr_t>(t.data()), end = begin + t.payload_bytes();
@@ -130,7 +136,10 @@ void ModelFile::drop_pages(const Tensor& t) const {
   const auto* base = static_cast<const std::byte*>(mapping_.get());
   if (!base || begin < reinterpret_cast<uintptr_t>(base) || end > reinterpret_cast<uintptr_t>(base) + file_bytes_)
     throw Error(path_ + ": drop_pages was given a tensor of another file");
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  if (last <= first) return;
+  // Locked pages (OpenOptions::lock_memory) cannot be dropped until unlocked.
+  munlock(reinterpret_cast<void*>(first), last - first);
+  madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 const TensorEntry* ModelFile::find(std::string_view name) const {

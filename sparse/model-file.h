@@ -52,6 +52,8 @@ class ModelFile {
   // memory, e.g. once a packed copy replaces it; touching it again re-reads
   // them from the file. Whole pages inside the payload only.
   void drop_pages(const Tensor& t) const;
+  // Whether `t`'s payload lies in this file's mapping (not a copy of it).
+  bool holds(const Tensor& t) const;
 
  private:
   std::string path_;

@@ -164,6 +164,26 @@ TEST(Cli, ModelPipelineAndItsErrors) {
   r = run("numa-plan " + model + " --tokens \"1 2\" --numa nodes");
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("--numa: nodes not in {none,interleave,experts,slices,auto}"), std::string::npos) << r.output;
+  // Run placed: the same logits file, byte for byte, with the placement told on stderr.
+  const std::string placed_logits = temp_path("placed.f32");
+  std::ofstream(temp_path("calib.txt")) << "The night train to the coast ran late.";
+  r = run("logits " + model + " --tokens \"1 7 9 300\" --out " + placed_logits + " --numa experts --numa-replicate-budget 1 --numa-calib " +
+              temp_path("calib.txt"),
+          "LACUNA_NUMA_SIMULATE=2 ");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("numa: experts on 2 nodes (simulated on 1)"), std::string::npos) << r.output;
+  auto bytes_of = [](const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  EXPECT_EQ(bytes_of(placed_logits), bytes_of(logits));
+  r = run("run " + model + " --tokens \"1 7 9\" -n 5 --numa slices", "LACUNA_NUMA_SIMULATE=4 ");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("numa: slices on 4 nodes"), std::string::npos) << r.output;
+  r = run("run " + model + " --tokens \"1 7 9\" -n 5 --numa experts --numa-calib " + temp_path("no-such-file"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("cannot read the NUMA calibration text"), std::string::npos) << r.output;
+  std::filesystem::remove(placed_logits);
   r = run("numa-plan " + model + " --tokens \"1 2\"", "LACUNA_NUMA_SIMULATE=two ");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("LACUNA_NUMA_SIMULATE=two: expected a node count"), std::string::npos) << r.output;

@@ -15,6 +15,7 @@
 
 #include "engine/model/convert.h"
 #include "engine/model/synth.h"
+#include "engine/numa/topology.h"
 #include "engine/server/batch-job.h"
 #include "engine/server/http-server.h"
 #include "engine/server/openai-api.h"
@@ -184,6 +185,12 @@ TEST(Scheduler, RefusesBadRequestsAndAFullQueue) {
   scheduler.drain(std::chrono::milliseconds(0));  // cancels the long one
   EXPECT_EQ(finished, 2);
   EXPECT_THROW(scheduler.submit({1, 4}, greedy(2), {}), ShuttingDown);
+}
+
+uint64_t placed_bytes(const PlacedExperts& p) {
+  uint64_t bytes = 0;
+  for (uint64_t b : p.node_bytes()) bytes += b;
+  return bytes;
 }
 
 // ---- The HTTP server -------------------------------------------------------
@@ -471,6 +478,40 @@ TEST_F(Server, BadRequestsGetClearJsonErrorsAndTheServerKeepsServing) {
   const ModelConfig& c = tiny()->config();
   EXPECT_GT(routed, 0);
   EXPECT_EQ(std::fmod(routed, static_cast<double>(c.top_k * c.layers)), 0.0) << routed;
+}
+
+// Experts placed on a simulated 2-node machine: the same answer as the
+// unplaced model, and /metrics shows every node's tokens, no remote read.
+TEST_F(Server, PlacedExpertsAnswerTheSameAndReportTheirNodes) {
+  ServerOptions o;
+  const Topology topology = simulate_topology(discover_topology(), 2);
+  o.scheduler.placed = std::make_shared<const PlacedExperts>(*tiny(), topology, plan_model_placement(*tiny(), 2, NumaPolicy::experts, 0, 1, {}));
+  start(o);
+  const std::string prompt = "The night train to the coast";
+  auto res = post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 8}, {"temperature", 0}}.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  GenerateOptions g = greedy(8);
+  g.stop_at_eos = true;
+  EXPECT_EQ(json::parse(res->body)["choices"][0]["text"], alone(tiny()->tokenizer()->encode(prompt, true), g).text);
+  auto metrics = client().Get("/metrics");
+  ASSERT_TRUE(metrics);
+  const std::string& m = metrics->body;
+  auto value = [&](const std::string& series) {
+    const size_t at = m.find("\n" + series + " ");
+    EXPECT_NE(at, std::string::npos) << series << " missing from\n" << m;
+    return at == std::string::npos ? -1.0 : std::stod(m.substr(at + series.size() + 2));
+  };
+  double routed = 0;
+  for (size_t at = m.find("\nlacuna_expert_tokens_total{"); at != std::string::npos; at = m.find("\nlacuna_expert_tokens_total{", at + 1))
+    routed += std::stod(m.substr(m.find("} ", at) + 2));
+  EXPECT_EQ(value("lacuna_numa_node_tokens_total{node=\"0\"}") + value("lacuna_numa_node_tokens_total{node=\"1\"}"), routed);
+  EXPECT_GT(value("lacuna_numa_node_busy_seconds_total{node=\"1\"}"), 0);
+  EXPECT_EQ(value("lacuna_numa_remote_weight_bytes_total"), 0);
+  EXPECT_EQ(value("lacuna_numa_replica_bytes"), 0);
+  EXPECT_GE(value("lacuna_numa_load_imbalance"), 1);
+  EXPECT_EQ(value("lacuna_numa_node_weight_bytes{node=\"0\"}") + value("lacuna_numa_node_weight_bytes{node=\"1\"}"),
+            static_cast<double>(placed_bytes(*o.scheduler.placed)));
 }
 
 TEST_F(Server, AnApiKeyIsRequiredWhenSet) {

@@ -94,7 +94,7 @@ lacuna_status lacuna_model_load(const char* path, const lacuna_model_params* par
     o.prefault = p.prefault != 0 || p.lock_memory != 0;
     o.lock_memory = p.lock_memory != 0;
     auto handle = std::make_unique<lacuna_model>();
-    handle->model = lacuna::Model::open(path, o);
+    handle->model = lacuna::Model::open(path, o, {.weights_in_memory = true, .leave_experts_mapped = p.numa_policy != LACUNA_NUMA_POLICY_NONE});
     handle->n_threads = p.n_threads;
     if (p.numa_policy != LACUNA_NUMA_POLICY_NONE) {
       constexpr lacuna::NumaPolicy kPolicies[] = {lacuna::NumaPolicy::none, lacuna::NumaPolicy::interleave, lacuna::NumaPolicy::experts,

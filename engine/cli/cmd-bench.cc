@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "bench/model/model-bench.h"
+#include "bench/numa/numa-bench.h"
 #include "bench/serve/serve-bench.h"
 #include "bench/sweep/sweep.h"
 #include "engine/cli/commands.h"
@@ -116,6 +117,19 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   serve->add_option("--max-seconds", sv->max_seconds, "Time limit per level")->check(CLI::Range(1.0, 86400.0))->capture_default_str();
   serve->add_option("--csv", sv->csv_path, "Write one CSV row per level");
   serve->callback([=, &exit_code] { exit_code = bench::run_serve_bench(*sv); });
+
+  auto* numa = bench->add_subcommand("numa", "Decode with the experts placed by each NUMA policy against --numa none, alternated in one process");
+  auto nb = std::make_shared<bench::NumaBenchOptions>();
+  numa->add_option("MODEL", nb->model_path, "A .lacuna model")->required();
+  numa->add_option("--policies", nb->policies, "Policies to time against none")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"interleave", "experts", "slices", "auto"}))
+      ->capture_default_str();
+  numa->add_option("--batch", nb->batches, "Decode batch sizes")->delimiter(',')->check(CLI::Range(size_t{1}, size_t{256}))->capture_default_str();
+  numa->add_option("--decode-steps", nb->decode_steps, "Timed decode steps per batch size and policy")->check(CLI::Range(1, 1000))->capture_default_str();
+  numa->add_option("--numa-replicate-budget", nb->replicate_budget_mb, "MB for extra copies of hot experts")->check(CLI::NonNegativeNumber)->capture_default_str();
+  numa->add_option("--csv", nb->csv_path, "Write one CSV row per policy and batch size");
+  numa->callback([=, &exit_code] { exit_code = bench::run_numa_bench(*nb); });
 
   auto* point = bench->add_subcommand("model-point", "One configuration of `bench model`, printed as JSON (run by `bench model` in a child process)");
   point->group("");  // internal: hidden from --help

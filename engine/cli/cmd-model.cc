@@ -127,7 +127,7 @@ void add_run(CLI::App& app, int& exit_code) {
   auto numa = std::make_shared<NumaCliOptions>();
   add_numa_options(cmd, *numa);
   cmd->callback([=, &exit_code] {
-    const auto model = Model::open(*path);
+    const auto model = Model::open(*path, {}, load_options(*numa));
     const Tokenizer* tok = model->tokenizer();
     GenerateRequest r;
     r.options = *o;
@@ -170,7 +170,7 @@ void add_logits(CLI::App& app, int& exit_code) {
   auto numa = std::make_shared<NumaCliOptions>();
   add_numa_options(cmd, *numa);
   cmd->callback([=, &exit_code] {
-    const auto model = Model::open(*path);
+    const auto model = Model::open(*path, {}, load_options(*numa));
     const std::vector<int32_t> ids = parse_tokens(*tokens);
     const int64_t vocab = model->config().vocab;
     if (static_cast<int64_t>(ids.size()) > model->config().max_context)

@@ -57,7 +57,7 @@ void add_serve(CLI::App& app, int& exit_code) {
     options.model_name = model_name_of(*path, o->model_name);
     options.scheduler.kv_bytes = *kv_mb << 20;
     options.shutdown_timeout = std::chrono::milliseconds(static_cast<int64_t>(*shutdown_s * 1000));
-    const auto model = Model::open(*path);
+    const auto model = Model::open(*path, {}, load_options(*numa));
     numa->batch = static_cast<size_t>(options.scheduler.max_running);
     options.scheduler.placed = place_experts(model, *numa);
     HttpServer server(model, options);
@@ -97,7 +97,7 @@ void add_batch(CLI::App& app, int& exit_code) {
     BatchOptions options = *o;
     options.model_name = model_name_of(*path, *model_name);
     options.scheduler.kv_bytes = *kv_mb << 20;
-    const auto model = Model::open(*path);
+    const auto model = Model::open(*path, {}, load_options(*numa));
     numa->batch = static_cast<size_t>(options.scheduler.max_running);
     options.scheduler.placed = place_experts(model, *numa);
     const BatchSummary s = run_batch(model, *in, *out, options);

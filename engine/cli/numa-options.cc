@@ -8,6 +8,15 @@
 #include "sparse/error.h"
 
 namespace lacuna::cli {
+namespace {
+
+std::string megabytes(uint64_t bytes) {
+  char s[32];
+  std::snprintf(s, sizeof s, "%.1f MB", static_cast<double>(bytes) / 1e6);
+  return s;
+}
+
+}  // namespace
 
 void add_numa_options(CLI::App* cmd, NumaCliOptions& o, bool calibration_file) {
   cmd->add_option("--numa", o.policy, "Expert placement on NUMA nodes: none, interleave, experts, slices or auto")
@@ -18,6 +27,8 @@ void add_numa_options(CLI::App* cmd, NumaCliOptions& o, bool calibration_file) {
       ->capture_default_str();
   if (calibration_file) cmd->add_option("--numa-calib", o.calibration_file, "Text file whose routing gives the expected expert loads (default: all alike)");
 }
+
+LoadOptions load_options(const NumaCliOptions& o) { return {.weights_in_memory = true, .leave_experts_mapped = o.policy != "none"}; }
 
 std::shared_ptr<const PlacedExperts> place_experts(const std::shared_ptr<const Model>& model, const NumaCliOptions& o) {
   const NumaPolicy policy = *parse_numa_policy(o.policy);
@@ -39,7 +50,7 @@ std::shared_ptr<const PlacedExperts> place_experts(const std::shared_ptr<const M
   auto placed = std::make_shared<const PlacedExperts>(*model, std::move(topology), std::move(plan));
   std::string bytes;
   for (size_t n = 0; n < placed->node_bytes().size(); ++n)
-    bytes.append(n ? ", " : "").append(std::to_string(placed->node_bytes()[n] / 1000000)).append(" MB");
+    bytes.append(n ? ", " : "").append(megabytes(placed->node_bytes()[n]));
   std::fprintf(stderr, "numa: %s on %s; expert weights per node %s; replicas %.1f MB\n", o.policy.c_str(), placed->topology().describe().c_str(),
                bytes.c_str(), static_cast<double>(placed->placement().replica_bytes) / 1e6);
   return placed;

@@ -22,6 +22,10 @@ struct NumaCliOptions {
 // gathers its statistics otherwise.
 void add_numa_options(CLI::App* cmd, NumaCliOptions& o, bool calibration_file = true);
 
+// How to open a model the options will place: experts left in the mapped
+// file for the placement to copy to their nodes.
+LoadOptions load_options(const NumaCliOptions& o);
+
 // nullptr for --numa none; else the placed experts, described on stderr.
 // Throws lacuna::Error for a calibration file that cannot be read or
 // tokenized, and whatever placing the experts throws.

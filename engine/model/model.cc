@@ -1,11 +1,17 @@
 #include "engine/model/model.h"
 
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <nlohmann/json.hpp>
 
 #include "engine/model/weights.h"
 #include "sparse/dtype.h"
 #include "sparse/error.h"
 #include "sparse/quantize.h"
+#include "sparse/weight-memory.h"
 
 namespace lacuna {
 namespace {
@@ -28,7 +34,7 @@ std::string model_metadata(const ModelConfig& c, const std::string& source_json)
   return nlohmann::json{{"lacuna_model", 1}, {"config", c.to_json()}, {"source", nlohmann::json::parse(source_json)}}.dump(1);
 }
 
-std::shared_ptr<const Model> Model::open(const std::string& path, const OpenOptions& options) {
+std::shared_ptr<const Model> Model::open(const std::string& path, const OpenOptions& options, const LoadOptions& load) {
   std::shared_ptr<Model> m(new Model());
   m->file_ = ModelFile::open(path, options);
   nlohmann::json meta;
@@ -51,6 +57,16 @@ std::shared_ptr<const Model> Model::open(const std::string& path, const OpenOpti
   const std::vector<WeightSpec> specs = model_weights(c, c.arch == Arch::grok1 ? HfLayout::grok_model : HfLayout::mixtral);
   size_t next = 0;
   auto take = [&]() -> const Tensor& { return weight(m->file_, specs[next++]); };
+  // A sparse weight moved into huge-page memory (see LoadOptions).
+  auto in_memory = [&](const Tensor& t, bool expert) -> Tensor {
+    if (!load.weights_in_memory || t.desc().format == Format::dense || (expert && load.leave_experts_mapped)) return t;
+    Tensor copy = copy_to_weight_memory(t);
+    if (options.lock_memory && mlock(copy.data(), copy.payload_bytes()) != 0)
+      throw IoError(path + ": cannot lock " + std::to_string(copy.payload_bytes()) + " bytes of weights in RAM (mlock: " + std::strerror(errno) +
+                    "; raise ulimit -l)");
+    m->file_.drop_pages(t);
+    return copy;
+  };
   m->embedding_ = take();
   if (m->embedding_.desc().format != Format::dense) throw Error(path + ": the embedding must be stored dense");
   m->layers_.resize(c.layers);
@@ -59,18 +75,15 @@ std::shared_ptr<const Model> Model::open(const std::string& path, const OpenOpti
     if (c.post_norms) l.attn_post_norm = dequantize(take());
     l.moe_norm = dequantize(take());
     if (c.post_norms) l.moe_post_norm = dequantize(take());
-    l.q = Linear(take());
-    l.k = Linear(take());
-    l.v = Linear(take());
-    l.o = Linear(take());
+    for (Linear* attention : {&l.q, &l.k, &l.v, &l.o}) *attention = Linear(in_memory(take(), false));
     l.router = dequantize(take());
     for (int64_t e = 0; e < c.experts; ++e) {
-      l.gate_up.emplace_back(take());
-      l.down.emplace_back(take());
+      l.gate_up.emplace_back(in_memory(take(), true));
+      l.down.emplace_back(in_memory(take(), true));
     }
   }
   m->final_norm_ = dequantize(take());
-  m->output_ = Linear(c.tied_embeddings ? m->embedding_ : take());
+  m->output_ = Linear(c.tied_embeddings ? m->embedding_ : in_memory(take(), false));
   // Dense weights are packed for oneDNN at load, and the file pages the
   // packed copies replace are dropped: a dense model then holds its weights
   // in memory once, as a sparse one does, and no decode step pays for packing.

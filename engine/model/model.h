@@ -20,11 +20,24 @@ struct LayerWeights {
   std::vector<Linear> gate_up, down;  // one per expert
 };
 
+// How a model's weights are held once the file is open.
+struct LoadOptions {
+  // Sparse weights (what the kernels stream every step) are copied into
+  // anonymous memory backed by huge pages (sparse/weight-memory.h), and the
+  // file's pages of them dropped. Off: the kernels read the mapped file.
+  // Dense weights are packed by oneDNN into such memory either way.
+  bool weights_in_memory = true;
+  // Experts stay in the mapped file, for a NUMA placement to copy to their
+  // nodes (so that they are not held twice).
+  bool leave_experts_mapped = false;
+};
+
 class Model {
  public:
   // Throws lacuna::Error naming the file and the problem: a file that is not
   // a Lacuna model, a missing or mis-shaped weight, a bad config.
-  static std::shared_ptr<const Model> open(const std::string& path, const OpenOptions& options = {});
+  // With OpenOptions::lock_memory, copies in memory are locked too.
+  static std::shared_ptr<const Model> open(const std::string& path, const OpenOptions& options = {}, const LoadOptions& load = {});
 
   const ModelConfig& config() const { return config_; }
   const ModelFile& file() const { return file_; }

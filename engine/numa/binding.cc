@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "sparse/error.h"
+#include "sparse/weight-memory.h"
 
 namespace lacuna {
 
@@ -21,40 +22,41 @@ void require_node(int os_node) {
     throw Error("NUMA node " + std::to_string(os_node) + " does not exist here (nodes 0.." + std::to_string(numa_max_node()) + ")");
 }
 
-// `t`'s payload copied into `bytes` of memory `allocate` returns (first
-// touch under the memory's policy), freed by numa_free with the tensor.
-template <class Allocate>
-Tensor copy_into(const Tensor& t, Allocate allocate, const std::string& where) {
-  const size_t bytes = std::max<uint64_t>(t.payload_bytes(), 1);
-  void* p = allocate(bytes);
-  if (!p) throw Error("cannot allocate " + std::to_string(bytes) + " bytes " + where);
-  std::memcpy(p, t.data(), t.payload_bytes());
-  return Tensor::wrap(t.desc(), static_cast<const std::byte*>(p), std::shared_ptr<const void>(p, [bytes](const void* q) {
-                        numa_free(const_cast<void*>(q), bytes);
-                      }));
-}
-
 void require_numa() {
   if (numa_available() < 0) throw Error("this kernel has no NUMA support (numa_available failed)");
+}
+
+// Memory policy `mode` over `nodes` for a range, before its first touch.
+void bind(void* data, size_t bytes, int mode, const bitmask& nodes, const std::string& where) {
+  if (mbind(data, bytes, mode, nodes.maskp, nodes.size + 1, 0) != 0)
+    throw Error("cannot bind " + std::to_string(bytes) + " bytes of weights " + where + ": " + std::strerror(errno));
+}
+
+using NodeMask = std::unique_ptr<bitmask, void (*)(bitmask*)>;
+
+NodeMask mask_of(const std::vector<int>& os_nodes) {
+  NodeMask mask(numa_allocate_nodemask(), numa_bitmask_free);
+  for (int n : os_nodes) {
+    require_node(n);
+    numa_bitmask_setbit(mask.get(), static_cast<unsigned>(n));
+  }
+  return mask;
 }
 
 }  // namespace
 
 Tensor copy_to_node(const Tensor& t, int os_node) {
   require_numa();
-  require_node(os_node);
-  return copy_into(t, [&](size_t bytes) { return numa_alloc_onnode(bytes, os_node); }, "on NUMA node " + std::to_string(os_node));
+  const NodeMask mask = mask_of({os_node});
+  const std::string where = "to NUMA node " + std::to_string(os_node);
+  return copy_to_weight_memory(t, [&](void* data, size_t bytes) { bind(data, bytes, MPOL_BIND, *mask, where); });
 }
 
 Tensor copy_interleaved(const Tensor& t, const std::vector<int>& os_nodes) {
   require_numa();
   if (os_nodes.empty()) throw Error("copy_interleaved: no NUMA node given");
-  const std::unique_ptr<bitmask, void (*)(bitmask*)> mask(numa_allocate_nodemask(), numa_bitmask_free);
-  for (int n : os_nodes) {
-    require_node(n);
-    numa_bitmask_setbit(mask.get(), static_cast<unsigned>(n));
-  }
-  return copy_into(t, [&](size_t bytes) { return numa_alloc_interleaved_subset(bytes, mask.get()); }, "interleaved over NUMA nodes");
+  const NodeMask mask = mask_of(os_nodes);
+  return copy_to_weight_memory(t, [&](void* data, size_t bytes) { bind(data, bytes, MPOL_INTERLEAVE, *mask, "interleaved over NUMA nodes"); });
 }
 
 std::map<int, uint64_t> resident_nodes(const void* data, uint64_t bytes) {

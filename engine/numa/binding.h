@@ -1,6 +1,7 @@
 #pragma once
 // Weights in a node's own memory. A tensor of the mmapped model file is
-// copied into anonymous memory allocated on its node (numa_alloc_onnode), so
+// copied into anonymous memory bound to its node (mbind before the first
+// touch; huge pages, sparse/weight-memory.h), so
 // that the pages are placed by the allocation, whatever the page cache did
 // with the file; the file's pages can then be dropped, keeping memory at 1x.
 // And a check of where pages actually are (move_pages in query mode).

@@ -301,6 +301,7 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
       if (placed_) {
         numa_.remote_weight_bytes += (gate_up.bytes() + down.bytes()) * (nodes - 1) / nodes;
         for (uint64_t& t : numa_.node_tokens) t += n;
+        numa_.critical_pairs += static_cast<double>(n) / static_cast<double>(nodes);
       }
     }
   }
@@ -335,6 +336,7 @@ void Forward::run_placed_experts(int64_t layer, Scratch& s) {
     const auto share = share_tokens(lp, counts, nodes);
     const auto per_node = node_tokens(lp, share, nodes);
     for (int n = 0; n < nodes; ++n) numa_.node_tokens[static_cast<size_t>(n)] += per_node[static_cast<size_t>(n)];
+    numa_.critical_pairs += static_cast<double>(*std::max_element(per_node.begin(), per_node.end()));
     teams_->run([&](int node) {
       for (size_t e = 0; e < e_count; ++e) {
         Scratch::ExpertWork& b = s.work[e];
@@ -356,8 +358,12 @@ void Forward::run_placed_experts(int64_t layer, Scratch& s) {
   }
   // Slices: every node computes its gate/up rows for all of an expert's
   // tokens; once every activation is whole, its rows of the down projection.
-  for (size_t e = 0; e < e_count; ++e)
+  for (size_t e = 0; e < e_count; ++e) {
     for (uint64_t& t : numa_.node_tokens) t += s.routed[e].size();
+    size_t widest = 0;
+    for (const NodeExpert& copy : copies(e)) widest = std::max<size_t>(widest, copy.ffn.end - copy.ffn.begin);
+    numa_.critical_pairs += static_cast<double>(s.routed[e].size() * widest) / static_cast<double>(ffn);
+  }
   teams_->run([&](int node) {
     std::vector<float>& buffer = s.node_buffer[static_cast<size_t>(node)];
     for (size_t e = 0; e < e_count; ++e) {

@@ -30,6 +30,10 @@ struct NumaCounters {
   std::vector<uint64_t> node_tokens;       // (token, expert) pairs each node computed; a slice counts on every node
   std::vector<double> node_busy_seconds;   // time each node's team spent on experts
   uint64_t remote_weight_bytes = 0;        // expert weight bytes read from another node's memory
+  // The busiest node's work, in (token, whole expert) pairs, summed over
+  // layers and steps: what the time of a bandwidth-bound step follows when
+  // every node streams its own memory (docs/numa.md, the model on paper).
+  double critical_pairs = 0;
   double imbalance() const;                // max / mean of node_busy_seconds (1 when even or idle)
 };
 

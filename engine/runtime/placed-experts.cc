@@ -88,8 +88,9 @@ PlacedExperts::PlacedExperts(const Model& model, Topology topology, Placement pl
           layer_copies[e].push_back(std::move(copy));
         }
       }
-      model.file().drop_pages(gate_up);
-      model.file().drop_pages(down);
+      // Experts already copied out of the file at open stay there too.
+      for (const Tensor* t : {&gate_up, &down})
+        if (model.file().holds(*t)) model.file().drop_pages(*t);
     }
   }
 }

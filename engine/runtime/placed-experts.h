@@ -40,7 +40,8 @@ Placement plan_model_placement(const Model& model, int nodes, NumaPolicy policy,
 class PlacedExperts {
  public:
   // Copies the experts into node memory per `placement` (which must be for
-  // `model` and `topology`). Throws lacuna::Error for a placement that does
+  // `model` and `topology`). Open the model with
+  // LoadOptions::leave_experts_mapped, or its experts are held twice. Throws lacuna::Error for a placement that does
   // not match, or memory that cannot be had on a node.
   PlacedExperts(const Model& model, Topology topology, Placement placement);
 

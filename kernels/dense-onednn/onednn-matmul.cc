@@ -5,11 +5,13 @@
 #include <cstring>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <vector>
 
 #include "sparse/error.h"
 #include "sparse/quantize.h"
+#include "sparse/weight-memory.h"
 
 namespace lacuna {
 namespace {
@@ -38,6 +40,7 @@ struct OnednnMatmul::Impl {
   dt weight_type = dt::f32, src_type = dt::f32;
   dnnl::stream stream{cpu_engine()};
   memory::desc weights_md;  // the layout every batch's primitive uses
+  std::shared_ptr<std::byte> packed_memory;  // huge pages, as for sparse weights (sparse/weight-memory.h)
   memory weights;
   bool packed = false;
   std::vector<float> row_scales, out_scales;  // int8: the weight row scales, per output column
@@ -94,7 +97,8 @@ OnednnMatmul::OnednnMatmul(const Tensor& dense, Weights weights) : impl_(std::ma
     m.weights = user;
     m.source = dense;
   } else {
-    m.weights = memory(m.weights_md, cpu_engine());
+    m.packed_memory = allocate_weight_memory(m.weights_md.get_size());
+    m.weights = memory(m.weights_md, cpu_engine(), m.packed_memory.get());
     dnnl::reorder(user, m.weights).execute(m.stream, user, m.weights);
     m.stream.wait();
     m.packed = true;
