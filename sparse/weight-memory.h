@@ -3,9 +3,8 @@
 // huge pages (MADV_HUGEPAGE, which the kernel honours under the common
 // `madvise` THP setting). A decode step streams gigabytes of weights; through
 // 4 KiB pages every page costs a TLB miss, which under virtualisation is a
-// two-level page walk. `lacuna bench weight-memory` measures it: on the
-// development VM a read stream ran about twice as fast through huge pages
-// as through the mapped file's 4 KiB pages (docs/benchmarks.md).
+// two-level page walk. bench-weight-memory measures the difference on a
+// machine (docs/benchmarks.md, "Weight memory").
 #include <cstddef>
 #include <functional>
 #include <memory>

@@ -290,7 +290,7 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
     for (int64_t e = 0; e < e_count; ++e) {
       const size_t n = s.routed[e].size();
       if (n == 0) continue;
-      const bool copied = placement == NumaPolicy::interleave;
+      const bool copied = placed_ && !placed_->copies(layer, e).empty();
       const Linear& gate_up = copied ? placed_->copies(layer, e)[0].gate_up : w.gate_up[e];
       const Linear& down = copied ? placed_->copies(layer, e)[0].down : w.down[e];
       Scratch::ExpertWork& b = s.work[e];

@@ -2,6 +2,7 @@
 
 #include "engine/numa/binding.h"
 #include "engine/runtime/forward.h"
+#include "sparse/weight-memory.h"
 #include "sparse/error.h"
 
 namespace lacuna {
@@ -59,11 +60,15 @@ PlacedExperts::PlacedExperts(const Model& model, Topology topology, Placement pl
       throw Error("NUMA placement of layer " + std::to_string(l) + " has " + std::to_string(layer.experts.size()) + " experts, the model " +
                   std::to_string(w.gate_up.size()));
     auto& layer_copies = copies_.emplace_back(w.gate_up.size());
-    if (layer.policy == NumaPolicy::none) continue;
     for (size_t e = 0; e < w.gate_up.size(); ++e) {
       const Tensor& gate_up = w.gate_up[e].weight();
       const Tensor& down = w.down[e].weight();
-      if (layer.policy == NumaPolicy::interleave) {
+      if (layer.policy == NumaPolicy::none) {
+        // Unbound, but out of the file like every weight the model loaded (LoadOptions).
+        if (!model.file().holds(gate_up) && !model.file().holds(down)) continue;
+        layer_copies[e].push_back({-1, {0, ffn}, {0, hidden}, Linear(copy_to_weight_memory(gate_up)), Linear(copy_to_weight_memory(down))});
+        for (uint64_t& b : node_bytes_) b += (gate_up.payload_bytes() + down.payload_bytes()) / node_bytes_.size();
+      } else if (layer.policy == NumaPolicy::interleave) {
         layer_copies[e].push_back({-1, {0, ffn}, {0, hidden}, Linear(copy_interleaved(gate_up, all_nodes)), Linear(copy_interleaved(down, all_nodes))});
         for (uint64_t& b : node_bytes_) b += (gate_up.payload_bytes() + down.payload_bytes()) / node_bytes_.size();
       } else {

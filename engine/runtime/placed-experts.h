@@ -22,7 +22,7 @@ namespace lacuna {
 // that each output element is still one whole dot product, summed exactly as
 // the unplaced expert sums it).
 struct NodeExpert {
-  int node = 0;  // the team that runs it, whose memory holds it; -1: interleaved over every node
+  int node = 0;  // the team that runs it, whose memory holds it; -1: interleaved over every node, or unbound
   RowRange ffn, out;
   Linear gate_up, down;
 };
@@ -47,8 +47,9 @@ class PlacedExperts {
 
   const Topology& topology() const { return topology_; }
   const Placement& placement() const { return placement_; }
-  // Copies of (layer, expert): none for layers under `none` (the model's own
-  // weights run); for `experts` the owner first, then its replicas.
+  // Copies of (layer, expert): for `experts` the owner first, then its
+  // replicas; for `none` one unbound copy if the model left its experts in
+  // the file, else none (the model's own weights run).
   const std::vector<NodeExpert>& copies(size_t layer, size_t expert) const { return copies_[layer][expert]; }
   // Weight bytes held in each node's memory (interleaved copies spread evenly).
   const std::vector<uint64_t>& node_bytes() const { return node_bytes_; }
