@@ -155,6 +155,7 @@ void add_run(CLI::App& app, int& exit_code) {
                  static_cast<long long>(stats.generated_tokens),
                  stats.generated_tokens > 1 ? static_cast<double>(stats.generated_tokens - 1) / stats.decode_seconds : 0.0,
                  out[0].finish_reason.c_str(), peak_rss_mb());
+    print_numa_counters(forward);
     exit_code = 0;
   });
 }

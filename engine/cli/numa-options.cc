@@ -30,6 +30,20 @@ void add_numa_options(CLI::App* cmd, NumaCliOptions& o, bool calibration_file) {
 
 LoadOptions load_options(const NumaCliOptions& o) { return {.weights_in_memory = true, .leave_experts_mapped = o.policy != "none"}; }
 
+void print_numa_counters(const Forward& forward) {
+  if (!forward.placed()) return;
+  const NumaCounters c = forward.numa_counters();
+  std::string nodes;
+  for (size_t n = 0; n < c.node_tokens.size(); ++n) {
+    char part[96];
+    std::snprintf(part, sizeof part, "%snode %zu: %llu pairs, %.2f s busy", n ? "; " : "", n, static_cast<unsigned long long>(c.node_tokens[n]),
+                  n < c.node_busy_seconds.size() ? c.node_busy_seconds[n] : 0.0);
+    nodes += part;
+  }
+  std::fprintf(stderr, "numa: %s; imbalance %.3f (max / mean busy time); remote expert weight reads %s\n", nodes.c_str(), c.imbalance(),
+               megabytes(c.remote_weight_bytes).c_str());
+}
+
 std::shared_ptr<const PlacedExperts> place_experts(const std::shared_ptr<const Model>& model, const NumaCliOptions& o) {
   const NumaPolicy policy = *parse_numa_policy(o.policy);
   if (policy == NumaPolicy::none) return nullptr;
@@ -51,8 +65,10 @@ std::shared_ptr<const PlacedExperts> place_experts(const std::shared_ptr<const M
   std::string bytes;
   for (size_t n = 0; n < placed->node_bytes().size(); ++n)
     bytes.append(n ? ", " : "").append(megabytes(placed->node_bytes()[n]));
-  std::fprintf(stderr, "numa: %s on %s; expert weights per node %s; replicas %.1f MB\n", o.policy.c_str(), placed->topology().describe().c_str(),
-               bytes.c_str(), static_cast<double>(placed->placement().replica_bytes) / 1e6);
+  const auto [home, total] = placed->resident_bytes();
+  std::fprintf(stderr, "numa: %s on %s; expert weights per node %s; replicas %.1f MB; pages on their own node: %s of %s\n", o.policy.c_str(),
+               placed->topology().describe().c_str(), bytes.c_str(), static_cast<double>(placed->placement().replica_bytes) / 1e6,
+               megabytes(home).c_str(), megabytes(total).c_str());
   return placed;
 }
 

@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "engine/runtime/forward.h"
 #include "engine/runtime/placed-experts.h"
 
 namespace lacuna::cli {
@@ -30,5 +31,9 @@ LoadOptions load_options(const NumaCliOptions& o);
 // Throws lacuna::Error for a calibration file that cannot be read or
 // tokenized, and whatever placing the experts throws.
 std::shared_ptr<const PlacedExperts> place_experts(const std::shared_ptr<const Model>& model, const NumaCliOptions& o);
+
+// With experts placed: per-node pairs and busy time, imbalance and remote
+// reads of `forward` so far, on stderr. Nothing without a placement.
+void print_numa_counters(const Forward& forward);
 
 }  // namespace lacuna::cli

@@ -100,4 +100,22 @@ PlacedExperts::PlacedExperts(const Model& model, Topology topology, Placement pl
   }
 }
 
+std::pair<uint64_t, uint64_t> PlacedExperts::resident_bytes() const {
+  uint64_t home = 0, total = 0;
+  for (const auto& layer : copies_)
+    for (const auto& expert : layer)
+      for (const NodeExpert& copy : expert) {
+        if (copy.node < 0) continue;
+        const int os = topology_.nodes[static_cast<size_t>(copy.node)].os_index;
+        for (const Linear* l : {&copy.gate_up, &copy.down}) {
+          if (l->weight().empty()) continue;
+          for (const auto& [node, bytes] : resident_nodes(l->weight().data(), l->weight().payload_bytes())) {
+            total += bytes;
+            if (node == os) home += bytes;
+          }
+        }
+      }
+  return {home, total};
+}
+
 }  // namespace lacuna

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "engine/model/model.h"
@@ -53,6 +54,10 @@ class PlacedExperts {
   const std::vector<NodeExpert>& copies(size_t layer, size_t expert) const { return copies_[layer][expert]; }
   // Weight bytes held in each node's memory (interleaved copies spread evenly).
   const std::vector<uint64_t>& node_bytes() const { return node_bytes_; }
+  // Bytes of the node-bound copies whose pages are on their node, and of all
+  // of them, read back page by page (move_pages): what the kernel did with
+  // the binding. Throws lacuna::Error when the query fails.
+  std::pair<uint64_t, uint64_t> resident_bytes() const;
 
  private:
   Topology topology_;
