@@ -1,7 +1,9 @@
-// The model commands: `lacuna demo`, `synth`, `convert`, `run`, `logits` and `numa-plan`.
+// The model commands: `lacuna demo`, `synth`, `convert`, `run`, `logits`, `numa-plan` and `perplexity`.
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -15,6 +17,8 @@
 #include "engine/model/synth.h"
 #include "engine/numa/placement.h"
 #include "engine/numa/topology.h"
+#include "engine/runtime/perplexity.h"
+#include "engine/runtime/progress-bar.h"
 #include "engine/runtime/generate.h"
 #include "sparse/error.h"
 
@@ -192,6 +196,44 @@ void add_logits(CLI::App& app, int& exit_code) {
   });
 }
 
+// `lacuna perplexity`: held-out quality of a model, for choosing a sparsity.
+void add_perplexity(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("perplexity", "Token-level perplexity of a text file, with a sliding window");
+  auto path = std::make_shared<std::string>(), text_path = std::make_shared<std::string>();
+  auto ctx = std::make_shared<int64_t>(256), stride = std::make_shared<int64_t>(128);
+  auto progress = std::make_shared<bool>(true);
+  cmd->add_option("MODEL", *path, "A .lacuna model (with its tokenizer)")->required();
+  cmd->add_option("TEXT_FILE", *text_path, "UTF-8 text; tokenized with a BOS first")->required();
+  cmd->add_option("--ctx", *ctx, "Tokens per window")->check(CLI::Range(int64_t{2}, int64_t{1} << 20))->capture_default_str();
+  cmd->add_option("--stride", *stride, "Tokens between window starts (each token is scored once)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
+  cmd->add_flag("!--no-progress", *progress, "No progress bar");
+  cmd->callback([=, &exit_code] {
+    const auto model = Model::open(*path);
+    if (!model->tokenizer()) throw Error(*path + " has no tokenizer: perplexity needs one to read text");
+    std::ifstream f(*text_path, std::ios::binary);
+    if (!f) throw Error(*text_path + ": cannot read");
+    std::ostringstream text;
+    text << f.rdbuf();
+    const std::vector<int32_t> ids = model->tokenizer()->encode(text.str(), /*add_bos=*/true);
+    const int64_t window = std::min<int64_t>(*ctx, model->config().max_context);
+    Forward forward(model);
+    ProgressBar bar(*progress, static_cast<int64_t>(ids.size()) - 1, "tokens");
+    const auto start = std::chrono::steady_clock::now();
+    auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+    const PerplexityResult r = perplexity(forward, ids, window, std::min(*stride, window), [&](int64_t done, int64_t) {
+      char detail[48];
+      std::snprintf(detail, sizeof detail, "%.0f tokens/s", static_cast<double>(done) / std::max(seconds(), 1e-9));
+      bar.update(done, detail);
+    });
+    std::printf("perplexity %.4f over %lld tokens of %s (ctx %lld, stride %lld, %lld windows, %.1f s)\n", r.perplexity,
+                static_cast<long long>(r.tokens), text_path->c_str(), static_cast<long long>(window), static_cast<long long>(std::min(*stride, window)),
+                static_cast<long long>(r.windows), seconds());
+    exit_code = 0;
+  });
+}
+
 // `lacuna numa-plan`: where each expert would live on this machine's NUMA
 // nodes (or LACUNA_NUMA_SIMULATE's), from router statistics gathered by
 // running the model over calibration tokens.
@@ -326,6 +368,7 @@ void add_model_commands(CLI::App& app, int& exit_code) {
   add_run(app, exit_code);
   add_logits(app, exit_code);
   add_numa_plan(app, exit_code);
+  add_perplexity(app, exit_code);
 }
 
 }  // namespace lacuna::cli

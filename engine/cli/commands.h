@@ -10,7 +10,7 @@ void add_info_command(CLI::App& app, int& exit_code);
 void add_cpuinfo_command(CLI::App& app, int& exit_code);
 void add_selftest_command(CLI::App& app, int& exit_code);
 void add_bench_command(CLI::App& app, int& exit_code);
-void add_model_commands(CLI::App& app, int& exit_code);  // demo, synth, convert, run, logits, numa-plan
+void add_model_commands(CLI::App& app, int& exit_code);  // demo, synth, convert, run, logits, numa-plan, perplexity
 void add_serve_commands(CLI::App& app, int& exit_code);  // serve, batch
 
 // Prints the per-tensor table of an open model file; shared by `info` and `selftest`.

@@ -284,7 +284,7 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
   if (placement == NumaPolicy::experts || placement == NumaPolicy::slices) {
     run_placed_experts(layer, s);
   } else {
-    // The caller's threads, on the model's weights or their interleaved copies.
+    // The caller's threads, on the model's weights or their unbound or interleaved copies.
     const bool gelu = c.activation == ExpertActivation::gelu_tanh;
     const auto nodes = static_cast<uint64_t>(placed_ ? placed_->topology().nodes.size() : 1);
     for (int64_t e = 0; e < e_count; ++e) {

@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "engine/runtime/progress-bar.h"
 #include "engine/server/openai-api.h"
 #include "sparse/error.h"
 
@@ -76,26 +77,6 @@ Line read_line(const std::string& text, size_t number) {
   return l;
 }
 
-class Progress {
- public:
-  Progress(bool enabled, size_t total) : enabled_(enabled && isatty(STDERR_FILENO)), total_(total) {}
-  void update(size_t done, size_t failed, int64_t tokens, double seconds) {
-    if (!enabled_) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (done < total_ && now - last_ < std::chrono::milliseconds(100)) return;
-    last_ = now;
-    const size_t width = 30, filled = total_ ? width * done / total_ : width;
-    std::fprintf(stderr, "\r[%s%s] %zu/%zu requests, %zu failed, %.1f tokens/s ", std::string(filled, '#').c_str(),
-                 std::string(width - filled, '.').c_str(), done, total_, failed, seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0);
-    if (done == total_) std::fprintf(stderr, "\n");
-  }
-
- private:
-  bool enabled_;
-  size_t total_;
-  std::chrono::steady_clock::time_point last_{};
-};
-
 }  // namespace
 
 BatchSummary run_batch(std::shared_ptr<const Model> model, const std::string& in_path, const std::string& out_path, const BatchOptions& options) {
@@ -116,7 +97,13 @@ BatchSummary run_batch(std::shared_ptr<const Model> model, const std::string& in
   std::mutex mutex;  // guards out, summary, in_flight
   std::condition_variable finished;
   size_t in_flight = 0;
-  Progress progress(options.progress, lines.size());
+  ProgressBar progress(options.progress, static_cast<int64_t>(lines.size()), "requests");
+  auto show = [&](size_t done) {
+    char detail[64];
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::snprintf(detail, sizeof detail, "%zu failed, %.1f tokens/s", summary.failed, seconds > 0 ? static_cast<double>(summary.generated_tokens) / seconds : 0.0);
+    progress.update(static_cast<int64_t>(done), detail);
+  };
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   // Called with the mutex held.
   auto write = [&](const json& record, bool ok) {
@@ -124,7 +111,7 @@ BatchSummary run_batch(std::shared_ptr<const Model> model, const std::string& in
     out.flush();
     if (!out) throw Error(out_path + ": cannot write");
     ++(ok ? summary.succeeded : summary.failed);
-    progress.update(summary.skipped + summary.succeeded + summary.failed, summary.failed, summary.generated_tokens, elapsed());
+    show(summary.skipped + summary.succeeded + summary.failed);
   };
   auto write_error = [&](const std::string& id, const HttpError& e) {
     const std::lock_guard lock(mutex);
@@ -199,7 +186,7 @@ BatchSummary run_batch(std::shared_ptr<const Model> model, const std::string& in
   {
     std::unique_lock lock(mutex);
     finished.wait(lock, [&] { return in_flight == 0; });
-    progress.update(lines.size(), summary.failed, summary.generated_tokens, elapsed());
+    show(lines.size());
   }
   summary.seconds = elapsed();
   return summary;
