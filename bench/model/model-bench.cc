@@ -11,6 +11,7 @@
 
 #include "bench/common/bandwidth.h"
 #include "bench/common/stats.h"
+#include "bench/model/greedy-decoder.h"
 #include "engine/model/convert.h"
 #include "engine/model/model.h"
 #include "engine/model/synth.h"
@@ -59,54 +60,31 @@ struct Measured {
 class Runner {
  public:
   Runner(const std::string& path, const ModelBenchOptions& o)
-      : model_(Model::open(path, OpenOptions{.verify_checksums = false, .prefault = true})), forward_(model_), o_(o) {
-    const auto vocab = static_cast<size_t>(model_->config().vocab);
-    prompt_.resize(static_cast<size_t>(o.prompt_tokens));
-    for (size_t i = 0; i < prompt_.size(); ++i) prompt_[i] = static_cast<int32_t>((i * 7919 + 13) % vocab);
-  }
+      : model_(Model::open(path, OpenOptions{.verify_checksums = false, .prefault = true})),
+        decoder_(model_),
+        o_(o),
+        prompt_(bench_prompt(static_cast<size_t>(std::max(o.prompt_tokens, 72)), model_->config().vocab)) {}
   const Model& model() const { return *model_; }
 
   // `batch` sequences with an 8-token prompt each, then one untimed step.
-  void start_decode(size_t batch) {
-    const ModelConfig& c = model_->config();
-    caches_.clear();
-    for (size_t b = 0; b < batch; ++b) caches_.emplace_back(c, 8 + o_.decode_steps + 2);
-    logits_.assign(batch * c.vocab, 0.0f);
-    tokens_.resize(batch);
-    std::vector<SequenceStep> steps;
-    for (size_t b = 0; b < batch; ++b) steps.push_back({&caches_[b], std::span(prompt_).subspan(b % 64, 8), &logits_[b * c.vocab], false});
-    forward_.step(steps);
-    decode_step();
-  }
+  void start_decode(size_t batch) { decoder_.start(batch, o_.decode_steps, prompt_); }
   // Seconds for one greedy decode step of every sequence.
-  double decode_step() {
-    const auto vocab = static_cast<size_t>(model_->config().vocab);
-    std::vector<SequenceStep> steps;
-    for (size_t b = 0; b < caches_.size(); ++b) {
-      tokens_[b] = static_cast<int32_t>(std::max_element(&logits_[b * vocab], &logits_[(b + 1) * vocab]) - &logits_[b * vocab]);
-      steps.push_back({&caches_[b], std::span(&tokens_[b], 1), &logits_[b * vocab], false});
-    }
-    const auto t0 = Clock::now();
-    forward_.step(steps);
-    return seconds(t0, Clock::now());
-  }
+  double decode_step() { return decoder_.step(); }
   // Seconds for the whole prompt in one step.
   double prefill() {
     KvCache cache(model_->config(), o_.prompt_tokens);
     std::vector<float> logits(model_->config().vocab);
-    const SequenceStep step{&cache, prompt_, logits.data(), false};
+    const SequenceStep step{&cache, std::span(prompt_).first(static_cast<size_t>(o_.prompt_tokens)), logits.data(), false};
     const auto t0 = Clock::now();
-    forward_.step({&step, 1});
+    decoder_.forward().step({&step, 1});
     return seconds(t0, Clock::now());
   }
 
  private:
   std::shared_ptr<const Model> model_;
-  Forward forward_;
+  GreedyDecoder decoder_;
   const ModelBenchOptions& o_;
-  std::vector<int32_t> prompt_, tokens_;
-  std::vector<KvCache> caches_;
-  std::vector<float> logits_;
+  std::vector<int32_t> prompt_;
 };
 
 // The model against the baseline, step for step alternated in one process,

@@ -2,13 +2,13 @@
 
 #include <omp.h>
 
-#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <numeric>
 
 #include "bench/common/stats.h"
+#include "bench/model/greedy-decoder.h"
 #include "engine/numa/topology.h"
 #include "engine/runtime/forward.h"
 #include "engine/runtime/placed-experts.h"
@@ -17,49 +17,6 @@
 
 namespace lacuna::bench {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// One Forward and its decode batch: `batch` sequences of an 8-token prompt,
-// then greedy steps.
-class Decoder {
- public:
-  Decoder(std::shared_ptr<const Model> model, std::shared_ptr<const PlacedExperts> placed)
-      : model_(model), forward_(std::move(model), BatchPolicy::fastest, std::move(placed)) {}
-  void start(size_t batch, int steps) {
-    const ModelConfig& c = model_->config();
-    caches_.clear();
-    for (size_t b = 0; b < batch; ++b) caches_.emplace_back(c, 8 + steps + 2);
-    logits_.assign(batch * c.vocab, 0.0f);
-    tokens_.resize(batch);
-    std::vector<int32_t> prompt(8 * batch);
-    for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919 + 13) % static_cast<size_t>(c.vocab));
-    std::vector<SequenceStep> seqs;
-    for (size_t b = 0; b < batch; ++b) seqs.push_back({&caches_[b], std::span(prompt).subspan(8 * b, 8), &logits_[b * c.vocab], false});
-    forward_.step(seqs);
-    step();
-  }
-  double step() {
-    const auto vocab = static_cast<size_t>(model_->config().vocab);
-    std::vector<SequenceStep> seqs;
-    for (size_t b = 0; b < caches_.size(); ++b) {
-      tokens_[b] = static_cast<int32_t>(std::max_element(&logits_[b * vocab], &logits_[(b + 1) * vocab]) - &logits_[b * vocab]);
-      seqs.push_back({&caches_[b], std::span(&tokens_[b], 1), &logits_[b * vocab], false});
-    }
-    const auto t0 = Clock::now();
-    forward_.step(seqs);
-    return std::chrono::duration<double>(Clock::now() - t0).count();
-  }
-  NumaCounters counters() const { return forward_.numa_counters(); }
-  const std::vector<int32_t>& tokens() const { return tokens_; }
-
- private:
-  std::shared_ptr<const Model> model_;
-  Forward forward_;
-  std::vector<KvCache> caches_;
-  std::vector<float> logits_;
-  std::vector<int32_t> tokens_;
-};
 
 NumaCounters minus(const NumaCounters& a, const NumaCounters& b) {
   NumaCounters d = a;
@@ -85,6 +42,7 @@ int run_numa_bench(const NumaBenchOptions& o) {
     return Model::open(o.model_path, OpenOptions{.verify_checksums = false, .prefault = true}, LoadOptions{.leave_experts_mapped = placed});
   };
   const auto unplaced = open(false);
+  const std::vector<int32_t> prompt = bench_prompt(72, unplaced->config().vocab);
   std::printf("model: %s; %d timed decode steps per batch size (median), each policy's step alternated with --numa none's;\n"
               "replicate budget %.0f MB. vs none: median over pairs of steps run A B B A of the time ratio. critical: the busiest node's (token, expert) pairs per\n"
               "step, the paper model's measure of a bandwidth-bound step (docs/numa.md); imbalance: max / mean node busy time\n\n",
@@ -112,12 +70,12 @@ int run_numa_bench(const NumaBenchOptions& o) {
   std::printf("%-11s %5s %12s %9s %10s %10s %14s %11s\n", "policy", "batch", "tokens/s", "vs none", "critical", "imbalance", "remote MB/step",
               "replica MB");
   for (size_t batch : o.batches) {
-    Decoder none(unplaced, nullptr);
-    none.start(batch, o.decode_steps * static_cast<int>(entries.size()));
+    GreedyDecoder none(unplaced);
+    none.start(batch, o.decode_steps * static_cast<int>(entries.size()), prompt);
     for (const Entry& e : entries) {
-      Decoder placed(e.model, e.placed);
-      placed.start(batch, o.decode_steps);
-      const NumaCounters before = placed.counters();
+      GreedyDecoder placed(e.model, e.placed);
+      placed.start(batch, o.decode_steps, prompt);
+      const NumaCounters before = placed.forward().numa_counters();
       // Steps in A B B A order, a ratio per pair of pairs: what runs second
       // may find the first one's weights in the cache (auto on one node
       // reads the same weights as none), and the order cancels that.
@@ -140,7 +98,7 @@ int run_numa_bench(const NumaBenchOptions& o) {
           base_sum = placed_sum = 0;
         }
       }
-      const NumaCounters d = minus(placed.counters(), before);
+      const NumaCounters d = minus(placed.forward().numa_counters(), before);
       const double steps = o.decode_steps;
       const double tps = static_cast<double>(batch) / median(t), vs = median(ratio);
       const double replica_mb = static_cast<double>(e.placed->placement().replica_bytes) / 1e6;

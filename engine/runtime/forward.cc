@@ -364,31 +364,29 @@ void Forward::run_placed_experts(int64_t layer, Scratch& s) {
     for (const NodeExpert& copy : copies(e)) widest = std::max<size_t>(widest, copy.ffn.end - copy.ffn.begin);
     numa_.critical_pairs += static_cast<double>(s.routed[e].size() * widest) / static_cast<double>(ffn);
   }
-  teams_->run([&](int node) {
-    std::vector<float>& buffer = s.node_buffer[static_cast<size_t>(node)];
-    for (size_t e = 0; e < e_count; ++e) {
-      const size_t n = s.routed[e].size();
-      for (const NodeExpert& copy : copies(e)) {
-        const size_t width = copy.ffn.end - copy.ffn.begin;
-        if (copy.node != node || n == 0 || width == 0) continue;
-        buffer.resize(n * 2 * width);
-        copy.gate_up.run(s.work[e].x.data(), n, buffer.data(), policy_);
-        activate_rows(buffer.data(), width, 0, n, s.work[e].a.data() + copy.ffn.begin, ffn, gelu);
+  // body(e, copy, n, width, buffer) on each node's team, for every slice the
+  // node holds of an expert with tokens: `width` rows of the slice's `range`.
+  auto on_slices = [&](RowRange NodeExpert::*range, const auto& body) {
+    teams_->run([&](int node) {
+      std::vector<float>& buffer = s.node_buffer[static_cast<size_t>(node)];
+      for (size_t e = 0; e < e_count; ++e) {
+        const size_t n = s.routed[e].size();
+        for (const NodeExpert& copy : copies(e)) {
+          const size_t width = (copy.*range).end - (copy.*range).begin;
+          if (copy.node == node && n > 0 && width > 0) body(e, copy, n, width, buffer);
+        }
       }
-    }
+    });
+  };
+  on_slices(&NodeExpert::ffn, [&](size_t e, const NodeExpert& copy, size_t n, size_t width, std::vector<float>& buffer) {
+    buffer.resize(n * 2 * width);
+    copy.gate_up.run(s.work[e].x.data(), n, buffer.data(), policy_);
+    activate_rows(buffer.data(), width, 0, n, s.work[e].a.data() + copy.ffn.begin, ffn, gelu);
   });
-  teams_->run([&](int node) {
-    std::vector<float>& buffer = s.node_buffer[static_cast<size_t>(node)];
-    for (size_t e = 0; e < e_count; ++e) {
-      const size_t n = s.routed[e].size();
-      for (const NodeExpert& copy : copies(e)) {
-        const size_t width = copy.out.end - copy.out.begin;
-        if (copy.node != node || n == 0 || width == 0) continue;
-        buffer.resize(n * width);
-        copy.down.run(s.work[e].a.data(), n, buffer.data(), policy_);
-        for (size_t i = 0; i < n; ++i) std::copy_n(&buffer[i * width], width, &s.work[e].y[i * h + copy.out.begin]);
-      }
-    }
+  on_slices(&NodeExpert::out, [&](size_t e, const NodeExpert& copy, size_t n, size_t width, std::vector<float>& buffer) {
+    buffer.resize(n * width);
+    copy.down.run(s.work[e].a.data(), n, buffer.data(), policy_);
+    for (size_t i = 0; i < n; ++i) std::copy_n(&buffer[i * width], width, &s.work[e].y[i * h + copy.out.begin]);
   });
 }
 
