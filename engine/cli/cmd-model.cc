@@ -12,6 +12,7 @@
 
 #include "engine/cli/commands.h"
 #include "engine/cli/numa-options.h"
+#include "engine/cli/text-file.h"
 #include "engine/model/convert.h"
 #include "engine/model/model.h"
 #include "engine/model/synth.h"
@@ -212,11 +213,7 @@ void add_perplexity(CLI::App& app, int& exit_code) {
   cmd->callback([=, &exit_code] {
     const auto model = Model::open(*path);
     if (!model->tokenizer()) throw Error(*path + " has no tokenizer: perplexity needs one to read text");
-    std::ifstream f(*text_path, std::ios::binary);
-    if (!f) throw Error(*text_path + ": cannot read");
-    std::ostringstream text;
-    text << f.rdbuf();
-    const std::vector<int32_t> ids = model->tokenizer()->encode(text.str(), /*add_bos=*/true);
+    const std::vector<int32_t> ids = model->tokenizer()->encode(read_text_file(*text_path, "the text"), /*add_bos=*/true);
     const int64_t window = std::min<int64_t>(*ctx, model->config().max_context);
     Forward forward(model);
     ProgressBar bar(*progress, static_cast<int64_t>(ids.size()) - 1, "tokens");

@@ -1,9 +1,8 @@
 #include "engine/cli/numa-options.h"
 
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
+#include "engine/cli/text-file.h"
 #include "engine/numa/topology.h"
 #include "sparse/error.h"
 
@@ -49,12 +48,9 @@ std::shared_ptr<const PlacedExperts> place_experts(const std::shared_ptr<const M
   if (policy == NumaPolicy::none) return nullptr;
   std::vector<std::vector<uint64_t>> routed;
   if (!o.calibration_file.empty()) {
-    std::ifstream f(o.calibration_file);
-    if (!f) throw Error(o.calibration_file + ": cannot read the NUMA calibration text");
-    std::ostringstream text;
-    text << f.rdbuf();
+    const std::string text = read_text_file(o.calibration_file, "the NUMA calibration text");
     if (!model->tokenizer()) throw Error("--numa-calib needs the model's tokenizer, and this model has none");
-    const std::vector<int32_t> ids = model->tokenizer()->encode(text.str(), true);
+    const std::vector<int32_t> ids = model->tokenizer()->encode(text, true);
     if (ids.size() < 2) throw Error(o.calibration_file + ": the NUMA calibration text is empty");
     routed = calibrate_routing(model, ids);
   }
