@@ -3,11 +3,17 @@
 
 Usage:
   /usr/bin/python3 scripts/reference-moe.py MODEL_DIR --tokens "1 2 3" --out FILE
+  /usr/bin/python3 scripts/reference-moe.py MODEL_DIR --tokens "1 2 3" --input-norms FILE.json [--window N]
 
 Reads a Hugging Face style checkpoint (config.json + model.safetensors, or shards
 listed in model.safetensors.index.json), runs one causal pass over the tokens
 starting at position 0 and writes the logits of every position as raw
 little-endian float32, shape [positions, vocab], row-major.
+
+With --input-norms it runs the tokens in windows of N that do not overlap (each
+from position 0) and writes, per linear weight under Lacuna's names
+("layers.0.q", "layers.1.expert.3.gate_up"), the L2 norm of each input channel
+over the tokens that weight multiplied: Wanda's calibration statistics.
 
 Everything is computed in float32, whatever the storage dtype.  The formulas and
 their public sources are in docs/architectures.md; this file is the executable
@@ -338,8 +344,10 @@ def rope(x, theta):
     return x * np.cos(angle) + rotated * np.sin(angle)
 
 
-def attention(c, h, wq, wk, wv, wo):
+def attention(c, h, wq, wk, wv, wo, seen):
     T, D = h.shape[0], c.head_dim
+    for role in ("q", "k", "v"):
+        seen(role, h)
     q = rope((h @ wq.T).reshape(T, c.heads, D), c.theta)
     k = rope((h @ wk.T).reshape(T, c.kv_heads, D), c.theta)
     v = (h @ wv.T).reshape(T, c.kv_heads, D)
@@ -356,10 +364,11 @@ def attention(c, h, wq, wk, wv, wo):
         allowed &= ki > qi - c.window
     scores = np.where(allowed[None], scores, np.float32(-np.inf))
     out = np.einsum("hts,shd->thd", softmax(scores), v).reshape(T, c.heads * D)
+    seen("o", out)
     return out @ wo.T
 
 
-def moe(c, h, ckpt, layer):
+def moe(c, h, ckpt, layer, seen):
     probs = softmax(h @ ckpt.get(*layer["router"]).T)               # [T, E]
     # Stable sort: equal probabilities pick the lower expert index first.
     top = np.argsort(-probs, axis=-1, kind="stable")[:, :c.top_k]   # [T, k]
@@ -373,25 +382,44 @@ def moe(c, h, ckpt, layer):
             continue
         x = h[rows]
         y = activation(c.act, x @ ckpt.get(*layer["gate"][e]).T) * (x @ ckpt.get(*layer["up"][e]).T)
+        seen(f"expert.{e}.gate_up", x)
+        seen(f"expert.{e}.down", y)
         out[rows] += weight[rows, slot][:, None] * (y @ ckpt.get(*layer["down"][e]).T)
     return out
 
 
-def forward(c, ckpt, names, tokens):
+def forward(c, ckpt, names, tokens, seen=lambda name, x: None):
+    """Logits of every position; seen(weight name, input rows) for each product."""
     _, embed, final, head, layers = names
     x = ckpt.get(*embed)[tokens] * np.float32(c.emb_mult)
-    for layer in layers:
+    for i, layer in enumerate(layers):
+        def seen_here(role, rows, i=i):
+            seen(f"layers.{i}.{role}", rows)
         a = attention(c, rms_norm(x, ckpt.get(*layer["attn_norm"]), c.eps),
-                      *(ckpt.get(*layer[r]) for r in ("q", "k", "v", "o")))
+                      *(ckpt.get(*layer[r]) for r in ("q", "k", "v", "o")), seen_here)
         if c.post_norms:
             a = rms_norm(a, ckpt.get(*layer["post_attn_norm"]), c.eps)
         x = x + a
-        m = moe(c, rms_norm(x, ckpt.get(*layer["moe_norm"]), c.eps), ckpt, layer)
+        m = moe(c, rms_norm(x, ckpt.get(*layer["moe_norm"]), c.eps), ckpt, layer, seen_here)
         if c.post_norms:
             m = rms_norm(m, ckpt.get(*layer["post_moe_norm"]), c.eps)
         x = x + m
     x = rms_norm(x, ckpt.get(*final), c.eps)
     return (x @ ckpt.get(*head).T) * np.float32(c.out_mult)
+
+
+def input_norms(c, ckpt, names, tokens, window):
+    """{"norms": {weight: [L2 norm per input channel]}, "tokens_seen": {weight: n}}."""
+    squares, seen_count = {}, {}
+
+    def seen(name, rows):
+        rows = rows.astype(np.float64)
+        squares[name] = squares.get(name, 0) + np.sum(rows * rows, axis=0)
+        seen_count[name] = seen_count.get(name, 0) + rows.shape[0]
+
+    for begin in range(0, len(tokens), window):
+        forward(c, ckpt, names, tokens[begin:begin + window], seen)
+    return {"norms": {k: np.sqrt(v).tolist() for k, v in squares.items()}, "tokens_seen": seen_count}
 
 
 def check_all(ckpt, names):
@@ -409,8 +437,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model_dir")
     ap.add_argument("--tokens", required=True, help='token ids, e.g. "1 2 3"')
-    ap.add_argument("--out", required=True, help="output file: float32 [positions, vocab]")
+    ap.add_argument("--out", help="output file: float32 [positions, vocab]")
+    ap.add_argument("--input-norms", help="output file: JSON of per-weight input channel norms")
+    ap.add_argument("--window", type=int, default=256, help="--input-norms: tokens per window")
     args = ap.parse_args()
+    if bool(args.out) == bool(args.input_norms):
+        ap.error("give one of --out and --input-norms")
     try:
         try:
             with open(os.path.join(args.model_dir, "config.json")) as f:
@@ -434,6 +466,16 @@ def main():
         ckpt = Checkpoint(args.model_dir)
         names = tensor_names(c, ckpt)
         check_all(ckpt, names)
+        if args.input_norms:
+            if args.window < 1:
+                raise RefError("--window must be at least 1")
+            result = input_norms(c, ckpt, names, tokens, args.window)
+            result.update(tokens=tokens.tolist(), window=args.window)
+            with open(args.input_norms, "w") as f:
+                json.dump(result, f)
+            print(f"reference-moe: input norms of {len(result['norms'])} weights over {len(tokens)} tokens",
+                  file=sys.stderr)
+            return 0
         logits = forward(c, ckpt, names, tokens).astype("<f4")
         logits.tofile(args.out)
     except RefError as e:

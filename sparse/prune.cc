@@ -33,6 +33,19 @@ void zero_smallest(std::vector<size_t>& ids, size_t count, Score score, float* w
   for (size_t i = 0; i < count; ++i) zero(w, ids[i]);
 }
 
+// Zeroes the round(sparsity * cols) weights of each row with the smallest
+// score(row, column).
+template <class Score>
+void prune_each_row(float* w, size_t rows, size_t cols, double sparsity, Score score) {
+  const auto count = static_cast<size_t>(std::llround(sparsity * static_cast<double>(cols)));
+  std::vector<size_t> ids(cols);
+  for (size_t r = 0; r < rows; ++r) {
+    float* row = w + r * cols;
+    std::iota(ids.begin(), ids.end(), size_t{0});
+    zero_smallest(ids, count, [&](size_t i) { return score(row, i); }, row, [](float* base, size_t i) { base[i] = 0.0f; });
+  }
+}
+
 }  // namespace
 
 void prune_magnitude(float* w, size_t rows, size_t cols, double sparsity, PruneScope scope) {
@@ -46,13 +59,16 @@ void prune_magnitude(float* w, size_t rows, size_t cols, double sparsity, PruneS
     zero_smallest(ids, count, [&](size_t i) { return std::fabs(w[i]); }, w, zero_one);
     return;
   }
-  const auto count = static_cast<size_t>(std::llround(sparsity * static_cast<double>(cols)));
-  std::vector<size_t> ids(cols);
-  for (size_t r = 0; r < rows; ++r) {
-    float* row = w + r * cols;
-    std::iota(ids.begin(), ids.end(), size_t{0});
-    zero_smallest(ids, count, [&](size_t i) { return std::fabs(row[i]); }, row, zero_one);
-  }
+  prune_each_row(w, rows, cols, sparsity, [](const float* row, size_t i) { return double{std::fabs(row[i])}; });
+}
+
+void prune_wanda(float* w, size_t rows, size_t cols, const float* input_norm, double sparsity) {
+  check_sparsity(sparsity);
+  check_finite(w, rows * cols);
+  for (size_t j = 0; j < cols; ++j)
+    if (!(std::isfinite(input_norm[j]) && input_norm[j] >= 0))
+      throw Error("cannot prune by Wanda: the activation norm of input channel " + std::to_string(j) + " is not a finite non-negative number");
+  prune_each_row(w, rows, cols, sparsity, [&](const float* row, size_t i) { return double{std::fabs(row[i])} * input_norm[i]; });
 }
 
 void prune_n_m(float* w, size_t rows, size_t cols, size_t n, size_t m) {

@@ -13,6 +13,13 @@ enum class PruneScope { per_row, per_tensor };
 // the whole matrix (per_tensor). sparsity is in [0, 1].
 void prune_magnitude(float* w, size_t rows, size_t cols, double sparsity, PruneScope scope);
 
+// Wanda (Sun et al., "A Simple and Effective Pruning Approach for Large
+// Language Models", 2023): zeroes the round(sparsity * cols) weights of each
+// row with the smallest |w_ij| * input_norm[j], where input_norm[j] is the L2
+// norm of input channel j over calibration tokens (cols values, finite and
+// >= 0, else lacuna::Error). Rows compete only within themselves, as in the paper.
+void prune_wanda(float* w, size_t rows, size_t cols, const float* input_norm, double sparsity);
+
 // N:M: in every run of m consecutive weights of a row keep the n largest |w|
 // (2:4 is the common case). A row's last, shorter run keeps min(n, its length).
 void prune_n_m(float* w, size_t rows, size_t cols, size_t n, size_t m);

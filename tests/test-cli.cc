@@ -210,6 +210,67 @@ TEST(Cli, ModelPipelineAndItsErrors) {
   std::filesystem::remove(logits);
 }
 
+// Wanda through the tool on the committed trained model, its refusals, and
+// `bench quality` on a short text.
+TEST(Cli, WandaConvertPerplexityAndQualityBench) {
+  const std::string fixture = std::string(LACUNA_FIXTURES_DIR) + "/kjv-moe", model = temp_path("wanda.lacuna");
+  const std::string calib = fixture + "/calibration.txt";
+  CliRun r = run("convert " + fixture + " " + model + " --sparsity 0.5 --layer-sparsity 3=0.7 --prune wanda --calib " + calib +
+                 " --calib-tokens 2048 --no-progress");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("calibration: 2048 tokens of " + calib), std::string::npos) << r.output;
+  // round(0.7 * 256) = 179 zeros of each down row in layer 3, round(0.5 * 256) = 128 in the others.
+  EXPECT_NE(r.output.find("layers.3.expert.0.down                192x256 bitmap bf16  69.9% zeros"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("layers.2.expert.0.down                192x256 bitmap bf16  50.0% zeros"), std::string::npos) << r.output;
+  const std::string text = temp_path("text.txt");
+  {
+    std::ifstream held(fixture + "/heldout.txt");
+    std::string part(6000, '\0');
+    held.read(part.data(), static_cast<std::streamsize>(part.size()));
+    std::ofstream(text) << part;
+  }
+  r = run("perplexity " + model + " " + text + " --no-progress");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("perplexity "), std::string::npos) << r.output;
+
+  const std::string empty = temp_path("empty.txt"), short_text = temp_path("short.txt");
+  std::ofstream(empty).flush();
+  std::ofstream(short_text) << "In the beginning God created the heaven and the earth.";
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--sparsity 0.5 --prune wanda", "--prune wanda needs calibration text: --calib TEXT_FILE"},
+           {"--sparsity 0.5 --prune wanda --calib " + empty, "calibration: the text is empty"},
+           {"--sparsity 0.5 --prune wanda --calib " + short_text, "fewer than the 16384 asked for"},
+           {"--sparsity 0.5 --prune wanda --calib " + temp_path("no-such.txt"), "cannot read the calibration text"},
+           {"--sparsity 0.5 --calib " + calib, "--calib is for --prune wanda"},
+           {"--layer-sparsity 2-x=0.5", "--layer-sparsity: \"2-x=0.5\" is not LAYER=SPARSITY"},
+           {"--layer-sparsity 0.5", "is not LAYER=SPARSITY"},
+           {"--layer-sparsity 9=0.5", "a sparsity is given for layer 9; the model has layers 0..3"},
+       }) {
+    r = run("convert " + fixture + " " + model + " " + args + " --no-progress");
+    EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << args << "\n" << r.output;
+  }
+  r = run("perplexity " + model + " " + temp_path("no-such.txt"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("cannot read the text"), std::string::npos) << r.output;
+
+  const std::string csv = temp_path("quality.csv");
+  r = run("bench quality " + fixture + " --sparsity 0,0.6 --prune magnitude,wanda --dtype bf16 --calib-tokens 1024 --decode-steps 3 --text " + text +
+          " --csv " + csv);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(csv);
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "prune,sparsity,dtype,perplexity,perplexity_vs_dense_bf16,decode_tokens_per_s,speedup_vs_dense_bf16,file_mb,magnitude_fallbacks");
+  std::vector<std::string> points;
+  while (std::getline(in, line)) points.push_back(line.substr(0, line.find(",bf16,") + 5));
+  EXPECT_EQ(points, (std::vector<std::string>{"none,0,bf16", "magnitude,0.6,bf16", "wanda,0.6,bf16"}));
+  r = run("bench quality " + fixture + " --prune random");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("unknown pruning method 'random'"), std::string::npos) << r.output;
+  for (const std::string& f : {model, text, empty, short_text, csv}) std::filesystem::remove(f);
+}
+
 // `lacuna serve` answers, and stops cleanly on SIGTERM; `lacuna batch`
 // reports a failed line in its exit code and its output.
 TEST(Cli, ServeStopsOnSigtermAndBatchReportsFailures) {

@@ -61,6 +61,44 @@ TEST(Prune, RefusesNonFiniteWeights) {
   EXPECT_THROW(prune_blocks(w.data(), 1, 4, 1, 2, 0.5), Error);
 }
 
+// Wanda against a plain sort of each row by |w| * norm (ties: earlier column first).
+TEST(Prune, WandaZeroesTheSmallestWeightTimesInputNormOfEachRow) {
+  const size_t rows = 9, cols = 77;
+  std::vector<float> norm(cols);
+  for (size_t c = 0; c < cols; ++c) norm[c] = c % 11 == 0 ? 0.0f : 0.05f + static_cast<float>((c * 37) % 19);  // zero norms too
+  for (double s : {0.0, 0.5, 0.7, 1.0}) {
+    auto w = testing::random_sparse(rows, cols, 0.0, false, 21);
+    const auto original = w;
+    prune_wanda(w.data(), rows, cols, norm.data(), s);
+    const size_t count = static_cast<size_t>(std::llround(s * static_cast<double>(cols)));
+    for (size_t r = 0; r < rows; ++r) {
+      std::vector<size_t> order(cols);
+      for (size_t c = 0; c < cols; ++c) order[c] = c;
+      auto score = [&](size_t c) { return double{std::fabs(original[r * cols + c])} * norm[c]; };
+      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return score(a) < score(b); });
+      std::vector<float> expect(original.begin() + static_cast<ptrdiff_t>(r * cols), original.begin() + static_cast<ptrdiff_t>((r + 1) * cols));
+      for (size_t i = 0; i < count; ++i) expect[order[i]] = 0.0f;
+      for (size_t c = 0; c < cols; ++c) ASSERT_EQ(w[r * cols + c], expect[c]) << "row " << r << " col " << c << " sparsity " << s;
+    }
+  }
+  // With equal norms it is magnitude pruning.
+  auto a = testing::random_sparse(rows, cols, 0.0, false, 22), b = a;
+  const std::vector<float> ones(cols, 3.0f);
+  prune_wanda(a.data(), rows, cols, ones.data(), 0.6);
+  prune_magnitude(b.data(), rows, cols, 0.6, PruneScope::per_row);
+  EXPECT_EQ(a, b);
+}
+
+TEST(Prune, WandaRefusesBadNorms) {
+  std::vector<float> w = {1.0f, 2.0f, 3.0f, 4.0f};
+  for (float bad : {-1.0f, NAN, INFINITY}) {
+    const std::vector<float> norm = {1.0f, bad, 1.0f, 1.0f};
+    EXPECT_THROW(prune_wanda(w.data(), 1, 4, norm.data(), 0.5), Error);
+  }
+  const std::vector<float> norm(4, 1.0f);
+  EXPECT_THROW(prune_wanda(w.data(), 1, 4, norm.data(), 1.5), Error);
+}
+
 TEST(Prune, TwoFourKeepsTwoLargestOfEveryFour) {
   auto w = testing::random_sparse(6, 22, 0.0, false, 9);
   const auto original = w;

@@ -46,9 +46,7 @@ struct Row {
   double pct_bandwidth_limit = 0;  // decode only
 };
 
-struct Measured {
-  std::vector<double> decode_tps, decode_ratio;  // per batch size; ratio against the baseline in the same run
-  double prefill_tps = 0, prefill_ratio = 0;
+struct Measured : PairedSpeed {
   double peak_rss_mb = 0;
   double file_mb = 0;
   double bytes_per_token = 0;
@@ -86,35 +84,6 @@ class Runner {
   const ModelBenchOptions& o_;
   std::vector<int32_t> prompt_;
 };
-
-// The model against the baseline, step for step alternated in one process,
-// so both see the same machine (this host's bandwidth drifts by half between
-// minutes); ratios are medians of per-pair ratios.
-Measured measure_paired(const std::string& path, const std::string& baseline_path, const ModelBenchOptions& o) {
-  Runner model(path, o), base(baseline_path, o);
-  Measured m;
-  for (size_t batch : o.batches) {
-    model.start_decode(batch);
-    base.start_decode(batch);
-    std::vector<double> t, ratio;
-    for (int s = 0; s < o.decode_steps; ++s) {
-      const double b = base.decode_step(), x = model.decode_step();
-      t.push_back(x);
-      ratio.push_back(b / x);
-    }
-    m.decode_tps.push_back(static_cast<double>(batch) / median(t));
-    m.decode_ratio.push_back(median(ratio));
-  }
-  std::vector<double> t, ratio;
-  for (int r = 0; r < o.repetitions; ++r) {
-    const double b = base.prefill(), x = model.prefill();
-    t.push_back(x);
-    ratio.push_back(b / x);
-  }
-  m.prefill_tps = o.prompt_tokens / median(t);
-  m.prefill_ratio = median(ratio);
-  return m;
-}
 
 // The model alone, for its memory: open, a prompt, a few decode steps.
 Measured measure_alone(const std::string& path, const ModelBenchOptions& o) {
@@ -172,8 +141,38 @@ Measured measure(const std::string& path, const std::string& baseline, const Mod
 
 }  // namespace
 
+PairedSpeed measure_paired(const std::string& path, const std::string& baseline_path, const ModelBenchOptions& o) {
+  Runner model(path, o), base(baseline_path, o);
+  PairedSpeed m;
+  for (size_t batch : o.batches) {
+    model.start_decode(batch);
+    base.start_decode(batch);
+    std::vector<double> t, ratio;
+    for (int s = 0; s < o.decode_steps; ++s) {
+      const double b = base.decode_step(), x = model.decode_step();
+      t.push_back(x);
+      ratio.push_back(b / x);
+    }
+    m.decode_tps.push_back(static_cast<double>(batch) / median(t));
+    m.decode_ratio.push_back(median(ratio));
+  }
+  std::vector<double> t, ratio;
+  for (int r = 0; r < o.repetitions; ++r) {
+    const double b = base.prefill(), x = model.prefill();
+    t.push_back(x);
+    ratio.push_back(b / x);
+  }
+  m.prefill_tps = o.prompt_tokens / median(t);
+  m.prefill_ratio = median(ratio);
+  return m;
+}
+
 int run_model_point(const std::string& path, const std::string& baseline, const ModelBenchOptions& o) {
-  const Measured m = baseline.empty() ? measure_alone(path, o) : measure_paired(path, baseline, o);
+  Measured m;
+  if (baseline.empty())
+    m = measure_alone(path, o);
+  else
+    static_cast<PairedSpeed&>(m) = measure_paired(path, baseline, o);
   std::printf("%s\n", nlohmann::json{{"decode_tps", m.decode_tps},
                                      {"decode_ratio", m.decode_ratio},
                                      {"prefill_tps", m.prefill_tps},

@@ -21,6 +21,17 @@ struct ModelBenchOptions {
 };
 
 int run_model_bench(const ModelBenchOptions& o);
+
+// Speed of a model against a baseline measured in the same process, step
+// for step alternated (this host's bandwidth drifts between minutes): decode
+// at each of o.batches (o.decode_steps timed steps after a warm-up step) and
+// prefill of o.prompt_tokens (o.repetitions runs). Ratios are medians of
+// per-pair ratios, > 1 when the model is faster.
+struct PairedSpeed {
+  std::vector<double> decode_tps, decode_ratio;  // per batch size
+  double prefill_tps = 0, prefill_ratio = 0;
+};
+PairedSpeed measure_paired(const std::string& model_path, const std::string& baseline_path, const ModelBenchOptions& o);
 // What run_model_bench runs in a child process, printed as one JSON line:
 // with a baseline, the model's speed alternated step by step with the
 // baseline's; without, the model alone, for its peak RSS.

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "bench/common/bandwidth.h"
+#include "bench/common/plot.h"
 #include "bench/common/stats.h"
 #include "bench/common/weights.h"
 #include "kernels/dense-onednn/onednn-matmul.h"
@@ -196,18 +197,7 @@ int run_sweep(const SweepOptions& o) {
       std::fprintf(stderr, "lacuna: --png needs --csv\n");
       return 1;
     }
-    auto quoted = [](const std::string& s) {
-      std::string q = "'";
-      for (char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-      return q + "'";
-    };
-    const std::string cmd = "/usr/bin/python3 " + quoted(std::string(LACUNA_SOURCE_DIR) + "/scripts/plot-sweep.py") + " " + quoted(o.csv_path) +
-                            " " + quoted(o.png_path);
-    if (std::system(cmd.c_str()) != 0) {
-      std::fprintf(stderr, "lacuna: plotting failed: %s\n", cmd.c_str());
-      return 1;
-    }
-    std::printf("wrote %s\n", o.png_path.c_str());
+    plot("plot-sweep.py", o.csv_path, o.png_path);
   }
   return 0;
 }

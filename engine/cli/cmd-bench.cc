@@ -5,6 +5,7 @@
 
 #include "bench/model/model-bench.h"
 #include "bench/numa/numa-bench.h"
+#include "bench/quality/quality-bench.h"
 #include "bench/serve/serve-bench.h"
 #include "bench/sweep/sweep.h"
 #include "engine/cli/commands.h"
@@ -104,6 +105,28 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       if (!parse_dtype(t)) throw Error("unknown dtype '" + t + "'");
     if (*model_threads > 0) omp_set_num_threads(*model_threads);
     exit_code = bench::run_model_bench(*m);
+  });
+
+  auto* quality = bench->add_subcommand("quality", "Held-out perplexity and decode speed over sparsity, pruning method and dtype");
+  auto q = std::make_shared<bench::QualityBenchOptions>();
+  auto prunes = std::make_shared<std::string>("magnitude,wanda"), quality_dtypes = std::make_shared<std::string>("bf16,int8");
+  quality->add_option("MODEL_DIR", q->model_dir, "A Hugging Face checkpoint with tokenizer.model")->required();
+  quality->add_option("--sparsity", q->sparsities, "Sparsities (0: the unpruned model)")->delimiter(',')->check(CLI::Range(0.0, 0.99))->capture_default_str();
+  quality->add_option("--prune", *prunes, "Pruning methods: magnitude,wanda")->capture_default_str();
+  quality->add_option("--dtype", *quality_dtypes, "Weight dtypes: f32,bf16,int8")->capture_default_str();
+  quality->add_option("--text", q->text_path, "Held-out text (default MODEL_DIR/heldout.txt)");
+  quality->add_option("--calib", q->calib_path, "Wanda's calibration text (default MODEL_DIR/calibration.txt)");
+  quality->add_option("--calib-tokens", q->calib_tokens, "Calibration tokens")->check(CLI::Range(int64_t{1}, int64_t{1} << 30))->capture_default_str();
+  quality->add_option("--ctx", q->ctx, "Perplexity window")->check(CLI::Range(int64_t{2}, int64_t{1} << 20))->capture_default_str();
+  quality->add_option("--stride", q->stride, "Perplexity stride")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
+  quality->add_option("--decode-steps", q->decode_steps, "Timed decode steps per point")->check(CLI::Range(1, 10000))->capture_default_str();
+  quality->add_option("--work-dir", q->work_dir, "Where the converted models go (default: a fresh dir under /tmp)");
+  quality->add_option("--csv", q->csv_path, "Write one CSV row per point");
+  quality->add_option("--png", q->png_path, "Plot perplexity and speedup vs sparsity (needs --csv)");
+  quality->callback([=, &exit_code] {
+    q->prunes = split(*prunes);
+    q->dtypes = split(*quality_dtypes);
+    exit_code = bench::run_quality_bench(*q);
   });
 
   auto* serve = bench->add_subcommand("serve", "Load test of lacuna serve on loopback: throughput and latency at 1, 4, 16, 64 clients");

@@ -9,15 +9,17 @@
 #include <map>
 #include <fstream>
 #include <sstream>
+#include <regex>
 
 #include "engine/cli/commands.h"
 #include "engine/cli/numa-options.h"
-#include "engine/cli/text-file.h"
+#include "engine/runtime/text-file.h"
 #include "engine/model/convert.h"
 #include "engine/model/model.h"
 #include "engine/model/synth.h"
 #include "engine/numa/placement.h"
 #include "engine/numa/topology.h"
+#include "engine/runtime/calibration.h"
 #include "engine/runtime/perplexity.h"
 #include "engine/runtime/progress-bar.h"
 #include "engine/runtime/generate.h"
@@ -81,26 +83,83 @@ void add_synth(CLI::App& app, int& exit_code) {
   });
 }
 
+// "0=0.3", "2-3=0.8": per-layer sparsities (a layer or an inclusive range of layers).
+std::map<int64_t, double> parse_layer_sparsity(const std::vector<std::string>& items) {
+  std::map<int64_t, double> out;
+  for (const std::string& item : items) {
+    auto fail = [&] { return Error("--layer-sparsity: \"" + item + "\" is not LAYER=SPARSITY or FIRST-LAST=SPARSITY, e.g. 0=0.3 or 2-5=0.8"); };
+    // The whole of `text` as a number, else the error above.
+    auto whole = [&](const std::string& text, auto parse) {
+      size_t used = 0;
+      try {
+        const auto v = parse(text, &used);
+        if (!text.empty() && used == text.size()) return v;
+      } catch (const std::exception&) {
+      }
+      throw fail();
+    };
+    auto layer = [&](const std::string& t) { return whole(t, [](const std::string& x, size_t* used) { return std::stoll(x, used); }); };
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) throw fail();
+    const std::string layers = item.substr(0, eq);
+    const size_t dash = layers.find('-');
+    const int64_t first = layer(layers.substr(0, dash));
+    const int64_t last = dash == std::string::npos ? first : layer(layers.substr(dash + 1));
+    const double sparsity = whole(item.substr(eq + 1), [](const std::string& x, size_t* used) { return std::stod(x, used); });
+    if (first < 0 || last < first || last - first > (1 << 20)) throw fail();
+    for (int64_t l = first; l <= last; ++l) out[l] = sparsity;
+  }
+  return out;
+}
+
 void add_convert(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("convert", "Convert a Hugging Face checkpoint (Mixtral, Grok-1) to a .lacuna model");
   auto in = std::make_shared<std::string>(), out = std::make_shared<std::string>();
   auto sparsity = std::make_shared<double>(0.0);
   auto prune = std::make_shared<std::string>();
+  auto layer_sparsity = std::make_shared<std::vector<std::string>>();
+  auto calib_path = std::make_shared<std::string>();
+  auto calib = std::make_shared<CalibrationOptions>();
   auto dtype = std::make_shared<std::string>("bf16");
   auto format = std::make_shared<std::string>("auto");
+  auto progress = std::make_shared<bool>(true);
   cmd->add_option("HF_DIR", *in, "Checkpoint directory: config.json, *.safetensors, optional tokenizer.model")->required();
   cmd->add_option("OUT", *out, "The .lacuna file to write")->required();
   cmd->add_option("--sparsity", *sparsity, "Prune each attention and expert row to this fraction of zeros (zeros already there count)")
       ->check(CLI::Range(0.0, 0.99));
-  cmd->add_option("--prune", *prune, "Pruning method (magnitude; the default when --sparsity is given)")->check(CLI::IsMember({"magnitude"}));
+  cmd->add_option("--layer-sparsity", *layer_sparsity, "Per-layer sparsity in place of --sparsity: LAYER=S or FIRST-LAST=S, e.g. 0=0.3,2-3=0.8")
+      ->delimiter(',');
+  cmd->add_option("--prune", *prune, "Pruning method: magnitude (the default when a sparsity is given) or wanda (needs --calib)")
+      ->check(CLI::IsMember({"magnitude", "wanda"}));
+  cmd->add_option("--calib", *calib_path, "Wanda: calibration text, run through the dense model to weigh each input channel");
+  cmd->add_option("--calib-tokens", calib->tokens, "Wanda: calibration tokens (the text's first)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30))
+      ->capture_default_str();
+  cmd->add_option("--calib-ctx", calib->ctx, "Wanda: tokens per calibration window")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
   cmd->add_option("--dtype", *dtype, "Weight dtype: f32, bf16, int8 (per-row scale)")->check(CLI::IsMember({"f32", "bf16", "int8"}))->capture_default_str();
   cmd->add_option("--format", *format, "auto (the planner, per tensor), dense, csr, bitmap, bsr (16x1 blocks)")
       ->check(CLI::IsMember({"auto", "dense", "csr", "bitmap", "bsr"}))
       ->capture_default_str();
+  cmd->add_flag("!--no-progress", *progress, "No progress bar during calibration");
   cmd->callback([=, &exit_code] {
     ConvertOptions o;
     o.sparsity = *sparsity;
-    o.prune = *sparsity > 0 || !prune->empty() ? PruneMethod::magnitude : PruneMethod::none;
+    o.layer_sparsity = parse_layer_sparsity(*layer_sparsity);
+    const bool pruning = *sparsity > 0 || !o.layer_sparsity.empty();
+    o.prune = *prune == "wanda" ? PruneMethod::wanda : pruning || !prune->empty() ? PruneMethod::magnitude : PruneMethod::none;
+    if (o.prune == PruneMethod::wanda) {
+      if (calib_path->empty()) throw Error("--prune wanda needs calibration text: --calib TEXT_FILE");
+      ProgressBar bar(*progress, calib->tokens, "calibration tokens");
+      calib->progress = [&bar](int64_t done, int64_t) { bar.update(done, "dense model"); };
+      calib->scratch_path = *out + ".calibration.tmp";
+      const Calibration c = calibrate_checkpoint(*in, read_text_file(*calib_path, "the calibration text"), *calib);
+      std::printf("calibration: %lld tokens of %s through the dense model, %zu weights saw tokens\n", static_cast<long long>(c.tokens),
+                  calib_path->c_str(), c.input_norms.size());
+      o.input_norms = c.input_norms;
+      if (const char* only = std::getenv("XWANDA_ONLY")) { std::regex re(only); for (auto it = o.input_norms.begin(); it != o.input_norms.end();) it = std::regex_search(it->first, re) ? std::next(it) : o.input_norms.erase(it); }
+    } else if (!calib_path->empty()) {
+      throw Error("--calib is for --prune wanda");
+    }
     o.dtype = *parse_dtype(*dtype);
     if (*format != "auto") o.format = *parse_format(*format);
     o.log = [](const std::string& line) { std::printf("%s\n", line.c_str()); };
@@ -109,6 +168,8 @@ void add_convert(CLI::App& app, int& exit_code) {
                 static_cast<unsigned long long>(s.tensors), static_cast<double>(s.bytes) / 1e6,
                 static_cast<double>(s.dense_bf16_bytes) / static_cast<double>(s.bytes), static_cast<double>(s.dense_bf16_bytes) / 1e6,
                 s.has_tokenizer ? "" : ", no tokenizer");
+    if (!s.magnitude_fallbacks.empty())
+      std::printf("%zu weights saw no calibration token and were pruned by magnitude (warnings above)\n", s.magnitude_fallbacks.size());
     exit_code = 0;
   });
 }

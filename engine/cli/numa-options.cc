@@ -2,7 +2,7 @@
 
 #include <cstdio>
 
-#include "engine/cli/text-file.h"
+#include "engine/runtime/text-file.h"
 #include "engine/numa/topology.h"
 #include "sparse/error.h"
 

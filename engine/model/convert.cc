@@ -90,12 +90,27 @@ Format pick_format(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonzeros)
 
 }  // namespace
 
+const char* prune_method_name(PruneMethod m) {
+  switch (m) {
+    case PruneMethod::none: return "none";
+    case PruneMethod::magnitude: return "magnitude";
+    case PruneMethod::wanda: return "wanda";
+  }
+  return "?";
+}
+
 ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& out_path, const ConvertOptions& o) {
   auto log = [&](const std::string& line) {
     if (o.log) o.log(line);
   };
   if (o.sparsity < 0 || o.sparsity >= 1) throw Error("convert: sparsity must be in [0, 1)");
   const ModelConfig config = ModelConfig::from_hf(read_config(hf_dir));
+  for (const auto& [layer, sparsity] : o.layer_sparsity) {
+    if (layer < 0 || layer >= config.layers)
+      throw Error("convert: a sparsity is given for layer " + std::to_string(layer) + "; the model has layers 0.." + std::to_string(config.layers - 1));
+    if (sparsity < 0 || sparsity >= 1) throw Error("convert: the sparsity of layer " + std::to_string(layer) + " must be in [0, 1)");
+  }
+  if (o.prune == PruneMethod::wanda && o.input_norms.empty()) throw Error("convert: Wanda pruning needs calibration (activation norms)");
   const SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open(hf_dir);
   std::vector<std::string> names;
   for (const StTensor& t : ckpt.tensors()) names.push_back(t.name);
@@ -134,10 +149,13 @@ ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& 
                   std::to_string(config.vocab));
   }
 
+  nlohmann::json layer_sparsity_json = nlohmann::json::object();
+  for (const auto& [layer, sparsity] : o.layer_sparsity) layer_sparsity_json[std::to_string(layer)] = sparsity;
   const nlohmann::json source{{"checkpoint", hf_dir},
                               {"layout", hf_layout_name(layout)},
-                              {"prune", o.prune == PruneMethod::magnitude ? "magnitude" : "none"},
+                              {"prune", prune_method_name(o.prune)},
                               {"sparsity", o.sparsity},
+                              {"layer_sparsity", layer_sparsity_json},
                               {"dtype", dtype_name(o.dtype)},
                               {"format", o.format ? format_name(*o.format) : "auto"}};
   ModelFileWriter writer(out_path, model_metadata(stored, source.dump()), tokenizer);
@@ -150,7 +168,23 @@ ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& 
     const bool prunable = spec.kind == WeightKind::attention || spec.kind == WeightKind::expert;
     DType dtype = DType::f32;
     Format format = Format::dense;
-    if (prunable && o.prune == PruneMethod::magnitude && o.sparsity > 0) prune_magnitude(w.data(), rows, cols, o.sparsity, PruneScope::per_row);
+    const auto layer_override = o.layer_sparsity.find(spec.layer);
+    const double sparsity = layer_override != o.layer_sparsity.end() ? layer_override->second : o.sparsity;
+    if (prunable && o.prune != PruneMethod::none && sparsity > 0) {
+      const auto norms = o.input_norms.find(spec.name);
+      if (o.prune == PruneMethod::wanda && norms != o.input_norms.end()) {
+        if (norms->second.size() != cols)
+          throw Error("convert: the calibration norms of " + spec.name + " have " + std::to_string(norms->second.size()) + " channels, the weight " +
+                      std::to_string(cols) + " columns");
+        prune_wanda(w.data(), rows, cols, norms->second.data(), sparsity);
+      } else {
+        if (o.prune == PruneMethod::wanda) {
+          summary.magnitude_fallbacks.push_back(spec.name);
+          log("warning: " + spec.name + " saw no calibration token; pruned by magnitude");
+        }
+        prune_magnitude(w.data(), rows, cols, sparsity, PruneScope::per_row);
+      }
+    }
     const auto zeros = static_cast<uint64_t>(std::count(w.begin(), w.end(), 0.0f));
     if (prunable) {
       dtype = o.dtype;

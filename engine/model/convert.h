@@ -5,18 +5,30 @@
 // the one the planner expects to run fastest at decode (batch 1).
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "sparse/tensor.h"
 
 namespace lacuna {
 
-enum class PruneMethod : uint8_t { none, magnitude };
+// magnitude: the smallest |w| of each row; wanda: the smallest |w| times
+// its input channel's activation norm (sparse/prune.h), norms from
+// calibration (engine/runtime/calibration.h).
+enum class PruneMethod : uint8_t { none, magnitude, wanda };
+const char* prune_method_name(PruneMethod m);
 
 struct ConvertOptions {
   double sparsity = 0;  // target fraction of zeros per row of each attention and expert weight
+  // Per decoder layer, a sparsity for its attention and expert weights in place of `sparsity`.
+  std::map<int64_t, double> layer_sparsity;
   PruneMethod prune = PruneMethod::none;
+  // wanda: weight name -> activation norm of each input channel. A prunable
+  // weight without one (an expert no calibration token was routed to) is
+  // pruned by magnitude and listed in ConvertSummary::magnitude_fallbacks.
+  std::map<std::string, std::vector<float>> input_norms;
   DType dtype = DType::bf16;      // of attention and expert weights; the embedding stays bf16 for int8
   std::optional<Format> format;   // nullopt: auto (the planner, per tensor)
   std::function<void(const std::string&)> log;  // one line per tensor, and warnings
@@ -27,11 +39,13 @@ struct ConvertSummary {
   uint64_t bytes = 0;             // stored payloads
   uint64_t dense_bf16_bytes = 0;  // the same weights dense in bf16
   bool has_tokenizer = false;
+  std::vector<std::string> magnitude_fallbacks;  // wanda: weights pruned by magnitude for want of calibration tokens
 };
 
 // Throws lacuna::Error naming the problem: no or malformed config.json, an
 // unsupported architecture, a missing, extra or mis-shaped tensor, an
-// unsupported dtype, a bad tokenizer.model.
+// unsupported dtype, a bad tokenizer.model, a sparsity override for a layer
+// the model does not have, Wanda without norms or with norms of the wrong size.
 ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& out_path, const ConvertOptions& options);
 
 }  // namespace lacuna

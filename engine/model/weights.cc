@@ -124,6 +124,7 @@ std::vector<WeightSpec> model_weights(const ModelConfig& c, HfLayout layout) {
   std::vector<WeightSpec> w;
   w.push_back({"embedding", static_cast<uint64_t>(c.vocab), hidden, WeightKind::embedding, {n.embedding}});
   for (int64_t l = 0; l < c.layers; ++l) {
+    const size_t first_of_layer = w.size();
     auto norm = [&](const char* what, const char* source) {
       if (source) w.push_back({layer_weight(l, what), hidden, 0, WeightKind::norm, {fill(source, l)}});
     };
@@ -140,6 +141,7 @@ std::vector<WeightSpec> model_weights(const ModelConfig& c, HfLayout layout) {
       w.push_back({expert_weight(l, e, "gate_up"), 2 * static_cast<uint64_t>(c.ffn), hidden, WeightKind::expert, {fill(n.gate, l, e), fill(n.up, l, e)}});
       w.push_back({expert_weight(l, e, "down"), hidden, static_cast<uint64_t>(c.ffn), WeightKind::expert, {fill(n.down, l, e)}});
     }
+    for (size_t i = first_of_layer; i < w.size(); ++i) w[i].layer = l;
   }
   w.push_back({"final_norm", hidden, 0, WeightKind::norm, {n.final_norm}});
   if (!c.tied_embeddings) w.push_back({"output", static_cast<uint64_t>(c.vocab), hidden, WeightKind::output, {n.output}});

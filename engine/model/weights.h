@@ -25,6 +25,7 @@ struct WeightSpec {
   WeightKind kind = WeightKind::norm;
   // The checkpoint tensors it is made of, concatenated by rows (gate_up has two).
   std::vector<std::string> sources;
+  int64_t layer = -1;  // the decoder layer it belongs to; -1: none (embedding, final norm, output)
 };
 
 enum class HfLayout : uint8_t {

@@ -105,6 +105,16 @@ Forward::Forward(std::shared_ptr<const Model> model, BatchPolicy policy, std::sh
 
 Forward::~Forward() = default;
 
+void Forward::observe_inputs(LinearInputObserver* observer) {
+  if (observer && placed_) throw Error("forward: inputs cannot be observed with a NUMA placement (its copies are not the model's weights)");
+  observer_ = observer;
+}
+
+void Forward::run(const Linear& weight, const float* x, size_t n, float* y) const {
+  if (observer_) observer_->observe(weight, x, n);
+  weight.run(x, n, y, policy_);
+}
+
 void Forward::step(std::span<const SequenceStep> batch) {
   const Model& m = *model_;
   const ModelConfig& c = m.config();
@@ -146,11 +156,11 @@ void Forward::step(std::span<const SequenceStep> batch) {
   for (int64_t l = 0; l < c.layers; ++l) {
     const LayerWeights& w = m.layers()[l];
     rms_norm(s.x.data(), w.attn_norm, c.norm_eps, total, s.xn.data());
-    w.q.run(s.xn.data(), n, s.q.data(), policy_);
-    w.k.run(s.xn.data(), n, s.k.data(), policy_);
-    w.v.run(s.xn.data(), n, s.v.data(), policy_);
+    run(w.q, s.xn.data(), n, s.q.data());
+    run(w.k, s.xn.data(), n, s.k.data());
+    run(w.v, s.xn.data(), n, s.v.data());
     attention(l, batch, s);
-    w.o.run(s.attn.data(), n, s.out.data(), policy_);
+    run(w.o, s.attn.data(), n, s.out.data());
     if (c.post_norms) rms_norm(s.out.data(), w.attn_post_norm, c.norm_eps, total, s.out.data());
     for (size_t i = 0; i < n * h; ++i) s.x[i] += s.out[i];
 
@@ -178,7 +188,7 @@ void Forward::step(std::span<const SequenceStep> batch) {
   logits.resize(rows.size() * c.vocab);
   for (size_t r = 0; r < rows.size(); ++r) std::copy_n(&s.x[rows[r] * h], h, &picked[r * h]);
   rms_norm(picked.data(), m.final_norm(), c.norm_eps, static_cast<int64_t>(rows.size()), picked.data());
-  m.output().run(picked.data(), rows.size(), logits.data(), policy_);
+  run(m.output(), picked.data(), rows.size(), logits.data());
   const auto scale = static_cast<float>(c.output_multiplier);
   size_t r = 0;
   for (const SequenceStep& seq : batch) {
@@ -294,9 +304,9 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
       const Linear& gate_up = copied ? placed_->copies(layer, e)[0].gate_up : w.gate_up[e];
       const Linear& down = copied ? placed_->copies(layer, e)[0].down : w.down[e];
       Scratch::ExpertWork& b = s.work[e];
-      gate_up.run(b.x.data(), n, b.h.data(), policy_);
+      run(gate_up, b.x.data(), n, b.h.data());
       activate_rows(b.h.data(), ffn, 0, n, b.a.data(), ffn, gelu);
-      down.run(b.a.data(), n, b.y.data(), policy_);
+      run(down, b.a.data(), n, b.y.data());
       // Unbound or interleaved weights: a node's share of their pages is local.
       if (placed_) {
         numa_.remote_weight_bytes += (gate_up.bytes() + down.bytes()) * (nodes - 1) / nodes;

@@ -37,6 +37,18 @@ struct NumaCounters {
   double imbalance() const;                // max / mean of node_busy_seconds (1 when even or idle)
 };
 
+// Sees the input of each product a step runs with a model weight: how
+// calibration collects Wanda's activation norms. Called on the stepping
+// thread, in the order the products run.
+class LinearInputObserver {
+ public:
+  virtual ~LinearInputObserver() = default;
+  // x: [n][weight.cols()], the tokens multiplied by `weight` (an expert's:
+  // only the tokens routed to it; the output projection's: only the rows
+  // whose logits were asked for).
+  virtual void observe(const Linear& weight, const float* x, size_t n) = 0;
+};
+
 class Forward {
  public:
   // BatchPolicy::invariant: every token's result is the same whatever else
@@ -58,12 +70,17 @@ class Forward {
   // Zero-sized without a placement.
   NumaCounters numa_counters() const;
   const PlacedExperts* placed() const { return placed_.get(); }
+  // Later steps show their products' inputs to `observer` (nullptr: to none).
+  // Throws lacuna::Error with a NUMA placement, whose copies are not the
+  // model's weights.
+  void observe_inputs(LinearInputObserver* observer);
 
  private:
   struct Scratch;
   void attention(int64_t layer, std::span<const SequenceStep> batch, Scratch& s);
   void moe(int64_t layer, const LayerWeights& w, Scratch& s);
   void run_placed_experts(int64_t layer, Scratch& s);
+  void run(const Linear& weight, const float* x, size_t n, float* y) const;
 
   std::shared_ptr<const Model> model_;
   BatchPolicy policy_;
@@ -73,6 +90,7 @@ class Forward {
   std::shared_ptr<const PlacedExperts> placed_;
   std::unique_ptr<NodeTeams> teams_;
   NumaCounters numa_;
+  LinearInputObserver* observer_ = nullptr;
 };
 
 }  // namespace lacuna

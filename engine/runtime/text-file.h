@@ -1,13 +1,14 @@
 #pragma once
-// A whole text file as a string, for the commands that take one
-// (perplexity, --numa-calib). Throws lacuna::Error "PATH: cannot read WHAT".
+// A whole text file as a string, for the commands and benchmarks that take
+// one (perplexity, calibration, --numa-calib). Throws lacuna::Error "PATH:
+// cannot read WHAT".
 #include <fstream>
 #include <sstream>
 #include <string>
 
 #include "sparse/error.h"
 
-namespace lacuna::cli {
+namespace lacuna {
 
 inline std::string read_text_file(const std::string& path, const std::string& what) {
   std::ifstream f(path, std::ios::binary);
@@ -17,4 +18,4 @@ inline std::string read_text_file(const std::string& path, const std::string& wh
   return text.str();
 }
 
-}  // namespace lacuna::cli
+}  // namespace lacuna
