@@ -91,9 +91,7 @@ Calibration calibrate_checkpoint(const std::string& hf_dir, const std::string& t
   if (o.tokens < 1) throw Error("calibration: the number of tokens must be at least 1");
   if (text.empty()) throw Error("calibration: the text is empty");
   if (o.scratch_path.empty()) throw Error("calibration: no scratch path for the dense model");
-  ConvertOptions dense;
-  dense.format = Format::dense;
-  convert_checkpoint(hf_dir, o.scratch_path, dense);
+  // Removed on every way out, a failed conversion's partial file too.
   struct Remove {
     const std::string& path;
     ~Remove() {
@@ -101,6 +99,9 @@ Calibration calibrate_checkpoint(const std::string& hf_dir, const std::string& t
       std::filesystem::remove(path, ignored);
     }
   } remove_scratch{o.scratch_path};
+  ConvertOptions dense;
+  dense.format = Format::dense;
+  convert_checkpoint(hf_dir, o.scratch_path, dense);
   const auto model = Model::open(o.scratch_path);
   if (!model->tokenizer()) throw Error("calibration: " + hf_dir + " has no tokenizer.model to read the calibration text with");
   std::vector<int32_t> ids = model->tokenizer()->encode(text, /*add_bos=*/true);
@@ -108,7 +109,7 @@ Calibration calibrate_checkpoint(const std::string& hf_dir, const std::string& t
     throw Error("calibration: the text has " + std::to_string(ids.size()) + " tokens, fewer than the " + std::to_string(o.tokens) +
                 " asked for (give a longer text or ask for fewer tokens)");
   ids.resize(static_cast<size_t>(o.tokens));
-  return calibrate(model, ids, o.ctx, o.progress);
+  return calibrate(model, ids, std::min(o.ctx, model->config().max_context), o.progress);
 }
 
 }  // namespace lacuna

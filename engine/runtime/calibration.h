@@ -32,7 +32,7 @@ Calibration calibrate(std::shared_ptr<const Model> model, std::span<const int32_
 
 struct CalibrationOptions {
   int64_t tokens = 16384;  // the text's first `tokens` tokens are run
-  int64_t ctx = 256;
+  int64_t ctx = 256;  // window; the model's context when that is shorter
   // Where the dense model is written while it runs (removed afterwards).
   std::string scratch_path;
   std::function<void(int64_t, int64_t)> progress;
