@@ -9,7 +9,6 @@
 #include <map>
 #include <fstream>
 #include <sstream>
-#include <regex>
 
 #include "engine/cli/commands.h"
 #include "engine/cli/numa-options.h"
@@ -156,7 +155,6 @@ void add_convert(CLI::App& app, int& exit_code) {
       std::printf("calibration: %lld tokens of %s through the dense model, %zu weights saw tokens\n", static_cast<long long>(c.tokens),
                   calib_path->c_str(), c.input_norms.size());
       o.input_norms = c.input_norms;
-      if (const char* only = std::getenv("XWANDA_ONLY")) { std::regex re(only); for (auto it = o.input_norms.begin(); it != o.input_norms.end();) it = std::regex_search(it->first, re) ? std::next(it) : o.input_norms.erase(it); }
     } else if (!calib_path->empty()) {
       throw Error("--calib is for --prune wanda");
     }
