@@ -34,19 +34,17 @@ struct Point {
   size_t magnitude_fallbacks = 0;
 };
 
-PruneMethod parse_prune(const std::string& name) {
-  if (name == "magnitude") return PruneMethod::magnitude;
-  if (name == "wanda") return PruneMethod::wanda;
-  throw Error("unknown pruning method '" + name + "' (magnitude, wanda)");
-}
-
 }  // namespace
 
 int run_quality_bench(const QualityBenchOptions& o) {
   const std::string text_path = o.text_path.empty() ? o.model_dir + "/heldout.txt" : o.text_path;
   const std::string calib_path = o.calib_path.empty() ? o.model_dir + "/calibration.txt" : o.calib_path;
   std::vector<PruneMethod> prunes;
-  for (const std::string& p : o.prunes) prunes.push_back(parse_prune(p));
+  for (const std::string& p : o.prunes) {
+    const auto method = parse_prune_method(p);
+    if (!method || *method == PruneMethod::none) throw Error("unknown pruning method '" + p + "' (magnitude, wanda)");
+    prunes.push_back(*method);
+  }
   std::vector<DType> dtypes;
   for (const std::string& d : o.dtypes) {
     const auto t = parse_dtype(d);
@@ -54,6 +52,7 @@ int run_quality_bench(const QualityBenchOptions& o) {
     dtypes.push_back(*t);
   }
   const std::string text = read_text_file(text_path, "the held-out text");
+  std::vector<int32_t> ids;  // the held-out text's tokens: every point has the checkpoint's tokenizer
   const fs::path work = o.work_dir.empty() ? fs::temp_directory_path() / ("lacuna-bench-quality-" + std::to_string(getpid())) : fs::path(o.work_dir);
   fs::create_directories(work);
 
@@ -99,8 +98,10 @@ int run_quality_bench(const QualityBenchOptions& o) {
         p.magnitude_fallbacks = summary.magnitude_fallbacks.size();
         {
           const auto model = Model::open(point_path.string());
-          if (!model->tokenizer()) throw Error(o.model_dir + " has no tokenizer.model: perplexity needs one to read text");
-          const std::vector<int32_t> ids = model->tokenizer()->encode(text, true);
+          if (ids.empty()) {
+            if (!model->tokenizer()) throw Error(o.model_dir + " has no tokenizer.model: perplexity needs one to read text");
+            ids = model->tokenizer()->encode(text, true);
+          }
           Forward forward(model);
           const int64_t window = std::min(o.ctx, model->config().max_context);
           p.perplexity = perplexity(forward, ids, window, std::min(o.stride, window)).perplexity;

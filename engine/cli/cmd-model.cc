@@ -145,16 +145,17 @@ void add_convert(CLI::App& app, int& exit_code) {
     o.sparsity = *sparsity;
     o.layer_sparsity = parse_layer_sparsity(*layer_sparsity);
     const bool pruning = *sparsity > 0 || !o.layer_sparsity.empty();
-    o.prune = *prune == "wanda" ? PruneMethod::wanda : pruning || !prune->empty() ? PruneMethod::magnitude : PruneMethod::none;
+    o.prune = !prune->empty() ? *parse_prune_method(*prune) : pruning ? PruneMethod::magnitude : PruneMethod::none;
     if (o.prune == PruneMethod::wanda) {
       if (calib_path->empty()) throw Error("--prune wanda needs calibration text: --calib TEXT_FILE");
       ProgressBar bar(*progress, calib->tokens, "calibration tokens");
-      calib->progress = [&bar](int64_t done, int64_t) { bar.update(done, "dense model"); };
-      calib->scratch_path = *out + ".calibration.tmp";
-      const Calibration c = calibrate_checkpoint(*in, read_text_file(*calib_path, "the calibration text"), *calib);
+      CalibrationOptions run = *calib;
+      run.progress = [&bar](int64_t done, int64_t) { bar.update(done, "dense model"); };
+      run.scratch_path = *out + ".calibration.tmp";
+      Calibration c = calibrate_checkpoint(*in, read_text_file(*calib_path, "the calibration text"), run);
       std::printf("calibration: %lld tokens of %s through the dense model, %zu weights saw tokens\n", static_cast<long long>(c.tokens),
                   calib_path->c_str(), c.input_norms.size());
-      o.input_norms = c.input_norms;
+      o.input_norms = std::move(c.input_norms);
     } else if (!calib_path->empty()) {
       throw Error("--calib is for --prune wanda");
     }

@@ -99,6 +99,12 @@ const char* prune_method_name(PruneMethod m) {
   return "?";
 }
 
+std::optional<PruneMethod> parse_prune_method(std::string_view name) {
+  for (PruneMethod m : {PruneMethod::none, PruneMethod::magnitude, PruneMethod::wanda})
+    if (name == prune_method_name(m)) return m;
+  return std::nullopt;
+}
+
 ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& out_path, const ConvertOptions& o) {
   auto log = [&](const std::string& line) {
     if (o.log) o.log(line);

@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sparse/tensor.h"
@@ -19,6 +20,7 @@ namespace lacuna {
 // calibration (engine/runtime/calibration.h).
 enum class PruneMethod : uint8_t { none, magnitude, wanda };
 const char* prune_method_name(PruneMethod m);
+std::optional<PruneMethod> parse_prune_method(std::string_view name);  // "none", "magnitude", "wanda"
 
 struct ConvertOptions {
   double sparsity = 0;  // target fraction of zeros per row of each attention and expert weight
