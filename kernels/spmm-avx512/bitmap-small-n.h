@@ -91,7 +91,8 @@ LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", uint16_t, __m512)
 // Traits: Value (stored element), Mask, XElem (activation element), kWidth
 // (weights per group), Acc, WVec, XVec, zero(), add(a, b), expand(m, p),
 // load_x(p), dot(acc, w, x), kRowSum and row_sum(acc, w) (for zero-point
-// compensation), finish(acc, row_sum, row_scale, x_scale) -> float.
+// compensation), finish(acc, row_sum, row_scale, x_scale) -> float,
+// kTokenTile (tokens per register tile).
 //
 // One row at a time, each (row, token) summing its groups into kSplit
 // accumulators (group g into g % kSplit, added pairwise at the end). The
@@ -100,6 +101,15 @@ LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", uint16_t, __m512)
 // rows, four mask rows) that the hardware prefetcher does not follow, and
 // on this host the cold batch-1 product ran 1.7-2.4x slower than one row
 // with split accumulators, which reads two sequential streams per thread.
+// K::kTokenTile tokens share each expanded group: as many as the registers
+// hold beside the expanded group, an activation vector and the traits' own
+// constants (6 for f32, bf16 and int8 weight-only, 24 accumulators; int8
+// with VNNI also keeps a row sum and a vector of ones, and GCC spills part
+// of its tile already at 4, more at 5 or 6, so it stays at 4). A server's
+// step, whose experts see a few tokens each, then expands each group once
+// or twice instead of two or three times (docs/benchmarks.md, "Six-token
+// tiles"). Two accumulators per token would fit 8 tokens but slowed batch
+// 1 by 5-10 % (the dot product's latency shows).
 // kSplit does not depend on the token tile, so a token's sum is the same
 // bits whatever batch it is computed in.
 inline constexpr int kSplit = 4;
@@ -146,10 +156,10 @@ inline void bitmap_row_tile(const SpmmArgs& a, uint64_t r, size_t n0) {
   }
 }
 
-template <class K, int NTMAX>
+template <class K>
 void bitmap_small_n(const SpmmArgs& a) {
   for (uint64_t r = a.row_begin; r < a.row_end; ++r)
-    for_token_tiles<NTMAX>(a.n, [&](auto tile, size_t n0) { bitmap_row_tile<K, tile>(a, r, n0); });
+    for_token_tiles<K::kTokenTile>(a.n, [&](auto tile, size_t n0) { bitmap_row_tile<K, tile>(a, r, n0); });
 }
 
 }  // namespace lacuna::kernels::avx512

@@ -13,6 +13,7 @@ using kernels::avx512::bitmap_small_n;
 struct FloatAccumulator {
   using Acc = __m512;
   static constexpr bool kRowSum = false;
+  static constexpr int kTokenTile = 6;
   static Acc zero() { return _mm512_setzero_ps(); }
   static Acc add(Acc a, Acc b) { return _mm512_add_ps(a, b); }
   template <class W>
@@ -58,6 +59,7 @@ struct Int8 {
   using WVec = __m512i;
   using XVec = __m512i;
   static constexpr bool kRowSum = true;
+  static constexpr int kTokenTile = 4;
   static Acc zero() { return _mm512_setzero_si512(); }
   static Acc add(Acc a, Acc b) { return _mm512_add_epi32(a, b); }
   static WVec expand(Mask m, const Value* p) { return kernels::avx512::fresh_expand_epi8(m, kernels::avx512::load_unfolded<__m512i>(p)); }
@@ -108,9 +110,9 @@ struct Int8WeightOnly : FloatAccumulator {
 
 }  // namespace
 
-void lacuna_spmm_bitmap_f32_ukernel_1x4__avx512f(const SpmmArgs& a) { bitmap_small_n<F32, 4>(a); }
-void lacuna_spmm_bitmap_bf16_ukernel_1x4__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Bf16, 4>(a); }
-void lacuna_spmm_bitmap_int8_ukernel_1x4__avx512vnni(const SpmmArgs& a) { bitmap_small_n<Int8, 4>(a); }
-void lacuna_spmm_bitmap_int8_ukernel_1x4__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Int8WeightOnly, 4>(a); }
+void lacuna_spmm_bitmap_f32_ukernel_1x6__avx512f(const SpmmArgs& a) { bitmap_small_n<F32>(a); }
+void lacuna_spmm_bitmap_bf16_ukernel_1x6__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Bf16>(a); }
+void lacuna_spmm_bitmap_int8_ukernel_1x4__avx512vnni(const SpmmArgs& a) { bitmap_small_n<Int8>(a); }
+void lacuna_spmm_bitmap_int8_ukernel_1x6__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Int8WeightOnly>(a); }
 
 }  // namespace lacuna
