@@ -9,7 +9,6 @@
 // Included only by files compiled with the ISA flags their Traits need.
 #include <immintrin.h>
 
-#include <algorithm>
 #include <bit>
 
 #include "kernels/common/token-tiles.h"
@@ -33,30 +32,13 @@ inline V load_unfolded(const void* p) {
 // the tile in memory and stores it on every group).
 #define LACUNA_UNROLL _Pragma("GCC unroll 16")
 
-// Each row is a short stream (a few KB) that the hardware prefetcher keeps
-// re-learning, which left cold runs at a third of the memory bandwidth. So
-// while a row is computed, the next row's masks and values (two contiguous
-// ranges) are prefetched, spread evenly over the groups.
-// How many rows ahead to prefetch.
-inline constexpr uint64_t kLookahead = 1;
-class NextRowPrefetch {
- public:
-  NextRowPrefetch(const void* masks, uint64_t mask_bytes, const void* values, uint64_t value_bytes, uint64_t groups)
-      : masks_(static_cast<const char*>(masks)),
-        values_(static_cast<const char*>(values)),
-        mask_lines_((mask_bytes + 63) / 64),
-        lines_(mask_lines_ + (value_bytes + 63) / 64),
-        groups_(groups ? groups : 1) {}
-  void at_group(uint64_t g) const {
-    for (uint64_t line = g * lines_ / groups_; line < (g + 1) * lines_ / groups_; ++line)
-      _mm_prefetch(line < mask_lines_ ? masks_ + 64 * line : values_ + 64 * (line - mask_lines_), _MM_HINT_T0);
-  }
-
- private:
-  const char* masks_;
-  const char* values_;
-  uint64_t mask_lines_, lines_, groups_;
-};
+// No software prefetch: the kernels' next-row prefetch (PREFETCHT0 over the
+// next row's masks and values, spread over the groups) turned out to have
+// been deleted by GCC 12 as dead code, loop and all; forced back in with a
+// volatile asm it made cold batch-1 products up to 2x slower (two 64-bit
+// divisions per group placing the lines), and a division-free variant
+// (one line 2 KB ahead in the values per group) was no better than none
+// (docs/benchmarks.md, "The prefetch that was not there").
 
 // A mask read into a general register. GCC otherwise loads it straight into a
 // mask register (KMOV k, mem), which on Zen 4 halves the kernel's speed;
@@ -126,12 +108,8 @@ inline void bitmap_row_tile(const SpmmArgs& a, uint64_t r, size_t n0) {
   typename K::Acc acc[NT][kSplit];
   typename K::Acc sum = K::zero();
   LACUNA_UNROLL for (int j = 0; j < NT; ++j) LACUNA_UNROLL for (int s = 0; s < kSplit; ++s) acc[j][s] = K::zero();
-  const uint64_t next = std::min(w.desc().rows(), r + kLookahead), after = std::min(w.desc().rows(), r + kLookahead + 1);
-  const NextRowPrefetch prefetch(masks + (next - r) * groups, (after - next) * groups * sizeof(typename K::Mask), values + row_ptr[next],
-                                  (row_ptr[after] - row_ptr[next]) * sizeof(typename K::Value), groups);
   // `split` is a compile-time index: a run-time one would move the tile to memory.
   auto group = [&](uint64_t g, auto split) {
-    prefetch.at_group(g);
     const typename K::Mask m = load_mask(masks + g);
     const typename K::WVec wv = K::expand(m, p);
     p += std::popcount(m);
