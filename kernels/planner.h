@@ -46,13 +46,13 @@ struct PlanOption {
   const SpmmUkernel* kernel = nullptr;  // Lacuna's kernel otherwise
   uint64_t bytes = 0;                   // weight bytes read per product
   double predicted_ms = 0;
-  std::string describe() const;  // "bitmap 1x6__avx512bf16", "onednn dense bf16"
+  std::string describe() const;  // "bitmap 4x6__avx512bf16", "onednn dense bf16"
 };
 
 struct LinearPlan {
   PlanOption chosen;
   std::vector<PlanOption> considered;  // every format x accepting kernel, and oneDNN; fastest first
-  std::string why() const;             // "bitmap 1x6__avx512bf16 1.9 ms < csr 2.5 ms < onednn dense 12.6 ms"
+  std::string why() const;             // "bitmap 4x6__avx512bf16 1.9 ms < csr 2.5 ms < onednn dense 12.6 ms"
 };
 
 // The options for a [rows, cols] weight of `dtype` with `nonzeros` stored

@@ -2,6 +2,7 @@
 // dispatcher at every ISA level this machine has.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cstring>
 
 #include "kernels/common/activations.h"
@@ -88,6 +89,35 @@ TEST_P(Ukernel, ComputesOnlyItsRowRange) {
   expect_matches_dense(k, w, n, 5, 22);
   expect_matches_dense(k, w, n, 36, 37);
   expect_matches_dense(k, w, n, 10, 10);
+}
+
+// What the server's BatchPolicy::invariant relies on: a kernel that takes a
+// single token gives every token of a batch the very bits it gives that token
+// alone, whatever tiles of rows and tokens it walks the batch in (row counts
+// and ranges that leave rows over, token counts that leave tokens over).
+TEST_P(Ukernel, EveryTokenOfABatchGetsItsSingleTokenBits) {
+  const SpmmUkernel& k = GetParam();
+  if (std::string why = cpu_info().why_unavailable(k.features); !why.empty()) GTEST_SKIP() << k.name << " " << why;
+  if (k.min_n != 1) GTEST_SKIP() << k.name << " never runs one token";
+  const size_t rows = 45, cols = 300;
+  const Tensor w = make_weights(k, rows, cols, 0.7, true, 7);
+  for (size_t n : {2u, 3u, 5u, 7u, 13u, 17u}) {
+    if (k.max_n && n > k.max_n) continue;
+    const auto x = testing::random_activations(n, cols, n + 1000);
+    std::vector<float> batch(n * rows), alone(rows);
+    for (auto [begin, end] : {std::pair<uint64_t, uint64_t>{0, rows}, {3, 42}}) {
+      // Prepared again for each range: preparing one token reuses the buffer.
+      const kernels::PreparedActivations xp = kernels::prepare_activations(k.act, x.data(), n, cols);
+      k.fn(SpmmArgs{&w, xp.data, xp.ld, xp.scale, batch.data(), rows, n, begin, end});
+      for (size_t t = 0; t < n; ++t) {
+        const kernels::PreparedActivations xt = kernels::prepare_activations(k.act, x.data() + t * cols, 1, cols);
+        k.fn(SpmmArgs{&w, xt.data, xt.ld, xt.scale, alone.data(), rows, 1, begin, end});
+        for (uint64_t r = begin; r < end; ++r)
+          ASSERT_EQ(std::bit_cast<uint32_t>(batch[t * rows + r]), std::bit_cast<uint32_t>(alone[r]))
+              << k.name << " n=" << n << " token " << t << " row " << r << " rows [" << begin << ", " << end << ")";
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(All, Ukernel, ::testing::ValuesIn(spmm_ukernels().begin(), spmm_ukernels().end()),

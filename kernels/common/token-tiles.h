@@ -24,6 +24,19 @@ inline void for_token_tiles(size_t n, Body&& body) {
   if (n0 < n) token_tile_rest<NTMAX - 1>(n - n0, n0, body);
 }
 
+// n tokens in as few tiles of at most NTMAX as possible, of sizes differing
+// by at most one (7 tokens at NTMAX 6: 4 + 3, not 6 + 1), so that no tile
+// is left with one token to pay for a whole pass over the weights.
+template <int NTMAX, class Body>
+inline void for_balanced_token_tiles(size_t n, Body&& body) {
+  const size_t tiles = (n + NTMAX - 1) / NTMAX;
+  for (size_t t = 0, n0 = 0; t < tiles; ++t) {
+    const size_t size = n / tiles + (t < n % tiles ? 1 : 0);
+    token_tile_rest<NTMAX>(size, n0, body);
+    n0 += size;
+  }
+}
+
 // The same for kernels whose tiles are 16-token vectors: tiles of NVMAX
 // vectors, then one tile of as many vectors as the rest needs (its last
 // lanes are padding the kernel must not store).
