@@ -6,6 +6,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "kernels/cpu-features.h"
 #include "sparse/model-file.h"
@@ -304,6 +307,35 @@ TEST(Cli, ServeStopsOnSigtermAndBatchReportsFailures) {
   const CliRun again = run("batch " + model + " " + in + " " + results);
   EXPECT_NE(again.output.find("2 done before"), std::string::npos) << again.output;
   for (const std::string& f : {model, log, in, results}) std::filesystem::remove(f);
+  std::filesystem::remove_all(dir);
+}
+
+// The load test over rounds: every level once per round, a CSV row per
+// level and round, every streamed answer equal to the single-client one.
+TEST(Cli, BenchServeRunsEveryLevelInEachRound) {
+  const std::string dir = temp_path("bench-serve-hf"), model = temp_path("bench-serve.lacuna"), csv = temp_path("bench-serve.csv");
+  ASSERT_EQ(run("synth --arch mixtral --preset tiny " + dir).exit_code, 0);
+  ASSERT_EQ(run("convert " + dir + " " + model + " --sparsity 0.7").exit_code, 0);
+  const CliRun r = run("bench serve " + model + " --concurrency 1,3 --rounds 2 --max-tokens 4 --requests 6 --csv " + csv);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("throughput at 3 clients / at 1:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("median of the rounds' ratios"), std::string::npos) << r.output;
+  std::ifstream in(csv);
+  std::string header;
+  std::getline(in, header);
+  EXPECT_EQ(header.rfind("model,round,concurrency,requests,lost,wrong,", 0), 0u) << header;
+  std::vector<std::string> seen;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string path, round, conc, requests, lost, wrong;
+    for (std::string* f : {&path, &round, &conc, &requests, &lost, &wrong}) std::getline(fields, *f, ',');
+    seen.push_back(round + "/" + conc);
+    EXPECT_EQ(requests, "6") << line;
+    EXPECT_EQ(lost, "0") << line;
+    EXPECT_EQ(wrong, "0") << line;
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"1/1", "1/3", "2/1", "2/3"}));
+  for (const std::string& f : {model, csv}) std::filesystem::remove(f);
   std::filesystem::remove_all(dir);
 }
 

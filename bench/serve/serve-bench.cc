@@ -100,10 +100,11 @@ int run_serve_bench(const ServeBenchOptions& o) {
   std::printf("load: %d distinct prompts of %d tokens, greedy, max_tokens %d, streamed; per level at most %.0f s and %s requests; "
               "server and clients in this process on 127.0.0.1\n",
               o.prompts, o.prompt_tokens, o.max_tokens, o.max_seconds, o.requests ? std::to_string(o.requests).c_str() : "4 x clients (>= 8)");
+  if (o.rounds > 1) std::printf("%d rounds, each running every level in turn; summary: medians over rounds\n", o.rounds);
   std::ofstream csv;
   if (!o.csv_path.empty()) {
     csv.open(o.csv_path);
-    csv << "model,concurrency,requests,lost,wrong,seconds,output_tokens_per_s,ttft_p50_s,ttft_p90_s,ttft_p99_s,itl_p50_s,itl_p90_s,itl_p99_s\n";
+    csv << "model,round,concurrency,requests,lost,wrong,seconds,output_tokens_per_s,ttft_p50_s,ttft_p90_s,ttft_p99_s,itl_p50_s,itl_p90_s,itl_p99_s\n";
   }
   for (const std::string& path : o.models) {
     const auto model = Model::open(path);
@@ -132,11 +133,10 @@ int run_serve_bench(const ServeBenchOptions& o) {
       r["stream"] = true;
       requests.push_back(r);
     }
-    std::printf("\nmodel %s (%.0f MB)\n%6s %9s %6s %6s %14s %10s %10s %10s %10s %10s %10s\n", path.c_str(),
-                static_cast<double>(model->file().file_bytes()) / 1e6, "conc", "requests", "lost", "wrong", "out tokens/s", "ttft p50", "ttft p90",
-                "ttft p99", "itl p50", "itl p90", "itl p99");
-    std::vector<Level> levels;
-    for (int c : o.concurrency) {
+    std::printf("\nmodel %s (%.0f MB)\n%5s %6s %9s %6s %6s %14s %10s %10s %10s %10s %10s %10s\n", path.c_str(),
+                static_cast<double>(model->file().file_bytes()) / 1e6, "round", "conc", "requests", "lost", "wrong", "out tokens/s", "ttft p50",
+                "ttft p90", "ttft p99", "itl p50", "itl p90", "itl p99");
+    auto run_level = [&](int c) {
       Level l;
       l.concurrency = c;
       const int total = o.requests > 0 ? o.requests : std::max(8, 4 * c);
@@ -163,20 +163,36 @@ int run_serve_bench(const ServeBenchOptions& o) {
       for (auto& t : clients) t.join();
       l.seconds = std::chrono::duration<double>(Clock::now() - start).count();
       l.tokens_per_s = static_cast<double>(tokens) / l.seconds;
-      std::printf("%6d %9d %6d %6d %14.2f %9.3fs %9.3fs %9.3fs %9.3fs %9.3fs %9.3fs\n", c, l.requests, l.lost, l.wrong, l.tokens_per_s,
-                  percentile(l.ttft, 0.5), percentile(l.ttft, 0.9), percentile(l.ttft, 0.99), percentile(l.itl, 0.5), percentile(l.itl, 0.9),
-                  percentile(l.itl, 0.99));
-      std::fflush(stdout);
-      if (csv)
-        csv << path << ',' << c << ',' << l.requests << ',' << l.lost << ',' << l.wrong << ',' << l.seconds << ',' << l.tokens_per_s << ','
-            << percentile(l.ttft, 0.5) << ',' << percentile(l.ttft, 0.9) << ',' << percentile(l.ttft, 0.99) << ',' << percentile(l.itl, 0.5) << ','
-            << percentile(l.itl, 0.9) << ',' << percentile(l.itl, 0.99) << '\n';
-      levels.push_back(std::move(l));
+      return l;
+    };
+    // rounds[r][k]: level k of round r. This host's speed drifts by tens of
+    // percent between minutes, so ratios are taken within a round.
+    std::vector<std::vector<Level>> rounds;
+    for (int r = 1; r <= o.rounds; ++r) {
+      rounds.emplace_back();
+      for (int c : o.concurrency) {
+        const Level l = run_level(c);
+        std::printf("%5d %6d %9d %6d %6d %14.2f %9.3fs %9.3fs %9.3fs %9.3fs %9.3fs %9.3fs\n", r, c, l.requests, l.lost, l.wrong, l.tokens_per_s,
+                    percentile(l.ttft, 0.5), percentile(l.ttft, 0.9), percentile(l.ttft, 0.99), percentile(l.itl, 0.5), percentile(l.itl, 0.9),
+                    percentile(l.itl, 0.99));
+        std::fflush(stdout);
+        if (csv)
+          csv << path << ',' << r << ',' << c << ',' << l.requests << ',' << l.lost << ',' << l.wrong << ',' << l.seconds << ',' << l.tokens_per_s
+              << ',' << percentile(l.ttft, 0.5) << ',' << percentile(l.ttft, 0.9) << ',' << percentile(l.ttft, 0.99) << ','
+              << percentile(l.itl, 0.5) << ',' << percentile(l.itl, 0.9) << ',' << percentile(l.itl, 0.99) << '\n';
+        rounds.back().push_back(l);
+      }
     }
-    for (const Level& l : levels)
-      if (l.concurrency != levels.front().concurrency)
-        std::printf("throughput at %d clients / at %d: %.2fx\n", l.concurrency, levels.front().concurrency,
-                    l.tokens_per_s / levels.front().tokens_per_s);
+    for (size_t k = 1; k < o.concurrency.size(); ++k) {
+      std::vector<double> ratios, first, level;
+      for (const auto& round : rounds) {
+        ratios.push_back(round[k].tokens_per_s / round[0].tokens_per_s);
+        first.push_back(round[0].tokens_per_s);
+        level.push_back(round[k].tokens_per_s);
+      }
+      std::printf("throughput at %d clients / at %d: %.2fx (%s%.1f / %.1f tokens/s)\n", o.concurrency[k], o.concurrency[0], percentile(ratios, 0.5),
+                  o.rounds > 1 ? "median of the rounds' ratios; medians " : "", percentile(level, 0.5), percentile(first, 0.5));
+    }
     server.shutdown();
     serving.join();
   }

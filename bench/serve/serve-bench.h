@@ -18,6 +18,7 @@ struct ServeBenchOptions {
   int prompts = 8;           // distinct prompts, used in turn
   int requests = 0;          // per concurrency level; 0: 4 per client, at least 8
   double max_seconds = 60;   // per concurrency level
+  int rounds = 1;            // every level run this many times in turn; ratios are medians of each round's
   std::string csv_path;
 };
 
