@@ -335,6 +335,12 @@ TEST(Cli, BenchServeRunsEveryLevelInEachRound) {
     EXPECT_EQ(wrong, "0") << line;
   }
   EXPECT_EQ(seen, (std::vector<std::string>{"1/1", "1/3", "2/1", "2/3"}));
+  for (const std::string rounds : {"0", "101", "two"}) {
+    const CliRun bad = run("bench serve " + model + " --rounds " + rounds);
+    EXPECT_NE(bad.exit_code, 0) << rounds << ": " << bad.output;
+    EXPECT_NE(bad.output.find("--rounds: Value " + rounds + " not in range 1 to 100"), std::string::npos) << bad.output;
+    EXPECT_EQ(bad.output.find("load:"), std::string::npos) << rounds << " started the load test";
+  }
   for (const std::string& f : {model, csv}) std::filesystem::remove(f);
   std::filesystem::remove_all(dir);
 }
