@@ -108,7 +108,7 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
       compute = static_cast<double>(f == Format::dense ? rows * cols : nonzeros) * nn * m.scalar_weight_token;
     } else switch (o.kernel->act) {
       case ActLayout::bf16_padded:
-      case ActLayout::u8_padded:
+      case ActLayout::s8_padded:
       case ActLayout::f32_padded: {
         const bool widens = k.act == ActLayout::bf16_padded && dtype == DType::int8;
         compute = static_cast<double>(rows * group_count(desc)) *

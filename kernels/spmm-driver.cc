@@ -57,7 +57,7 @@ void spmm_run(const SpmmUkernel& kernel, const Tensor& w, const float* x, size_t
     throw Error(std::string(kernel.name) + " cannot run this product: " + why);
   const uint64_t rows = w.desc().rows(), cols = w.desc().cols();
   const kernels::PreparedActivations xp = kernels::prepare_activations(kernel.act, x, n, cols);
-  const SpmmArgs base{&w, xp.data, xp.ld, xp.scale, y, rows, n, 0, rows};
+  const SpmmArgs base{&w, xp.data, xp.ld, xp.scale, y, rows, n, 0, rows, xp.sum};
   const uint64_t total = bytes_before_row(w, rows);
   const int threads = total * std::max<uint64_t>(n, 1) < kParallelMinWork ? 1 : omp_get_max_threads();
   if (threads == 1) {

@@ -19,25 +19,26 @@ enum class ActLayout : uint8_t {
   f32,             // x as given: [n][ldx] f32
   f32_padded,      // [n][ld] f32, ld = in rounded up to 64, zero tail (full-vector loads stay in bounds)
   bf16_padded,     // [n][ld] bf16 (round to nearest even), same padding
-  u8_padded,       // [n][ld] u8 = round(x / s) + 128 with s = max|x_n| / 127 per token, same padding
+  s8_padded,       // [n][ld] s8 = round(x / s) with s = max|x_n| / 127 per token, same padding, and each token's sum of them
   f32_transposed,  // [in][ld] f32, ld = n rounded up to 16, zero tail: one token per vector lane
   bf16_pairs,      // [ceil(in/2)][ld][2] bf16, ld as f32_transposed: a column pair of one token per dword lane
 };
 const char* act_layout_name(ActLayout layout);
 // How far one activation may move when stored in `layout`, relative to its
-// token's largest |x|: 0 for f32 layouts, 2^-9 for bf16, 1/254 for u8.
+// token's largest |x|: 0 for f32 layouts, 2^-9 for bf16, 1/254 for s8.
 double act_layout_rounding(ActLayout layout);
 
 struct SpmmArgs {
   const Tensor* w = nullptr;  // [out, in], any format and dtype
   const void* x = nullptr;    // activations in the kernel's ActLayout
   size_t ldx = 0;             // row stride of x, in elements
-  const float* x_scale = nullptr;  // u8_padded: the per-token scale s
+  const float* x_scale = nullptr;  // s8_padded: the per-token scale s
   float* y = nullptr;  // [n, out], row stride ldy; columns row_begin..row_end-1 are overwritten
   size_t ldy = 0;
   size_t n = 0;
   uint64_t row_begin = 0;  // the output rows (weight rows) to compute
   uint64_t row_end = 0;
+  const int32_t* x_sum = nullptr;  // s8_padded: each token's sum of its quantised values
 };
 using SpmmUkernelFn = void (*)(const SpmmArgs&);
 

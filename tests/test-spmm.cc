@@ -22,7 +22,7 @@ namespace {
 // For bf16 layouts: x rounded to bf16 (2^-9), and VDPBF16PS may round each
 // product once more (it does on Zen 4), so twice the layout's rounding.
 double tolerance(const SpmmUkernel& k, double magnitude, double x_step, double weight_abs_sum) {
-  if (k.act == ActLayout::u8_padded) return 0.5 * x_step * weight_abs_sum + 1e-5 * magnitude + 1e-6;  // half a quantisation step
+  if (k.act == ActLayout::s8_padded) return 0.5 * x_step * weight_abs_sum + 1e-5 * magnitude + 1e-6;  // half a quantisation step
   return (2.0 * act_layout_rounding(k.act) + 1e-5) * magnitude + 1e-6;
 }
 
@@ -42,7 +42,7 @@ void expect_matches_dense(const SpmmUkernel& k, const Tensor& w, size_t n, uint6
   const float sentinel = 12345.0f;
   std::vector<float> y(n * rows, sentinel);
   const kernels::PreparedActivations xp = kernels::prepare_activations(k.act, x.data(), n, cols);
-  k.fn(SpmmArgs{&w, xp.data, xp.ld, xp.scale, y.data(), rows, n, row_begin, row_end});
+  k.fn(SpmmArgs{&w, xp.data, xp.ld, xp.scale, y.data(), rows, n, row_begin, row_end, xp.sum});
   for (size_t i = 0; i < n; ++i) {
     float x_max = 0;
     for (size_t c = 0; c < cols; ++c) x_max = std::max(x_max, std::fabs(x[i * cols + c]));
@@ -108,10 +108,10 @@ TEST_P(Ukernel, EveryTokenOfABatchGetsItsSingleTokenBits) {
     for (auto [begin, end] : {std::pair<uint64_t, uint64_t>{0, rows}, {3, 42}}) {
       // Prepared again for each range: preparing one token reuses the buffer.
       const kernels::PreparedActivations xp = kernels::prepare_activations(k.act, x.data(), n, cols);
-      k.fn(SpmmArgs{&w, xp.data, xp.ld, xp.scale, batch.data(), rows, n, begin, end});
+      k.fn(SpmmArgs{&w, xp.data, xp.ld, xp.scale, batch.data(), rows, n, begin, end, xp.sum});
       for (size_t t = 0; t < n; ++t) {
         const kernels::PreparedActivations xt = kernels::prepare_activations(k.act, x.data() + t * cols, 1, cols);
-        k.fn(SpmmArgs{&w, xt.data, xt.ld, xt.scale, alone.data(), rows, 1, begin, end});
+        k.fn(SpmmArgs{&w, xt.data, xt.ld, xt.scale, alone.data(), rows, 1, begin, end, xt.sum});
         for (uint64_t r = begin; r < end; ++r)
           ASSERT_EQ(std::bit_cast<uint32_t>(batch[t * rows + r]), std::bit_cast<uint32_t>(alone[r]))
               << k.name << " n=" << n << " token " << t << " row " << r << " rows [" << begin << ", " << end << ")";

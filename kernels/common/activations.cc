@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <memory>
+#include <numeric>
 
 #include "sparse/dtype.h"
 #include "sparse/error.h"
@@ -36,7 +37,7 @@ class Scratch {
   size_t capacity_ = 0;
 };
 
-thread_local Scratch t_values, t_scales;
+thread_local Scratch t_values, t_scales, t_sums;
 
 }  // namespace
 
@@ -62,17 +63,18 @@ PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t
       }
       return {out, ld, nullptr};
     }
-    case ActLayout::u8_padded: {
-      auto* out = static_cast<uint8_t*>(t_values.get(n * ld));
+    case ActLayout::s8_padded: {
+      auto* out = static_cast<int8_t*>(t_values.get(n * ld));
       auto* scale = static_cast<float*>(t_scales.get(n * sizeof(float)));
+      auto* sum = static_cast<int32_t*>(t_sums.get(n * sizeof(int32_t)));
       for (size_t i = 0; i < n; ++i) {
         // A token holding NaN or Inf gets a NaN scale, so its outputs are NaN, as in f32.
-        uint8_t* row = out + i * ld;
-        scale[i] = quantize_int8_symmetric(x + i * in, in, reinterpret_cast<int8_t*>(row));
-        for (size_t c = 0; c < in; ++c) row[c] ^= 0x80;  // q + 128: the u8 zero point VPDPBUSD needs
-        std::fill(row + in, row + ld, uint8_t{128});
+        int8_t* row = out + i * ld;
+        scale[i] = quantize_int8_symmetric(x + i * in, in, row);
+        std::fill(row + in, row + ld, int8_t{0});
+        sum[i] = std::accumulate(row, row + in, int32_t{0});
       }
-      return {out, ld, scale};
+      return {out, ld, scale, sum};
     }
     case ActLayout::bf16_pairs: {
       const size_t ldt = round_up(n, 16), pairs = (in + 1) / 2;
@@ -103,7 +105,7 @@ double act_layout_rounding(ActLayout layout) {
   switch (layout) {
     case ActLayout::bf16_padded:
     case ActLayout::bf16_pairs: return 0x1p-9;
-    case ActLayout::u8_padded: return 0.5 / 127.0;
+    case ActLayout::s8_padded: return 0.5 / 127.0;
     default: return 0.0;
   }
 }
@@ -113,7 +115,7 @@ const char* act_layout_name(ActLayout layout) {
     case ActLayout::f32: return "f32";
     case ActLayout::f32_padded: return "f32_padded";
     case ActLayout::bf16_padded: return "bf16_padded";
-    case ActLayout::u8_padded: return "u8_padded";
+    case ActLayout::s8_padded: return "s8_padded";
     case ActLayout::f32_transposed: return "f32_transposed";
     case ActLayout::bf16_pairs: return "bf16_pairs";
   }

@@ -140,7 +140,7 @@ void OnednnMatmul::run(const float* x, size_t n, float* y) {
       break;
     }
     case DType::int8: {
-      // One scale per token, as Lacuna's u8 kernels, so a token's result does
+      // One scale per token, as Lacuna's s8 kernels, so a token's result does
       // not depend on the rest of the batch. oneDNN 2.x scales only output
       // columns, so the token scale is applied after the product. NaN when a
       // token holds NaN or Inf, so its outputs are NaN too.

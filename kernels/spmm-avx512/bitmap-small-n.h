@@ -42,9 +42,8 @@ inline V load_unfolded(const void* p) {
 // (one line 2 KB ahead in the values per group) was no better than none
 // (docs/benchmarks.md, "The prefetch that was not there").
 
-// A mask read into a general register. GCC otherwise loads it straight into a
-// mask register (KMOV k, mem), which on Zen 4 halves the kernel's speed;
-// KMOV k, reg from a plain load does not.
+// A mask read into a general register (for its popcount, or for the expand
+// below where KMOV k, reg measured faster; see fresh_expand_*).
 template <class M>
 inline M load_mask(const M* p) {
   M m;
@@ -61,22 +60,31 @@ inline M load_mask(const M* p) {
 // zero-masked form still waits for its old destination, so when the compiler
 // reuses one register every expand of the loop joins one dependency chain
 // (measured: 2x slower); a fresh zero breaks the chain.
-#define LACUNA_FRESH_EXPAND(name, insn, mask_type, vec_type)                                      \
-  inline vec_type name(mask_type m, vec_type v) {                                                  \
-    vec_type dst;                                                                                  \
-    __asm__("vpxord %0, %0, %0\n\t" insn " %2, %0%{%1%}" : "=&v"(dst) : "Yk"(m), "v"(v)); \
-    return dst;                                                                                    \
+// The mask comes from a general register, or straight from memory (KMOV k,
+// mem). Which is faster depends on the kernel: from memory, one-token bf16
+// ran 3-6 % faster and int8 VNNI 11-14 %, int8 weight-only 4-9 % slower
+// (docs/benchmarks.md, "Masks from memory"); each traits picks its own.
+#define LACUNA_FRESH_EXPAND(name, insn, kmov, mask_type, vec_type)                                           \
+  inline vec_type name(mask_type m, vec_type v) {                                                            \
+    vec_type dst;                                                                                            \
+    __asm__("vpxord %0, %0, %0\n\t" insn " %2, %0%{%1%}" : "=&v"(dst) : "Yk"(m), "v"(v));                  \
+    return dst;                                                                                              \
+  }                                                                                                          \
+  inline vec_type name(const mask_type* m, vec_type v) {                                                     \
+    vec_type dst;                                                                                            \
+    mask_type k;                                                                                             \
+    __asm__(kmov " %2, %1\n\tvpxord %0, %0, %0\n\t" insn " %3, %0%{%1%}" : "=&v"(dst), "=&Yk"(k) : "m"(*m), "v"(v)); \
+    return dst;                                                                                              \
   }
-LACUNA_FRESH_EXPAND(fresh_expand_epi8, "vpexpandb", uint64_t, __m512i)
-LACUNA_FRESH_EXPAND(fresh_expand_epi16, "vpexpandw", uint32_t, __m512i)
-LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", uint16_t, __m512)
+LACUNA_FRESH_EXPAND(fresh_expand_epi8, "vpexpandb", "kmovq", uint64_t, __m512i)
+LACUNA_FRESH_EXPAND(fresh_expand_epi16, "vpexpandw", "kmovd", uint32_t, __m512i)
+LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", "kmovw", uint16_t, __m512)
 #undef LACUNA_FRESH_EXPAND
 
 // Traits: Value (stored element), Mask, XElem (activation element), kWidth
-// (weights per group), Acc, WVec, XVec, zero(), add(a, b), expand(m, p),
-// load_x(p), dot(acc, w, x), kRowSum and row_sum(acc, w) (for zero-point
-// compensation), finish(acc, row_sum, row_scale, x_scale) -> float,
-// kTokenTile (tokens per register tile).
+// (weights per group), Acc, WVec, XVec, zero(), add(a, b), expand(mask
+// pointer, p), load_x(p), dot(acc, w, x), finish(acc, row_scale, args,
+// token) -> float, kTokenTile (tokens per register tile), kRowTile.
 //
 // One row at a time, each (row, token) summing its groups into kSplit
 // accumulators (group g into g % kSplit, added pairwise at the end). The
@@ -88,8 +96,7 @@ LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", uint16_t, __m512)
 // K::kTokenTile tokens share each expanded group: as many as the registers
 // hold beside the expanded group, an activation vector and the traits' own
 // constants (6 for f32, bf16 and int8 weight-only, 24 accumulators; int8
-// with VNNI also keeps a row sum and a vector of ones, and GCC spills part
-// of its tile already at 4, more at 5 or 6, so it stays at 4). A server's
+// with VNNI stays at 4, see its traits). A server's
 // step, whose experts see a few tokens each, then expands each group once
 // or twice instead of two or three times (docs/benchmarks.md, "Six-token
 // tiles"). Two accumulators per token would fit 8 tokens but slowed batch
@@ -110,14 +117,11 @@ template <class K, int NT>
   const auto* x = static_cast<const typename K::XElem*>(a.x) + n0 * a.ldx;
   const typename K::Value* p = values + row_ptr[r];
   typename K::Acc acc[NT][kSplit];
-  typename K::Acc sum = K::zero();
   LACUNA_UNROLL for (int j = 0; j < NT; ++j) LACUNA_UNROLL for (int s = 0; s < kSplit; ++s) acc[j][s] = K::zero();
   // `split` is a compile-time index: a run-time one would move the tile to memory.
   auto group = [&](uint64_t g, auto split) {
-    const typename K::Mask m = load_mask(masks + g);
-    const typename K::WVec wv = K::expand(m, p);
-    p += std::popcount(m);
-    if constexpr (K::kRowSum) sum = K::row_sum(sum, wv);
+    const typename K::WVec wv = K::expand(masks + g, p);
+    p += std::popcount(load_mask(masks + g));
     LACUNA_UNROLL for (int j = 0; j < NT; ++j) acc[j][split] = K::dot(acc[j][split], wv, K::load_x(x + j * a.ldx + g * K::kWidth));
   };
   static_assert(kSplit == 4);
@@ -134,7 +138,7 @@ template <class K, int NT>
   const float row_scale = w.desc().dtype == DType::int8 ? w.section<float>(Section::scales)[r] : 1.0f;
   LACUNA_UNROLL for (int j = 0; j < NT; ++j) {
     const typename K::Acc total = K::add(K::add(acc[j][0], acc[j][1]), K::add(acc[j][2], acc[j][3]));
-    a.y[(n0 + j) * a.ldy + r] = K::finish(total, sum, row_scale, a.x_scale ? a.x_scale[n0 + j] : 1.0f);
+    a.y[(n0 + j) * a.ldy + r] = K::finish(total, row_scale, a, n0 + j);
   }
 }
 
@@ -202,8 +206,6 @@ template <class K, int NR, int NT>
   const typename K::Mask* masks[NR];
   LACUNA_UNROLL for (int i = 0; i < NR; ++i) masks[i] = w.section<typename K::Mask>(Section::masks) + (r0 + i) * groups;
   typename K::Acc part[kSplit][NR][NT];
-  typename K::Acc sum[NR];
-  LACUNA_UNROLL for (int i = 0; i < NR; ++i) sum[i] = K::zero();
   for (uint64_t split = 0; split < kSplit; ++split) {
     const typename K::Value* p[NR];
     LACUNA_UNROLL for (int i = 0; i < NR; ++i) {
@@ -218,9 +220,8 @@ template <class K, int NR, int NT>
       prefetch.step();
       typename K::WVec wv[NR];
       LACUNA_UNROLL for (int i = 0; i < NR; ++i) {
-        wv[i] = K::expand(load_mask(masks[i] + g), p[i]);
+        wv[i] = K::expand(masks[i] + g, p[i]);
         if constexpr (advance) p[i] += popcount4(masks[i] + g);
-        if constexpr (K::kRowSum) sum[i] = K::row_sum(sum[i], wv[i]);
       }
       LACUNA_UNROLL for (int j = 0; j < NT; ++j) {
         const typename K::XVec xv = K::load_x(x + j * a.ldx + g * K::kWidth);
@@ -237,7 +238,7 @@ template <class K, int NR, int NT>
     const float row_scale = w.desc().dtype == DType::int8 ? w.section<float>(Section::scales)[r] : 1.0f;
     LACUNA_UNROLL for (int j = 0; j < NT; ++j) {
       const typename K::Acc total = K::add(K::add(part[0][i][j], part[1][i][j]), K::add(part[2][i][j], part[3][i][j]));
-      a.y[(n0 + j) * a.ldy + r] = K::finish(total, sum[i], row_scale, a.x_scale ? a.x_scale[n0 + j] : 1.0f);
+      a.y[(n0 + j) * a.ldy + r] = K::finish(total, row_scale, a, n0 + j);
     }
   }
 }

@@ -12,14 +12,11 @@ using kernels::avx512::bitmap_small_n;
 // What the f32-accumulating traits share: no zero point, a plain sum.
 struct FloatAccumulator {
   using Acc = __m512;
-  static constexpr bool kRowSum = false;
   static constexpr int kTokenTile = 6;
   static constexpr int kRowTile = 4;
   static Acc zero() { return _mm512_setzero_ps(); }
   static Acc add(Acc a, Acc b) { return _mm512_add_ps(a, b); }
-  template <class W>
-  static Acc row_sum(Acc s, W) { return s; }
-  static float finish(Acc acc, Acc, float row_scale, float) { return _mm512_reduce_add_ps(acc) * row_scale; }
+  static float finish(Acc acc, float row_scale, const SpmmArgs&, size_t) { return _mm512_reduce_add_ps(acc) * row_scale; }
 };
 
 // f32 weights x f32 activations: VEXPANDPS + VFMADD231PS.
@@ -30,7 +27,9 @@ struct F32 : FloatAccumulator {
   static constexpr int kWidth = 16;
   using WVec = __m512;
   using XVec = __m512;
-  static WVec expand(Mask m, const Value* p) { return kernels::avx512::fresh_expand_ps(m, kernels::avx512::load_unfolded<__m512>(p)); }
+  static WVec expand(const Mask* m, const Value* p) {
+    return kernels::avx512::fresh_expand_ps(kernels::avx512::load_mask(m), kernels::avx512::load_unfolded<__m512>(p));
+  }
   static XVec load_x(const XElem* p) { return _mm512_loadu_ps(p); }
   static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_fmadd_ps(w, x, acc); }
 };
@@ -43,38 +42,44 @@ struct Bf16 : FloatAccumulator {
   static constexpr int kWidth = 32;
   using WVec = __m512i;
   using XVec = __m512i;
-  static WVec expand(Mask m, const Value* p) { return kernels::avx512::fresh_expand_epi16(m, kernels::avx512::load_unfolded<__m512i>(p)); }
+  static WVec expand(const Mask* m, const Value* p) { return kernels::avx512::fresh_expand_epi16(m, kernels::avx512::load_unfolded<__m512i>(p)); }
   static XVec load_x(const XElem* p) { return _mm512_loadu_si512(p); }
   static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)x); }
 };
 
-// int8 weights x u8 activations (x quantised per token, +128 zero point),
-// int32 accumulation: VPEXPANDB + VPDPBUSD. The zero point is removed with
-// the row's weight sum, itself one more VPDPBUSD against a vector of ones.
+// int8 weights x s8 activations (x quantised per token), int32 accumulation:
+// VPEXPANDB + VPDPBUSD. VPDPBUSD multiplies unsigned by signed bytes, so the
+// expanded weights are moved to unsigned by flipping their sign bits (w + 128;
+// a pruned weight becomes 128 too) and the activations stay signed; the
+// excess, 128 x the token's sum of its activations over every column, is the
+// same for every row and is taken off once at the end. The row's own weight
+// sum, one more VPDPBUSD per group when the activations carried the +128,
+// is no longer needed: one-token products ran 15-17 % faster.
 struct Int8 {
   using Value = int8_t;
   using Mask = uint64_t;
-  using XElem = uint8_t;
+  using XElem = int8_t;
   static constexpr int kWidth = 64;
   using Acc = __m512i;
   using WVec = __m512i;
   using XVec = __m512i;
-  static constexpr bool kRowSum = true;
   static constexpr int kTokenTile = 4;
   static constexpr int kRowTile = 1;  // two rows measured slower at 4 tokens (GCC spills this tile already)
   static Acc zero() { return _mm512_setzero_si512(); }
   static Acc add(Acc a, Acc b) { return _mm512_add_epi32(a, b); }
-  static WVec expand(Mask m, const Value* p) { return kernels::avx512::fresh_expand_epi8(m, kernels::avx512::load_unfolded<__m512i>(p)); }
+  static WVec expand(const Mask* m, const Value* p) {
+    return _mm512_xor_si512(kernels::avx512::fresh_expand_epi8(m, kernels::avx512::load_unfolded<__m512i>(p)), _mm512_set1_epi8(-128));
+  }
   static XVec load_x(const XElem* p) { return _mm512_loadu_si512(p); }
-  static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_dpbusd_epi32(acc, x, w); }
-  static Acc row_sum(Acc s, WVec w) { return _mm512_dpbusd_epi32(s, _mm512_set1_epi8(1), w); }
-  static float finish(Acc acc, Acc sum, float row_scale, float x_scale) {
-    // Per lane the difference is sum((x_u8 - 128) * w), which fits int32; the
-    // total over all lanes may not, so it is added in int64.
-    const __m512i dot = _mm512_sub_epi32(acc, _mm512_slli_epi32(sum, 7));
-    const __m512i wide = _mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(dot)),
-                                          _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(dot, 1)));
-    return static_cast<float>(_mm512_reduce_add_epi64(wide)) * row_scale * x_scale;
+  static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_dpbusd_epi32(acc, w, x); }
+  static float finish(Acc acc, float row_scale, const SpmmArgs& a, size_t token) {
+    // A lane sums cols / 16 products of at most 255 x 128, which fits int32
+    // below a million columns; the total over the lanes may not, so it is
+    // added in int64.
+    const __m512i wide = _mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc)),
+                                          _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc, 1)));
+    const int64_t dot = _mm512_reduce_add_epi64(wide) - int64_t{128} * a.x_sum[token];
+    return static_cast<float>(dot) * row_scale * a.x_scale[token];
   }
 };
 
@@ -100,8 +105,8 @@ struct Int8WeightOnly : FloatAccumulator {
       default: return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(w, 3)));
     }
   }
-  static WVec expand(Mask m, const Value* p) {
-    const __m512i w = kernels::avx512::fresh_expand_epi8(m, kernels::avx512::load_unfolded<__m512i>(p));
+  static WVec expand(const Mask* m, const Value* p) {
+    const __m512i w = kernels::avx512::fresh_expand_epi8(kernels::avx512::load_mask(m), kernels::avx512::load_unfolded<__m512i>(p));
     // _mm512_cvtne2ps_pbh(a, b) puts b in the low half: weights stay in column order.
     return {(__m512i)_mm512_cvtne2ps_pbh(quarter(w, 1), quarter(w, 0)), (__m512i)_mm512_cvtne2ps_pbh(quarter(w, 3), quarter(w, 2))};
   }
