@@ -46,6 +46,8 @@ std::string spmm_decline_reason(const SpmmUkernel& k, const TensorDesc& w, size_
            std::to_string(k.block_cols);
   if (n < k.min_n || (k.max_n && n > k.max_n))
     return "batch " + std::to_string(n) + " is outside " + std::to_string(k.min_n) + ".." + (k.max_n ? std::to_string(k.max_n) : "");
+  if (k.act == ActLayout::s8_padded && w.cols() > kS8PaddedMaxColumns)
+    return std::to_string(w.cols()) + " columns overflow its int32 sums (at most " + std::to_string(kS8PaddedMaxColumns) + ")";
   return cpu.why_unavailable(k.features);
 }
 

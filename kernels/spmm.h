@@ -24,6 +24,10 @@ enum class ActLayout : uint8_t {
   bf16_pairs,      // [ceil(in/2)][ld][2] bf16, ld as f32_transposed: a column pair of one token per dword lane
 };
 const char* act_layout_name(ActLayout layout);
+// The widest weight row a kernel on s8_padded activations accepts: its int32
+// lanes each sum cols / 16 byte products of at most 255 x 128 (VPDPBUSD
+// groups four per lane), which stays below 2^31 up to about 1.05 M columns.
+inline constexpr uint64_t kS8PaddedMaxColumns = uint64_t{1} << 20;
 // How far one activation may move when stored in `layout`, relative to its
 // token's largest |x|: 0 for f32 layouts, 2^-9 for bf16, 1/254 for s8.
 double act_layout_rounding(ActLayout layout);

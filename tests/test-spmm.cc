@@ -197,6 +197,24 @@ TEST(Dispatch, DeclineReasonsNameTheCause) {
   EXPECT_NE(spmm_decline_reason(fake, TensorDesc::matrix(Format::csr, DType::bf16, 8, 8), 32, capped).find("not bitmap"), std::string::npos);
 }
 
+TEST(Dispatch, S8ActivationKernelsDeclineRowsTooWideForTheirInt32Sums) {
+  int checked = 0;
+  for (const SpmmUkernel& k : spmm_ukernels()) {
+    if (k.act != ActLayout::s8_padded) continue;
+    CpuInfo all;
+    all.reported = all.usable = all.features = k.features;
+    const TensorDesc fits = TensorDesc::matrix(k.format, k.dtype, 8, kS8PaddedMaxColumns);
+    const TensorDesc too_wide = TensorDesc::matrix(k.format, k.dtype, 8, kS8PaddedMaxColumns + 64);
+    EXPECT_EQ(spmm_decline_reason(k, fits, 1, all), "") << k.name;
+    EXPECT_NE(spmm_decline_reason(k, too_wide, 1, all).find("1048640 columns overflow its int32 sums"), std::string::npos) << k.name;
+    const SpmmChoice choice = choose_spmm(too_wide, 1, all);
+    EXPECT_NE(choice.kernel, &k) << k.name;
+    EXPECT_NE(choice.kernel->act, ActLayout::s8_padded) << k.name;
+    ++checked;
+  }
+  if (checked == 0) GTEST_SKIP() << "no kernel on s8 activations is compiled in";
+}
+
 TEST(CpuFeatures, MaxIsaCapsFeaturesAndRejectsUnknownLevels) {
   const CpuInfo scalar = probe_cpu("scalar");
   EXPECT_EQ(scalar.features, 0u);

@@ -63,7 +63,8 @@ inline M load_mask(const M* p) {
 // The mask comes from a general register, or straight from memory (KMOV k,
 // mem). Which is faster depends on the kernel: from memory, one-token bf16
 // ran 3-6 % faster and int8 VNNI 11-14 %, int8 weight-only 4-9 % slower
-// (docs/benchmarks.md, "Masks from memory"); each traits picks its own.
+// (docs/benchmarks.md, "Masks from memory"); each traits says which with
+// kMaskFromMemory, and expand_group below passes the mask that way.
 #define LACUNA_FRESH_EXPAND(name, insn, kmov, mask_type, vec_type)                                           \
   inline vec_type name(mask_type m, vec_type v) {                                                            \
     vec_type dst;                                                                                            \
@@ -82,9 +83,10 @@ LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", "kmovw", uint16_t, __m512)
 #undef LACUNA_FRESH_EXPAND
 
 // Traits: Value (stored element), Mask, XElem (activation element), kWidth
-// (weights per group), Acc, WVec, XVec, zero(), add(a, b), expand(mask
-// pointer, p), load_x(p), dot(acc, w, x), finish(acc, row_scale, args,
-// token) -> float, kTokenTile (tokens per register tile), kRowTile.
+// (weights per group), Acc, WVec, XVec, zero(), add(a, b), expand(mask or
+// mask pointer, p), kMaskFromMemory, load_x(p), dot(acc, w, x),
+// finish(acc, row_scale, args, token) -> float, kTokenTile (tokens per
+// register tile), kRowTile.
 //
 // One row at a time, each (row, token) summing its groups into kSplit
 // accumulators (group g into g % kSplit, added pairwise at the end). The
@@ -105,6 +107,19 @@ LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", "kmovw", uint16_t, __m512)
 // bits whatever batch it is computed in.
 inline constexpr int kSplit = 4;
 
+// Expands the group at `mask` whose word is already in a general register
+// (`loaded`, read for the popcount anyway): the expand takes the word from
+// there, or from memory when the traits ask for it. A traits reading from
+// memory leaves `loaded` unused, so a caller that loaded it only for this
+// call costs nothing.
+template <class K>
+inline typename K::WVec expand_group(const typename K::Mask* mask, typename K::Mask loaded, const typename K::Value* p) {
+  if constexpr (K::kMaskFromMemory)
+    return K::expand(mask, p);
+  else
+    return K::expand(loaded, p);
+}
+
 // Each tile is a function of its own: inlined into bitmap_small_n, the one-token
 // tile's loop got worse registers and ran 25 % slower.
 template <class K, int NT>
@@ -120,8 +135,9 @@ template <class K, int NT>
   LACUNA_UNROLL for (int j = 0; j < NT; ++j) LACUNA_UNROLL for (int s = 0; s < kSplit; ++s) acc[j][s] = K::zero();
   // `split` is a compile-time index: a run-time one would move the tile to memory.
   auto group = [&](uint64_t g, auto split) {
-    const typename K::WVec wv = K::expand(masks + g, p);
-    p += std::popcount(load_mask(masks + g));
+    const typename K::Mask m = load_mask(masks + g);
+    const typename K::WVec wv = expand_group<K>(masks + g, m, p);
+    p += std::popcount(m);
     LACUNA_UNROLL for (int j = 0; j < NT; ++j) acc[j][split] = K::dot(acc[j][split], wv, K::load_x(x + j * a.ldx + g * K::kWidth));
   };
   static_assert(kSplit == 4);
@@ -220,7 +236,7 @@ template <class K, int NR, int NT>
       prefetch.step();
       typename K::WVec wv[NR];
       LACUNA_UNROLL for (int i = 0; i < NR; ++i) {
-        wv[i] = K::expand(masks[i] + g, p[i]);
+        wv[i] = expand_group<K>(masks[i] + g, load_mask(masks[i] + g), p[i]);
         if constexpr (advance) p[i] += popcount4(masks[i] + g);
       }
       LACUNA_UNROLL for (int j = 0; j < NT; ++j) {

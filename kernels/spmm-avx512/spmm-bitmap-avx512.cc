@@ -27,8 +27,10 @@ struct F32 : FloatAccumulator {
   static constexpr int kWidth = 16;
   using WVec = __m512;
   using XVec = __m512;
-  static WVec expand(const Mask* m, const Value* p) {
-    return kernels::avx512::fresh_expand_ps(kernels::avx512::load_mask(m), kernels::avx512::load_unfolded<__m512>(p));
+  static constexpr bool kMaskFromMemory = false;
+  template <class MaskSource>
+  static WVec expand(MaskSource m, const Value* p) {
+    return kernels::avx512::fresh_expand_ps(m, kernels::avx512::load_unfolded<__m512>(p));
   }
   static XVec load_x(const XElem* p) { return _mm512_loadu_ps(p); }
   static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_fmadd_ps(w, x, acc); }
@@ -42,7 +44,11 @@ struct Bf16 : FloatAccumulator {
   static constexpr int kWidth = 32;
   using WVec = __m512i;
   using XVec = __m512i;
-  static WVec expand(const Mask* m, const Value* p) { return kernels::avx512::fresh_expand_epi16(m, kernels::avx512::load_unfolded<__m512i>(p)); }
+  static constexpr bool kMaskFromMemory = true;
+  template <class MaskSource>
+  static WVec expand(MaskSource m, const Value* p) {
+    return kernels::avx512::fresh_expand_epi16(m, kernels::avx512::load_unfolded<__m512i>(p));
+  }
   static XVec load_x(const XElem* p) { return _mm512_loadu_si512(p); }
   static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)x); }
 };
@@ -67,15 +73,16 @@ struct Int8 {
   static constexpr int kRowTile = 1;  // two rows measured slower at 4 tokens (GCC spills this tile already)
   static Acc zero() { return _mm512_setzero_si512(); }
   static Acc add(Acc a, Acc b) { return _mm512_add_epi32(a, b); }
-  static WVec expand(const Mask* m, const Value* p) {
+  static constexpr bool kMaskFromMemory = true;
+  template <class MaskSource>
+  static WVec expand(MaskSource m, const Value* p) {
     return _mm512_xor_si512(kernels::avx512::fresh_expand_epi8(m, kernels::avx512::load_unfolded<__m512i>(p)), _mm512_set1_epi8(-128));
   }
   static XVec load_x(const XElem* p) { return _mm512_loadu_si512(p); }
   static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_dpbusd_epi32(acc, w, x); }
   static float finish(Acc acc, float row_scale, const SpmmArgs& a, size_t token) {
-    // A lane sums cols / 16 products of at most 255 x 128, which fits int32
-    // below a million columns; the total over the lanes may not, so it is
-    // added in int64.
+    // A lane fits int32 (wider rows are declined: kS8PaddedMaxColumns); the
+    // total over the lanes may not, so it is added in int64.
     const __m512i wide = _mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc)),
                                           _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc, 1)));
     const int64_t dot = _mm512_reduce_add_epi64(wide) - int64_t{128} * a.x_sum[token];
@@ -105,8 +112,10 @@ struct Int8WeightOnly : FloatAccumulator {
       default: return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(w, 3)));
     }
   }
-  static WVec expand(const Mask* m, const Value* p) {
-    const __m512i w = kernels::avx512::fresh_expand_epi8(kernels::avx512::load_mask(m), kernels::avx512::load_unfolded<__m512i>(p));
+  static constexpr bool kMaskFromMemory = false;
+  template <class MaskSource>
+  static WVec expand(MaskSource m, const Value* p) {
+    const __m512i w = kernels::avx512::fresh_expand_epi8(m, kernels::avx512::load_unfolded<__m512i>(p));
     // _mm512_cvtne2ps_pbh(a, b) puts b in the low half: weights stay in column order.
     return {(__m512i)_mm512_cvtne2ps_pbh(quarter(w, 1), quarter(w, 0)), (__m512i)_mm512_cvtne2ps_pbh(quarter(w, 3), quarter(w, 2))};
   }
