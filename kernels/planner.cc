@@ -1,7 +1,6 @@
 #include "kernels/planner.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 
 namespace lacuna {
@@ -110,9 +109,11 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
       case ActLayout::bf16_padded:
       case ActLayout::s8_padded:
       case ActLayout::f32_padded: {
+        // Groups are expanded (and int8 widened for bf16 activations) once
+        // per row at any batch: one tile, or rows expanded once for all tiles.
         const bool widens = k.act == ActLayout::bf16_padded && dtype == DType::int8;
         compute = static_cast<double>(rows * group_count(desc)) *
-                  (m.bitmap_row_group + (widens ? m.bitmap_widen_row_group * std::ceil(nn / 4) : 0) +
+                  (m.bitmap_row_group + (widens ? m.bitmap_widen_row_group : 0) +
                    (nn - 1) * m.bitmap_row_group_token * bitmap_group_width(dtype) / 32.0) *
                   ((k.features & kAvx512F) ? 1.0 : m.portable_slowdown);
         break;

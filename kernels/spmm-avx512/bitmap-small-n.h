@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <vector>
 
 #include "kernels/common/token-tiles.h"
 #include "kernels/spmm.h"
@@ -86,7 +87,7 @@ LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", "kmovw", uint16_t, __m512)
 // (weights per group), Acc, WVec, XVec, zero(), add(a, b), expand(mask or
 // mask pointer, p), kMaskFromMemory, load_x(p), dot(acc, w, x),
 // finish(acc, row_scale, args, token) -> float, kTokenTile (tokens per
-// register tile), kRowTile.
+// register tile), kRowTile, kExpandOnce (see bitmap_small_n).
 //
 // One row at a time, each (row, token) summing its groups into kSplit
 // accumulators (group g into g % kSplit, added pairwise at the end). The
@@ -120,10 +121,46 @@ inline typename K::WVec expand_group(const typename K::Mask* mask, typename K::M
     return K::expand(loaded, p);
 }
 
+// One group as a tile expands it. A struct, since a vector of bare SIMD
+// types would drop their alignment attribute.
+template <class K>
+struct ExpandedGroup {
+  typename K::WVec w;
+};
+
+// Rows of expanded groups lie this many groups apart: one more than a row
+// holds, since rows a power of two apart (4096 f32 columns: 16 KB) put the
+// tile's row streams into the same L1 sets, beside activation rows with the
+// same stride (f32 tiles at 16 tokens ran 1.6-1.9x the time of expanding in
+// place, 1.2-1.4x with the extra group).
+inline uint64_t expanded_row_stride(uint64_t groups) { return groups + 1; }
+
+// Expands rows r0 .. r0 + rows - 1 into `out` (rows expanded_row_stride apart), each group
+// exactly as a tile expands it, for the tiles of further tokens over the
+// same rows to read instead of expanding again (see bitmap_small_n).
+template <class K>
+void expand_rows(const SpmmArgs& a, uint64_t r0, int rows, ExpandedGroup<K>* out) {
+  const Tensor& w = *a.w;
+  const uint64_t groups = group_count(w.desc());
+  const uint64_t* row_ptr = w.section<uint64_t>(Section::row_ptr);
+  const auto* values = w.section<typename K::Value>(Section::values);
+  for (int i = 0; i < rows; ++i) {
+    const auto* masks = w.section<typename K::Mask>(Section::masks) + (r0 + i) * groups;
+    const typename K::Value* p = values + row_ptr[r0 + i];
+    for (uint64_t g = 0; g < groups; ++g) {
+      const typename K::Mask m = load_mask(masks + g);
+      out[i * expanded_row_stride(groups) + g].w = expand_group<K>(masks + g, m, p);
+      p += std::popcount(m);
+    }
+  }
+}
+
 // Each tile is a function of its own: inlined into bitmap_small_n, the one-token
-// tile's loop got worse registers and ran 25 % slower.
-template <class K, int NT>
-[[gnu::noinline]] void bitmap_row_tile(const SpmmArgs& a, uint64_t r, size_t n0) {
+// tile's loop got worse registers and ran 25 % slower. With kExpanded the
+// tile reads its rows' groups from `expanded` (expand_rows), otherwise it
+// expands them from the bitmap.
+template <class K, int NT, bool kExpanded>
+[[gnu::noinline]] void bitmap_row_tile(const SpmmArgs& a, uint64_t r, size_t n0, const ExpandedGroup<K>* expanded) {
   const Tensor& w = *a.w;
   const uint64_t groups = group_count(w.desc());
   const auto* masks = w.section<typename K::Mask>(Section::masks) + r * groups;
@@ -135,9 +172,14 @@ template <class K, int NT>
   LACUNA_UNROLL for (int j = 0; j < NT; ++j) LACUNA_UNROLL for (int s = 0; s < kSplit; ++s) acc[j][s] = K::zero();
   // `split` is a compile-time index: a run-time one would move the tile to memory.
   auto group = [&](uint64_t g, auto split) {
-    const typename K::Mask m = load_mask(masks + g);
-    const typename K::WVec wv = expand_group<K>(masks + g, m, p);
-    p += std::popcount(m);
+    typename K::WVec wv;
+    if constexpr (kExpanded) {
+      wv = expanded[g].w;
+    } else {
+      const typename K::Mask m = load_mask(masks + g);
+      wv = expand_group<K>(masks + g, m, p);
+      p += std::popcount(m);
+    }
     LACUNA_UNROLL for (int j = 0; j < NT; ++j) acc[j][split] = K::dot(acc[j][split], wv, K::load_x(x + j * a.ldx + g * K::kWidth));
   };
   static_assert(kSplit == 4);
@@ -212,8 +254,9 @@ class RowPrefetch {
 // therefore the same bits as in the one-row tile, at every batch size. Not
 // used for one token: NR rows are 2 x NR streams the hardware prefetcher
 // follows worse than two, and one token is bound by memory, not by loads.
-template <class K, int NR, int NT>
-[[gnu::noinline]] void bitmap_rows_tile(const SpmmArgs& a, uint64_t r0, size_t n0, RowPrefetch<K>& prefetch) {
+template <class K, int NR, int NT, bool kExpanded>
+[[gnu::noinline]] void bitmap_rows_tile(const SpmmArgs& a, uint64_t r0, size_t n0, RowPrefetch<K>& prefetch,
+                                        const ExpandedGroup<K>* expanded) {
   const Tensor& w = *a.w;
   const uint64_t groups = group_count(w.desc());
   const uint64_t* row_ptr = w.section<uint64_t>(Section::row_ptr);
@@ -224,9 +267,11 @@ template <class K, int NR, int NT>
   typename K::Acc part[kSplit][NR][NT];
   for (uint64_t split = 0; split < kSplit; ++split) {
     const typename K::Value* p[NR];
-    LACUNA_UNROLL for (int i = 0; i < NR; ++i) {
-      p[i] = values + row_ptr[r0 + i];
-      for (uint64_t g = 0; g < split && g < groups; ++g) p[i] += std::popcount(masks[i][g]);
+    if constexpr (!kExpanded) {
+      LACUNA_UNROLL for (int i = 0; i < NR; ++i) {
+        p[i] = values + row_ptr[r0 + i];
+        for (uint64_t g = 0; g < split && g < groups; ++g) p[i] += std::popcount(masks[i][g]);
+      }
     }
     typename K::Acc acc[NR][NT];
     LACUNA_UNROLL for (int i = 0; i < NR; ++i) LACUNA_UNROLL for (int j = 0; j < NT; ++j) acc[i][j] = K::zero();
@@ -236,8 +281,12 @@ template <class K, int NR, int NT>
       prefetch.step();
       typename K::WVec wv[NR];
       LACUNA_UNROLL for (int i = 0; i < NR; ++i) {
-        wv[i] = expand_group<K>(masks[i] + g, load_mask(masks[i] + g), p[i]);
-        if constexpr (advance) p[i] += popcount4(masks[i] + g);
+        if constexpr (kExpanded) {
+          wv[i] = expanded[i * expanded_row_stride(groups) + g].w;
+        } else {
+          wv[i] = expand_group<K>(masks[i] + g, load_mask(masks[i] + g), p[i]);
+          if constexpr (advance) p[i] += popcount4(masks[i] + g);
+        }
       }
       LACUNA_UNROLL for (int j = 0; j < NT; ++j) {
         const typename K::XVec xv = K::load_x(x + j * a.ldx + g * K::kWidth);
@@ -262,18 +311,42 @@ template <class K, int NR, int NT>
 // One token: one row at a time (bound by memory). More: K::kRowTile rows at
 // once in tiles of up to K::kTokenTile tokens, the rest of the rows one at a
 // time; every (row, token) gets the same bits either way.
+// More tokens than one tile holds: every tile over the same rows would expand
+// the same groups again (mask load, KMOV, expand, popcount: 2-3 cycles a
+// group, most of a small tile's time), so where the traits say kExpandOnce
+// the rows are expanded once into a per-thread buffer (a 4-row tile of 2048
+// bf16 columns is 16 KB) and the tiles read it. The tiles compute the same
+// instructions on the same expanded vectors, so the bits do not change.
+// Warm 4096x4096, 16 tokens: bf16 0.87-0.89x the time, int8 VNNI 0.94-0.97x,
+// int8 weight-only (whose widening is then done once) 0.70-0.71x; f32 1.2-1.4x,
+// so f32 expands in place (docs/benchmarks.md, "Rows expanded once").
 template <class K>
 void bitmap_small_n(const SpmmArgs& a) {
-  uint64_t r = a.row_begin;
-  if (K::kRowTile > 1 && a.n >= 2) {
-    if (r + K::kRowTile <= a.row_end) RowPrefetch<K>(*a.w, r, r + K::kRowTile).all();
-    for (; r + K::kRowTile <= a.row_end; r += K::kRowTile) {
-      RowPrefetch<K> next(*a.w, r + K::kRowTile, std::min<uint64_t>(r + 2 * K::kRowTile, a.row_end));
-      for_balanced_token_tiles<K::kTokenTile>(a.n, [&](auto tile, size_t n0) { bitmap_rows_tile<K, K::kRowTile, tile>(a, r, n0, next); });
+  thread_local std::vector<ExpandedGroup<K>> expanded;
+  const auto run = [&](auto kept) {
+    const ExpandedGroup<K>* e = nullptr;
+    if constexpr (kept) {
+      expanded.resize(static_cast<size_t>(K::kRowTile) * expanded_row_stride(group_count(a.w->desc())));
+      e = expanded.data();
     }
+    uint64_t r = a.row_begin;
+    if (K::kRowTile > 1 && a.n >= 2) {
+      if (r + K::kRowTile <= a.row_end) RowPrefetch<K>(*a.w, r, r + K::kRowTile).all();
+      for (; r + K::kRowTile <= a.row_end; r += K::kRowTile) {
+        RowPrefetch<K> next(*a.w, r + K::kRowTile, std::min<uint64_t>(r + 2 * K::kRowTile, a.row_end));
+        if constexpr (kept) expand_rows<K>(a, r, K::kRowTile, expanded.data());
+        for_balanced_token_tiles<K::kTokenTile>(a.n, [&](auto tile, size_t n0) { bitmap_rows_tile<K, K::kRowTile, tile, kept>(a, r, n0, next, e); });
+      }
+    }
+    for (; r < a.row_end; ++r) {
+      if constexpr (kept) expand_rows<K>(a, r, 1, expanded.data());
+      for_token_tiles<K::kTokenTile>(a.n, [&](auto tile, size_t n0) { bitmap_row_tile<K, tile, kept>(a, r, n0, e); });
+    }
+  };
+  if constexpr (K::kExpandOnce) {
+    if (a.n > static_cast<size_t>(K::kTokenTile)) return run(std::true_type{});
   }
-  for (; r < a.row_end; ++r)
-    for_token_tiles<K::kTokenTile>(a.n, [&](auto tile, size_t n0) { bitmap_row_tile<K, tile>(a, r, n0); });
+  run(std::false_type{});
 }
 
 }  // namespace lacuna::kernels::avx512
