@@ -317,8 +317,9 @@ template <class K, int NR, int NT, bool kExpanded>
 // the rows are expanded once into a per-thread buffer (a 4-row tile of 2048
 // bf16 columns is 16 KB) and the tiles read it. The tiles compute the same
 // instructions on the same expanded vectors, so the bits do not change.
-// Warm 4096x4096, 16 tokens: bf16 0.87-0.89x the time, int8 VNNI 0.94-0.97x,
-// int8 weight-only (whose widening is then done once) 0.70-0.71x; f32 1.2-1.4x,
+// Warm 4096x4096, 16 / 64 tokens, two noisy runs: bf16 0.87-0.98x / 0.78-0.93x
+// the time, int8 VNNI 0.93-0.97x / 0.73-0.90x, int8 weight-only (whose
+// widening is then done once) 0.69-0.74x / 0.61-0.67x; f32 1.2-1.4x at 16,
 // so f32 expands in place (docs/benchmarks.md, "Rows expanded once").
 template <class K>
 void bitmap_small_n(const SpmmArgs& a) {
