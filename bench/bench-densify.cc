@@ -1,6 +1,9 @@
-// Large batches on bitmap weights: the fastest sparse kernel against the
-// weight expanded into dense rows and run through oneDNN in place, with
-// oneDNN on its own packed dense copy as the baseline, in the same run.
+// Large batches on bitmap weights: the sparse kernel dispatch picks for the
+// batch, and the small-batch kernel (dispatch's pick for one token, which
+// takes up to its max_n tokens and is what the server runs at every size),
+// against the weight expanded into dense rows and run through oneDNN in
+// place, with oneDNN on its own packed dense copy as the baseline, in the
+// same run.
 // Warm weights: at these batch sizes the products are bound by compute.
 //   bench-densify [--quick]
 #include <omp.h>
@@ -42,8 +45,8 @@ int main(int argc, char** argv) {
   const int runs = quick ? 3 : 9;
   std::printf("machine: %s, %d threads, isa %s\n", cpu_info().brand.c_str(), omp_get_max_threads(), isa_level_name(cpu_info().level()));
   std::printf("warm weights; medians of %d runs; x: oneDNN on its packed dense copy (the baseline) over the other two\n\n", runs);
-  std::printf("%-12s %-5s %5s %5s %10s %14s %10s %8s %8s  %s\n", "shape", "dtype", "sp", "n", "sparse_ms", "densify+dnn_ms", "dense_ms", "sparse", "densify",
-              "sparse kernel");
+  std::printf("%-12s %-5s %5s %5s %10s %10s %14s %10s %8s %8s %8s  %s\n", "shape", "dtype", "sp", "n", "sparse_ms", "small_ms", "densify+dnn_ms",
+              "dense_ms", "sparse", "small", "densify", "sparse kernel / small-batch kernel");
   struct Shape {
     size_t in, out;
   };
@@ -60,11 +63,14 @@ int main(int argc, char** argv) {
         const Tensor expanded_weight = Tensor::wrap(dense.desc(), scratch.data(), nullptr);
         std::mt19937 rng(2);
         std::uniform_real_distribution<float> u(-1, 1);
+        const SpmmUkernel& small_kernel = *choose_spmm(w.desc(), 1).kernel;
         for (size_t n : {16, 32, 64, 128, 256}) {
           std::vector<float> x(n * s.in), y(n * s.out);
           for (float& v : x) v = u(rng);
           const SpmmChoice k = choose_spmm(w.desc(), n);
           const double sparse = median_ms([&] { spmm_run(*k.kernel, w, x.data(), n, y.data()); }, runs);
+          const bool small_fits = !small_kernel.max_n || n <= small_kernel.max_n;
+          const double small = small_fits ? median_ms([&] { spmm_run(small_kernel, w, x.data(), n, y.data()); }, runs) : 0;
           const double expanded = median_ms(
               [&] {
                 densify_bitmap(w, scratch.data());
@@ -75,8 +81,13 @@ int main(int argc, char** argv) {
           const double base = median_ms([&] { packed.run(x.data(), n, y.data()); }, runs);
           char shape[32];
           std::snprintf(shape, sizeof shape, "%zu->%zu", s.in, s.out);
-          std::printf("%-12s %-5s %4.0f%% %5zu %10.3f %14.3f %10.3f %7.2fx %7.2fx  %s\n", shape, dtype_name(dtype), 100 * sparsity, n, sparse, expanded,
-                      base, base / sparse, base / expanded, k.kernel->name);
+          char small_ms[16] = "-", small_x[16] = "-";
+          if (small_fits) {
+            std::snprintf(small_ms, sizeof small_ms, "%.3f", small);
+            std::snprintf(small_x, sizeof small_x, "%.2fx", base / small);
+          }
+          std::printf("%-12s %-5s %4.0f%% %5zu %10.3f %10s %14.3f %10.3f %7.2fx %8s %7.2fx  %s / %s\n", shape, dtype_name(dtype), 100 * sparsity, n,
+                      sparse, small_ms, expanded, base, base / sparse, small_x, base / expanded, k.kernel->name, small_kernel.name);
           std::fflush(stdout);
         }
       }
