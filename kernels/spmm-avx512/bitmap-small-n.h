@@ -121,6 +121,16 @@ inline typename K::WVec expand_group(const typename K::Mask* mask, typename K::M
     return K::expand(loaded, p);
 }
 
+// Expands the group at `mask` from the row's value pointer `p` and moves `p`
+// past the group's values: one step of a row walk.
+template <class K>
+inline typename K::WVec expand_and_advance(const typename K::Mask* mask, const typename K::Value*& p) {
+  const typename K::Mask m = load_mask(mask);
+  const typename K::WVec wv = expand_group<K>(mask, m, p);
+  p += std::popcount(m);
+  return wv;
+}
+
 // One group as a tile expands it. A struct, since a vector of bare SIMD
 // types would drop their alignment attribute.
 template <class K>
@@ -147,11 +157,7 @@ void expand_rows(const SpmmArgs& a, uint64_t r0, int rows, ExpandedGroup<K>* out
   for (int i = 0; i < rows; ++i) {
     const auto* masks = w.section<typename K::Mask>(Section::masks) + (r0 + i) * groups;
     const typename K::Value* p = values + row_ptr[r0 + i];
-    for (uint64_t g = 0; g < groups; ++g) {
-      const typename K::Mask m = load_mask(masks + g);
-      out[i * expanded_row_stride(groups) + g].w = expand_group<K>(masks + g, m, p);
-      p += std::popcount(m);
-    }
+    for (uint64_t g = 0; g < groups; ++g) out[i * expanded_row_stride(groups) + g].w = expand_and_advance<K>(masks + g, p);
   }
 }
 
@@ -173,13 +179,10 @@ template <class K, int NT, bool kExpanded>
   // `split` is a compile-time index: a run-time one would move the tile to memory.
   auto group = [&](uint64_t g, auto split) {
     typename K::WVec wv;
-    if constexpr (kExpanded) {
+    if constexpr (kExpanded)
       wv = expanded[g].w;
-    } else {
-      const typename K::Mask m = load_mask(masks + g);
-      wv = expand_group<K>(masks + g, m, p);
-      p += std::popcount(m);
-    }
+    else
+      wv = expand_and_advance<K>(masks + g, p);
     LACUNA_UNROLL for (int j = 0; j < NT; ++j) acc[j][split] = K::dot(acc[j][split], wv, K::load_x(x + j * a.ldx + g * K::kWidth));
   };
   static_assert(kSplit == 4);
