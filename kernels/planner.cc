@@ -109,8 +109,10 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
       case ActLayout::bf16_padded:
       case ActLayout::s8_padded:
       case ActLayout::f32_padded: {
-        // Groups are expanded (and int8 widened for bf16 activations) once
-        // per row at any batch: one tile, or rows expanded once for all tiles.
+        // The int8 weight-only kernel (bf16 activations) widens each group
+        // once per row at any batch: one token tile, or rows expanded once
+        // for all tiles. Re-expanding per token tile, which the f32 and
+        // portable kernels still do, is not modelled.
         const bool widens = k.act == ActLayout::bf16_padded && dtype == DType::int8;
         compute = static_cast<double>(rows * group_count(desc)) *
                   (m.bitmap_row_group + (widens ? m.bitmap_widen_row_group : 0) +
