@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -342,6 +343,44 @@ TEST(Cli, BenchServeRunsEveryLevelInEachRound) {
     EXPECT_EQ(bad.output.find("load:"), std::string::npos) << rounds << " started the load test";
   }
   for (const std::string& f : {model, csv}) std::filesystem::remove(f);
+  std::filesystem::remove_all(dir);
+}
+
+// The model benchmark end to end on the tiny preset: one CSV row per model,
+// batch and phase, and the byte ratio (dense bf16's weight bytes per decoded
+// token over the model's): 1 for the baseline itself; for 70 % bitmap weights
+// above 1 and below what the pruned weights alone allow (2 bytes against
+// 0.725 for bf16, 0.425 for int8: the output projection stays dense).
+TEST(Cli, BenchModelReportsEachPointAndItsByteRatio) {
+  const std::string dir = temp_path("bench-model"), csv = temp_path("bench-model.csv");
+  const CliRun r = run("bench model --preset tiny --work-dir " + dir +
+                       " --sparsity 0.7 --dtypes bf16,int8 --batch 1,4 --prompt 16 --repetitions 1 --decode-steps 2 --csv " + csv);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("byte ratio"), std::string::npos) << r.output;
+  std::ifstream in(csv);
+  std::string header;
+  std::getline(in, header);
+  EXPECT_EQ(header, "model,sparsity,dtype,batch,phase,tokens_per_s,speedup_vs_dense,peak_rss_mb,pct_bandwidth_limit,byte_ratio_vs_dense,label");
+  std::map<std::string, double> ratio;  // label -> byte ratio
+  size_t rows = 0;
+  for (std::string line; std::getline(in, line); ++rows) {
+    std::vector<std::string> f;
+    std::istringstream fields(line);
+    for (std::string v; std::getline(fields, v, ',');) f.push_back(v);
+    ASSERT_EQ(f.size(), 11u) << line;
+    EXPECT_GT(std::stod(f[5]), 0) << line;
+    const double byte_ratio = std::stod(f[9]);
+    const auto [known, fresh] = ratio.emplace(f[10], byte_ratio);
+    EXPECT_EQ(known->second, byte_ratio) << "one model, one ratio: " << line;
+  }
+  EXPECT_EQ(rows, 3u * 3u);  // three models: decode at two batch sizes, prefill
+  ASSERT_EQ(ratio.size(), 3u);
+  EXPECT_DOUBLE_EQ(ratio["dense bf16 (oneDNN)"], 1.0);
+  EXPECT_GT(ratio["70% bf16 auto"], 1.2);
+  EXPECT_LT(ratio["70% bf16 auto"], 2.0 / 0.725);
+  EXPECT_GT(ratio["70% int8 auto"], ratio["70% bf16 auto"]);
+  EXPECT_LT(ratio["70% int8 auto"], 2.0 / 0.425);
+  std::filesystem::remove(csv);
   std::filesystem::remove_all(dir);
 }
 

@@ -44,6 +44,7 @@ struct Row {
   double speedup = 0;
   double peak_rss_mb = 0;
   double pct_bandwidth_limit = 0;  // decode only
+  double byte_ratio = 0;           // dense bf16's weight bytes per decoded token / this model's
 };
 
 struct Measured : PairedSpeed {
@@ -156,6 +157,9 @@ PairedSpeed measure_paired(const std::string& path, const std::string& baseline_
     m.decode_tps.push_back(static_cast<double>(batch) / median(t));
     m.decode_ratio.push_back(median(ratio));
   }
+  // Untimed: each model's first prompt also creates its oneDNN primitives.
+  base.prefill();
+  model.prefill();
   std::vector<double> t, ratio;
   for (int r = 0; r < o.repetitions; ++r) {
     const double b = base.prefill(), x = model.prefill();
@@ -200,8 +204,9 @@ int run_model_bench(const ModelBenchOptions& o) {
   }
   std::printf("model: %s %s; prompt %d tokens; %d timed decode steps per batch size (median); %d prefill runs (median)\n"
               "vs dense: the median ratio of steps alternated with the dense bf16 model in one process; %% bw limit: decode tokens/s\n"
-              "against the bandwidth above / weight bytes read per token (attention, top-k experts, output); peak MB: the model\n"
-              "alone in its own process\n\n",
+              "against the bandwidth above / weight bytes read per token (attention, top-k experts, output); byte ratio: dense bf16's\n"
+              "weight bytes per token / this model's, the batch-1 decode ratio if both streamed their weights equally fast; peak MB:\n"
+              "the model alone in its own process\n\n",
               o.arch.c_str(), o.preset.c_str(), o.prompt_tokens, o.decode_steps, o.repetitions);
 
   auto convert = [&](double sparsity, const std::string& dtype, bool dense) {
@@ -216,18 +221,25 @@ int run_model_bench(const ModelBenchOptions& o) {
   };
 
   std::vector<Row> rows;
-  std::printf("%-22s %5s %-8s %12s %9s %10s %9s %12s\n", "model", "batch", "phase", "tokens/s", "vs dense", "% bw limit", "peak MB", "file MB");
+  std::printf("%-22s %5s %-8s %12s %9s %10s %10s %9s %12s\n", "model", "batch", "phase", "tokens/s", "vs dense", "% bw limit", "byte ratio", "peak MB",
+              "file MB");
+  double dense_bytes_per_token = 0;  // the baseline's, reported first
   auto report = [&](const std::string& label, double sparsity, const std::string& dtype, const Measured& m) {
+    if (dense_bytes_per_token == 0) dense_bytes_per_token = m.bytes_per_token;
+    const double byte_ratio = dense_bytes_per_token / m.bytes_per_token;
+    char ratio_text[16];
+    std::snprintf(ratio_text, sizeof ratio_text, "%.2fx", byte_ratio);
     for (size_t i = 0; i < o.batches.size(); ++i) {
       const double limit = bw.bytes_per_s / m.bytes_per_token;  // tokens/s if only weight streaming counted, batch 1
-      const double pct = o.batches[i] == 1 ? 100.0 * m.decode_tps[i] / limit : 0;
-      rows.push_back({label, sparsity, dtype, o.batches[i], "decode", m.decode_tps[i], m.decode_ratio[i], m.peak_rss_mb, pct});
-      std::printf("%-22s %5zu %-8s %12.2f %8.2fx %9s %9.0f %12.0f\n", label.c_str(), o.batches[i], "decode", m.decode_tps[i], m.decode_ratio[i],
-                  o.batches[i] == 1 ? (std::to_string(static_cast<int>(pct + 0.5)) + "%").c_str() : "", m.peak_rss_mb, m.file_mb);
+      const bool alone = o.batches[i] == 1;
+      const double pct = alone ? 100.0 * m.decode_tps[i] / limit : 0;
+      rows.push_back({label, sparsity, dtype, o.batches[i], "decode", m.decode_tps[i], m.decode_ratio[i], m.peak_rss_mb, pct, byte_ratio});
+      std::printf("%-22s %5zu %-8s %12.2f %8.2fx %9s %10s %9.0f %12.0f\n", label.c_str(), o.batches[i], "decode", m.decode_tps[i], m.decode_ratio[i],
+                  alone ? (std::to_string(static_cast<int>(pct + 0.5)) + "%").c_str() : "", alone ? ratio_text : "", m.peak_rss_mb, m.file_mb);
     }
-    rows.push_back({label, sparsity, dtype, 1, "prefill", m.prefill_tps, m.prefill_ratio, m.peak_rss_mb, 0});
-    std::printf("%-22s %5d %-8s %12.2f %8.2fx %9s %9.0f %12.0f\n", label.c_str(), 1, "prefill", m.prefill_tps, m.prefill_ratio, "", m.peak_rss_mb,
-                m.file_mb);
+    rows.push_back({label, sparsity, dtype, 1, "prefill", m.prefill_tps, m.prefill_ratio, m.peak_rss_mb, 0, byte_ratio});
+    std::printf("%-22s %5d %-8s %12.2f %8.2fx %9s %10s %9.0f %12.0f\n", label.c_str(), 1, "prefill", m.prefill_tps, m.prefill_ratio, "", "",
+                m.peak_rss_mb, m.file_mb);
     std::fflush(stdout);
   };
 
@@ -246,10 +258,10 @@ int run_model_bench(const ModelBenchOptions& o) {
 
   if (!o.csv_path.empty()) {
     std::ofstream f(o.csv_path);
-    f << "model,sparsity,dtype,batch,phase,tokens_per_s,speedup_vs_dense,peak_rss_mb,pct_bandwidth_limit,label\n";
+    f << "model,sparsity,dtype,batch,phase,tokens_per_s,speedup_vs_dense,peak_rss_mb,pct_bandwidth_limit,byte_ratio_vs_dense,label\n";
     for (const Row& r : rows)
       f << o.arch << '-' << o.preset << ',' << r.sparsity << ',' << r.dtype << ',' << r.batch << ',' << r.phase << ',' << r.tokens_per_s << ','
-        << r.speedup << ',' << r.peak_rss_mb << ',' << r.pct_bandwidth_limit << ',' << r.label << '\n';
+        << r.speedup << ',' << r.peak_rss_mb << ',' << r.pct_bandwidth_limit << ',' << r.byte_ratio << ',' << r.label << '\n';
     if (!f) throw Error(o.csv_path + ": cannot write");
     std::printf("\nwrote %s\n", o.csv_path.c_str());
   }
