@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <tuple>
 #include <vector>
@@ -20,14 +21,25 @@ constexpr double kNominalBandwidth = 30e9;
 
 // From this batch on, a bitmap weight is expanded into dense rows per call and
 // run through oneDNN. Measured with bench-densify (docs/benchmarks.md,
-// "Prefill"): for bf16, expansion plus oneDNN ran 1.5-2.6x faster than the
-// sparse kernels from 16 tokens at 70 % sparsity (0.9-1.5x at 90 %); for
-// int8 the VNNI kernel still wins at 16 tokens, and loses 1.7-3.9x from 32.
-// Below, the products are bound by reading the weights, which the sparse
-// kernels do faster. A fixed threshold rather than the planner's estimate:
-// the planner's large-batch rates were measured on another host, and chose
-// the sparse kernels up to 64 tokens here.
-size_t densify_from(DType dtype) { return dtype == DType::int8 ? 32 : 16; }
+// "Prefill" and "Against expansion for oneDNN"): for bf16 at 70 % sparsity,
+// expansion plus oneDNN ran 1.5-2.6x faster than the sparse kernels from 16
+// tokens on one host and about as fast on another; for int8 the VNNI kernel
+// still wins at 16 tokens, and loses 1.2-3.9x from 32 on both. Below, the
+// products are bound by reading the weights, which the sparse kernels do
+// faster. bf16 weights of 85 % sparsity or more are never expanded: their
+// column-pair kernel skips pairs of zeros, and at 90 % it ran 1.7-2.5x faster
+// than expanding from 32 tokens on the second host, while expanding was
+// 0.9-1.5x as fast as it on the first. A fixed threshold rather than the
+// planner's estimate: the planner's large-batch rates were measured on
+// another host, and chose the sparse kernels up to 64 tokens at 70 %.
+constexpr double kSparsestExpandedBf16 = 0.85;
+
+size_t densify_from(const TensorDesc& d) {
+  if (d.dtype == DType::int8) return 32;
+  const double weights = static_cast<double>(d.rows()) * static_cast<double>(d.cols());
+  const bool sparsest = d.dtype == DType::bf16 && 1.0 - static_cast<double>(d.nnz) / weights >= kSparsestExpandedBf16;
+  return sparsest ? std::numeric_limits<size_t>::max() : 16;
+}
 
 // The calling thread's buffer for a bitmap weight expanded into dense rows,
 // and its oneDNN products reading that buffer in place, one per shape and
@@ -99,7 +111,7 @@ Linear::Choice Linear::choice_for(size_t n) const {
       const double chunks = static_cast<double>((n + kChunk - 1) / kChunk);
       if (part.chosen.kernel && chunks * part.chosen.predicted_ms < whole.chosen.predicted_ms) c = {part.chosen.kernel, kChunk};
     }
-    if (d.format == Format::bitmap && n >= densify_from(d.dtype)) c.densify = true;
+    if (d.format == Format::bitmap && n >= densify_from(d)) c.densify = true;
   }
   return c;
 }
