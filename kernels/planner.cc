@@ -32,7 +32,7 @@ MachineModel MachineModel::for_bandwidth(double bytes_per_s, int threads) {
   m.bitmap_widen_row_group = 1.2e-9;
   m.csr_nonzero_token = 0.5e-9;
   m.pair_tile = 0.55e-9;
-  m.pair_group_tile = 2.9e-9;
+  m.pair_group = 2.9e-9;
   m.broadcast_tile = 0.8e-9;
   m.broadcast_bitmap_walk = 2.7e-9;
   m.broadcast_index_walk = 0.3e-9;
@@ -125,7 +125,8 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
         break;
       case ActLayout::bf16_pairs: {
         const double live_pairs = static_cast<double>(rows * cols) / 2 * (1 - (1 - density) * (1 - density));
-        compute = (live_pairs * m.pair_tile + static_cast<double>(rows * group_count(desc)) * m.pair_group_tile) * tiles;
+        // Each row's groups are expanded and its live pairs listed once, for all its token tiles.
+        compute = live_pairs * m.pair_tile * tiles + static_cast<double>(rows * group_count(desc)) * m.pair_group;
         break;
       }
       case ActLayout::f32_transposed: {

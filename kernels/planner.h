@@ -24,7 +24,7 @@ struct MachineModel {
   double bitmap_widen_row_group = 0;  // int8 weight-only: widening one row x group to bf16, once per token tile
   double csr_nonzero_token = 0;     // small batch, one stored weight x one token
   double pair_tile = 0;             // large batch bf16: one live column pair x 16 tokens
-  double pair_group_tile = 0;       // large batch bf16: one row x one group x 16 tokens (expand, mask walk)
+  double pair_group = 0;            // large batch bf16: one row x one group, once per row (expand, list the live pairs)
   double broadcast_tile = 0;        // large batch, other dtypes: one weight x 16 tokens
   double broadcast_bitmap_walk = 0; // finding one weight in a bitmap row (bit scan), once per 16-token tile
   double broadcast_index_walk = 0;  // finding one weight in a csr/bsr/dense row

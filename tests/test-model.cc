@@ -341,11 +341,11 @@ TEST(Forward, RefusesBadTokensAndFullCachesWithoutChangingTheCache) {
 }
 
 // Large batches: a bitmap weight is expanded per call and run through oneDNN
-// (from 16 tokens for bf16 below 85 % sparsity, 32 for int8), and any weight
+// (from 16 tokens for bf16 below 65 % sparsity, 32 for int8), and any weight
 // may run a small-batch kernel over chunks of 64 tokens; the result must be
 // the product all the same, short last chunk included.
 TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
-  for (const size_t zeros_in_13 : {9, 12}) {  // 69 % and 92 % sparse
+  for (const size_t zeros_in_13 : {6, 9, 12}) {  // 46 %, 69 % and 92 % sparse
     std::vector<float> wf(96 * 200);
     for (size_t i = 0; i < wf.size(); ++i)
       wf[i] = (i * 7919 % 13 < zeros_in_13) ? 0.0f : static_cast<float>(static_cast<int>(i * 31 % 17) - 8) / 8.0f;
@@ -366,7 +366,7 @@ TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
                                                                          << "/13 zeros n=" << n << " token " << t << " row " << r << " ("
                                                                          << linear.describe(n) << ")";
             }
-          const bool sparsest_bf16 = dtype == DType::bf16 && zeros_in_13 == 12;
+          const bool sparsest_bf16 = dtype == DType::bf16 && zeros_in_13 >= 9;
           const bool expanded = format == Format::bitmap && !sparsest_bf16 && n >= (dtype == DType::int8 ? 32u : 16u);
           EXPECT_EQ(linear.describe(n).find("expanded") != std::string::npos, expanded) << zeros_in_13 << "/13 zeros: " << linear.describe(n);
         }

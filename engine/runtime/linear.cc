@@ -21,18 +21,18 @@ constexpr double kNominalBandwidth = 30e9;
 
 // From this batch on, a bitmap weight is expanded into dense rows per call and
 // run through oneDNN. Measured with bench-densify (docs/benchmarks.md,
-// "Prefill" and "Against expansion for oneDNN"): for bf16 at 70 % sparsity,
-// expansion plus oneDNN ran 1.5-2.6x faster than the sparse kernels from 16
-// tokens on one host and about as fast on another; for int8 the VNNI kernel
-// still wins at 16 tokens, and loses 1.2-3.9x from 32 on both. Below, the
-// products are bound by reading the weights, which the sparse kernels do
-// faster. bf16 weights of 85 % sparsity or more are never expanded: their
-// column-pair kernel skips pairs of zeros, and at 90 % it ran 1.7-2.5x faster
-// than expanding from 32 tokens on the second host, while expanding was
-// 0.9-1.5x as fast as it on the first. A fixed threshold rather than the
-// planner's estimate: the planner's large-batch rates were measured on
-// another host, and chose the sparse kernels up to 64 tokens at 70 %.
-constexpr double kSparsestExpandedBf16 = 0.85;
+// "Prefill", "Against expansion for oneDNN" and "Live-pair lists"): for
+// int8 the VNNI kernel still wins at 16 tokens, and loses 1.2-3.9x from 32,
+// on both hosts measured. Below, the products are bound by reading the
+// weights, which the sparse kernels do faster. bf16 weights of 65 % sparsity
+// or more are never expanded: their column-pair kernel skips pairs of zeros,
+// and on this project's Intel host it ran 1.0-1.8x faster than expanding at
+// 70 % from 16 to 256 tokens, 1.3-2.6x at 90 % (the whole 70 % model
+// prefilled 12-27 % faster). On the AMD host measured earlier, expanding was
+// 1.5-2.6x faster than the previous column-pair kernel at 70 %, and would
+// likely still win there. A fixed threshold rather than the planner's
+// estimate: the planner's large-batch rates were measured on another host.
+constexpr double kSparsestExpandedBf16 = 0.65;
 
 size_t densify_from(const TensorDesc& d) {
   if (d.dtype == DType::int8) return 32;
