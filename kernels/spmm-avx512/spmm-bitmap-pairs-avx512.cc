@@ -25,14 +25,12 @@
 namespace lacuna {
 namespace {
 
-// A row ready for its tiles: weight pair i of the row is dword i of
-// `expanded`, and `live` lists the pairs holding a nonzero, in column order.
+// A row ready for its tiles: `pairs[i]` is weight pair i of the row (two
+// bf16 side by side), and `live` lists the pairs holding a nonzero, in
+// column order.
 struct PreparedRow {
-  struct Group {
-    __m512i pairs;
-  };
-  std::vector<Group> expanded;
-  std::vector<uint32_t> live;  // 16 spare entries: each group stores 16 indices and keeps its own
+  std::vector<uint32_t> pairs;
+  std::vector<uint32_t> live;  // 16 spare entries: each group stores 16 indices and keeps only its live ones
   size_t live_count = 0;
 
   void prepare(const SpmmArgs& a, uint64_t r) {
@@ -40,17 +38,17 @@ struct PreparedRow {
     const uint64_t groups = group_count(w.desc());
     const uint32_t* masks = w.section<uint32_t>(Section::masks) + r * groups;
     const uint16_t* p = w.section<uint16_t>(Section::values) + w.section<uint64_t>(Section::row_ptr)[r];
-    if (expanded.size() < groups) expanded.resize(groups);
+    if (pairs.size() < groups * 16) pairs.resize(groups * 16);
     if (live.size() < groups * 16 + 16) live.resize(groups * 16 + 16);
-    const __m512i first_pairs = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i group_pair_index = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     live_count = 0;
     for (uint64_t g = 0; g < groups; ++g) {
       const uint32_t m = kernels::avx512::load_mask(masks + g);
-      expanded[g].pairs = kernels::avx512::fresh_expand_epi16(m, kernels::avx512::load_unfolded<__m512i>(p));
+      _mm512_storeu_si512(pairs.data() + g * 16, kernels::avx512::fresh_expand_epi16(m, kernels::avx512::load_unfolded<__m512i>(p)));
       p += std::popcount(m);
       // Bit k of `pairs_live` is set when column pair k of the group holds a nonzero.
       const auto pairs_live = static_cast<__mmask16>(_pext_u32(m | (m >> 1), 0x55555555u));
-      const __m512i index = _mm512_add_epi32(first_pairs, _mm512_set1_epi32(static_cast<int>(g * 16)));
+      const __m512i index = _mm512_add_epi32(group_pair_index, _mm512_set1_epi32(static_cast<int>(g * 16)));
       _mm512_storeu_si512(live.data() + live_count, _mm512_maskz_compress_epi32(pairs_live, index));
       live_count += static_cast<size_t>(std::popcount(static_cast<uint32_t>(pairs_live)));
     }
@@ -60,11 +58,10 @@ struct PreparedRow {
 template <int NV>
 inline void pairs_row(const SpmmArgs& a, uint64_t r, size_t n0, const PreparedRow& row) {
   const uint32_t* x = static_cast<const uint32_t*>(a.x) + n0;  // one dword = a column pair of one token
-  const auto* weight_pairs = reinterpret_cast<const int*>(row.expanded.data());
   __m512 even[NV], odd[NV];
   LACUNA_UNROLL for (int j = 0; j < NV; ++j) even[j] = odd[j] = _mm512_setzero_ps();
   auto pair = [&](uint32_t i, __m512* acc) {
-    const __m512bh wv = (__m512bh)_mm512_set1_epi32(weight_pairs[i]);
+    const __m512bh wv = (__m512bh)_mm512_set1_epi32(static_cast<int>(row.pairs[i]));
     const uint32_t* xp = x + i * a.ldx;
     LACUNA_UNROLL for (int j = 0; j < NV; ++j) acc[j] = _mm512_dpbf16_ps(acc[j], wv, (__m512bh)_mm512_loadu_si512(xp + 16 * j));
   };
