@@ -2,8 +2,9 @@
 // batch, and the small-batch kernel (dispatch's pick for one token, which
 // takes up to its max_n tokens and is what the server runs at every size),
 // against the weight expanded into dense rows and run through oneDNN in
-// place, with oneDNN on its own packed dense copy as the baseline, in the
-// same run.
+// place, and for bf16 also expanded into f32 rows for oneDNN's f32 matmul
+// (densify_bitmap_f32), with oneDNN on its own packed dense copy as the
+// baseline, in the same run.
 // Warm weights: at these batch sizes the products are bound by compute.
 //   bench-densify [--quick]
 #include <omp.h>
@@ -11,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -45,15 +47,15 @@ int main(int argc, char** argv) {
   const int runs = quick ? 3 : 9;
   std::printf("machine: %s, %d threads, isa %s\n", cpu_info().brand.c_str(), omp_get_max_threads(), isa_level_name(cpu_info().level()));
   std::printf("warm weights; medians of %d runs; x: oneDNN on its packed dense copy (the baseline) over the other two\n\n", runs);
-  std::printf("%-12s %-5s %5s %5s %10s %10s %14s %10s %8s %8s %8s  %s\n", "shape", "dtype", "sp", "n", "sparse_ms", "small_ms", "densify+dnn_ms",
-              "dense_ms", "sparse", "small", "densify", "sparse kernel / small-batch kernel");
+  std::printf("%-12s %-5s %5s %5s %10s %10s %14s %14s %10s %8s %8s %8s %8s  %s\n", "shape", "dtype", "sp", "n", "sparse_ms", "small_ms",
+              "densify+dnn_ms", "to_f32+dnn_ms", "dense_ms", "sparse", "small", "densify", "to_f32", "sparse kernel / small-batch kernel");
   struct Shape {
     size_t in, out;
   };
   const std::vector<Shape> shapes = quick ? std::vector<Shape>{{2048, 11264}} : std::vector<Shape>{{2048, 11264}, {5632, 2048}};
   for (const Shape& s : shapes)
     for (DType dtype : {DType::bf16, DType::int8})
-      for (double sparsity : {0.7, 0.9}) {
+      for (double sparsity : {0.5, 0.7, 0.9}) {
         const Tensor w = bench::random_weight(Format::bitmap, dtype, s.out, s.in, sparsity, 1);
         const Tensor dense = unpack(w);
         OnednnMatmul packed(dense);
@@ -61,6 +63,15 @@ int main(int argc, char** argv) {
         // Starts as a copy of the dense weight, so that its int8 scales are in place.
         std::vector<std::byte> scratch(dense.data(), dense.data() + dense.payload_bytes());
         const Tensor expanded_weight = Tensor::wrap(dense.desc(), scratch.data(), nullptr);
+        const bool bf16 = dtype == DType::bf16;
+        const TensorDesc widened_desc = TensorDesc::matrix(Format::dense, DType::f32, s.out, s.in);
+        std::vector<float> widened(bf16 ? s.out * s.in : 0);
+        const Tensor widened_weight = Tensor::wrap(widened_desc, reinterpret_cast<const std::byte*>(widened.data()), nullptr);
+        std::unique_ptr<OnednnMatmul> widened_product;
+        if (bf16) {
+          densify_bitmap_f32(w, widened.data(), 0, s.out);
+          widened_product = std::make_unique<OnednnMatmul>(widened_weight, OnednnMatmul::Weights::in_place);
+        }
         std::mt19937 rng(2);
         std::uniform_real_distribution<float> u(-1, 1);
         const SpmmUkernel& small_kernel = *choose_spmm(w.desc(), 1).kernel;
@@ -73,11 +84,19 @@ int main(int argc, char** argv) {
           const double small = small_fits ? median_ms([&] { spmm_run(small_kernel, w, x.data(), n, y.data()); }, runs) : 0;
           const double expanded = median_ms(
               [&] {
-                densify_bitmap(w, scratch.data());
+                densify_bitmap(w, scratch.data(), 0, s.out);
                 in_place.rebind(expanded_weight);
                 in_place.run(x.data(), n, y.data());
               },
               runs);
+          const double to_f32 = bf16 ? median_ms(
+                                            [&] {
+                                              densify_bitmap_f32(w, widened.data(), 0, s.out);
+                                              widened_product->rebind(widened_weight);
+                                              widened_product->run(x.data(), n, y.data());
+                                            },
+                                            runs)
+                                      : 0;
           const double base = median_ms([&] { packed.run(x.data(), n, y.data()); }, runs);
           char shape[32];
           std::snprintf(shape, sizeof shape, "%zu->%zu", s.in, s.out);
@@ -86,8 +105,13 @@ int main(int argc, char** argv) {
             std::snprintf(small_ms, sizeof small_ms, "%.3f", small);
             std::snprintf(small_x, sizeof small_x, "%.2fx", base / small);
           }
-          std::printf("%-12s %-5s %4.0f%% %5zu %10.3f %10s %14.3f %10.3f %7.2fx %8s %7.2fx  %s / %s\n", shape, dtype_name(dtype), 100 * sparsity, n,
-                      sparse, small_ms, expanded, base, base / sparse, small_x, base / expanded, k.kernel->name, small_kernel.name);
+          char to_f32_ms[16] = "-", to_f32_x[16] = "-";
+          if (bf16) {
+            std::snprintf(to_f32_ms, sizeof to_f32_ms, "%.3f", to_f32);
+            std::snprintf(to_f32_x, sizeof to_f32_x, "%.2fx", base / to_f32);
+          }
+          std::printf("%-12s %-5s %4.0f%% %5zu %10.3f %10s %14.3f %14s %10.3f %7.2fx %8s %7.2fx %8s  %s / %s\n", shape, dtype_name(dtype), 100 * sparsity,
+                      n, sparse, small_ms, expanded, to_f32_ms, base, base / sparse, small_x, base / expanded, to_f32_x, k.kernel->name, small_kernel.name);
           std::fflush(stdout);
         }
       }

@@ -20,7 +20,7 @@ Tensor pack(const Tensor& dense, Format format, BlockShape block = {});
 // Any tensor -> the dense tensor of the same dtype and shape.
 Tensor unpack(const Tensor& t);
 // Rows [row_begin, row_end) of a bitmap tensor written as dense row-major
-// elements of its dtype into `out` (which holds rows x cols of them).
+// elements of its dtype into `out`, which holds those rows (row_begin first).
 void unpack_bitmap_rows(const Tensor& t, void* out, uint64_t row_begin, uint64_t row_end);
 
 // A tensor of the same format and dtype holding rows [begin, end) of `t` for

@@ -91,7 +91,7 @@ void unpack_bitmap_rows(const Tensor& t, void* out, uint64_t row_begin, uint64_t
     const M* masks = t.section<M>(Section::masks);
     const T* values = t.section<T>(Section::values);
     for (uint64_t r = row_begin; r < row_end; ++r) {
-      T* row = static_cast<T*>(out) + r * cols;
+      T* row = static_cast<T*>(out) + (r - row_begin) * cols;
       std::fill(row, row + cols, T{});
       uint64_t k = row_ptr[r];
       for (uint64_t g = 0; g < groups; ++g)

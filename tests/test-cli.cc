@@ -87,8 +87,12 @@ TEST(Cli, CpuinfoShowsDispatchAndHonoursMaxIsa) {
   CliRun r = run("cpuinfo");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("lacuna_spmm_bitmap_bf16_ukernel_"), std::string::npos) << r.output;
+  // The instruction-rate decision is stated; without avx512_bf16 VDPBF16PS is not usable at all.
+  EXPECT_NE(r.output.find(cpu_info().features & kAvx512Bf16 ? "VDPBF16PS multiply-adds per second vs f32 FMAs" : "VDPBF16PS: not usable"), std::string::npos)
+      << r.output;
   r = run("cpuinfo", "LACUNA_MAX_ISA=avx2 ");
   EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("VDPBF16PS: not usable"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("cap avx2, from LACUNA_MAX_ISA"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("lacuna_spmm_bitmap_bf16_ukernel_1x4__xsimd_avx2"), std::string::npos) << r.output;
   if (cpu_info().usable & kAvx512F) {

@@ -20,6 +20,7 @@
 #include "engine/runtime/forward.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/linear.h"
+#include "kernels/instruction-rates.h"
 #include "sparse/convert.h"
 #include "sparse/error.h"
 #include "tests/test-util.h"
@@ -341,9 +342,11 @@ TEST(Forward, RefusesBadTokensAndFullCachesWithoutChangingTheCache) {
 }
 
 // Large batches: a bitmap weight is expanded per call and run through oneDNN
-// (from 16 tokens for bf16 below 65 % sparsity, 32 for int8), and any weight
-// may run a small-batch kernel over chunks of 64 tokens; the result must be
-// the product all the same, short last chunk included.
+// (int8 from 32 tokens; bf16 from 16 below 65 % sparsity, or, widened to f32
+// where VDPBF16PS is slower than f32 FMAs, from 64 below 65 % and 256 below
+// 85 %), and any weight may run a small-batch kernel over chunks of 64
+// tokens; the result must be the product all the same, short last chunk
+// included.
 TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
   for (const size_t zeros_in_13 : {6, 9, 12}) {  // 46 %, 69 % and 92 % sparse
     std::vector<float> wf(96 * 200);
@@ -353,7 +356,7 @@ TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
       for (DType dtype : {DType::bf16, DType::int8}) {
         const Linear linear(pack(quantize_matrix(wf.data(), 96, 200, dtype), format));
         const std::vector<float> w = dequantize(linear.weight());
-        for (size_t n : {15, 20, 40, 65, 130}) {
+        for (size_t n : {15, 20, 40, 65, 130, 260}) {
           std::vector<float> x(n * 200), y(n * 96);
           for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(i * 13 % 29) - 14) / 14.0f;
           linear.run(x.data(), n, y.data());
@@ -366,12 +369,37 @@ TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
                                                                          << "/13 zeros n=" << n << " token " << t << " row " << r << " ("
                                                                          << linear.describe(n) << ")";
             }
-          const bool sparsest_bf16 = dtype == DType::bf16 && zeros_in_13 >= 9;
-          const bool expanded = format == Format::bitmap && !sparsest_bf16 && n >= (dtype == DType::int8 ? 32u : 16u);
+          const bool widened = dtype == DType::bf16 && bf16_dot_vs_fma() < 1.0;
+          const size_t from = dtype == DType::int8 ? 32 : widened ? (zeros_in_13 >= 12 ? 0 : zeros_in_13 >= 9 ? 256 : 64) : (zeros_in_13 >= 9 ? 0 : 16);
+          const bool expanded = format == Format::bitmap && from && n >= from;
           EXPECT_EQ(linear.describe(n).find("expanded") != std::string::npos, expanded) << zeros_in_13 << "/13 zeros: " << linear.describe(n);
+          if (expanded) {
+            EXPECT_NE(linear.describe(n).find(widened ? "dense f32" : dtype_name(dtype)), std::string::npos) << linear.describe(n);
+          }
         }
       }
   }
+}
+
+// An expanded weight larger than the expansion block (16 MB) runs block by
+// block of rows, the last one shorter; every block's outputs must land in its
+// own columns.
+TEST(Linear, ExpandedWeightsLargerThanABlockMatchTheDenseProduct) {
+  constexpr size_t kRows = 4100, kCols = 2100, kTokens = 64;  // 17 MB in bf16, 34 MB widened to f32
+  std::vector<float> wf(kRows * kCols);
+  for (size_t i = 0; i < wf.size(); ++i) wf[i] = (i * 7919 % 13 < 6) ? 0.0f : static_cast<float>(static_cast<int>(i * 31 % 17) - 8) / 8.0f;
+  const Linear linear(pack(quantize_matrix(wf.data(), kRows, kCols, DType::bf16), Format::bitmap));
+  ASSERT_NE(linear.describe(kTokens).find("expanded"), std::string::npos) << linear.describe(kTokens);
+  const std::vector<float> w = dequantize(linear.weight());
+  std::vector<float> x(kTokens * kCols), y(kTokens * kRows);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(i * 13 % 29) - 14) / 14.0f;
+  linear.run(x.data(), kTokens, y.data());
+  for (size_t t = 0; t < kTokens; t += 7)
+    for (size_t r = 0; r < kRows; ++r) {
+      double want = 0, magnitude = 0;
+      for (size_t c = 0; c < kCols; ++c) want += double{x[t * kCols + c]} * w[r * kCols + c], magnitude += std::fabs(double{x[t * kCols + c]} * w[r * kCols + c]);
+      ASSERT_NEAR(y[t * kRows + r], want, 1e-2 * magnitude + 1e-5) << "token " << t << " row " << r;
+    }
 }
 
 // Bad checkpoints: each is the good tiny checkpoint with one thing broken.

@@ -289,8 +289,14 @@ TEST(Densify, BitmapMatchesUnpackExactly) {
       const Tensor want = unpack(w);
       const size_t bytes = 29 * cols * dtype_size(t);
       std::vector<std::byte> got(bytes, std::byte{0x5a});
-      densify_bitmap(w, got.data());
+      densify_bitmap(w, got.data(), 0, 29);
       EXPECT_EQ(std::memcmp(got.data(), want.data(), bytes), 0) << dtype_name(t) << " cols " << cols;
+      // A block of rows lands at the start of `out` (row 5 first).
+      const size_t row_bytes = cols * dtype_size(t);
+      std::fill(got.begin(), got.end(), std::byte{0x5a});
+      densify_bitmap(w, got.data(), 5, 17);
+      EXPECT_EQ(std::memcmp(got.data(), want.data() + 5 * row_bytes, 12 * row_bytes), 0) << "rows 5..16 " << dtype_name(t) << " cols " << cols;
+      EXPECT_EQ(got[12 * row_bytes], std::byte{0x5a});
       if ((cpu_info().features & kAvx512) == kAvx512) {
         std::fill(got.begin(), got.end(), std::byte{0x5a});
         densify_bitmap_rows_avx512(w, got.data(), 0, 29);
@@ -299,7 +305,36 @@ TEST(Densify, BitmapMatchesUnpackExactly) {
     }
   const auto wf = testing::random_sparse(4, 8, 0.5, false, 1);
   std::vector<std::byte> out(64);
-  EXPECT_THROW(densify_bitmap(pack(quantize_matrix(wf.data(), 4, 8, DType::bf16), Format::csr), out.data()), Error);
+  EXPECT_THROW(densify_bitmap(pack(quantize_matrix(wf.data(), 4, 8, DType::bf16), Format::csr), out.data(), 0, 4), Error);
+}
+
+// bf16 weights widened to f32 on the way (for oneDNN's f32 matmul) must be
+// exactly unpack's bf16 values, on the AVX-512 path and the portable one.
+TEST(Densify, Bf16BitmapWidenedToF32MatchesUnpackExactly) {
+  constexpr uint64_t kAvx512 = kAvx512F | kAvx512Bw | kAvx512Vbmi2;
+  for (size_t cols : {1, 16, 17, 37, 64, 200}) {
+    const auto wf = testing::random_sparse(29, cols, 0.6, true, cols);
+    const Tensor w = pack(quantize_matrix(wf.data(), 29, cols, DType::bf16), Format::bitmap);
+    const Tensor want = unpack(w);
+    std::vector<float> expected(29 * cols);
+    for (size_t i = 0; i < expected.size(); ++i) expected[i] = bf16_to_f32(reinterpret_cast<const uint16_t*>(want.data())[i]);
+    std::vector<float> got(29 * cols, -7.0f);
+    densify_bitmap_f32(w, got.data(), 0, 29);
+    EXPECT_EQ(got, expected) << "cols " << cols;
+    std::fill(got.begin(), got.end(), -7.0f);
+    densify_bitmap_f32(w, got.data(), 5, 17);
+    EXPECT_TRUE(std::equal(got.begin(), got.begin() + 12 * cols, expected.begin() + 5 * cols)) << "rows 5..16, cols " << cols;
+    EXPECT_EQ(got[12 * cols], -7.0f);
+    if ((cpu_info().features & kAvx512) == kAvx512) {
+      std::fill(got.begin(), got.end(), -7.0f);
+      densify_bitmap_rows_f32_avx512(w, got.data(), 0, 29);
+      EXPECT_EQ(got, expected) << "avx512 cols " << cols;
+    }
+  }
+  std::vector<float> out(32);
+  const auto wf = testing::random_sparse(4, 8, 0.5, false, 1);
+  EXPECT_THROW(densify_bitmap_f32(pack(quantize_matrix(wf.data(), 4, 8, DType::f32), Format::bitmap), out.data(), 0, 4), Error);
+  EXPECT_THROW(densify_bitmap_f32(pack(quantize_matrix(wf.data(), 4, 8, DType::bf16), Format::bitmap), out.data(), 2, 5), Error);
 }
 
 // An in-place oneDNN product rebound to other weights computes with those

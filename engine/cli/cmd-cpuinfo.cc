@@ -4,6 +4,7 @@
 
 #include "engine/cli/commands.h"
 #include "engine/cli/table.h"
+#include "kernels/instruction-rates.h"
 #include "kernels/spmm.h"
 
 namespace lacuna::cli {
@@ -38,6 +39,11 @@ int run_cpuinfo(size_t n) {
   std::printf("usable:   %s\n", cpu_feature_list(cpu.usable).c_str());
   std::printf("isa level: %s (cap %s%s)\n", isa_level_name(cpu.level()), isa_level_name(cpu.cap), cpu.capped_by_env ? ", from LACUNA_MAX_ISA" : "");
   for (const auto& note : cpu.notes) std::printf("note: %s\n", note.c_str());
+  if (const double ratio = bf16_dot_vs_fma(); ratio > 0)
+    std::printf("VDPBF16PS multiply-adds per second vs f32 FMAs: %.2fx (%s)\n", ratio,
+                ratio < 1.0 ? "below 1: bf16 bitmap weights expanded for oneDNN are widened to f32" : "bf16 bitmap weights are expanded for oneDNN in bf16");
+  else
+    std::printf("VDPBF16PS: not usable; bf16 bitmap weights expanded for oneDNN are widened to f32\n");
   print_topology();
   std::printf("\ndispatch at batch n=%zu:\n", n);
   Table table({"format", "dtype", "kernel", "declined"});

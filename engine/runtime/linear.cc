@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/densify.h"
+#include "kernels/instruction-rates.h"
 #include "kernels/dense-onednn/onednn-matmul.h"
 #include "kernels/planner.h"
 
@@ -21,24 +22,38 @@ constexpr double kNominalBandwidth = 30e9;
 
 // From this batch on, a bitmap weight is expanded into dense rows per call and
 // run through oneDNN. Measured with bench-densify (docs/benchmarks.md,
-// "Prefill", "Against expansion for oneDNN" and "Live-pair lists"): for
-// int8 the VNNI kernel still wins at 16 tokens, and loses 1.2-3.9x from 32,
-// on both hosts measured. Below, the products are bound by reading the
-// weights, which the sparse kernels do faster. bf16 weights of 65 % sparsity
-// or more are never expanded: their column-pair kernel skips pairs of zeros,
-// and on this project's Intel host it ran 1.0-1.8x faster than expanding at
-// 70 % from 16 to 256 tokens, 1.3-2.6x at 90 % (the whole 70 % model
-// prefilled 12-27 % faster). On the AMD host measured earlier, expanding was
-// 1.5-2.6x faster than the previous column-pair kernel at 70 %, and would
-// likely still win there. A fixed threshold rather than the planner's
+// "Prefill", "Against expansion for oneDNN", "Live-pair lists" and
+// "Instruction rates"): for int8 the VNNI kernel still wins at 16 tokens,
+// and loses 1.2-3.9x from 32, on both hosts measured. Below, the products
+// are bound by reading the weights, which the sparse kernels do faster.
+// bf16 depends on the CPU's VDPBF16PS rate, which oneDNN's bf16 matmul is
+// made of. Where it does fewer multiply-adds per second than f32 FMAs
+// (bf16_dot_vs_fma() < 1: 0.47-0.51 on this project's Intel host), the
+// weight is widened to f32 for oneDNN's f32 matmul, which pays for writing
+// twice the bytes from 64 tokens: at 50 % it beat the small-batch kernel and
+// bf16 expansion from 64 tokens (1.15-1.33x dense at 128-256), at 70 % the
+// column-pair kernel from 256 (1.40x dense against 1.00x); at 90 % the
+// column-pair kernel stays 2.1-2.2x faster. Elsewhere (the AMD host measured
+// earlier), expansion in bf16 from 16 tokens, except for weights of 65 % or
+// more, which the column-pair kernel skips pairs of zeros in (on this
+// project's Intel host 1.0-1.8x faster than expanding at 70 %; on the AMD
+// host expanding was 1.5-2.6x faster than the previous column-pair kernel
+// and likely still wins there). Fixed thresholds rather than the planner's
 // estimate: the planner's large-batch rates were measured on another host.
 constexpr double kSparsestExpandedBf16 = 0.65;
+constexpr double kSparsestWidenedBf16 = 0.85;
+
+// Whether an expanded weight is widened to f32 (see above).
+bool widened(const TensorDesc& d) { return d.dtype == DType::bf16 && bf16_dot_vs_fma() < 1.0; }
 
 size_t densify_from(const TensorDesc& d) {
+  constexpr size_t kNever = std::numeric_limits<size_t>::max();
   if (d.dtype == DType::int8) return 32;
+  if (d.dtype != DType::bf16) return 16;
   const double weights = static_cast<double>(d.rows()) * static_cast<double>(d.cols());
-  const bool sparsest = d.dtype == DType::bf16 && 1.0 - static_cast<double>(d.nnz) / weights >= kSparsestExpandedBf16;
-  return sparsest ? std::numeric_limits<size_t>::max() : 16;
+  const double sparsity = 1.0 - static_cast<double>(d.nnz) / weights;
+  if (widened(d)) return sparsity >= kSparsestWidenedBf16 ? kNever : sparsity >= kSparsestExpandedBf16 ? 256 : 64;
+  return sparsity >= kSparsestExpandedBf16 ? kNever : 16;
 }
 
 // The calling thread's buffer for a bitmap weight expanded into dense rows,
@@ -53,17 +68,26 @@ class DensifyScratch {
     thread_local DensifyScratch s;
     return s;
   }
-  // `w` expanded into the buffer, as a dense tensor (int8 scales included).
-  Tensor expand(const Tensor& w) {
-    TensorDesc dd = w.desc();
-    dd.format = Format::dense;
-    dd.nnz = 0;
+  // Rows [r0, r1) of `w` expanded into the buffer, as a dense tensor (int8
+  // scales included); bf16 widened to f32 where `widened` says so (the
+  // products are then more exact, the activations not rounded to bf16).
+  Tensor expand(const Tensor& w, uint64_t r0, uint64_t r1) {
+    const bool widen = widened(w.desc());
+    const TensorDesc dd = TensorDesc::matrix(Format::dense, widen ? DType::f32 : w.desc().dtype, r1 - r0, w.desc().cols());
     const PayloadLayout layout = payload_layout(dd);
     if (buffer_.size() < layout.total_bytes) buffer_.resize(layout.total_bytes);
-    densify_bitmap(w, buffer_.data());
+    if (widen)
+      densify_bitmap_f32(w, reinterpret_cast<float*>(buffer_.data()), r0, r1);
+    else
+      densify_bitmap(w, buffer_.data(), r0, r1);
     if (dd.dtype == DType::int8)
-      std::copy_n(w.section<float>(Section::scales), dd.rows(), reinterpret_cast<float*>(buffer_.data() + layout[Section::scales].offset));
+      std::copy_n(w.section<float>(Section::scales) + r0, dd.rows(), reinterpret_cast<float*>(buffer_.data() + layout[Section::scales].offset));
     return Tensor::wrap(dd, buffer_.data(), nullptr);
+  }
+  // A block's outputs, [n][block rows], before they go to their columns of y.
+  float* block_output(size_t floats) {
+    if (block_output_.size() < floats) block_output_.resize(floats);
+    return block_output_.data();
   }
   OnednnMatmul& product(const Tensor& dense) {
     const TensorDesc& d = dense.desc();
@@ -75,6 +99,7 @@ class DensifyScratch {
 
  private:
   std::vector<std::byte> buffer_;
+  std::vector<float> block_output_;
   std::map<std::tuple<uint64_t, uint64_t, DType>, std::unique_ptr<OnednnMatmul>> products_;
 };
 
@@ -116,10 +141,31 @@ Linear::Choice Linear::choice_for(size_t n) const {
   return c;
 }
 
+// An expanded weight runs in blocks of rows of about this many bytes, so the
+// scratch buffer stays small: a whole 2048 x 11264 weight widened to f32 is
+// 92 MB (the 50 % mini model's 512-token prefill peaked at 3201 MB blocked,
+// 3264 MB not; its speed did not measurably change).
+constexpr uint64_t kExpandedBlockBytes = uint64_t{16} << 20;
+
 void Linear::run_densified(const float* x, size_t n, float* y) const {
   DensifyScratch& scratch = DensifyScratch::of_this_thread();
-  const Tensor dense = scratch.expand(weight_);
-  scratch.product(dense).run(x, n, y);
+  const TensorDesc& d = weight_.desc();
+  const uint64_t rows = d.rows();
+  const uint64_t row_bytes = d.cols() * dtype_size(widened(d) ? DType::f32 : d.dtype);
+  const uint64_t blocks = std::max<uint64_t>(1, (rows * row_bytes + kExpandedBlockBytes - 1) / kExpandedBlockBytes);
+  // Equal blocks of a multiple of 16 rows: few distinct shapes, so few oneDNN products.
+  const uint64_t block_rows = std::min(rows, ((rows + blocks - 1) / blocks + 15) / 16 * 16);
+  if (block_rows == rows) {
+    const Tensor dense = scratch.expand(weight_, 0, rows);
+    return scratch.product(dense).run(x, n, y);
+  }
+  float* out = scratch.block_output(n * block_rows);
+  for (uint64_t r0 = 0; r0 < rows; r0 += block_rows) {
+    const uint64_t r1 = std::min(rows, r0 + block_rows), width = r1 - r0;
+    const Tensor dense = scratch.expand(weight_, r0, r1);
+    scratch.product(dense).run(x, n, out);
+    for (size_t t = 0; t < n; ++t) std::copy_n(out + t * width, width, y + t * rows + r0);
+  }
 }
 
 bool Linear::prepare() {
@@ -158,7 +204,7 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
 std::string Linear::describe(size_t n) const {
   if (weight_.desc().format == Format::dense) return std::string("onednn dense ") + dtype_name(weight_.desc().dtype);
   const Choice c = choice_for(n);
-  if (c.densify) return std::string("onednn dense ") + dtype_name(weight_.desc().dtype) + " on the weight expanded per call";
+  if (c.densify) return std::string("onednn dense ") + dtype_name(widened(weight_.desc()) ? DType::f32 : weight_.desc().dtype) + " on the weight expanded per call";
   return c.tokens < n ? std::string(c.kernel->name) + " in chunks of " + std::to_string(c.tokens) + " tokens" : c.kernel->name;
 }
 
