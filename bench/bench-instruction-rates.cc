@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
     const double per_second = bench::median(rate[i]);
     std::printf("%-30s %16.2f %16.1f %21.2fx\n", in.name, per_second / 1e9, per_second * in.macs / 1e9, bench::median(vs_fma[i]));
   }
-  std::printf("\nbf16_dot_vs_fma() at first use: %.2f (below 1: bf16 bitmap weights expanded for oneDNN are widened to f32)\n", bf16_dot_vs_fma());
+  std::printf("\nbf16_dot_vs_fma() at first use: %.2f: bf16 bitmap weights expanded for oneDNN are %s\n", bf16_dot_vs_fma(),
+              f32_outruns_bf16_dot() ? "widened to f32" : "kept in bf16");
   return 0;
 }

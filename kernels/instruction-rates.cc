@@ -21,4 +21,6 @@ double bf16_dot_vs_fma() {
   return ratio;
 }
 
+bool f32_outruns_bf16_dot() { return bf16_dot_vs_fma() < 1.0; }
+
 }  // namespace lacuna

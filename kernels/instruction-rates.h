@@ -24,4 +24,9 @@ double dpbusd_zmm_per_second(long iterations);
 // so decisions made on it do not flip between runs. Thread-safe.
 double bf16_dot_vs_fma();
 
+// The decision made on it: f32 FMAs do more multiply-adds per second than
+// VDPBF16PS here (bf16_dot_vs_fma() < 1), so oneDNN's f32 matmul outruns
+// its bf16 one and a bf16 weight expanded for oneDNN is better widened to f32.
+bool f32_outruns_bf16_dot();
+
 }  // namespace lacuna

@@ -41,7 +41,7 @@ int run_cpuinfo(size_t n) {
   for (const auto& note : cpu.notes) std::printf("note: %s\n", note.c_str());
   if (const double ratio = bf16_dot_vs_fma(); ratio > 0)
     std::printf("VDPBF16PS multiply-adds per second vs f32 FMAs: %.2fx (%s)\n", ratio,
-                ratio < 1.0 ? "below 1: bf16 bitmap weights expanded for oneDNN are widened to f32" : "bf16 bitmap weights are expanded for oneDNN in bf16");
+                f32_outruns_bf16_dot() ? "below 1: bf16 bitmap weights expanded for oneDNN are widened to f32" : "bf16 bitmap weights are expanded for oneDNN in bf16");
   else
     std::printf("VDPBF16PS: not usable; bf16 bitmap weights expanded for oneDNN are widened to f32\n");
   print_topology();

@@ -44,7 +44,7 @@ constexpr double kSparsestExpandedBf16 = 0.65;
 constexpr double kSparsestWidenedBf16 = 0.85;
 
 // Whether an expanded weight is widened to f32 (see above).
-bool widened(const TensorDesc& d) { return d.dtype == DType::bf16 && bf16_dot_vs_fma() < 1.0; }
+bool widened(const TensorDesc& d) { return d.dtype == DType::bf16 && f32_outruns_bf16_dot(); }
 
 size_t densify_from(const TensorDesc& d) {
   constexpr size_t kNever = std::numeric_limits<size_t>::max();
