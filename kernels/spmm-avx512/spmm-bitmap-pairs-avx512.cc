@@ -4,14 +4,21 @@
 // interleaved column pairs ([in/2][n][2] bf16). Pairs that are zero on both
 // sides are skipped, so the work shrinks with the sparsity.
 //
-// Each row is prepared once for all its token tiles: its groups expanded
-// into a buffer, and the list of its live column pairs (those holding a
-// nonzero) compressed out of the masks. A tile then walks that list in one
-// loop: per pair, one broadcast load of the weight pair and NV products.
-// Walking each group's live pairs in a loop of its own mispredicted that
-// loop's exit once per group (8 pairs on average at 70 %), and one set of
-// accumulators made every pair wait for the previous pair's products; pairs
-// alternate between two sets here.
+// Rows are prepared once for all their token tiles, kRowBlock at a time: each
+// row's groups expanded into a buffer, and the list of its live column pairs
+// (those holding a nonzero) compressed out of the masks. A tile then walks
+// each row's list in one loop: per pair, one broadcast load of the weight
+// pair and NV products. Walking each group's live pairs in a loop of its own
+// mispredicted that loop's exit once per group (8 pairs on average at 70 %),
+// and one set of accumulators made every pair wait for the previous pair's
+// products; pairs alternate between two sets here.
+//
+// The columns are walked in blocks whose activations (the tile's tokens of
+// the block's column pairs) take at most kActivationBlockBytes, every row of
+// the row block over one column block before the next, so those activations
+// stay in L2 for all the rows. Walking each row over all its columns read
+// the whole activation panel once per row, from L3 once the panel outgrew L2
+// (5632 columns x 256 tokens: 2.9 MB; docs/benchmarks.md "Column blocks").
 // Compiled with -mavx512f -mavx512bw -mavx512vbmi2 -mavx512bf16.
 #include <immintrin.h>
 
@@ -25,66 +32,109 @@
 namespace lacuna {
 namespace {
 
-// A row ready for its tiles: `pairs[i]` is weight pair i of the row (two
-// bf16 side by side), and `live` lists the pairs holding a nonzero, in
-// column order.
-struct PreparedRow {
-  std::vector<uint32_t> pairs;
-  std::vector<uint32_t> live;  // 16 spare entries: each group stores 16 indices and keeps only its live ones
-  size_t live_count = 0;
+constexpr size_t kRowBlock = 16;
+constexpr int kMaxVectors = 8;  // 128 tokens: 16 accumulators and the weight pair in registers
+constexpr size_t kActivationBlockBytes = 256 * 1024;
+// Column blocks are made of steps of this many groups (256 column pairs);
+// each row records where its live pairs of every step begin.
+constexpr uint64_t kGroupsPerStep = 16;
 
-  void prepare(const SpmmArgs& a, uint64_t r) {
+// kRowBlock rows ready for their tiles: `pairs[j * row_pairs + i]` is
+// weight pair i of row j (two bf16 side by side); row j's live pairs of
+// step s are entries [start[j * (steps + 1) + s], start[j * (steps + 1) + s + 1])
+// of `live`, in column order.
+struct PreparedRows {
+  std::vector<uint32_t> pairs, live, start;
+  uint64_t row_pairs = 0, steps = 0;
+
+  void prepare(const SpmmArgs& a, uint64_t r0, size_t rows) {
     const Tensor& w = *a.w;
     const uint64_t groups = group_count(w.desc());
-    const uint32_t* masks = w.section<uint32_t>(Section::masks) + r * groups;
-    const uint16_t* p = w.section<uint16_t>(Section::values) + w.section<uint64_t>(Section::row_ptr)[r];
-    if (pairs.size() < groups * 16) pairs.resize(groups * 16);
-    if (live.size() < groups * 16 + 16) live.resize(groups * 16 + 16);
+    row_pairs = groups * 16;
+    steps = (groups + kGroupsPerStep - 1) / kGroupsPerStep;
+    if (pairs.size() < rows * row_pairs) pairs.resize(rows * row_pairs);
+    if (live.size() < rows * row_pairs + 16) live.resize(rows * row_pairs + 16);  // each group stores 16 indices, keeps its live ones
+    start.resize(rows * (steps + 1));
     const __m512i group_pair_index = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    live_count = 0;
-    for (uint64_t g = 0; g < groups; ++g) {
-      const uint32_t m = kernels::avx512::load_mask(masks + g);
-      _mm512_storeu_si512(pairs.data() + g * 16, kernels::avx512::fresh_expand_epi16(m, kernels::avx512::load_unfolded<__m512i>(p)));
-      p += std::popcount(m);
-      // Bit k of `pairs_live` is set when column pair k of the group holds a nonzero.
-      const auto pairs_live = static_cast<__mmask16>(_pext_u32(m | (m >> 1), 0x55555555u));
-      const __m512i index = _mm512_add_epi32(group_pair_index, _mm512_set1_epi32(static_cast<int>(g * 16)));
-      _mm512_storeu_si512(live.data() + live_count, _mm512_maskz_compress_epi32(pairs_live, index));
-      live_count += static_cast<size_t>(std::popcount(static_cast<uint32_t>(pairs_live)));
+    const uint64_t* row_ptr = w.section<uint64_t>(Section::row_ptr);
+    size_t count = 0;
+    for (size_t j = 0; j < rows; ++j) {
+      const uint32_t* masks = w.section<uint32_t>(Section::masks) + (r0 + j) * groups;
+      const uint16_t* p = w.section<uint16_t>(Section::values) + row_ptr[r0 + j];
+      uint32_t* row_start = start.data() + j * (steps + 1);
+      uint32_t* row_pair = pairs.data() + j * row_pairs;
+      for (uint64_t g = 0; g < groups; ++g) {
+        if (g % kGroupsPerStep == 0) row_start[g / kGroupsPerStep] = static_cast<uint32_t>(count);
+        const uint32_t m = kernels::avx512::load_mask(masks + g);
+        _mm512_storeu_si512(row_pair + g * 16, kernels::avx512::fresh_expand_epi16(m, kernels::avx512::load_unfolded<__m512i>(p)));
+        p += std::popcount(m);
+        // Bit k of `pairs_live` is set when column pair k of the group holds a nonzero.
+        const auto pairs_live = static_cast<__mmask16>(_pext_u32(m | (m >> 1), 0x55555555u));
+        const __m512i index = _mm512_add_epi32(group_pair_index, _mm512_set1_epi32(static_cast<int>(g * 16)));
+        _mm512_storeu_si512(live.data() + count, _mm512_maskz_compress_epi32(pairs_live, index));
+        count += static_cast<size_t>(std::popcount(static_cast<uint32_t>(pairs_live)));
+      }
+      row_start[steps] = static_cast<uint32_t>(count);
     }
   }
 };
 
+// Adds the products of row j's live pairs [begin, end) to the NV vectors at
+// `acc` (or sets them, if `first`).
 template <int NV>
-inline void pairs_row(const SpmmArgs& a, uint64_t r, size_t n0, const PreparedRow& row) {
-  const uint32_t* x = static_cast<const uint32_t*>(a.x) + n0;  // one dword = a column pair of one token
+inline void pairs_run(const uint32_t* x, size_t ldx, const PreparedRows& rows, size_t j, size_t begin, size_t end, float* acc, bool first) {
+  const uint32_t* row_pair = rows.pairs.data() + j * rows.row_pairs;
   __m512 even[NV], odd[NV];
-  LACUNA_UNROLL for (int j = 0; j < NV; ++j) even[j] = odd[j] = _mm512_setzero_ps();
-  auto pair = [&](uint32_t i, __m512* acc) {
-    const __m512bh wv = (__m512bh)_mm512_set1_epi32(static_cast<int>(row.pairs[i]));
-    const uint32_t* xp = x + i * a.ldx;
-    LACUNA_UNROLL for (int j = 0; j < NV; ++j) acc[j] = _mm512_dpbf16_ps(acc[j], wv, (__m512bh)_mm512_loadu_si512(xp + 16 * j));
+  LACUNA_UNROLL for (int v = 0; v < NV; ++v) {
+    even[v] = first ? _mm512_setzero_ps() : _mm512_load_ps(acc + 16 * v);
+    odd[v] = _mm512_setzero_ps();
+  }
+  auto pair = [&](uint32_t i, __m512* sum) {
+    const __m512bh wv = (__m512bh)_mm512_set1_epi32(static_cast<int>(row_pair[i]));
+    const uint32_t* xp = x + i * ldx;
+    LACUNA_UNROLL for (int v = 0; v < NV; ++v) sum[v] = _mm512_dpbf16_ps(sum[v], wv, (__m512bh)_mm512_loadu_si512(xp + 16 * v));
   };
-  const uint32_t* live = row.live.data();
-  size_t i = 0;
-  for (; i + 2 <= row.live_count; i += 2) {
+  const uint32_t* live = rows.live.data();
+  size_t i = begin;
+  for (; i + 2 <= end; i += 2) {
     pair(live[i], even);
     pair(live[i + 1], odd);
   }
-  if (i < row.live_count) pair(live[i], even);
-  alignas(64) float out[16 * NV];
-  LACUNA_UNROLL for (int j = 0; j < NV; ++j) _mm512_store_ps(out + 16 * j, _mm512_add_ps(even[j], odd[j]));
+  if (i < end) pair(live[i], even);
+  LACUNA_UNROLL for (int v = 0; v < NV; ++v) _mm512_store_ps(acc + 16 * v, _mm512_add_ps(even[v], odd[v]));
+}
+
+template <int NV>
+void pairs_tile(const SpmmArgs& a, uint64_t r0, size_t n0, const PreparedRows& rows, size_t row_count) {
+  const uint32_t* x = static_cast<const uint32_t*>(a.x) + n0;  // one dword = a column pair of one token
+  const uint64_t step_bytes = kGroupsPerStep * 16 * 64 * NV;
+  const uint64_t steps_per_block = std::max<uint64_t>(1, kActivationBlockBytes / step_bytes);
+  alignas(64) float acc[kRowBlock][16 * NV];
+  for (uint64_t s = 0; s < rows.steps; s += steps_per_block) {
+    const uint64_t s_end = std::min(rows.steps, s + steps_per_block);
+    for (size_t j = 0; j < row_count; ++j) {
+      const uint32_t* start = rows.start.data() + j * (rows.steps + 1);
+      pairs_run<NV>(x, a.ldx, rows, j, start[s], start[s_end], acc[j], s == 0);
+    }
+  }
   const size_t valid = std::min<size_t>(16 * NV, a.n - n0);
-  for (size_t l = 0; l < valid; ++l) a.y[(n0 + l) * a.ldy + r] = out[l];
+  for (size_t l = 0; l < valid; ++l)
+    for (size_t j = 0; j < row_count; ++j) a.y[(n0 + l) * a.ldy + r0 + j] = acc[j][l];
 }
 
 }  // namespace
 
 void lacuna_spmm_bitmap_bf16_ukernel_1x64__avx512bf16(const SpmmArgs& a) {
-  thread_local PreparedRow row;
-  for (uint64_t r = a.row_begin; r < a.row_end; ++r) {
-    row.prepare(a, r);
-    kernels::for_vector_tiles<4>(a.n, [&](auto nv, size_t n0) { pairs_row<nv>(a, r, n0, row); });
+  thread_local PreparedRows rows;
+  // Rows are blocked only when a row's columns need more than one column
+  // block: otherwise one row at a time keeps its expanded pairs in L1.
+  const uint64_t pairs = group_count(a.w->desc()) * 16;
+  const uint64_t widest_tile = std::min<uint64_t>(kMaxVectors, (a.n + 15) / 16);
+  const size_t row_block = pairs * 64 * widest_tile > kActivationBlockBytes ? kRowBlock : 1;
+  for (uint64_t r0 = a.row_begin; r0 < a.row_end; r0 += row_block) {
+    const size_t row_count = static_cast<size_t>(std::min<uint64_t>(row_block, a.row_end - r0));
+    rows.prepare(a, r0, row_count);
+    kernels::for_vector_tiles<kMaxVectors>(a.n, [&](auto nv, size_t n0) { pairs_tile<nv>(a, r0, n0, rows, row_count); });
   }
 }
 
