@@ -35,6 +35,7 @@ namespace {
 constexpr size_t kRowBlock = 16;
 constexpr int kMaxVectors = 8;  // 128 tokens: 16 accumulators and the weight pair in registers
 constexpr size_t kActivationBlockBytes = 256 * 1024;
+constexpr uint64_t kPairVectorBytes = 64;  // the activations of one column pair for one vector of 16 tokens
 // Column blocks are made of steps of this many groups (256 column pairs);
 // each row records where its live pairs of every step begin.
 constexpr uint64_t kGroupsPerStep = 16;
@@ -107,7 +108,7 @@ inline void pairs_run(const uint32_t* x, size_t ldx, const PreparedRows& rows, s
 template <int NV>
 void pairs_tile(const SpmmArgs& a, uint64_t r0, size_t n0, const PreparedRows& rows, size_t row_count) {
   const uint32_t* x = static_cast<const uint32_t*>(a.x) + n0;  // one dword = a column pair of one token
-  const uint64_t step_bytes = kGroupsPerStep * 16 * 64 * NV;
+  const uint64_t step_bytes = kGroupsPerStep * 16 * kPairVectorBytes * NV;
   const uint64_t steps_per_block = std::max<uint64_t>(1, kActivationBlockBytes / step_bytes);
   alignas(64) float acc[kRowBlock][16 * NV];
   for (uint64_t s = 0; s < rows.steps; s += steps_per_block) {
@@ -124,13 +125,13 @@ void pairs_tile(const SpmmArgs& a, uint64_t r0, size_t n0, const PreparedRows& r
 
 }  // namespace
 
-void lacuna_spmm_bitmap_bf16_ukernel_1x64__avx512bf16(const SpmmArgs& a) {
+void lacuna_spmm_bitmap_bf16_ukernel_1x128__avx512bf16(const SpmmArgs& a) {
   thread_local PreparedRows rows;
   // Rows are blocked only when a row's columns need more than one column
   // block: otherwise one row at a time keeps its expanded pairs in L1.
   const uint64_t pairs = group_count(a.w->desc()) * 16;
   const uint64_t widest_tile = std::min<uint64_t>(kMaxVectors, (a.n + 15) / 16);
-  const size_t row_block = pairs * 64 * widest_tile > kActivationBlockBytes ? kRowBlock : 1;
+  const size_t row_block = pairs * kPairVectorBytes * widest_tile > kActivationBlockBytes ? kRowBlock : 1;
   for (uint64_t r0 = a.row_begin; r0 < a.row_end; r0 += row_block) {
     const size_t row_count = static_cast<size_t>(std::min<uint64_t>(row_block, a.row_end - r0));
     rows.prepare(a, r0, row_count);
