@@ -19,7 +19,8 @@ struct Forward::Scratch {
   struct ExpertWork {
     std::vector<float> x, h, a, y;
   };
-  std::vector<ExpertWork> work;
+  std::vector<ExpertWork> work;  // per expert, when node teams run experts side by side
+  ExpertWork one_expert;         // otherwise: every expert in turn
   std::vector<std::vector<float>> node_buffer;  // a node's slice outputs before they join the expert's
   std::vector<const KvCache*> cache_of;  // each token's sequence
   std::vector<int64_t> logit_rows;       // tokens whose logits were asked for
@@ -279,52 +280,58 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
     for (int64_t j = 0; j < c.top_k; ++j)
       s.routed[order[j]].emplace_back(t, c.renormalize_top_k ? prob[order[j]] / chosen : prob[order[j]]);
   }
-  for (int64_t e = 0; e < e_count; ++e) {
+  // An expert's inputs gathered into `b`, its rows of the batch in routing order.
+  auto gather = [&](int64_t e, Scratch::ExpertWork& b) {
     const auto& tokens = s.routed[e];
     const size_t n = tokens.size();
-    routed_tokens_[static_cast<size_t>(layer)][static_cast<size_t>(e)] += n;
-    Scratch::ExpertWork& b = s.work[e];
     b.x.resize(n * h);
     b.h.resize(n * 2 * ffn);
     b.a.resize(n * ffn);
     b.y.resize(n * h);
     for (size_t i = 0; i < n; ++i) std::copy_n(&s.xn[tokens[i].first * h], h, &b.x[i * h]);
-  }
-  const NumaPolicy placement = placed_ ? placed_->placement().layers[layer].policy : NumaPolicy::none;
-  if (placement == NumaPolicy::experts || placement == NumaPolicy::slices) {
-    run_placed_experts(layer, s);
-  } else {
-    // The caller's threads, on the model's weights or their unbound or interleaved copies.
-    const bool gelu = c.activation == ExpertActivation::gelu_tanh;
-    const auto nodes = static_cast<uint64_t>(placed_ ? placed_->topology().nodes.size() : 1);
-    for (int64_t e = 0; e < e_count; ++e) {
-      const size_t n = s.routed[e].size();
-      if (n == 0) continue;
-      const bool copied = placed_ && !placed_->copies(layer, e).empty();
-      const Linear& gate_up = copied ? placed_->copies(layer, e)[0].gate_up : w.gate_up[e];
-      const Linear& down = copied ? placed_->copies(layer, e)[0].down : w.down[e];
-      Scratch::ExpertWork& b = s.work[e];
-      run(gate_up, b.x.data(), n, b.h.data());
-      activate_rows(b.h.data(), ffn, 0, n, b.a.data(), ffn, gelu);
-      run(down, b.a.data(), n, b.y.data());
-      // Unbound or interleaved weights: a node's share of their pages is local.
-      if (placed_) {
-        numa_.remote_weight_bytes += (gate_up.bytes() + down.bytes()) * (nodes - 1) / nodes;
-        for (uint64_t& t : numa_.node_tokens) t += n;
-        numa_.critical_pairs += static_cast<double>(n) / static_cast<double>(nodes);
-      }
-    }
-  }
-  // Experts summed in index order, so a token's sum depends neither on the
-  // rest of the batch nor on where the experts ran.
+  };
+  // Experts are added in index order, so a token's sum depends neither on
+  // the rest of the batch nor on where the experts ran.
   std::fill(s.moe.begin(), s.moe.end(), 0.0f);
-  for (int64_t e = 0; e < e_count; ++e) {
+  auto add_output = [&](int64_t e, const std::vector<float>& y) {
     const auto& tokens = s.routed[e];
-    const std::vector<float>& y = s.work[e].y;
     for (size_t i = 0; i < tokens.size(); ++i) {
       float* out = &s.moe[tokens[i].first * h];
       const float weight = tokens[i].second;
       for (int64_t j = 0; j < h; ++j) out[j] += weight * y[i * h + j];
+    }
+  };
+  for (int64_t e = 0; e < e_count; ++e) routed_tokens_[static_cast<size_t>(layer)][static_cast<size_t>(e)] += s.routed[e].size();
+  const NumaPolicy placement = placed_ ? placed_->placement().layers[layer].policy : NumaPolicy::none;
+  if (placement == NumaPolicy::experts || placement == NumaPolicy::slices) {
+    // Node teams run experts side by side: each expert keeps its own buffers.
+    for (int64_t e = 0; e < e_count; ++e) gather(e, s.work[e]);
+    run_placed_experts(layer, s);
+    for (int64_t e = 0; e < e_count; ++e) add_output(e, s.work[e].y);
+    return;
+  }
+  // The caller's threads, on the model's weights or their unbound or
+  // interleaved copies, one expert after another through one set of
+  // buffers (one per expert held ~170 MB after a 512-token prompt).
+  const bool gelu = c.activation == ExpertActivation::gelu_tanh;
+  const auto nodes = static_cast<uint64_t>(placed_ ? placed_->topology().nodes.size() : 1);
+  Scratch::ExpertWork& b = s.one_expert;
+  for (int64_t e = 0; e < e_count; ++e) {
+    const size_t n = s.routed[e].size();
+    if (n == 0) continue;
+    const bool copied = placed_ && !placed_->copies(layer, e).empty();
+    const Linear& gate_up = copied ? placed_->copies(layer, e)[0].gate_up : w.gate_up[e];
+    const Linear& down = copied ? placed_->copies(layer, e)[0].down : w.down[e];
+    gather(e, b);
+    run(gate_up, b.x.data(), n, b.h.data());
+    activate_rows(b.h.data(), ffn, 0, n, b.a.data(), ffn, gelu);
+    run(down, b.a.data(), n, b.y.data());
+    add_output(e, b.y);
+    // Unbound or interleaved weights: a node's share of their pages is local.
+    if (placed_) {
+      numa_.remote_weight_bytes += (gate_up.bytes() + down.bytes()) * (nodes - 1) / nodes;
+      for (uint64_t& t : numa_.node_tokens) t += n;
+      numa_.critical_pairs += static_cast<double>(n) / static_cast<double>(nodes);
     }
   }
 }

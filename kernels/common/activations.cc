@@ -6,6 +6,7 @@
 #include <memory>
 #include <numeric>
 
+#include "kernels/common/scratch.h"
 #include "sparse/dtype.h"
 #include "sparse/error.h"
 #include "sparse/quantize.h"
@@ -14,28 +15,6 @@ namespace lacuna::kernels {
 namespace {
 
 constexpr size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
-
-// A 64-byte aligned buffer that only grows.
-class Scratch {
- public:
-  void* get(size_t bytes) {
-    if (bytes > capacity_) {
-      const size_t grown = round_up(std::max(bytes, capacity_ * 2), 64);
-      auto* p = static_cast<std::byte*>(std::aligned_alloc(64, grown));
-      if (!p) throw Error("out of memory for " + std::to_string(grown) + " bytes of activations");
-      data_.reset(p);
-      capacity_ = grown;
-    }
-    return data_.get();
-  }
-
- private:
-  struct Free {
-    void operator()(std::byte* p) const { std::free(p); }
-  };
-  std::unique_ptr<std::byte, Free> data_;
-  size_t capacity_ = 0;
-};
 
 thread_local Scratch t_values, t_scales, t_sums;
 
