@@ -28,8 +28,8 @@ dnnl::engine& cpu_engine() {
 
 // Every product's source rows and padded outputs are staged in these, one
 // pair per thread, grown to the largest call. Each primitive bucket of each
-// weight had kept its own (a 512-token prompt left the dense mini model
-// ~950 MB of them, and int8 models 20-45 % above their file size).
+// weight had kept its own, so a model held them for every batch size each
+// of its weights had seen.
 thread_local kernels::Scratch t_source, t_padded_output;
 
 }  // namespace
