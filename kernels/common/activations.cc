@@ -2,13 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <memory>
 #include <numeric>
 
 #include "kernels/common/scratch.h"
 #include "sparse/dtype.h"
-#include "sparse/error.h"
 #include "sparse/quantize.h"
 
 namespace lacuna::kernels {

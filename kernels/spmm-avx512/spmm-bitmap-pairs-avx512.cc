@@ -40,6 +40,14 @@ constexpr uint64_t kPairVectorBytes = 64;  // the activations of one column pair
 // each row records where its live pairs of every step begin.
 constexpr uint64_t kGroupsPerStep = 16;
 
+uint64_t step_count(const TensorDesc& d) { return (group_count(d) + kGroupsPerStep - 1) / kGroupsPerStep; }
+
+// The steps of one column block for tiles of `vectors` vectors of tokens: as
+// many as keep the block's activations within kActivationBlockBytes (one at least).
+constexpr uint64_t steps_per_block(uint64_t vectors) {
+  return std::max<uint64_t>(1, kActivationBlockBytes / (kGroupsPerStep * 16 * kPairVectorBytes * vectors));
+}
+
 // kRowBlock rows ready for their tiles: `pairs[j * row_pairs + i]` is
 // weight pair i of row j (two bf16 side by side); row j's live pairs of
 // step s are entries [start[j * (steps + 1) + s], start[j * (steps + 1) + s + 1])
@@ -52,7 +60,7 @@ struct PreparedRows {
     const Tensor& w = *a.w;
     const uint64_t groups = group_count(w.desc());
     row_pairs = groups * 16;
-    steps = (groups + kGroupsPerStep - 1) / kGroupsPerStep;
+    steps = step_count(w.desc());
     if (pairs.size() < rows * row_pairs) pairs.resize(rows * row_pairs);
     if (live.size() < rows * row_pairs + 16) live.resize(rows * row_pairs + 16);  // each group stores 16 indices, keeps its live ones
     start.resize(rows * (steps + 1));
@@ -108,11 +116,10 @@ inline void pairs_run(const uint32_t* x, size_t ldx, const PreparedRows& rows, s
 template <int NV>
 void pairs_tile(const SpmmArgs& a, uint64_t r0, size_t n0, const PreparedRows& rows, size_t row_count) {
   const uint32_t* x = static_cast<const uint32_t*>(a.x) + n0;  // one dword = a column pair of one token
-  const uint64_t step_bytes = kGroupsPerStep * 16 * kPairVectorBytes * NV;
-  const uint64_t steps_per_block = std::max<uint64_t>(1, kActivationBlockBytes / step_bytes);
+  constexpr uint64_t block_steps = steps_per_block(NV);
   alignas(64) float acc[kRowBlock][16 * NV];
-  for (uint64_t s = 0; s < rows.steps; s += steps_per_block) {
-    const uint64_t s_end = std::min(rows.steps, s + steps_per_block);
+  for (uint64_t s = 0; s < rows.steps; s += block_steps) {
+    const uint64_t s_end = std::min(rows.steps, s + block_steps);
     for (size_t j = 0; j < row_count; ++j) {
       const uint32_t* start = rows.start.data() + j * (rows.steps + 1);
       pairs_run<NV>(x, a.ldx, rows, j, start[s], start[s_end], acc[j], s == 0);
@@ -129,9 +136,8 @@ void lacuna_spmm_bitmap_bf16_ukernel_1x128__avx512bf16(const SpmmArgs& a) {
   thread_local PreparedRows rows;
   // Rows are blocked only when a row's columns need more than one column
   // block: otherwise one row at a time keeps its expanded pairs in L1.
-  const uint64_t pairs = group_count(a.w->desc()) * 16;
   const uint64_t widest_tile = std::min<uint64_t>(kMaxVectors, (a.n + 15) / 16);
-  const size_t row_block = pairs * kPairVectorBytes * widest_tile > kActivationBlockBytes ? kRowBlock : 1;
+  const size_t row_block = step_count(a.w->desc()) > steps_per_block(widest_tile) ? kRowBlock : 1;
   for (uint64_t r0 = a.row_begin; r0 < a.row_end; r0 += row_block) {
     const size_t row_count = static_cast<size_t>(std::min<uint64_t>(row_block, a.row_end - r0));
     rows.prepare(a, r0, row_count);
