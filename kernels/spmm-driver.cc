@@ -1,6 +1,7 @@
 // Runs one kernel over a whole weight: prepares the activations once, then
-// gives each OpenMP thread a contiguous block of rows holding about the same
-// number of stored bytes (a row's cost is its bytes, not its position).
+// splits the rows into blocks holding about the same number of stored bytes
+// (a row's cost is its bytes, not its position), which the OpenMP threads take
+// in turn.
 #include <omp.h>
 
 #include <algorithm>
@@ -48,6 +49,7 @@ uint64_t split_row(const Tensor& w, uint64_t total, size_t t, size_t parts, uint
 
 // Below this much streamed work a parallel region costs more than it saves.
 constexpr uint64_t kParallelMinWork = 256 * 1024;
+constexpr size_t kBlocksPerThread = 8;
 
 }  // namespace
 
@@ -64,9 +66,12 @@ void spmm_run(const SpmmUkernel& kernel, const Tensor& w, const float* x, size_t
     kernel.fn(base);
     return;
   }
-#pragma omp parallel num_threads(threads)
-  {
-    const size_t t = static_cast<size_t>(omp_get_thread_num()), parts = static_cast<size_t>(omp_get_num_threads());
+  // More blocks than threads, taken as threads come free: a thread that
+  // runs slower (a busy sibling, a preempted vCPU) takes fewer, instead of
+  // keeping the others waiting at the end of the region.
+  const size_t parts = static_cast<size_t>(threads) * kBlocksPerThread;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (size_t t = 0; t < parts; ++t) {
     SpmmArgs a = base;
     a.row_begin = split_row(w, total, t, parts, kernel.row_tile);
     a.row_end = split_row(w, total, t + 1, parts, kernel.row_tile);
