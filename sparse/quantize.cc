@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "sparse/convert.h"
 #include "sparse/element.h"
@@ -38,15 +39,29 @@ Tensor quantize(const float* w, const TensorDesc& shape_and_dtype) {
 }
 
 float quantize_int8_symmetric(const float* x, size_t n, int8_t* out) {
+  // This runs on every token's activations before each int8 product, on the
+  // calling thread while the others wait: no branch or libm call per element
+  // (nearbyint was one, 2.5 % of the main thread's samples in a 90 % int8 decode).
   float amax = 0.0f;
-  for (size_t i = 0; i < n; ++i) amax = std::isfinite(x[i]) ? std::max(amax, std::fabs(x[i])) : INFINITY;
-  if (!std::isfinite(amax)) {
+  bool finite = true;
+  for (size_t i = 0; i < n; ++i) {
+    const float a = std::fabs(x[i]);
+    finite &= a <= std::numeric_limits<float>::max();  // false for inf and NaN
+    amax = a > amax ? a : amax;
+  }
+  if (!finite) {
     std::fill(out, out + n, int8_t{0});
     return NAN;
   }
   const float scale = amax / 127.0f;
   const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
-  for (size_t i = 0; i < n; ++i) out[i] = static_cast<int8_t>(std::clamp(std::nearbyint(x[i] * inv), -127.0f, 127.0f));
+  // Adding and removing 1.5 * 2^23 rounds to the nearest integer, ties to
+  // even (as nearbyint in the default mode), for |v| <= 2^22.
+  constexpr float kRound = 12582912.0f;
+  for (size_t i = 0; i < n; ++i) {
+    const float v = std::clamp(x[i] * inv, -127.0f, 127.0f);
+    out[i] = static_cast<int8_t>((v + kRound) - kRound);
+  }
   return scale;
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "sparse/convert.h"
 #include "sparse/error.h"
@@ -159,6 +160,28 @@ TEST(Quantize, SymmetricInt8HasNoScaleForNonFiniteValues) {
   const float zeros[3] = {0.0f, 0.0f, 0.0f};
   EXPECT_EQ(quantize_int8_symmetric(zeros, 3, q), 0.0f);
   EXPECT_EQ(q[0], 0);
+}
+
+TEST(Quantize, SymmetricInt8RoundsToNearestEven) {
+  // 127 makes the scale 1, so the halves below are exact ties.
+  const float ties[] = {127.0f, 2.5f, -3.5f, 0.5f, -0.5f, 1.5f, -126.5f, 126.49f};
+  int8_t q[8];
+  EXPECT_EQ(quantize_int8_symmetric(ties, 8, q), 1.0f);
+  const int8_t expected[] = {127, 2, -4, 0, 0, 2, -126, 126};
+  for (size_t i = 0; i < 8; ++i) EXPECT_EQ(q[i], expected[i]) << ties[i];
+  // Random rows against the definition: nearest integer of x / scale, ties to even.
+  std::mt19937 rng(31);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  std::vector<float> x(4099);
+  for (float& v : x) v = dist(rng);
+  std::vector<int8_t> got(x.size());
+  const float scale = quantize_int8_symmetric(x.data(), x.size(), got.data());
+  float amax = 0;
+  for (float v : x) amax = std::max(amax, std::fabs(v));
+  EXPECT_EQ(scale, amax / 127.0f);
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(got[i], static_cast<int8_t>(std::nearbyint(x[i] * (1.0f / scale)))) << i;
+  const float nan_row[3] = {1.0f, NAN, 2.0f};
+  EXPECT_TRUE(std::isnan(quantize_int8_symmetric(nan_row, 3, q)));
 }
 
 TEST(Quantize, Int8RefusesNonFiniteRows) {
