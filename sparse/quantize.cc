@@ -40,8 +40,9 @@ Tensor quantize(const float* w, const TensorDesc& shape_and_dtype) {
 
 float quantize_int8_symmetric(const float* x, size_t n, int8_t* out) {
   // This runs on every token's activations before each int8 product, on the
-  // calling thread while the others wait: no branch or libm call per element
-  // (nearbyint was one, 2.5 % of the main thread's samples in a 90 % int8 decode).
+  // calling thread while the others wait, hence no branch or libm call per
+  // element (with a libm nearbyint per element this function took 2.5 % of
+  // the main thread's samples in a 90 % int8 decode, 2.1 % without).
   float amax = 0.0f;
   bool finite = true;
   for (size_t i = 0; i < n; ++i) {
