@@ -66,7 +66,8 @@ TEST_P(Ukernel, MatchesDenseProduct) {
   const SpmmUkernel& k = GetParam();
   if (std::string why = cpu_info().why_unavailable(k.features); !why.empty()) GTEST_SKIP() << k.name << " " << why;
   // 19 x 1100: row and column blocks of the large-batch kernels with parts left over.
-  const std::pair<size_t, size_t> shapes[] = {{1, 1}, {7, 33}, {17, 100}, {64, 64}, {45, 257}, {19, 1100}};
+  // 5 x 2600 and 3 x 9100: activation rows too wide for the widest token tiles (with_token_tile).
+  const std::pair<size_t, size_t> shapes[] = {{1, 1}, {7, 33}, {17, 100}, {64, 64}, {45, 257}, {19, 1100}, {5, 2600}, {3, 9100}};
   const double sparsities[] = {0.0, 0.5, 0.9, 0.99, 1.0};
   const size_t batches[] = {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 33, 64, 256};
   uint64_t seed = 1;
@@ -100,22 +101,24 @@ TEST_P(Ukernel, EveryTokenOfABatchGetsItsSingleTokenBits) {
   const SpmmUkernel& k = GetParam();
   if (std::string why = cpu_info().why_unavailable(k.features); !why.empty()) GTEST_SKIP() << k.name << " " << why;
   if (k.min_n != 1) GTEST_SKIP() << k.name << " never runs one token";
-  const size_t rows = 45, cols = 300;
-  const Tensor w = make_weights(k, rows, cols, 0.7, true, 7);
-  for (size_t n : {2u, 3u, 5u, 7u, 13u, 17u}) {
-    if (k.max_n && n > k.max_n) continue;
-    const auto x = testing::random_activations(n, cols, n + 1000);
-    std::vector<float> batch(n * rows), alone(rows);
-    for (auto [begin, end] : {std::pair<uint64_t, uint64_t>{0, rows}, {3, 42}}) {
-      // Prepared again for each range: preparing one token reuses the buffer.
-      const kernels::PreparedActivations xp = kernels::prepare_activations(k.act, x.data(), n, cols);
-      k.fn(SpmmArgs{&w, xp.data, xp.ld, xp.scale, batch.data(), rows, n, begin, end, xp.sum});
-      for (size_t t = 0; t < n; ++t) {
-        const kernels::PreparedActivations xt = kernels::prepare_activations(k.act, x.data() + t * cols, 1, cols);
-        k.fn(SpmmArgs{&w, xt.data, xt.ld, xt.scale, alone.data(), rows, 1, begin, end, xt.sum});
-        for (uint64_t r = begin; r < end; ++r)
-          ASSERT_EQ(std::bit_cast<uint32_t>(batch[t * rows + r]), std::bit_cast<uint32_t>(alone[r]))
-              << k.name << " n=" << n << " token " << t << " row " << r << " rows [" << begin << ", " << end << ")";
+  // 9 x 2600: activation rows too wide for the widest token tiles (with_token_tile).
+  for (auto [rows, cols] : {std::pair<uint64_t, uint64_t>{45, 300}, {9, 2600}}) {
+    const Tensor w = make_weights(k, rows, cols, 0.7, true, 7);
+    for (size_t n : {2u, 3u, 5u, 7u, 13u, 17u}) {
+      if (k.max_n && n > k.max_n) continue;
+      const auto x = testing::random_activations(n, cols, n + 1000);
+      std::vector<float> batch(n * rows), alone(rows);
+      for (auto [begin, end] : {std::pair<uint64_t, uint64_t>{0, rows}, {3, rows - 3}}) {
+        // Prepared again for each range: preparing one token reuses the buffer.
+        const kernels::PreparedActivations xp = kernels::prepare_activations(k.act, x.data(), n, cols);
+        k.fn(SpmmArgs{&w, xp.data, xp.ld, xp.scale, batch.data(), rows, n, begin, end, xp.sum});
+        for (size_t t = 0; t < n; ++t) {
+          const kernels::PreparedActivations xt = kernels::prepare_activations(k.act, x.data() + t * cols, 1, cols);
+          k.fn(SpmmArgs{&w, xt.data, xt.ld, xt.scale, alone.data(), rows, 1, begin, end, xt.sum});
+          for (uint64_t r = begin; r < end; ++r)
+            ASSERT_EQ(std::bit_cast<uint32_t>(batch[t * rows + r]), std::bit_cast<uint32_t>(alone[r]))
+                << k.name << " n=" << n << " token " << t << " row " << r << " rows [" << begin << ", " << end << ")";
+        }
       }
     }
   }

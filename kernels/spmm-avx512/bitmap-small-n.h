@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "kernels/common/token-tiles.h"
@@ -87,26 +88,39 @@ LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", "kmovw", uint16_t, __m512)
 // (weights per group), Acc, WVec, XVec, zero(), add(a, b), expand(mask or
 // mask pointer, p), kMaskFromMemory, load_x(p), dot(acc, w, x),
 // finish(acc, row_scale, args, token) -> float, kTokenTile (tokens per
-// register tile), kRowTile, kExpandOnce (see bitmap_small_n).
+// register tile), splits(tokens), kRowTile, kExpandOnce (see bitmap_small_n).
 //
-// One row at a time, each (row, token) summing its groups into kSplit
-// accumulators (group g into g % kSplit, added pairwise at the end). The
-// kernel used to walk four rows together, one accumulator each, to hide the
-// dot product's latency; but four rows are eight short streams (four value
-// rows, four mask rows) that the hardware prefetcher does not follow, and
-// on this host the cold batch-1 product ran 1.7-2.4x slower than one row
+// One row at a time, each (row, token) summing its groups into
+// K::splits(NT) accumulators (group g into g % splits, added pairwise at the
+// end). The kernel used to walk four rows together, one accumulator each, to
+// hide the dot product's latency; but four rows are eight short streams (four
+// value rows, four mask rows) that the hardware prefetcher does not follow,
+// and on this host the cold batch-1 product ran 1.7-2.4x slower than one row
 // with split accumulators, which reads two sequential streams per thread.
 // K::kTokenTile tokens share each expanded group: as many as the registers
 // hold beside the expanded group, an activation vector and the traits' own
-// constants (6 for f32, bf16 and int8 weight-only, 24 accumulators; int8
-// with VNNI stays at 4, see its traits). A server's
-// step, whose experts see a few tokens each, then expands each group once
-// or twice instead of two or three times (docs/benchmarks.md, "Six-token
+// constants (6 for f32, bf16 and int8 weight-only, 24 accumulators). A
+// server's step, whose experts see a few tokens each, then expands each group
+// once or twice instead of two or three times (docs/benchmarks.md, "Six-token
 // tiles"). Two accumulators per token would fit 8 tokens but slowed batch
 // 1 by 5-10 % (the dot product's latency shows).
-// kSplit does not depend on the token tile, so a token's sum is the same
-// bits whatever batch it is computed in.
-inline constexpr int kSplit = 4;
+// Float sums depend on their order, so the float traits keep four splits at
+// every tile size: a token's sum is the same bits whatever batch it is
+// computed in. Integer sums do not (int8 VNNI), so its traits trade splits
+// for tokens as the tile grows (see Int8 in spmm-bitmap-avx512.cc).
+template <int N, class F>
+inline void unrolled_for(F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) { (f(std::integral_constant<int, I>{}), ...); }(std::make_integer_sequence<int, N>{});
+}
+
+// The splits of a (row, token) added pairwise: ((a0 + a1) + (a2 + a3)) for four.
+template <class K, int Begin, int Count>
+inline typename K::Acc sum_splits(const typename K::Acc* acc) {
+  if constexpr (Count == 1)
+    return acc[Begin];
+  else
+    return K::add(sum_splits<K, Begin, Count / 2>(acc), sum_splits<K, Begin + Count / 2, Count - Count / 2>(acc));
+}
 
 // Expands the group at `mask` whose word is already in a general register
 // (`loaded`, read for the popcount anyway): the expand takes the word from
@@ -174,8 +188,9 @@ template <class K, int NT, bool kExpanded>
   const auto* values = w.section<typename K::Value>(Section::values);
   const auto* x = static_cast<const typename K::XElem*>(a.x) + n0 * a.ldx;
   const typename K::Value* p = values + row_ptr[r];
-  typename K::Acc acc[NT][kSplit];
-  LACUNA_UNROLL for (int j = 0; j < NT; ++j) LACUNA_UNROLL for (int s = 0; s < kSplit; ++s) acc[j][s] = K::zero();
+  constexpr int kSplits = K::splits(NT);
+  typename K::Acc acc[NT][kSplits];
+  LACUNA_UNROLL for (int j = 0; j < NT; ++j) LACUNA_UNROLL for (int s = 0; s < kSplits; ++s) acc[j][s] = K::zero();
   // `split` is a compile-time index: a run-time one would move the tile to memory.
   auto group = [&](uint64_t g, auto split) {
     typename K::WVec wv;
@@ -185,22 +200,13 @@ template <class K, int NT, bool kExpanded>
       wv = expand_and_advance<K>(masks + g, p);
     LACUNA_UNROLL for (int j = 0; j < NT; ++j) acc[j][split] = K::dot(acc[j][split], wv, K::load_x(x + j * a.ldx + g * K::kWidth));
   };
-  static_assert(kSplit == 4);
   uint64_t g = 0;
-  for (; g + kSplit <= groups; g += kSplit) {
-    group(g, std::integral_constant<int, 0>{});
-    group(g + 1, std::integral_constant<int, 1>{});
-    group(g + 2, std::integral_constant<int, 2>{});
-    group(g + 3, std::integral_constant<int, 3>{});
-  }
-  if (g < groups) group(g++, std::integral_constant<int, 0>{});
-  if (g < groups) group(g++, std::integral_constant<int, 1>{});
-  if (g < groups) group(g++, std::integral_constant<int, 2>{});
+  for (; g + kSplits <= groups; g += kSplits) unrolled_for<kSplits>([&](auto split) { group(g + split, split); });
+  unrolled_for<kSplits - 1>([&](auto split) {
+    if (g < groups) group(g++, split);
+  });
   const float row_scale = w.desc().dtype == DType::int8 ? w.section<float>(Section::scales)[r] : 1.0f;
-  LACUNA_UNROLL for (int j = 0; j < NT; ++j) {
-    const typename K::Acc total = K::add(K::add(acc[j][0], acc[j][1]), K::add(acc[j][2], acc[j][3]));
-    a.y[(n0 + j) * a.ldy + r] = K::finish(total, row_scale, a, n0 + j);
-  }
+  LACUNA_UNROLL for (int j = 0; j < NT; ++j) a.y[(n0 + j) * a.ldy + r] = K::finish(sum_splits<K, 0, kSplits>(acc[j]), row_scale, a, n0 + j);
 }
 
 // How far a row's values advance over groups g .. g+3: the popcount of their four masks.
@@ -250,10 +256,10 @@ class RowPrefetch {
 
 // NR rows x NT tokens (NT >= 2): every activation vector loaded serves NR
 // rows, where the one-row tile loads it for each row. Each (row, token) keeps
-// the one-row tile's arithmetic: group g goes into accumulator g % kSplit, in
+// the one-row tile's arithmetic: group g goes into accumulator g % 4, in
 // group order, and the four are added pairwise at the end; only the order in
 // which the independent accumulators are filled changes (one split at a time,
-// so the tile needs NR x NT registers, not kSplit x NR x NT). A token's sum is
+// so the tile needs NR x NT registers, not 4 x NR x NT). A token's sum is
 // therefore the same bits as in the one-row tile, at every batch size. Not
 // used for one token: NR rows are 2 x NR streams the hardware prefetcher
 // follows worse than two, and one token is bound by memory, not by loads.
@@ -267,8 +273,10 @@ template <class K, int NR, int NT, bool kExpanded>
   const auto* x = static_cast<const typename K::XElem*>(a.x) + n0 * a.ldx;
   const typename K::Mask* masks[NR];
   LACUNA_UNROLL for (int i = 0; i < NR; ++i) masks[i] = w.section<typename K::Mask>(Section::masks) + (r0 + i) * groups;
-  typename K::Acc part[kSplit][NR][NT];
-  for (uint64_t split = 0; split < kSplit; ++split) {
+  constexpr int kSplits = K::splits(NT);
+  static_assert(kSplits == 4, "a split's value pointers move four groups at a time (popcount4)");
+  typename K::Acc part[kSplits][NR][NT];
+  for (uint64_t split = 0; split < kSplits; ++split) {
     const typename K::Value* p[NR];
     if constexpr (!kExpanded) {
       LACUNA_UNROLL for (int i = 0; i < NR; ++i) {
@@ -297,7 +305,7 @@ template <class K, int NR, int NT, bool kExpanded>
       }
     };
     uint64_t g = split;
-    for (; g + kSplit < groups; g += kSplit) group(g, std::true_type{});
+    for (; g + kSplits < groups; g += kSplits) group(g, std::true_type{});
     if (g < groups) group(g, std::false_type{});
     LACUNA_UNROLL for (int i = 0; i < NR; ++i) LACUNA_UNROLL for (int j = 0; j < NT; ++j) part[split][i][j] = acc[i][j];
   }
@@ -305,14 +313,15 @@ template <class K, int NR, int NT, bool kExpanded>
     const uint64_t r = r0 + i;
     const float row_scale = w.desc().dtype == DType::int8 ? w.section<float>(Section::scales)[r] : 1.0f;
     LACUNA_UNROLL for (int j = 0; j < NT; ++j) {
-      const typename K::Acc total = K::add(K::add(part[0][i][j], part[1][i][j]), K::add(part[2][i][j], part[3][i][j]));
-      a.y[(n0 + j) * a.ldy + r] = K::finish(total, row_scale, a, n0 + j);
+      const typename K::Acc splits[kSplits] = {part[0][i][j], part[1][i][j], part[2][i][j], part[3][i][j]};
+      a.y[(n0 + j) * a.ldy + r] = K::finish(sum_splits<K, 0, kSplits>(splits), row_scale, a, n0 + j);
     }
   }
 }
 
 // One token: one row at a time (bound by memory). More: K::kRowTile rows at
-// once in tiles of up to K::kTokenTile tokens, the rest of the rows one at a
+// once in tiles of up to K::kTokenTile tokens (fewer for wide activations,
+// see with_token_tile), the rest of the rows one at a
 // time; every (row, token) gets the same bits either way.
 // More tokens than one tile holds: every tile over the same rows would expand
 // the same groups again (mask load, KMOV, expand, popcount: 2-3 cycles a
@@ -324,33 +333,55 @@ template <class K, int NR, int NT, bool kExpanded>
 // the time, int8 VNNI 0.93-0.97x / 0.73-0.90x, int8 weight-only (whose
 // widening is then done once) 0.69-0.74x / 0.61-0.67x; f32 1.2-1.4x at 16,
 // so f32 expands in place (docs/benchmarks.md, "Rows expanded once").
+// A tile reads one vector of each of its tokens' activation rows per group,
+// so it walks NT whole rows of activations for every weight row; beyond the
+// L1 cache (48 KB here) they come from L2 at every weight row. int8 VNNI,
+// cold 2048->5632 at 12 and 16 tokens: 16-token tiles (34 KB of
+// activations) took 0.79-0.83x the time of four-token ones; 5632->2048 (90
+// KB) 1.03-1.16x. A tile is halved, down to 4 tokens, until its rows fit.
+inline constexpr size_t kTileActivationBytes = size_t{36} << 10;
+
+template <int NT, class F>
+inline void with_token_tile(size_t row_bytes, F&& f) {
+  if constexpr (NT / 2 < 4)
+    f(std::integral_constant<int, NT>{});
+  else if (NT * row_bytes <= kTileActivationBytes)
+    f(std::integral_constant<int, NT>{});
+  else
+    with_token_tile<NT / 2>(row_bytes, f);
+}
+
 template <class K>
 void bitmap_small_n(const SpmmArgs& a) {
   thread_local std::vector<ExpandedGroup<K>> expanded;
-  const auto run = [&](auto kept) {
-    const ExpandedGroup<K>* e = nullptr;
-    if constexpr (kept) {
-      expanded.resize(static_cast<size_t>(K::kRowTile) * expanded_row_stride(group_count(a.w->desc())));
-      e = expanded.data();
-    }
-    uint64_t r = a.row_begin;
-    if (K::kRowTile > 1 && a.n >= 2) {
-      if (r + K::kRowTile <= a.row_end) RowPrefetch<K>(*a.w, r, r + K::kRowTile).all();
-      for (; r + K::kRowTile <= a.row_end; r += K::kRowTile) {
-        RowPrefetch<K> next(*a.w, r + K::kRowTile, std::min<uint64_t>(r + 2 * K::kRowTile, a.row_end));
-        if constexpr (kept) expand_rows<K>(a, r, K::kRowTile, expanded.data());
-        for_balanced_token_tiles<K::kTokenTile>(a.n, [&](auto tile, size_t n0) { bitmap_rows_tile<K, K::kRowTile, tile, kept>(a, r, n0, next, e); });
+  with_token_tile<K::kTokenTile>(a.ldx * sizeof(typename K::XElem), [&](auto max_tile) {
+    const auto run = [&](auto kept) {
+      const ExpandedGroup<K>* e = nullptr;
+      if constexpr (kept) {
+        expanded.resize(static_cast<size_t>(K::kRowTile) * expanded_row_stride(group_count(a.w->desc())));
+        e = expanded.data();
       }
+      uint64_t r = a.row_begin;
+      if constexpr (K::kRowTile > 1) {
+        if (a.n >= 2) {
+          if (r + K::kRowTile <= a.row_end) RowPrefetch<K>(*a.w, r, r + K::kRowTile).all();
+          for (; r + K::kRowTile <= a.row_end; r += K::kRowTile) {
+            RowPrefetch<K> next(*a.w, r + K::kRowTile, std::min<uint64_t>(r + 2 * K::kRowTile, a.row_end));
+            if constexpr (kept) expand_rows<K>(a, r, K::kRowTile, expanded.data());
+            for_balanced_token_tiles<max_tile>(a.n, [&](auto tile, size_t n0) { bitmap_rows_tile<K, K::kRowTile, tile, kept>(a, r, n0, next, e); });
+          }
+        }
+      }
+      for (; r < a.row_end; ++r) {
+        if constexpr (kept) expand_rows<K>(a, r, 1, expanded.data());
+        for_token_tiles<max_tile>(a.n, [&](auto tile, size_t n0) { bitmap_row_tile<K, tile, kept>(a, r, n0, e); });
+      }
+    };
+    if constexpr (K::kExpandOnce) {
+      if (a.n > static_cast<size_t>(max_tile)) return run(std::true_type{});
     }
-    for (; r < a.row_end; ++r) {
-      if constexpr (kept) expand_rows<K>(a, r, 1, expanded.data());
-      for_token_tiles<K::kTokenTile>(a.n, [&](auto tile, size_t n0) { bitmap_row_tile<K, tile, kept>(a, r, n0, e); });
-    }
-  };
-  if constexpr (K::kExpandOnce) {
-    if (a.n > static_cast<size_t>(K::kTokenTile)) return run(std::true_type{});
-  }
-  run(std::false_type{});
+    run(std::false_type{});
+  });
 }
 
 }  // namespace lacuna::kernels::avx512

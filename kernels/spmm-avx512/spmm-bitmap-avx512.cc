@@ -9,11 +9,13 @@ namespace {
 
 using kernels::avx512::bitmap_small_n;
 
-// What the f32-accumulating traits share: no zero point, a plain sum.
+// What the f32-accumulating traits share: no zero point, a plain sum, always
+// in four splits (a float sum's bits depend on its order; see bitmap-small-n.h).
 struct FloatAccumulator {
   using Acc = __m512;
   static constexpr int kTokenTile = 6;
   static constexpr int kRowTile = 4;
+  static constexpr int splits(int) { return 4; }
   static Acc zero() { return _mm512_setzero_ps(); }
   static Acc add(Acc a, Acc b) { return _mm512_add_ps(a, b); }
   static float finish(Acc acc, float row_scale, const SpmmArgs&, size_t) { return _mm512_reduce_add_ps(acc) * row_scale; }
@@ -63,6 +65,13 @@ struct Bf16 : FloatAccumulator {
 // same for every row and is taken off once at the end. The row's own weight
 // sum, one more VPDPBUSD per group when the activations carried the +128,
 // is no longer needed: one-token products ran 15-17 % faster.
+// Integer sums are exact in any order, so a tile of many tokens gives each
+// one accumulator and still gets every token's single-token bits: 16 tokens
+// share each expanded group (16 accumulators; 2 per token from 5 to 8
+// tokens, 4 up to 4, enough independent sums to hide VPDPBUSD's latency).
+// With four splits at every size the tile stopped at 4 tokens, and a
+// server's experts, which see 1-15 tokens each at 16 clients, ran 2-4 tiles
+// over every row, each loading every group again.
 struct Int8 {
   using Value = int8_t;
   using Mask = uint64_t;
@@ -71,8 +80,9 @@ struct Int8 {
   using Acc = __m512i;
   using WVec = __m512i;
   using XVec = __m512i;
-  static constexpr int kTokenTile = 4;
-  static constexpr int kRowTile = 1;  // two rows measured slower at 4 tokens (GCC spills this tile already)
+  static constexpr int kTokenTile = 16;
+  static constexpr int splits(int tokens) { return tokens <= 4 ? 4 : tokens <= 8 ? 2 : 1; }
+  static constexpr int kRowTile = 1;  // two rows measured slower at 4 tokens (GCC spilled that tile)
   static Acc zero() { return _mm512_setzero_si512(); }
   static Acc add(Acc a, Acc b) { return _mm512_add_epi32(a, b); }
   static constexpr bool kMaskFromMemory = true;
@@ -82,7 +92,12 @@ struct Int8 {
     return _mm512_xor_si512(kernels::avx512::fresh_expand_epi8(m, kernels::avx512::load_unfolded<__m512i>(p)), _mm512_set1_epi8(-128));
   }
   static XVec load_x(const XElem* p) { return _mm512_loadu_si512(p); }
-  static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_dpbusd_epi32(acc, w, x); }
+  // In asm: with the intrinsic, GCC 12 copied all 16 accumulators of the
+  // 16-token tile to other registers and back on every group.
+  static Acc dot(Acc acc, WVec w, XVec x) {
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(w), "v"(x));
+    return acc;
+  }
   static float finish(Acc acc, float row_scale, const SpmmArgs& a, size_t token) {
     // A lane fits int32 (wider rows are declined: kS8PaddedMaxColumns); the
     // total over the lanes may not, so it is added in int64.
@@ -134,7 +149,7 @@ struct Int8WeightOnly : FloatAccumulator {
 
 void lacuna_spmm_bitmap_f32_ukernel_4x6__avx512f(const SpmmArgs& a) { bitmap_small_n<F32>(a); }
 void lacuna_spmm_bitmap_bf16_ukernel_4x6__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Bf16>(a); }
-void lacuna_spmm_bitmap_int8_ukernel_1x4__avx512vnni(const SpmmArgs& a) { bitmap_small_n<Int8>(a); }
+void lacuna_spmm_bitmap_int8_ukernel_1x16__avx512vnni(const SpmmArgs& a) { bitmap_small_n<Int8>(a); }
 void lacuna_spmm_bitmap_int8_ukernel_1x6__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Int8WeightOnly>(a); }
 
 }  // namespace lacuna
