@@ -57,9 +57,10 @@ std::shared_ptr<const Model> Model::open(const std::string& path, const OpenOpti
   const std::vector<WeightSpec> specs = model_weights(c, c.arch == Arch::grok1 ? HfLayout::grok_model : HfLayout::mixtral);
   size_t next = 0;
   auto take = [&]() -> const Tensor& { return weight(m->file_, specs[next++]); };
-  // A sparse weight moved into huge-page memory (see LoadOptions).
+  // A weight Lacuna's kernels read moved into huge-page memory (see
+  // LoadOptions); the others are read from oneDNN's packed copy.
   auto in_memory = [&](const Tensor& t, bool expert) -> Tensor {
-    if (!load.weights_in_memory || t.desc().format == Format::dense || (expert && load.leave_experts_mapped)) return t;
+    if (!load.weights_in_memory || !Linear::reads_weight_in_place(t.desc()) || (expert && load.leave_experts_mapped)) return t;
     Tensor copy = copy_to_weight_memory(t);
     if (options.lock_memory && mlock(copy.data(), copy.payload_bytes()) != 0)
       throw IoError(path + ": cannot lock " + std::to_string(copy.payload_bytes()) + " bytes of weights in RAM (mlock: " + std::strerror(errno) +

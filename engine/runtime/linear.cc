@@ -46,6 +46,22 @@ constexpr double kSparsestWidenedBf16 = 0.85;
 // Whether an expanded weight is widened to f32 (see above).
 bool widened(const TensorDesc& d) { return d.dtype == DType::bf16 && f32_outruns_bf16_dot(); }
 
+// Dense int8 weights (an unpruned output projection of an int8 model) run
+// the VNNI tiles up to this many tokens, oneDNN's s8 matmul beyond, on the
+// weight in place (not packed: one copy of the weights either way). At one
+// token oneDNN streamed the mini model's 65 MB output projection at about
+// two thirds of the bandwidth the sparse kernels reach (docs/benchmarks.md,
+// "Dense int8 on the VNNI tiles").
+constexpr size_t kDenseInt8KernelTokens = 64;
+
+// The VNNI kernel for a dense int8 weight, or null where the CPU lacks it
+// (the broadcast fallback that dispatch would give is far slower than oneDNN).
+const SpmmUkernel* dense_int8_kernel(const TensorDesc& d) {
+  if (d.format != Format::dense || d.dtype != DType::int8) return nullptr;
+  const SpmmUkernel* k = choose_spmm(d, 1).kernel;
+  return k && k->act == ActLayout::s8_padded ? k : nullptr;
+}
+
 size_t densify_from(const TensorDesc& d) {
   constexpr size_t kNever = std::numeric_limits<size_t>::max();
   if (d.dtype == DType::int8) return 32;
@@ -112,7 +128,8 @@ Linear::Linear(Linear&&) noexcept = default;
 Linear& Linear::operator=(Linear&&) noexcept = default;
 
 OnednnMatmul& Linear::dense() const {
-  if (!dense_) dense_ = std::make_unique<OnednnMatmul>(weight_);
+  if (!dense_)
+    dense_ = std::make_unique<OnednnMatmul>(weight_, dense_int8_kernel(weight_.desc()) ? OnednnMatmul::Weights::in_place : OnednnMatmul::Weights::packed);
   return *dense_;
 }
 
@@ -168,8 +185,10 @@ void Linear::run_densified(const float* x, size_t n, float* y) const {
   }
 }
 
+bool Linear::reads_weight_in_place(const TensorDesc& d) { return d.format != Format::dense || dense_int8_kernel(d); }
+
 bool Linear::prepare() {
-  if (weight_.desc().format != Format::dense) return false;
+  if (reads_weight_in_place(weight_.desc())) return false;
   const std::lock_guard lock(*mutex_);
   return dense().packed_bytes() > 0;
 }
@@ -184,6 +203,12 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
   const float* xp = x + begin * cols();
   float* yp = y + begin * rows();
   if (weight_.desc().format == Format::dense) {
+    // Invariant: the VNNI tiles at every n (integer sums: the same bits at any tiling).
+    const SpmmUkernel* kernel = dense_int8_kernel(weight_.desc());
+    if (kernel && (n <= kDenseInt8KernelTokens || policy == BatchPolicy::invariant)) {
+      for (size_t at = begin; at < end; at += kernel->max_n) spmm_run(*kernel, weight_, x + at * cols(), std::min(kernel->max_n, end - at), y + at * rows());
+      return;
+    }
     const std::lock_guard lock(*mutex_);
     return dense().run(xp, end - begin, yp);
   }
@@ -202,6 +227,7 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
 }
 
 std::string Linear::describe(size_t n) const {
+  if (const SpmmUkernel* kernel = dense_int8_kernel(weight_.desc()); kernel && n <= kDenseInt8KernelTokens) return kernel->name;
   if (weight_.desc().format == Format::dense) return std::string("onednn dense ") + dtype_name(weight_.desc().dtype);
   const Choice c = choice_for(n);
   if (c.densify) return std::string("onednn dense ") + dtype_name(widened(weight_.desc()) ? DType::f32 : weight_.desc().dtype) + " on the weight expanded per call";

@@ -33,6 +33,9 @@ class Linear {
   // Dense weights: packs them for oneDNN now (at load) rather than on the
   // first product. Returns true when a packed copy now holds the weights.
   bool prepare();
+  // Whether products read the weight itself (sparse formats, and dense int8
+  // where the VNNI kernel runs) rather than a copy packed for oneDNN.
+  static bool reads_weight_in_place(const TensorDesc& d);
   // Thread-safe: many forward passes (contexts of the C API) may share one
   // model. Sparse products run concurrently; a dense weight's oneDNN product
   // holds per-weight buffers, so its callers take turns.

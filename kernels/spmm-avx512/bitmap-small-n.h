@@ -5,6 +5,8 @@
 // expanded in a register by the group's mask (VPEXPAND*, register form: the
 // memory form is microcoded and slow), then one dot-product instruction per
 // token; NT tokens share each expanded group.
+// Dense rows (traits with kDense) walk the same tiles as a bitmap whose bits
+// are all set: each group is one plain load, the row's last one masked.
 //
 // Included only by files compiled with the ISA flags their Traits need.
 #include <immintrin.h>
@@ -88,7 +90,7 @@ LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", "kmovw", uint16_t, __m512)
 // (weights per group), Acc, WVec, XVec, zero(), add(a, b), expand(mask or
 // mask pointer, p), kMaskFromMemory, load_x(p), dot(acc, w, x),
 // finish(acc, row_scale, args, token) -> float, kTokenTile (tokens per
-// register tile), splits(tokens), kRowTile, kExpandOnce (see bitmap_small_n).
+// register tile), splits(tokens), kRowTile, kExpandOnce (see small_n_product).
 //
 // One row at a time, each (row, token) summing its groups into
 // K::splits(NT) accumulators (group g into g % splits, added pairwise at the
@@ -163,48 +165,56 @@ inline uint64_t expanded_row_stride(uint64_t groups) { return groups + 1; }
 // per tile (group_count divides by the group width: with the section
 // lookups, 2 % of a 16-client int8 serving profile's samples).
 template <class K>
-struct BitmapRows {
-  explicit BitmapRows(const SpmmArgs& args)
+struct WeightRows {
+  using Mask = typename K::Mask;
+  explicit WeightRows(const SpmmArgs& args)
       : a(args),
-        groups(group_count(args.w->desc())),
-        masks(args.w->section<typename K::Mask>(Section::masks)),
-        row_ptr(args.w->section<uint64_t>(Section::row_ptr)),
+        cols(args.w->desc().cols()),
+        groups((cols + K::kWidth - 1) / K::kWidth),
+        masks(K::kDense ? nullptr : args.w->section<Mask>(Section::masks)),
+        row_ptr(K::kDense ? nullptr : args.w->section<uint64_t>(Section::row_ptr)),
         values(args.w->section<typename K::Value>(Section::values)),
-        scales(args.w->desc().dtype == DType::int8 ? args.w->section<float>(Section::scales) : nullptr) {}
+        scales(args.w->desc().dtype == DType::int8 ? args.w->section<float>(Section::scales) : nullptr),
+        last_group(cols % K::kWidth ? static_cast<Mask>((uint64_t{1} << (cols % K::kWidth)) - 1) : kAllColumns) {}
   float row_scale(uint64_t r) const { return scales ? scales[r] : 1.0f; }
-  const typename K::Mask* row_masks(uint64_t r) const { return masks + r * groups; }
+  const Mask* row_masks(uint64_t r) const { return masks + r * groups; }
+  const typename K::Value* row_values(uint64_t r) const { return K::kDense ? values + r * cols : values + row_ptr[r]; }
+  // Dense rows: which columns of group g the row holds (all but in its last group).
+  Mask dense_columns(uint64_t g) const { return g + 1 < groups ? kAllColumns : last_group; }
+  static constexpr Mask kAllColumns = static_cast<Mask>(~Mask{0});
 
   const SpmmArgs& a;
-  uint64_t groups;
-  const typename K::Mask* masks;
+  uint64_t cols, groups;
+  const Mask* masks;
   const uint64_t* row_ptr;
   const typename K::Value* values;
   const float* scales;
+  Mask last_group;
 };
 
 // Expands rows r0 .. r0 + rows - 1 into `out` (rows expanded_row_stride apart), each group
 // exactly as a tile expands it, for the tiles of further tokens over the
-// same rows to read instead of expanding again (see bitmap_small_n).
+// same rows to read instead of expanding again (see small_n_product).
 template <class K>
-void expand_rows(const BitmapRows<K>& b, uint64_t r0, int rows, ExpandedGroup<K>* out) {
+void expand_rows(const WeightRows<K>& b, uint64_t r0, int rows, ExpandedGroup<K>* out) {
   for (int i = 0; i < rows; ++i) {
     const auto* masks = b.row_masks(r0 + i);
-    const typename K::Value* p = b.values + b.row_ptr[r0 + i];
+    const typename K::Value* p = b.row_values(r0 + i);
     for (uint64_t g = 0; g < b.groups; ++g) out[i * expanded_row_stride(b.groups) + g].w = expand_and_advance<K>(masks + g, p);
   }
 }
 
-// Each tile is a function of its own: inlined into bitmap_small_n, the one-token
+// Each tile is a function of its own: inlined into small_n_product, the one-token
 // tile's loop got worse registers and ran 25 % slower. With kExpanded the
 // tile reads its rows' groups from `expanded` (expand_rows), otherwise it
-// expands them from the bitmap.
+// expands them from the bitmap (or loads them, dense rows).
 template <class K, int NT, bool kExpanded>
-[[gnu::noinline]] void bitmap_row_tile(const BitmapRows<K>& b, uint64_t r, size_t n0, const ExpandedGroup<K>* expanded) {
+[[gnu::noinline]] void bitmap_row_tile(const WeightRows<K>& b, uint64_t r, size_t n0, const ExpandedGroup<K>* expanded) {
   const SpmmArgs& a = b.a;
   const uint64_t groups = b.groups;
-  const auto* masks = b.row_masks(r);
+  const typename K::Mask* masks = K::kDense ? nullptr : b.row_masks(r);
   const auto* x = static_cast<const typename K::XElem*>(a.x) + n0 * a.ldx;
-  const typename K::Value* p = b.values + b.row_ptr[r];
+  const typename K::Value* p = b.row_values(r);
   constexpr int kSplits = K::splits(NT);
   typename K::Acc acc[NT][kSplits];
   LACUNA_UNROLL for (int j = 0; j < NT; ++j) LACUNA_UNROLL for (int s = 0; s < kSplits; ++s) acc[j][s] = K::zero();
@@ -213,6 +223,8 @@ template <class K, int NT, bool kExpanded>
     typename K::WVec wv;
     if constexpr (kExpanded)
       wv = expanded[g].w;
+    else if constexpr (K::kDense)
+      wv = K::load_dense(b.dense_columns(g), p + g * K::kWidth);
     else
       wv = expand_and_advance<K>(masks + g, p);
     LACUNA_UNROLL for (int j = 0; j < NT; ++j) acc[j][split] = K::dot(acc[j][split], wv, K::load_x(x + j * a.ldx + g * K::kWidth));
@@ -245,9 +257,9 @@ inline uint64_t popcount4(const M* m) {
 template <class K>
 class RowPrefetch {
  public:
-  RowPrefetch(const BitmapRows<K>& b, uint64_t begin, uint64_t end) {
-    values_ = reinterpret_cast<const char*>(b.values + b.row_ptr[begin]);
-    values_end_ = reinterpret_cast<const char*>(b.values + b.row_ptr[end]);
+  RowPrefetch(const WeightRows<K>& b, uint64_t begin, uint64_t end) {
+    values_ = reinterpret_cast<const char*>(b.row_values(begin));
+    values_end_ = reinterpret_cast<const char*>(b.row_values(end));
     masks_ = reinterpret_cast<const char*>(b.row_masks(begin));
     masks_end_ = reinterpret_cast<const char*>(b.row_masks(end));
   }
@@ -277,7 +289,7 @@ class RowPrefetch {
 // used for one token: NR rows are 2 x NR streams the hardware prefetcher
 // follows worse than two, and one token is bound by memory, not by loads.
 template <class K, int NR, int NT, bool kExpanded>
-[[gnu::noinline]] void bitmap_rows_tile(const BitmapRows<K>& b, uint64_t r0, size_t n0, RowPrefetch<K>& prefetch,
+[[gnu::noinline]] void bitmap_rows_tile(const WeightRows<K>& b, uint64_t r0, size_t n0, RowPrefetch<K>& prefetch,
                                         const ExpandedGroup<K>* expanded) {
   const SpmmArgs& a = b.a;
   const uint64_t groups = b.groups;
@@ -291,7 +303,7 @@ template <class K, int NR, int NT, bool kExpanded>
     const typename K::Value* p[NR];
     if constexpr (!kExpanded) {
       LACUNA_UNROLL for (int i = 0; i < NR; ++i) {
-        p[i] = b.values + b.row_ptr[r0 + i];
+        p[i] = b.row_values(r0 + i);
         for (uint64_t g = 0; g < split && g < groups; ++g) p[i] += std::popcount(masks[i][g]);
       }
     }
@@ -363,9 +375,9 @@ inline void with_token_tile(size_t row_bytes, F&& f) {
 }
 
 template <class K>
-void bitmap_small_n(const SpmmArgs& a) {
+void small_n_product(const SpmmArgs& a) {
   thread_local std::vector<ExpandedGroup<K>> expanded;
-  const BitmapRows<K> b(a);
+  const WeightRows<K> b(a);
   with_token_tile<K::kTokenTile>(a.ldx * sizeof(typename K::XElem), [&](auto max_tile) {
     const auto run = [&](auto kept) {
       const ExpandedGroup<K>* e = nullptr;

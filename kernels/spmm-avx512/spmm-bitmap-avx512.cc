@@ -7,7 +7,7 @@
 namespace lacuna {
 namespace {
 
-using kernels::avx512::bitmap_small_n;
+using kernels::avx512::small_n_product;
 
 // What the f32-accumulating traits share: no zero point, a plain sum, always
 // in four splits (a float sum's bits depend on its order; see bitmap-small-n.h).
@@ -16,6 +16,7 @@ struct FloatAccumulator {
   static constexpr int kTokenTile = 6;
   static constexpr int kRowTile = 4;
   static constexpr int splits(int) { return 4; }
+  static constexpr bool kDense = false;
   static Acc zero() { return _mm512_setzero_ps(); }
   static Acc add(Acc a, Acc b) { return _mm512_add_ps(a, b); }
   static float finish(Acc acc, float row_scale, const SpmmArgs&, size_t) { return _mm512_reduce_add_ps(acc) * row_scale; }
@@ -83,6 +84,7 @@ struct Int8 {
   static constexpr int kTokenTile = 16;
   static constexpr int splits(int tokens) { return tokens <= 4 ? 4 : tokens <= 8 ? 2 : 1; }
   static constexpr int kRowTile = 1;  // two rows measured slower at 4 tokens (GCC spilled that tile)
+  static constexpr bool kDense = false;
   static Acc zero() { return _mm512_setzero_si512(); }
   static Acc add(Acc a, Acc b) { return _mm512_add_epi32(a, b); }
   static constexpr bool kMaskFromMemory = true;
@@ -106,6 +108,17 @@ struct Int8 {
     const int64_t dot = _mm512_reduce_add_epi64(wide) - int64_t{128} * a.x_sum[token];
     return static_cast<float>(dot) * row_scale * a.x_scale[token];
   }
+};
+
+// Dense int8 rows x s8 activations: the VNNI tiles with each group one
+// plain load, for unpruned int8 weights (an output projection) at small
+// batch. The columns past a row's end are loaded as zeros, which the sign
+// flip makes 128, against activations padded with zeros, as a pruned weight
+// of a bitmap row.
+struct DenseInt8 : Int8 {
+  static constexpr bool kDense = true;
+  static constexpr bool kExpandOnce = false;  // a plain load costs no more than reading an expanded copy
+  static WVec load_dense(Mask columns, const Value* p) { return _mm512_xor_si512(_mm512_maskz_loadu_epi8(columns, p), _mm512_set1_epi8(-128)); }
 };
 
 // int8 weights x bf16 activations (weight-only quantisation: the activations
@@ -147,9 +160,10 @@ struct Int8WeightOnly : FloatAccumulator {
 
 }  // namespace
 
-void lacuna_spmm_bitmap_f32_ukernel_4x6__avx512f(const SpmmArgs& a) { bitmap_small_n<F32>(a); }
-void lacuna_spmm_bitmap_bf16_ukernel_4x6__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Bf16>(a); }
-void lacuna_spmm_bitmap_int8_ukernel_1x16__avx512vnni(const SpmmArgs& a) { bitmap_small_n<Int8>(a); }
-void lacuna_spmm_bitmap_int8_ukernel_1x6__avx512bf16(const SpmmArgs& a) { bitmap_small_n<Int8WeightOnly>(a); }
+void lacuna_spmm_bitmap_f32_ukernel_4x6__avx512f(const SpmmArgs& a) { small_n_product<F32>(a); }
+void lacuna_spmm_bitmap_bf16_ukernel_4x6__avx512bf16(const SpmmArgs& a) { small_n_product<Bf16>(a); }
+void lacuna_spmm_bitmap_int8_ukernel_1x16__avx512vnni(const SpmmArgs& a) { small_n_product<Int8>(a); }
+void lacuna_spmm_bitmap_int8_ukernel_1x6__avx512bf16(const SpmmArgs& a) { small_n_product<Int8WeightOnly>(a); }
+void lacuna_spmm_dense_int8_ukernel_1x16__avx512vnni(const SpmmArgs& a) { small_n_product<DenseInt8>(a); }
 
 }  // namespace lacuna
