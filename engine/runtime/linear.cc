@@ -206,7 +206,8 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
     // Invariant: the VNNI tiles at every n (integer sums: the same bits at any tiling).
     const SpmmUkernel* kernel = dense_int8_kernel(weight_.desc());
     if (kernel && (n <= kDenseInt8KernelTokens || policy == BatchPolicy::invariant)) {
-      for (size_t at = begin; at < end; at += kernel->max_n) spmm_run(*kernel, weight_, x + at * cols(), std::min(kernel->max_n, end - at), y + at * rows());
+      const size_t chunk = kernel->max_n ? kernel->max_n : end - begin;
+      for (size_t at = begin; at < end; at += chunk) spmm_run(*kernel, weight_, x + at * cols(), std::min(chunk, end - at), y + at * rows());
       return;
     }
     const std::lock_guard lock(*mutex_);
