@@ -122,14 +122,15 @@ class DensifyScratch {
 }  // namespace
 
 Linear::Linear() : mutex_(std::make_unique<std::mutex>()) {}
-Linear::Linear(Tensor weight) : weight_(std::move(weight)), mutex_(std::make_unique<std::mutex>()) {}
+Linear::Linear(Tensor weight)
+    : weight_(std::move(weight)), mutex_(std::make_unique<std::mutex>()), dense_int8_kernel_(dense_int8_kernel(weight_.desc())) {}
 Linear::~Linear() = default;
 Linear::Linear(Linear&&) noexcept = default;
 Linear& Linear::operator=(Linear&&) noexcept = default;
 
 OnednnMatmul& Linear::dense() const {
   if (!dense_)
-    dense_ = std::make_unique<OnednnMatmul>(weight_, dense_int8_kernel(weight_.desc()) ? OnednnMatmul::Weights::in_place : OnednnMatmul::Weights::packed);
+    dense_ = std::make_unique<OnednnMatmul>(weight_, dense_int8_kernel_ ? OnednnMatmul::Weights::in_place : OnednnMatmul::Weights::packed);
   return *dense_;
 }
 
@@ -204,7 +205,7 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
   float* yp = y + begin * rows();
   if (weight_.desc().format == Format::dense) {
     // Invariant: the VNNI tiles at every n (integer sums: the same bits at any tiling).
-    const SpmmUkernel* kernel = dense_int8_kernel(weight_.desc());
+    const SpmmUkernel* kernel = dense_int8_kernel_;
     if (kernel && (n <= kDenseInt8KernelTokens || policy == BatchPolicy::invariant)) {
       const size_t chunk = kernel->max_n ? kernel->max_n : end - begin;
       for (size_t at = begin; at < end; at += chunk) spmm_run(*kernel, weight_, x + at * cols(), std::min(chunk, end - at), y + at * rows());
@@ -228,7 +229,7 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
 }
 
 std::string Linear::describe(size_t n) const {
-  if (const SpmmUkernel* kernel = dense_int8_kernel(weight_.desc()); kernel && n <= kDenseInt8KernelTokens) return kernel->name;
+  if (dense_int8_kernel_ && n <= kDenseInt8KernelTokens) return dense_int8_kernel_->name;
   if (weight_.desc().format == Format::dense) return std::string("onednn dense ") + dtype_name(weight_.desc().dtype);
   const Choice c = choice_for(n);
   if (c.densify) return std::string("onednn dense ") + dtype_name(widened(weight_.desc()) ? DType::f32 : weight_.desc().dtype) + " on the weight expanded per call";

@@ -70,6 +70,9 @@ class Linear {
   // The planner's choice per (threads, n), filled on first use: contexts
   // with different thread counts share the weight and may choose differently.
   mutable std::map<std::pair<int, size_t>, Choice> choices_;
+  // Dense int8 weights: the VNNI kernel that runs them at small batch (null
+  // for other weights, or where the CPU lacks it), looked up once.
+  const SpmmUkernel* dense_int8_kernel_ = nullptr;
 };
 
 }  // namespace lacuna
