@@ -72,47 +72,25 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
   LinearPlan plan;
   const double threads = m.threads, nn = static_cast<double>(n), tiles = static_cast<double>((n + 15) / 16);
   const double density = static_cast<double>(nonzeros) / static_cast<double>(rows * cols);
-  for (Format f : formats) {
+  // A kernel's option: its stored bytes against its modelled work.
+  auto kernel_option = [&](Format f, const SpmmUkernel& k) {
     PlanOption o;
     o.format = f;
     o.bytes = stored_bytes(f, dtype, rows, cols, nonzeros);
-    if (f == Format::dense && dtype != DType::f32) {
-      // oneDNN's dense matmul in the weight's dtype and, for int8 weights, also
-      // in bf16 on a dequantised copy: oneDNN's s8 GEMM is slow at mid batch
-      // sizes, and the planner must never be slower than dense bf16.
-      for (DType run : dtype == DType::int8 ? std::vector<DType>{DType::int8, DType::bf16} : std::vector<DType>{DType::bf16}) {
-        PlanOption d;
-        d.onednn = true;
-        d.onednn_dtype = run;
-        d.bytes = stored_bytes(Format::dense, run, rows, cols, nonzeros);
-        const double ops = 2.0 * static_cast<double>(rows * cols) * nn;
-        const bool int8 = run == DType::int8;
-        const double share = int8 ? m.onednn_int8_bandwidth_share : m.onednn_bf16_bandwidth_share;
-        // oneDNN's bf16 kernels overlap memory and compute (the larger of the
-        // two counts); its s8 GEMM (gemm:jit here) measured as their sum.
-        const double memory = static_cast<double>(d.bytes) / (m.bandwidth * share);
-        const double compute = ops * (int8 ? m.onednn_int8_op : m.onednn_bf16_flop) / threads;
-        d.predicted_ms = 1e3 * (int8 ? memory + compute : std::max(memory, compute));
-        plan.considered.push_back(d);
-      }
-      continue;
-    }
-    if (f == Format::bsr) continue;  // block-sparse needs the block pattern; chosen at conversion, not here
-    const TensorDesc desc = TensorDesc::matrix(f, dtype, rows, cols);
-    for (const SpmmUkernel& k : spmm_ukernels()) {
-    if (!spmm_decline_reason(k, desc, n, cpu).empty()) continue;
     o.kernel = &k;
+    const TensorDesc desc = TensorDesc::matrix(f, dtype, rows, cols);
     double compute = 0;
     if (k.features == 0) {  // the scalar reference: visits every stored weight once per token
       compute = static_cast<double>(f == Format::dense ? rows * cols : nonzeros) * nn * m.scalar_weight_token;
-    } else switch (o.kernel->act) {
+    } else switch (k.act) {
       case ActLayout::bf16_padded:
       case ActLayout::s8_padded:
       case ActLayout::f32_padded: {
         // The int8 weight-only kernel (bf16 activations) widens each group
         // once per row at any batch: one token tile, or rows expanded once
         // for all tiles. Re-expanding per token tile, which the f32 and
-        // portable kernels still do, is not modelled.
+        // portable kernels still do, is not modelled. Dense int8 rows walk
+        // the same tiles (a load in place of an expand: counted the same).
         const bool widens = k.act == ActLayout::bf16_padded && dtype == DType::int8;
         compute = static_cast<double>(rows * group_count(desc)) *
                   (m.bitmap_row_group + (widens ? m.bitmap_widen_row_group : 0) +
@@ -136,8 +114,37 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
       }
     }
     o.predicted_ms = cost_ms(static_cast<double>(o.bytes) / m.bandwidth, compute / threads);
-    plan.considered.push_back(o);
+    return o;
+  };
+  for (Format f : formats) {
+    if (f == Format::dense && dtype != DType::f32) {
+      // oneDNN's dense matmul in the weight's dtype and, for int8 weights, also
+      // in bf16 on a dequantised copy: oneDNN's s8 GEMM is slow at mid batch
+      // sizes, and the planner must never be slower than dense bf16.
+      for (DType run : dtype == DType::int8 ? std::vector<DType>{DType::int8, DType::bf16} : std::vector<DType>{DType::bf16}) {
+        PlanOption d;
+        d.onednn = true;
+        d.onednn_dtype = run;
+        d.bytes = stored_bytes(Format::dense, run, rows, cols, nonzeros);
+        const double ops = 2.0 * static_cast<double>(rows * cols) * nn;
+        const bool int8 = run == DType::int8;
+        const double share = int8 ? m.onednn_int8_bandwidth_share : m.onednn_bf16_bandwidth_share;
+        // oneDNN's bf16 kernels overlap memory and compute (the larger of the
+        // two counts); its s8 GEMM (gemm:jit here) measured as their sum.
+        const double memory = static_cast<double>(d.bytes) / (m.bandwidth * share);
+        const double compute = ops * (int8 ? m.onednn_int8_op : m.onednn_bf16_flop) / threads;
+        d.predicted_ms = 1e3 * (int8 ? memory + compute : std::max(memory, compute));
+        plan.considered.push_back(d);
+      }
+      // Where the runtime takes the VNNI tiles instead (kDenseInt8TileTokens).
+      const SpmmUkernel* tiles_kernel = dense_int8_tile_kernel(TensorDesc::matrix(f, dtype, rows, cols), cpu);
+      if (tiles_kernel && n <= kDenseInt8TileTokens) plan.considered.push_back(kernel_option(f, *tiles_kernel));
+      continue;
     }
+    if (f == Format::bsr) continue;  // block-sparse needs the block pattern; chosen at conversion, not here
+    const TensorDesc desc = TensorDesc::matrix(f, dtype, rows, cols);
+    for (const SpmmUkernel& k : spmm_ukernels())
+      if (spmm_decline_reason(k, desc, n, cpu).empty()) plan.considered.push_back(kernel_option(f, k));
   }
   std::stable_sort(plan.considered.begin(), plan.considered.end(),
                    [](const PlanOption& a, const PlanOption& b) { return a.predicted_ms < b.predicted_ms; });

@@ -76,6 +76,18 @@ struct SpmmChoice {
 // every format x dtype has a scalar kernel).
 SpmmChoice choose_spmm(const TensorDesc& w, size_t n, const CpuInfo& cpu = cpu_info());
 
+// Dense int8 weights (an unpruned output projection of an int8 model) run
+// the VNNI tiles up to this many tokens, oneDNN's s8 matmul beyond, on the
+// weight in place. At one token oneDNN streamed the mini model's 65 MB output
+// projection at about two thirds of the bandwidth the sparse kernels reach
+// (docs/benchmarks.md, "Dense int8 on the VNNI tiles").
+inline constexpr size_t kDenseInt8TileTokens = 64;
+
+// The VNNI tile kernel for a dense int8 weight, or null for other weights or
+// where the CPU lacks it (the broadcast fallback dispatch would give is far
+// slower than oneDNN).
+const SpmmUkernel* dense_int8_tile_kernel(const TensorDesc& w, const CpuInfo& cpu = cpu_info());
+
 // y[n, out] = x[n, in] · Wᵀ with `kernel`: converts x to the kernel's layout,
 // then splits the rows over the OpenMP threads by stored bytes (not row
 // count), so every thread streams about the same amount of memory.

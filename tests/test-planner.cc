@@ -36,6 +36,19 @@ TEST(Planner, SparseWinsAtBatchOneAndPicksTheFormatBySparsity) {
   EXPECT_EQ(plan(DType::int8, 0.7, 1).chosen.format, Format::bitmap) << plan(DType::int8, 0.7, 1).why();
 }
 
+TEST(Planner, UnprunedInt8StaysDenseOnTheVnniTilesWhereTheRuntimeRunsThem) {
+  const SpmmUkernel* tiles = dense_int8_tile_kernel(TensorDesc::matrix(Format::dense, DType::int8, kRows, kCols), cpu_info().with_cap(IsaLevel::avx512_core_bf16));
+  if (!tiles) GTEST_SKIP() << "needs the AVX-512 VNNI kernels";
+  // One byte a weight dense against 1.125 in a bitmap: at batch 1 the tiles stream it dense.
+  const LinearPlan p = plan(DType::int8, 0.0, 1);
+  EXPECT_EQ(p.chosen.format, Format::dense) << p.why();
+  EXPECT_FALSE(p.chosen.onednn) << p.why();
+  EXPECT_EQ(p.chosen.kernel, tiles) << p.why();
+  // Beyond kDenseInt8TileTokens the runtime takes oneDNN for dense int8, and so does the plan.
+  const LinearPlan large = plan(DType::int8, 0.0, kDenseInt8TileTokens + 1);
+  for (const PlanOption& o : large.considered) EXPECT_FALSE(o.format == Format::dense && !o.onednn) << large.why();
+}
+
 TEST(Planner, LargeBatchFallsBackToDenseUntilSparseIsFaster) {
   if (!avx512_bf16()) GTEST_SKIP() << "the rates are for the AVX-512 BF16 kernels";
   EXPECT_TRUE(plan(DType::bf16, 0.5, 64).chosen.onednn) << plan(DType::bf16, 0.5, 64).why();

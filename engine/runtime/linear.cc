@@ -46,22 +46,6 @@ constexpr double kSparsestWidenedBf16 = 0.85;
 // Whether an expanded weight is widened to f32 (see above).
 bool widened(const TensorDesc& d) { return d.dtype == DType::bf16 && f32_outruns_bf16_dot(); }
 
-// Dense int8 weights (an unpruned output projection of an int8 model) run
-// the VNNI tiles up to this many tokens, oneDNN's s8 matmul beyond, on the
-// weight in place (not packed: one copy of the weights either way). At one
-// token oneDNN streamed the mini model's 65 MB output projection at about
-// two thirds of the bandwidth the sparse kernels reach (docs/benchmarks.md,
-// "Dense int8 on the VNNI tiles").
-constexpr size_t kDenseInt8KernelTokens = 64;
-
-// The VNNI kernel for a dense int8 weight, or null where the CPU lacks it
-// (the broadcast fallback that dispatch would give is far slower than oneDNN).
-const SpmmUkernel* dense_int8_kernel(const TensorDesc& d) {
-  if (d.format != Format::dense || d.dtype != DType::int8) return nullptr;
-  const SpmmUkernel* k = choose_spmm(d, 1).kernel;
-  return k && k->act == ActLayout::s8_padded ? k : nullptr;
-}
-
 size_t densify_from(const TensorDesc& d) {
   constexpr size_t kNever = std::numeric_limits<size_t>::max();
   if (d.dtype == DType::int8) return 32;
@@ -123,7 +107,7 @@ class DensifyScratch {
 
 Linear::Linear() : mutex_(std::make_unique<std::mutex>()) {}
 Linear::Linear(Tensor weight)
-    : weight_(std::move(weight)), mutex_(std::make_unique<std::mutex>()), dense_int8_kernel_(dense_int8_kernel(weight_.desc())) {}
+    : weight_(std::move(weight)), mutex_(std::make_unique<std::mutex>()), dense_int8_kernel_(dense_int8_tile_kernel(weight_.desc())) {}
 Linear::~Linear() = default;
 Linear::Linear(Linear&&) noexcept = default;
 Linear& Linear::operator=(Linear&&) noexcept = default;
@@ -186,7 +170,7 @@ void Linear::run_densified(const float* x, size_t n, float* y) const {
   }
 }
 
-bool Linear::reads_weight_in_place(const TensorDesc& d) { return d.format != Format::dense || dense_int8_kernel(d); }
+bool Linear::reads_weight_in_place(const TensorDesc& d) { return d.format != Format::dense || dense_int8_tile_kernel(d); }
 
 bool Linear::prepare() {
   if (reads_weight_in_place(weight_.desc())) return false;
@@ -206,7 +190,7 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
   if (weight_.desc().format == Format::dense) {
     // Invariant: the VNNI tiles at every n (integer sums: the same bits at any tiling).
     const SpmmUkernel* kernel = dense_int8_kernel_;
-    if (kernel && (n <= kDenseInt8KernelTokens || policy == BatchPolicy::invariant)) {
+    if (kernel && (n <= kDenseInt8TileTokens || policy == BatchPolicy::invariant)) {
       const size_t chunk = kernel->max_n ? kernel->max_n : end - begin;
       for (size_t at = begin; at < end; at += chunk) spmm_run(*kernel, weight_, x + at * cols(), std::min(chunk, end - at), y + at * rows());
       return;
@@ -229,7 +213,7 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
 }
 
 std::string Linear::describe(size_t n) const {
-  if (dense_int8_kernel_ && n <= kDenseInt8KernelTokens) return dense_int8_kernel_->name;
+  if (dense_int8_kernel_ && n <= kDenseInt8TileTokens) return dense_int8_kernel_->name;
   if (weight_.desc().format == Format::dense) return std::string("onednn dense ") + dtype_name(weight_.desc().dtype);
   const Choice c = choice_for(n);
   if (c.densify) return std::string("onednn dense ") + dtype_name(widened(weight_.desc()) ? DType::f32 : weight_.desc().dtype) + " on the weight expanded per call";
