@@ -1,9 +1,14 @@
-// The dense f32 primitives of every ISA this CPU runs, against double sums.
+// The dense f32 primitives of every ISA this CPU runs, against double sums,
+// and the activation quantiser against the scalar one.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
+#include <limits>
+#include <numeric>
 
 #include "kernels/vector/vector-ops.h"
+#include "sparse/quantize.h"
 #include "tests/test-util.h"
 
 namespace lacuna {
@@ -25,6 +30,40 @@ TEST_P(VectorOpsTest, DotAndAxpyMatchDoubleSumsForEveryLengthAndTail) {
     std::vector<float> y = b;
     ops.axpy(-0.75f, a.data(), y.data(), n);
     for (size_t i = 0; i < n; ++i) ASSERT_NEAR(y[i], b[i] - 0.75 * a[i], 1e-6) << ops.isa << " n=" << n << " i=" << i;
+  }
+}
+
+// The same bytes, scale bits and byte sum as quantize_int8_symmetric, so a
+// token quantised by either gets the same int8 products.
+TEST_P(VectorOpsTest, QuantiseS8MatchesTheScalarQuantiserExactly) {
+  const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
+  auto check = [&](const std::vector<float>& x, const std::string& what) {
+    std::vector<int8_t> want(x.size()), got(x.size(), 99);
+    const float want_scale = quantize_int8_symmetric(x.data(), x.size(), want.data());
+    int32_t sum = -1;
+    const float got_scale = ops.quantize_s8(x.data(), x.size(), got.data(), &sum);
+    EXPECT_EQ(std::bit_cast<uint32_t>(got_scale), std::bit_cast<uint32_t>(want_scale)) << ops.isa << " " << what;
+    EXPECT_EQ(got, want) << ops.isa << " " << what;
+    if (!std::isnan(want_scale)) {
+      EXPECT_EQ(sum, std::accumulate(want.begin(), want.end(), int32_t{0})) << ops.isa << " " << what;
+    }
+  };
+  for (const size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{64}, size_t{2051}, size_t{5632}}) {
+    std::vector<float> x = testing::random_activations(1, n, 5 + n);
+    check(x, "random n=" + std::to_string(n));
+    // Values landing on halves after scaling (ties go to even) and on the clamp.
+    for (size_t i = 0; i < n; ++i) x[i] = static_cast<float>(static_cast<int>(i % 255) - 127) * 0.5f;
+    check(x, "halves n=" + std::to_string(n));
+    if (n == 0) continue;
+    check(std::vector<float>(n, 0.0f), "zeros n=" + std::to_string(n));
+    for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+      x[n - 1] = bad;
+      check(x, "non-finite last n=" + std::to_string(n));
+      x[n - 1] = 0.0f;
+      x[0] = -bad;
+      check(x, "non-finite first n=" + std::to_string(n));
+      x[0] = 0.0f;
+    }
   }
 }
 

@@ -2,11 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include "kernels/common/scratch.h"
 #include "sparse/dtype.h"
-#include "sparse/quantize.h"
+#include "kernels/vector/vector-ops.h"
 
 namespace lacuna::kernels {
 namespace {
@@ -46,9 +45,8 @@ PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t
       for (size_t i = 0; i < n; ++i) {
         // A token holding NaN or Inf gets a NaN scale, so its outputs are NaN, as in f32.
         int8_t* row = out + i * ld;
-        scale[i] = quantize_int8_symmetric(x + i * in, in, row);
+        scale[i] = vector_ops().quantize_s8(x + i * in, in, row, &sum[i]);
         std::fill(row + in, row + ld, int8_t{0});
-        sum[i] = std::accumulate(row, row + in, int32_t{0});
       }
       return {out, ld, scale, sum};
     }

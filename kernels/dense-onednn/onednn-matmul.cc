@@ -11,7 +11,7 @@
 
 #include "kernels/common/scratch.h"
 #include "sparse/error.h"
-#include "sparse/quantize.h"
+#include "kernels/vector/vector-ops.h"
 #include "sparse/weight-memory.h"
 
 namespace lacuna {
@@ -153,8 +153,10 @@ void OnednnMatmul::run(const float* x, size_t n, float* y) {
       // columns, so the token scale is applied after the product. NaN when a
       // token holds NaN or Inf, so its outputs are NaN too.
       m.token_scales.resize(n);
-      for (size_t t = 0; t < n; ++t)
-        m.token_scales[t] = quantize_int8_symmetric(x + t * m.in, m.in, reinterpret_cast<int8_t*>(source) + t * m.in);
+      for (size_t t = 0; t < n; ++t) {
+        int32_t sum = 0;
+        m.token_scales[t] = kernels::vector_ops().quantize_s8(x + t * m.in, m.in, reinterpret_cast<int8_t*>(source) + t * m.in, &sum);
+      }
       std::copy(m.row_scales.begin(), m.row_scales.end(), m.out_scales.begin());
       break;
     }

@@ -1,5 +1,9 @@
 #pragma once
 // The per-ISA instances of VectorOps (vector-ops-*.cc), for dispatch only.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
 #include "kernels/vector/vector-ops.h"
 
 namespace lacuna::kernels {
