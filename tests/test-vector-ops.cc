@@ -67,6 +67,24 @@ TEST_P(VectorOpsTest, QuantiseS8MatchesTheScalarQuantiserExactly) {
   }
 }
 
+TEST_P(VectorOpsTest, GatedActivationsMatchDoubleFormulas) {
+  const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
+  for (const size_t n : {size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{5632}}) {
+    std::vector<float> gate = testing::random_activations(1, n, 3 + n), up = testing::random_activations(1, n, 7 + n), out(n);
+    for (size_t i = 0; i < n; ++i) gate[i] *= 8.0f;  // well into both tails of the curves
+    gate[0] = -120.0f;                               // e^120 overflows float: SiLU is -0
+    for (const bool gelu : {false, true}) {
+      ops.gated_activation(gate.data(), up.data(), out.data(), n, gelu);
+      for (size_t i = 0; i < n; ++i) {
+        const double x = gate[i];
+        const double act = gelu ? 0.5 * x * (1 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))) : x / (1 + std::exp(-x));
+        const double want = act * up[i];
+        ASSERT_NEAR(out[i], want, 4e-6 * std::abs(want) + 1e-6) << ops.isa << (gelu ? " gelu" : " silu") << " n=" << n << " x=" << x;
+      }
+    }
+  }
+}
+
 TEST(VectorOps, DispatchFollowsTheIsaCap) {
   EXPECT_STREQ(kernels::vector_ops_for(cpu_info().with_cap(IsaLevel::scalar)).isa, "sse2");
   if ((cpu_info().features & (kAvx2 | kFma)) == (kAvx2 | kFma)) {

@@ -71,21 +71,14 @@ void rope(float* head, const float* cos, const float* sin, int64_t half) {
   }
 }
 
-float gelu_tanh(float x) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
-}
-
-float silu(float x) { return x / (1.0f + std::exp(-x)); }
-
 // Rows [begin, end) of gate/up outputs (row i: `width` gate values then
 // `width` up values) -> act(gate) * up, row i written at a + i * a_stride.
 void activate_rows(const float* h, size_t width, size_t begin, size_t end, float* a, size_t a_stride, bool gelu) {
+  const kernels::VectorOps& ops = kernels::vector_ops();
 #pragma omp parallel for if ((end - begin) * width > 65536)
   for (int64_t i = static_cast<int64_t>(begin); i < static_cast<int64_t>(end); ++i) {
     const float* g = h + static_cast<size_t>(i) * 2 * width;
-    float* out = a + static_cast<size_t>(i) * a_stride;
-    for (size_t j = 0; j < width; ++j) out[j] = (gelu ? gelu_tanh(g[j]) : silu(g[j])) * g[width + j];
+    ops.gated_activation(g, g + width, a + static_cast<size_t>(i) * a_stride, width, gelu);
   }
 }
 

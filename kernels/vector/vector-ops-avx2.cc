@@ -7,6 +7,6 @@ namespace {
 #include "kernels/vector/vector-ops.inc"
 }  // namespace
 
-const VectorOps vector_ops_avx2{"avx2", &dot, &axpy, &quantize_s8};
+const VectorOps vector_ops_avx2{"avx2", &dot, &axpy, &quantize_s8, &gated_activation};
 
 }  // namespace lacuna::kernels
