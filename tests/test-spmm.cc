@@ -102,7 +102,8 @@ TEST_P(Ukernel, EveryTokenOfABatchGetsItsSingleTokenBits) {
   if (std::string why = cpu_info().why_unavailable(k.features); !why.empty()) GTEST_SKIP() << k.name << " " << why;
   if (k.min_n != 1) GTEST_SKIP() << k.name << " never runs one token";
   // 9 x 2600: activation rows too wide for the widest token tiles (with_token_tile).
-  for (auto [rows, cols] : {std::pair<uint64_t, uint64_t>{45, 300}, {9, 2600}}) {
+  // 150 x 2600: more tokens than a tile, over several blocks of rows (kRowBlockBytes).
+  for (auto [rows, cols] : {std::pair<uint64_t, uint64_t>{45, 300}, {9, 2600}, {150, 2600}}) {
     const Tensor w = make_weights(k, rows, cols, 0.7, true, 7);
     for (size_t n : {2u, 3u, 5u, 7u, 13u, 17u}) {
       if (k.max_n && n > k.max_n) continue;

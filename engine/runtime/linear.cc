@@ -22,10 +22,12 @@ constexpr double kNominalBandwidth = 30e9;
 
 // From this batch on, a bitmap weight is expanded into dense rows per call and
 // run through oneDNN. Measured with bench-densify (docs/benchmarks.md,
-// "Prefill", "Against expansion for oneDNN", "Live-pair lists" and
-// "Instruction rates"): for int8 the VNNI kernel still wins at 16 tokens,
-// and loses 1.2-3.9x from 32, on both hosts measured. Below, the products
-// are bound by reading the weights, which the sparse kernels do faster.
+// "Prefill", "Against expansion for oneDNN", "Live-pair lists",
+// "Instruction rates" and "Token tiles over blocks of rows"): for int8 the
+// VNNI kernel wins up to 32 tokens (2048->11264 at 70 %: 3.5-3.7 ms against
+// 5.2) and is level with expansion at 64; it lost from 32 while its tiles
+// walked the rows one at a time. Below, the products are bound by reading
+// the weights, which the sparse kernels do faster.
 // bf16 depends on the CPU's VDPBF16PS rate, which oneDNN's bf16 matmul is
 // made of. Where it does fewer multiply-adds per second than f32 FMAs
 // (bf16_dot_vs_fma() < 1: 0.47-0.51 on this project's Intel host), the
@@ -48,7 +50,7 @@ bool widened(const TensorDesc& d) { return d.dtype == DType::bf16 && f32_outruns
 
 size_t densify_from(const TensorDesc& d) {
   constexpr size_t kNever = std::numeric_limits<size_t>::max();
-  if (d.dtype == DType::int8) return 32;
+  if (d.dtype == DType::int8) return 64;
   if (d.dtype != DType::bf16) return 16;
   const double weights = static_cast<double>(d.rows()) * static_cast<double>(d.cols());
   const double sparsity = 1.0 - static_cast<double>(d.nnz) / weights;

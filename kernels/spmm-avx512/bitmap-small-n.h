@@ -344,18 +344,14 @@ template <class K, int NR, int NT, bool kExpanded>
 
 // One token: one row at a time (bound by memory). More: K::kRowTile rows at
 // once in tiles of up to K::kTokenTile tokens (fewer for wide activations,
-// see with_token_tile), the rest of the rows one at a
-// time; every (row, token) gets the same bits either way.
+// see with_token_tile), the rest of the rows one at a time; every (row,
+// token) gets the same bits either way.
 // More tokens than one tile holds: every tile over the same rows would expand
 // the same groups again (mask load, KMOV, expand, popcount: 2-3 cycles a
 // group, most of a small tile's time), so where the traits say kExpandOnce
-// the rows are expanded once into a per-thread buffer (a 4-row tile of 2048
-// bf16 columns is 16 KB) and the tiles read it. The tiles compute the same
-// instructions on the same expanded vectors, so the bits do not change.
-// Warm 4096x4096, 16 / 64 tokens, two noisy runs: bf16 0.87-0.98x / 0.78-0.93x
-// the time, int8 VNNI 0.93-0.97x / 0.73-0.90x, int8 weight-only (whose
-// widening is then done once) 0.69-0.74x / 0.61-0.67x; f32 1.2-1.4x at 16,
-// so f32 expands in place (docs/benchmarks.md, "Rows expanded once").
+// the rows are expanded once into a per-thread buffer and the tiles read it.
+// The tiles compute the same instructions on the same expanded vectors, so
+// the bits do not change (docs/benchmarks.md, "Rows expanded once").
 // A tile reads one vector of each of its tokens' activation rows per group,
 // so it walks NT whole rows of activations for every weight row; beyond the
 // L1 cache (48 KB here) they come from L2 at every weight row. int8 VNNI,
@@ -374,35 +370,58 @@ inline void with_token_tile(size_t row_bytes, F&& f) {
     with_token_tile<NT / 2>(row_bytes, f);
 }
 
+// More tokens than one tile: the rows go in blocks of about this many bytes
+// of expanded groups, and each tile passes over a whole block before the
+// next tile starts, so a tile's activation rows stay in L1 while the block's
+// weights come from L2. Row by row, every tile of a 64-token batch read its
+// 16 activation rows from L2 again at every weight row.
+inline constexpr size_t kRowBlockBytes = size_t{128} << 10;
+
+template <class K>
+uint64_t row_block(uint64_t groups) {
+  const uint64_t rows = kRowBlockBytes / (expanded_row_stride(groups) * sizeof(ExpandedGroup<K>));
+  return std::max<uint64_t>(K::kRowTile, rows / K::kRowTile * K::kRowTile);
+}
+
 template <class K>
 void small_n_product(const SpmmArgs& a) {
   thread_local std::vector<ExpandedGroup<K>> expanded;
   const WeightRows<K> b(a);
   with_token_tile<K::kTokenTile>(a.ldx * sizeof(typename K::XElem), [&](auto max_tile) {
+    const bool one_tile = a.n <= static_cast<size_t>(max_tile);
+    const uint64_t stride = expanded_row_stride(b.groups);
+    const uint64_t block = one_tile ? a.row_end - a.row_begin : row_block<K>(b.groups);
     const auto run = [&](auto kept) {
-      const ExpandedGroup<K>* e = nullptr;
-      if constexpr (kept) {
-        expanded.resize(static_cast<size_t>(K::kRowTile) * expanded_row_stride(b.groups));
-        e = expanded.data();
-      }
-      uint64_t r = a.row_begin;
-      if constexpr (K::kRowTile > 1) {
-        if (a.n >= 2) {
-          if (r + K::kRowTile <= a.row_end) RowPrefetch<K>(b, r, r + K::kRowTile).all();
-          for (; r + K::kRowTile <= a.row_end; r += K::kRowTile) {
-            RowPrefetch<K> next(b, r + K::kRowTile, std::min<uint64_t>(r + 2 * K::kRowTile, a.row_end));
-            if constexpr (kept) expand_rows<K>(b, r, K::kRowTile, expanded.data());
-            for_balanced_token_tiles<max_tile>(a.n, [&](auto tile, size_t n0) { bitmap_rows_tile<K, K::kRowTile, tile, kept>(b, r, n0, next, e); });
+      if constexpr (kept) expanded.resize(block * stride);
+      for (uint64_t begin = a.row_begin; begin < a.row_end; begin += block) {
+        const uint64_t end = std::min(begin + block, a.row_end);
+        if constexpr (kept) expand_rows<K>(b, begin, static_cast<int>(end - begin), expanded.data());
+        // Row r's expanded groups, when the rows were expanded.
+        const auto groups_of = [&](uint64_t r) { return kept ? expanded.data() + (r - begin) * stride : nullptr; };
+        uint64_t r = begin;
+        if constexpr (K::kRowTile > 1) {
+          const uint64_t tiled_end = begin + (end - begin) / K::kRowTile * K::kRowTile;
+          if (a.n >= 2 && tiled_end > begin) {
+            // Expanded rows are in the buffer already: nothing of the bitmap to pull in.
+            const uint64_t fetched_end = kept ? begin : end;
+            for_balanced_token_tiles<max_tile>(a.n, [&](auto tile, size_t n0) {
+              RowPrefetch<K>(b, begin, std::min(begin + K::kRowTile, fetched_end)).all();
+              for (uint64_t q = begin; q < tiled_end; q += K::kRowTile) {
+                RowPrefetch<K> next(b, std::min(q + K::kRowTile, fetched_end), std::min(q + 2 * K::kRowTile, fetched_end));
+                bitmap_rows_tile<K, K::kRowTile, tile, kept>(b, q, n0, next, groups_of(q));
+              }
+            });
+            r = tiled_end;
           }
         }
-      }
-      for (; r < a.row_end; ++r) {
-        if constexpr (kept) expand_rows<K>(b, r, 1, expanded.data());
-        for_token_tiles<max_tile>(a.n, [&](auto tile, size_t n0) { bitmap_row_tile<K, tile, kept>(b, r, n0, e); });
+        if (r < end)
+          for_token_tiles<max_tile>(a.n, [&](auto tile, size_t n0) {
+            for (uint64_t q = r; q < end; ++q) bitmap_row_tile<K, tile, kept>(b, q, n0, groups_of(q));
+          });
       }
     };
     if constexpr (K::kExpandOnce) {
-      if (a.n > static_cast<size_t>(max_tile)) return run(std::true_type{});
+      if (!one_tile) return run(std::true_type{});
     }
     run(std::false_type{});
   });
