@@ -33,6 +33,39 @@ TEST_P(VectorOpsTest, DotAndAxpyMatchDoubleSumsForEveryLengthAndTail) {
   }
 }
 
+// A query against rows of a strided block (the keys of a cache block), and
+// those rows weighted into an output (the values), for every row count the
+// four-row tiles leave over and every tail, against double sums.
+TEST_P(VectorOpsTest, DotRowsAndWeightedRowSumMatchDoubleSums) {
+  const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
+  for (const size_t n : {size_t{1}, size_t{17}, size_t{64}, size_t{128}, size_t{2051}})
+    for (const size_t count : {size_t{1}, size_t{3}, size_t{4}, size_t{7}, size_t{16}}) {
+      const size_t stride = n + 5;
+      const std::vector<float> q = testing::random_activations(1, n, n + count), rows = testing::random_activations(count, stride, 3 * n + count);
+      const std::vector<float> w = testing::random_activations(1, count, 7 * n + count), start = testing::random_activations(1, n, 5 * n + count);
+      std::vector<float> scores(count + 1, -1.0f), out = start;
+      ops.dot_rows(q.data(), rows.data(), stride, count, n, scores.data());
+      ops.weighted_row_sum(w.data(), rows.data(), stride, count, n, out.data());
+      for (size_t r = 0; r < count; ++r) {
+        double expected = 0, magnitude = 0;
+        for (size_t i = 0; i < n; ++i) {
+          expected += static_cast<double>(q[i]) * rows[r * stride + i];
+          magnitude += std::abs(static_cast<double>(q[i]) * rows[r * stride + i]);
+        }
+        EXPECT_NEAR(scores[r], expected, 1e-6 * magnitude + 1e-30) << ops.isa << " n=" << n << " count=" << count << " row " << r;
+      }
+      EXPECT_EQ(scores[count], -1.0f) << ops.isa << " wrote past count";
+      for (size_t i = 0; i < n; ++i) {
+        double expected = start[i], magnitude = std::abs(start[i]);
+        for (size_t r = 0; r < count; ++r) {
+          expected += static_cast<double>(w[r]) * rows[r * stride + i];
+          magnitude += std::abs(static_cast<double>(w[r]) * rows[r * stride + i]);
+        }
+        ASSERT_NEAR(out[i], expected, 1e-6 * magnitude + 1e-30) << ops.isa << " n=" << n << " count=" << count << " i=" << i;
+      }
+    }
+}
+
 // The same bytes, scale bits and byte sum as quantize_int8_symmetric, so a
 // token quantised by either gets the same int8 products.
 TEST_P(VectorOpsTest, QuantiseS8MatchesTheScalarQuantiserExactly) {

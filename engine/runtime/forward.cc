@@ -203,8 +203,10 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
       const int64_t t = first + static_cast<int64_t>(i);
       for (int64_t hq = 0; hq < c.heads; ++hq) rope(&s.q[(t * c.heads + hq) * d], &s.cos[t * half], &s.sin[t * half], half);
       for (int64_t hk = 0; hk < c.kv_heads; ++hk) rope(&s.k[(t * c.kv_heads + hk) * d], &s.cos[t * half], &s.sin[t * half], half);
-      std::copy_n(&s.k[t * kv_width], kv_width, seq.cache->keys(layer, s.position[t]));
-      std::copy_n(&s.v[t * kv_width], kv_width, seq.cache->values(layer, s.position[t]));
+      for (int64_t hk = 0; hk < c.kv_heads; ++hk) {
+        std::copy_n(&s.k[t * kv_width + hk * d], d, seq.cache->keys(layer, s.position[t], hk));
+        std::copy_n(&s.v[t * kv_width + hk * d], d, seq.cache->values(layer, s.position[t], hk));
+      }
     }
     first += static_cast<int64_t>(seq.tokens.size());
   }
@@ -228,22 +230,29 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
       const int64_t from = c.sliding_window > 0 ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
       const float* q = &s.q[(t * c.heads + hq) * d];
       const KvCache& cache = *cache_of[t];
+      // Key and value rows come a cache block at a time: within a block they lie head_dim apart.
+      const auto blocks = [&](auto&& visit) {
+        for (int64_t u = from; u <= pos;) {
+          const int64_t end = std::min(pos + 1, (u / cache.block_positions() + 1) * cache.block_positions());
+          visit(u, static_cast<size_t>(end - u));
+          u = end;
+        }
+      };
+      const auto stride = static_cast<size_t>(d);
+      blocks([&](int64_t u, size_t count) { ops.dot_rows(q, cache.keys(layer, u, hk), stride, count, static_cast<size_t>(d), &score[u]); });
       float top = -INFINITY;
       for (int64_t u = from; u <= pos; ++u) {
-        const float* k = cache.keys(layer, u) + hk * d;
-        float dot = ops.dot(q, k, static_cast<size_t>(d)) * multiplier;
+        float dot = score[u] * multiplier;
         if (cap > 0) dot = cap * std::tanh(dot / cap);
         score[u] = dot;
         top = std::max(top, dot);
       }
       float sum = 0;
       for (int64_t u = from; u <= pos; ++u) sum += score[u] = std::exp(score[u] - top);
+      for (int64_t u = from; u <= pos; ++u) score[u] /= sum;
       float* out = &s.attn[(t * c.heads + hq) * d];
       std::fill_n(out, d, 0.0f);
-      for (int64_t u = from; u <= pos; ++u) {
-        const float* v = cache.values(layer, u) + hk * d;
-        ops.axpy(score[u] / sum, v, out, static_cast<size_t>(d));
-      }
+      blocks([&](int64_t u, size_t count) { ops.weighted_row_sum(&score[u], cache.values(layer, u, hk), stride, count, static_cast<size_t>(d), out); });
     }
   }
 }
@@ -253,9 +262,8 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
   const int64_t h = c.hidden, e_count = c.experts, ffn = c.ffn;
   // Router in f32, softmax over all experts, top-k (ties to the lower index).
   for (int64_t t = 0; t < s.tokens; ++t) {
-    const float* x = &s.xn[t * h];
-    float* logit = &s.router[t * e_count];
-    for (int64_t e = 0; e < e_count; ++e) logit[e] = kernels::vector_ops().dot(x, &w.router[e * h], static_cast<size_t>(h));
+    kernels::vector_ops().dot_rows(&s.xn[t * h], w.router.data(), static_cast<size_t>(h), static_cast<size_t>(e_count), static_cast<size_t>(h),
+                                   &s.router[t * e_count]);
   }
   for (auto& r : s.routed) r.clear();
   std::vector<int64_t> order(e_count);

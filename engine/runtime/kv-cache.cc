@@ -51,6 +51,8 @@ KvCache::KvCache(const ModelConfig& c, int64_t capacity, std::shared_ptr<KvBlock
     : pool_(std::move(pool)),
       layers_(c.layers),
       capacity_(capacity),
+      kv_heads_(c.kv_heads),
+      head_dim_(c.head_dim),
       width_(c.kv_heads * c.head_dim),
       block_positions_(pool_->block_positions()),
       values_offset_(static_cast<uint64_t>(layers_ * block_positions_ * width_)) {
@@ -66,6 +68,8 @@ KvCache& KvCache::operator=(KvCache&& other) noexcept {
   std::swap(pool_, other.pool_);
   std::swap(layers_, other.layers_);
   std::swap(capacity_, other.capacity_);
+  std::swap(kv_heads_, other.kv_heads_);
+  std::swap(head_dim_, other.head_dim_);
   std::swap(width_, other.width_);
   std::swap(block_positions_, other.block_positions_);
   std::swap(length_, other.length_);

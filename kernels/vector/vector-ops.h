@@ -14,6 +14,15 @@ struct VectorOps {
   const char* isa;
   float (*dot)(const float* a, const float* b, size_t n);      // sum a[i] * b[i]
   void (*axpy)(float alpha, const float* x, float* y, size_t n);  // y[i] += alpha * x[i]
+  // out[r] = sum_i q[i] * rows[r * stride + i] for r < count: a query
+  // against the keys of one cache block, a token against the router's rows.
+  // Attention's dot and axpy per key took 23 % of a 512-token prefill's
+  // samples; a cache block at a time (and the cache head-major, see
+  // KvCache) 15 % (docs/benchmarks.md, "Attention a cache block at a time").
+  void (*dot_rows)(const float* q, const float* rows, size_t stride, size_t count, size_t n, float* out);
+  // out[i] += sum_r w[r] * rows[r * stride + i], the rows added in order:
+  // the values of one cache block weighted by their attention.
+  void (*weighted_row_sum)(const float* w, const float* rows, size_t stride, size_t count, size_t n, float* out);
   // quantize_int8_symmetric (sparse/quantize.h), the same bytes and scale,
   // and *sum = the sum of the bytes. Every int8 product quantises its
   // activations with it on the calling thread while the others wait: the
