@@ -398,17 +398,23 @@ void small_n_product(const SpmmArgs& a) {
         if constexpr (kept) expand_rows<K>(b, begin, static_cast<int>(end - begin), expanded.data());
         // Row r's expanded groups, when the rows were expanded.
         const auto groups_of = [&](uint64_t r) { return kept ? expanded.data() + (r - begin) * stride : nullptr; };
+        // Expanded rows: the tiles are bound by compute, so they pull in the
+        // next block's bitmap for its expansion (which otherwise waits on
+        // memory). Otherwise each row tile pulls in the next one's rows.
+        RowPrefetch<K> ahead(b, end, kept ? std::min(end + block, a.row_end) : end);
         uint64_t r = begin;
         if constexpr (K::kRowTile > 1) {
           const uint64_t tiled_end = begin + (end - begin) / K::kRowTile * K::kRowTile;
           if (a.n >= 2 && tiled_end > begin) {
-            // Expanded rows are in the buffer already: nothing of the bitmap to pull in.
-            const uint64_t fetched_end = kept ? begin : end;
             for_balanced_token_tiles<max_tile>(a.n, [&](auto tile, size_t n0) {
-              RowPrefetch<K>(b, begin, std::min(begin + K::kRowTile, fetched_end)).all();
-              for (uint64_t q = begin; q < tiled_end; q += K::kRowTile) {
-                RowPrefetch<K> next(b, std::min(q + K::kRowTile, fetched_end), std::min(q + 2 * K::kRowTile, fetched_end));
-                bitmap_rows_tile<K, K::kRowTile, tile, kept>(b, q, n0, next, groups_of(q));
+              if constexpr (kept) {
+                for (uint64_t q = begin; q < tiled_end; q += K::kRowTile) bitmap_rows_tile<K, K::kRowTile, tile, kept>(b, q, n0, ahead, groups_of(q));
+              } else {
+                RowPrefetch<K>(b, begin, begin + K::kRowTile).all();
+                for (uint64_t q = begin; q < tiled_end; q += K::kRowTile) {
+                  RowPrefetch<K> next(b, std::min(q + K::kRowTile, end), std::min(q + 2 * K::kRowTile, end));
+                  bitmap_rows_tile<K, K::kRowTile, tile, kept>(b, q, n0, next, nullptr);
+                }
               }
             });
             r = tiled_end;
@@ -416,7 +422,11 @@ void small_n_product(const SpmmArgs& a) {
         }
         if (r < end)
           for_token_tiles<max_tile>(a.n, [&](auto tile, size_t n0) {
-            for (uint64_t q = r; q < end; ++q) bitmap_row_tile<K, tile, kept>(b, q, n0, groups_of(q));
+            for (uint64_t q = r; q < end; ++q) {
+              bitmap_row_tile<K, tile, kept>(b, q, n0, groups_of(q));
+              ahead.step();
+              ahead.step();
+            }
           });
       }
     };
