@@ -38,13 +38,16 @@ inline V load_unfolded(const void* p) {
 // the tile in memory and stores it on every group).
 #define LACUNA_UNROLL _Pragma("GCC unroll 16")
 
-// No software prefetch: the kernels' next-row prefetch (PREFETCHT0 over the
-// next row's masks and values, spread over the groups) turned out to have
-// been deleted by GCC 12 as dead code, loop and all; forced back in with a
-// volatile asm it made cold batch-1 products up to 2x slower (two 64-bit
-// divisions per group placing the lines), and a division-free variant
-// (one line 2 KB ahead in the values per group) was no better than none
-// (docs/benchmarks.md, "The prefetch that was not there").
+// No software prefetch at one token: the kernels' next-row prefetch
+// (PREFETCHT0 over the next row's masks and values, spread over the groups)
+// turned out to have been deleted by GCC 12 as dead code, loop and all;
+// forced back in with a volatile asm it made cold batch-1 products up to 2x
+// slower (two 64-bit divisions per group placing the lines), and a
+// division-free variant (one line 2 KB ahead in the values per group) was
+// no better than none (docs/benchmarks.md, "The prefetch that was not
+// there"). Tiles of several tokens compute long enough on a row to be
+// worth pulling in rows ahead (RowPrefetch, "Rows ahead of several-token
+// tiles").
 
 // A mask read into a general register (for its popcount, or for the expand
 // below where KMOV k, reg measured faster; see fresh_expand_*).
@@ -204,12 +207,45 @@ void expand_rows(const WeightRows<K>& b, uint64_t r0, int rows, ExpandedGroup<K>
   }
 }
 
+// Pulls rows of a bitmap tensor towards the core, a few cache lines at a
+// time: their values and their masks are two contiguous ranges. A row tile
+// walks 2 x NR streams with strides, which the hardware prefetcher does not
+// follow, so each tile pulls in the next tile's rows while it computes
+// (spread over its groups: all at once, the prefetches fill the miss
+// buffers and stall the tile).
+template <class K>
+class RowPrefetch {
+ public:
+  RowPrefetch(const WeightRows<K>& b, uint64_t begin, uint64_t end) {
+    values_ = reinterpret_cast<const char*>(b.row_values(begin));
+    values_end_ = reinterpret_cast<const char*>(b.row_values(end));
+    if constexpr (!K::kDense) {
+      masks_ = reinterpret_cast<const char*>(b.row_masks(begin));
+      masks_end_ = reinterpret_cast<const char*>(b.row_masks(end));
+    }
+  }
+  // Values take about five lines for each line of masks at 70 % sparsity.
+  void step() {
+    for (int i = 0; i < 2 && values_ < values_end_; ++i, values_ += 64) _mm_prefetch(values_, _MM_HINT_T0);
+    if (masks_ < masks_end_) {
+      _mm_prefetch(masks_, _MM_HINT_T0);
+      masks_ += 64;
+    }
+  }
+  void all() {
+    while (values_ < values_end_ || masks_ < masks_end_) step();
+  }
+
+ private:
+  const char *values_ = nullptr, *values_end_ = nullptr, *masks_ = nullptr, *masks_end_ = nullptr;
+};
+
 // Each tile is a function of its own: inlined into small_n_product, the one-token
 // tile's loop got worse registers and ran 25 % slower. With kExpanded the
 // tile reads its rows' groups from `expanded` (expand_rows), otherwise it
 // expands them from the bitmap (or loads them, dense rows).
 template <class K, int NT, bool kExpanded>
-[[gnu::noinline]] void bitmap_row_tile(const WeightRows<K>& b, uint64_t r, size_t n0, const ExpandedGroup<K>* expanded) {
+[[gnu::noinline]] void bitmap_row_tile(const WeightRows<K>& b, uint64_t r, size_t n0, RowPrefetch<K>& prefetch, const ExpandedGroup<K>* expanded) {
   const SpmmArgs& a = b.a;
   const uint64_t groups = b.groups;
   const typename K::Mask* masks = K::kDense ? nullptr : b.row_masks(r);
@@ -220,6 +256,7 @@ template <class K, int NT, bool kExpanded>
   LACUNA_UNROLL for (int j = 0; j < NT; ++j) LACUNA_UNROLL for (int s = 0; s < kSplits; ++s) acc[j][s] = K::zero();
   // `split` is a compile-time index: a run-time one would move the tile to memory.
   auto group = [&](uint64_t g, auto split) {
+    if constexpr (NT > 1) prefetch.step();
     typename K::WVec wv;
     if constexpr (kExpanded)
       wv = expanded[g].w;
@@ -247,37 +284,6 @@ inline uint64_t popcount4(const M* m) {
   for (uint64_t word : words) count += static_cast<uint64_t>(std::popcount(word));
   return count;
 }
-
-// Pulls rows of a bitmap tensor towards the core, a few cache lines at a
-// time: their values and their masks are two contiguous ranges. A row tile
-// walks 2 x NR streams with strides, which the hardware prefetcher does not
-// follow, so each tile pulls in the next tile's rows while it computes
-// (spread over its groups: all at once, the prefetches fill the miss
-// buffers and stall the tile).
-template <class K>
-class RowPrefetch {
- public:
-  RowPrefetch(const WeightRows<K>& b, uint64_t begin, uint64_t end) {
-    values_ = reinterpret_cast<const char*>(b.row_values(begin));
-    values_end_ = reinterpret_cast<const char*>(b.row_values(end));
-    masks_ = reinterpret_cast<const char*>(b.row_masks(begin));
-    masks_end_ = reinterpret_cast<const char*>(b.row_masks(end));
-  }
-  // Values take about five lines for each line of masks at 70 % sparsity.
-  void step() {
-    for (int i = 0; i < 2 && values_ < values_end_; ++i, values_ += 64) _mm_prefetch(values_, _MM_HINT_T0);
-    if (masks_ < masks_end_) {
-      _mm_prefetch(masks_, _MM_HINT_T0);
-      masks_ += 64;
-    }
-  }
-  void all() {
-    while (values_ < values_end_ || masks_ < masks_end_) step();
-  }
-
- private:
-  const char *values_ = nullptr, *values_end_ = nullptr, *masks_ = nullptr, *masks_end_ = nullptr;
-};
 
 // NR rows x NT tokens (NT >= 2): every activation vector loaded serves NR
 // rows, where the one-row tile loads it for each row. Each (row, token) keeps
@@ -400,7 +406,7 @@ void small_n_product(const SpmmArgs& a) {
         const auto groups_of = [&](uint64_t r) { return kept ? expanded.data() + (r - begin) * stride : nullptr; };
         // Expanded rows: the tiles are bound by compute, so they pull in the
         // next block's bitmap for its expansion (which otherwise waits on
-        // memory). Otherwise each row tile pulls in the next one's rows.
+        // memory). Otherwise each row tile pulls in rows ahead of its own.
         RowPrefetch<K> ahead(b, end, kept ? std::min(end + block, a.row_end) : end);
         uint64_t r = begin;
         if constexpr (K::kRowTile > 1) {
@@ -422,10 +428,16 @@ void small_n_product(const SpmmArgs& a) {
         }
         if (r < end)
           for_token_tiles<max_tile>(a.n, [&](auto tile, size_t n0) {
-            for (uint64_t q = r; q < end; ++q) {
-              bitmap_row_tile<K, tile, kept>(b, q, n0, groups_of(q));
-              ahead.step();
-              ahead.step();
+            if constexpr (kept || tile == 1) {
+              for (uint64_t q = r; q < end; ++q) bitmap_row_tile<K, tile, kept>(b, q, n0, ahead, groups_of(q));
+            } else {
+              // A tile of several tokens computes long enough on a row for
+              // the row two ahead to arrive from memory meanwhile.
+              RowPrefetch<K>(b, r, std::min(r + 2, end)).all();
+              for (uint64_t q = r; q < end; ++q) {
+                RowPrefetch<K> next(b, std::min(q + 2, end), std::min(q + 3, end));
+                bitmap_row_tile<K, tile, kept>(b, q, n0, next, nullptr);
+              }
             }
           });
       }
