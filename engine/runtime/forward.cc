@@ -238,8 +238,8 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
           u = end;
         }
       };
-      const auto stride = static_cast<size_t>(d);
-      blocks([&](int64_t u, size_t count) { ops.dot_rows(q, cache.keys(layer, u, hk), stride, count, static_cast<size_t>(d), &score[u]); });
+      const auto dim = static_cast<size_t>(d);
+      blocks([&](int64_t u, size_t count) { ops.dot_rows(q, cache.keys(layer, u, hk), dim, count, dim, &score[u]); });
       float top = -INFINITY;
       for (int64_t u = from; u <= pos; ++u) {
         float dot = score[u] * multiplier;
@@ -252,7 +252,7 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
       for (int64_t u = from; u <= pos; ++u) score[u] /= sum;
       float* out = &s.attn[(t * c.heads + hq) * d];
       std::fill_n(out, d, 0.0f);
-      blocks([&](int64_t u, size_t count) { ops.weighted_row_sum(&score[u], cache.values(layer, u, hk), stride, count, static_cast<size_t>(d), out); });
+      blocks([&](int64_t u, size_t count) { ops.weighted_row_sum(&score[u], cache.values(layer, u, hk), dim, count, dim, out); });
     }
   }
 }

@@ -53,9 +53,8 @@ KvCache::KvCache(const ModelConfig& c, int64_t capacity, std::shared_ptr<KvBlock
       capacity_(capacity),
       kv_heads_(c.kv_heads),
       head_dim_(c.head_dim),
-      width_(c.kv_heads * c.head_dim),
       block_positions_(pool_->block_positions()),
-      values_offset_(static_cast<uint64_t>(layers_ * block_positions_ * width_)) {
+      values_offset_(static_cast<uint64_t>(layers_ * block_positions_ * width())) {
   if (capacity <= 0 || capacity > c.max_context)
     throw Error("kv cache capacity " + std::to_string(capacity) + " must be in 1.." + std::to_string(c.max_context) + " (the model's context)");
 }
@@ -70,7 +69,6 @@ KvCache& KvCache::operator=(KvCache&& other) noexcept {
   std::swap(capacity_, other.capacity_);
   std::swap(kv_heads_, other.kv_heads_);
   std::swap(head_dim_, other.head_dim_);
-  std::swap(width_, other.width_);
   std::swap(block_positions_, other.block_positions_);
   std::swap(length_, other.length_);
   std::swap(values_offset_, other.values_offset_);

@@ -52,7 +52,7 @@ class KvCache {
 
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }
-  int64_t width() const { return width_; }  // kv_heads * head_dim
+  int64_t width() const { return kv_heads_ * head_dim_; }
   int64_t block_positions() const { return block_positions_; }
   // Key-value head `head`'s key or value (head_dim floats) at `position`,
   // valid for positions below reserved(). Within a block a head's positions
@@ -75,7 +75,7 @@ class KvCache {
   // Forget everything after `length` positions (e.g. to reuse a shared
   // prompt). The blocks stay with the cache for the positions to come.
   void truncate(int64_t length);
-  uint64_t bytes_used() const { return 2 * static_cast<uint64_t>(layers_ * length_ * width_) * sizeof(float); }
+  uint64_t bytes_used() const { return 2 * static_cast<uint64_t>(layers_ * length_ * width()) * sizeof(float); }
 
  private:
   float* at(int64_t layer, int64_t position, int64_t head) const {
@@ -83,7 +83,7 @@ class KvCache {
            static_cast<uint64_t>(((layer * kv_heads_ + head) * block_positions_ + position % block_positions_) * head_dim_);
   }
   std::shared_ptr<KvBlockPool> pool_;
-  int64_t layers_, capacity_, kv_heads_, head_dim_, width_, block_positions_, length_ = 0;
+  int64_t layers_, capacity_, kv_heads_, head_dim_, block_positions_, length_ = 0;
   uint64_t values_offset_;  // within a block, after every layer's keys
   std::vector<float*> blocks_;
 };
