@@ -38,17 +38,6 @@ inline V load_unfolded(const void* p) {
 // the tile in memory and stores it on every group).
 #define LACUNA_UNROLL _Pragma("GCC unroll 16")
 
-// No software prefetch at one token: the kernels' next-row prefetch
-// (PREFETCHT0 over the next row's masks and values, spread over the groups)
-// turned out to have been deleted by GCC 12 as dead code, loop and all;
-// forced back in with a volatile asm it made cold batch-1 products up to 2x
-// slower (two 64-bit divisions per group placing the lines), and a
-// division-free variant (one line 2 KB ahead in the values per group) was
-// no better than none (docs/benchmarks.md, "The prefetch that was not
-// there"). Tiles of several tokens compute long enough on a row to be
-// worth pulling in rows ahead (RowPrefetch, "Rows ahead of several-token
-// tiles").
-
 // A mask read into a general register (for its popcount, or for the expand
 // below where KMOV k, reg measured faster; see fresh_expand_*).
 template <class M>
@@ -210,10 +199,10 @@ void expand_rows(const WeightRows<K>& b, uint64_t r0, int rows, ExpandedGroup<K>
 // Pulls rows of a bitmap tensor towards the core, a few cache lines at a
 // time: their values and their masks are two contiguous ranges. A tile of
 // NR rows walks 2 x NR streams with strides, which the hardware prefetcher
-// does not follow, and a one-row tile of several tokens computes long
-// enough on its row for the prefetcher to fall behind; so tiles pull in
-// rows ahead while they compute, spread over their groups (all at once, the
-// prefetches fill the miss buffers and stall the tile).
+// does not follow, so it pulls in the next tile's rows while it computes,
+// spread over its groups (all at once, the prefetches fill the miss
+// buffers and stall the tile); tiles over expanded rows pull in the next
+// block's bitmap the same way.
 template <class K>
 class RowPrefetch {
  public:
@@ -241,12 +230,31 @@ class RowPrefetch {
   const char *values_ = nullptr, *values_end_ = nullptr, *masks_ = nullptr, *masks_end_ = nullptr;
 };
 
+// A one-row tile reading the bitmap as it goes requests the lines of its
+// two streams well before it needs them, at every group: values 2.5 KB and
+// masks 1 KB ahead, about 130 groups at 70 % sparsity (the rows of a tensor
+// follow one another in both streams, so this runs on into the next rows).
+// With the hardware prefetcher alone, the cold one-token int8 product
+// streamed at about 70 % of oneDNN's dense bandwidth (3.2-3.6x dense bf16
+// at 70 %, a byte ratio of 4.7x); with these 4.6-5.0x, and 2-4 tokens
+// 3.4-4.5x -> 4.1-5.0x (docs/benchmarks.md, "Both streams requested
+// ahead"). An earlier try, one value line 2 KB ahead and no masks, had been
+// no better than none ("The prefetch that was not there").
+inline constexpr int kValuesAhead = 2560, kMasksAhead = 1024;
+
+template <class K>
+inline void request_ahead(const typename K::Mask* mask, const typename K::Value* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(p) + kValuesAhead, _MM_HINT_T0);
+  if constexpr (!K::kDense) _mm_prefetch(reinterpret_cast<const char*>(mask) + kMasksAhead, _MM_HINT_T0);
+}
+
 // Each tile is a function of its own: inlined into small_n_product, the one-token
 // tile's loop got worse registers and ran 25 % slower. With kExpanded the
-// tile reads its rows' groups from `expanded` (expand_rows), otherwise it
-// expands them from the bitmap (or loads them, dense rows).
+// tile reads its rows' groups from `expanded` (expand_rows) and steps
+// `next_block` on, otherwise it expands them from the bitmap (or loads them,
+// dense rows), requesting its streams ahead.
 template <class K, int NT, bool kExpanded>
-[[gnu::noinline]] void bitmap_row_tile(const WeightRows<K>& b, uint64_t r, size_t n0, RowPrefetch<K>& prefetch, const ExpandedGroup<K>* expanded) {
+[[gnu::noinline]] void bitmap_row_tile(const WeightRows<K>& b, uint64_t r, size_t n0, RowPrefetch<K>& next_block, const ExpandedGroup<K>* expanded) {
   const SpmmArgs& a = b.a;
   const uint64_t groups = b.groups;
   const typename K::Mask* masks = K::kDense ? nullptr : b.row_masks(r);
@@ -257,14 +265,17 @@ template <class K, int NT, bool kExpanded>
   LACUNA_UNROLL for (int j = 0; j < NT; ++j) LACUNA_UNROLL for (int s = 0; s < kSplits; ++s) acc[j][s] = K::zero();
   // `split` is a compile-time index: a run-time one would move the tile to memory.
   auto group = [&](uint64_t g, auto split) {
-    if constexpr (NT > 1) prefetch.step();
     typename K::WVec wv;
-    if constexpr (kExpanded)
+    if constexpr (kExpanded) {
+      next_block.step();
       wv = expanded[g].w;
-    else if constexpr (K::kDense)
+    } else if constexpr (K::kDense) {
+      request_ahead<K>(nullptr, p + g * K::kWidth);
       wv = K::load_dense(b.dense_columns(g), p + g * K::kWidth);
-    else
+    } else {
+      request_ahead<K>(masks + g, p);
       wv = expand_and_advance<K>(masks + g, p);
+    }
     LACUNA_UNROLL for (int j = 0; j < NT; ++j) acc[j][split] = K::dot(acc[j][split], wv, K::load_x(x + j * a.ldx + g * K::kWidth));
   };
   uint64_t g = 0;
@@ -411,7 +422,8 @@ void small_n_product(const SpmmArgs& a) {
         const auto groups_of = [&](uint64_t r) { return kept ? expanded.data() + (r - begin) * stride : nullptr; };
         // Expanded rows: the tiles are bound by compute, so they pull in the
         // next block's bitmap for its expansion (which otherwise waits on
-        // memory). Otherwise each row tile pulls in rows ahead of its own.
+        // memory). Otherwise each row tile requests its own rows ahead
+        // (one row: request_ahead; several: RowPrefetch of the next tile).
         RowPrefetch<K> ahead(b, end, kept ? std::min(end + block, a.row_end) : end);
         uint64_t r = begin;
         if constexpr (K::kRowTile > 1) {
@@ -433,17 +445,7 @@ void small_n_product(const SpmmArgs& a) {
         }
         if (r < end)
           for_token_tiles<max_tile>(a.n, [&](auto tile, size_t n0) {
-            if constexpr (kept || tile == 1) {
-              for (uint64_t q = r; q < end; ++q) bitmap_row_tile<K, tile, kept>(b, q, n0, ahead, groups_of(q));
-            } else {
-              // A tile of several tokens computes long enough on a row for
-              // the row two ahead to arrive from memory meanwhile.
-              RowPrefetch<K>(b, r, std::min(r + 2, end)).all();
-              for (uint64_t q = r; q < end; ++q) {
-                RowPrefetch<K> next(b, std::min(q + 2, end), std::min(q + 3, end));
-                bitmap_row_tile<K, tile, kept>(b, q, n0, next, nullptr);
-              }
-            }
+            for (uint64_t q = r; q < end; ++q) bitmap_row_tile<K, tile, kept>(b, q, n0, ahead, groups_of(q));
           });
       }
     };
