@@ -102,9 +102,19 @@ LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", "kmovw", uint16_t, __m512)
 // every tile size: a token's sum is the same bits whatever batch it is
 // computed in. Integer sums do not (int8 VNNI), so its traits trade splits
 // for tokens as the tile grows (see Int8 in spmm-bitmap-avx512.cc).
+// The tile's lambdas, and unrolled_for's, are always inlined: GCC's early
+// scalar replacement of the accumulator array runs before ordinary inlining,
+// and while a lambda still held the array's address the array stayed in
+// memory. GCC 12 then kept the accumulators of int8 tiles of 2-8 tokens in
+// registers but also stored them to the stack at every group (12 stores per
+// four groups at 4 tokens); without the stores, cold 70 % int8 products ran
+// 4-25 % faster at 4-8 tokens (docs/benchmarks.md, "Accumulators off the
+// stack").
+#define LACUNA_INLINE_LAMBDA __attribute__((always_inline))
+
 template <int N, class F>
-inline void unrolled_for(F&& f) {
-  [&]<int... I>(std::integer_sequence<int, I...>) { (f(std::integral_constant<int, I>{}), ...); }(std::make_integer_sequence<int, N>{});
+[[gnu::always_inline]] inline void unrolled_for(F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) LACUNA_INLINE_LAMBDA { (f(std::integral_constant<int, I>{}), ...); }(std::make_integer_sequence<int, N>{});
 }
 
 // The splits of a (row, token) added pairwise: ((a0 + a1) + (a2 + a3)) for four.
@@ -242,10 +252,14 @@ class RowPrefetch {
 // no better than none ("The prefetch that was not there").
 inline constexpr int kValuesAhead = 2560, kMasksAhead = 1024;
 
+// In asm: as _mm_prefetch calls, GCC 12 deleted these from the tiles once
+// their lambdas were always inlined (as it had deleted NextRowPrefetch's).
+inline void prefetch_t0(const void* p) { __asm__ volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p))); }
+
 template <class K>
 inline void request_ahead(const typename K::Mask* mask, const typename K::Value* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(p) + kValuesAhead, _MM_HINT_T0);
-  if constexpr (!K::kDense) _mm_prefetch(reinterpret_cast<const char*>(mask) + kMasksAhead, _MM_HINT_T0);
+  prefetch_t0(reinterpret_cast<const char*>(p) + kValuesAhead);
+  if constexpr (!K::kDense) prefetch_t0(reinterpret_cast<const char*>(mask) + kMasksAhead);
 }
 
 // Each tile is a function of its own: inlined into small_n_product, the one-token
@@ -262,9 +276,9 @@ template <class K, int NT, bool kExpanded>
   const typename K::Value* p = b.row_values(r);
   constexpr int kSplits = K::splits(NT);
   typename K::Acc acc[NT][kSplits];
-  LACUNA_UNROLL for (int j = 0; j < NT; ++j) LACUNA_UNROLL for (int s = 0; s < kSplits; ++s) acc[j][s] = K::zero();
-  // `split` is a compile-time index: a run-time one would move the tile to memory.
-  auto group = [&](uint64_t g, auto split) {
+  unrolled_for<NT>([&](auto j) LACUNA_INLINE_LAMBDA { unrolled_for<kSplits>([&](auto s) LACUNA_INLINE_LAMBDA { acc[j][s] = K::zero(); }); });
+  // `split` and `j` are compile-time indices: a run-time one would move the tile to memory.
+  auto group = [&](uint64_t g, auto split) LACUNA_INLINE_LAMBDA {
     typename K::WVec wv;
     if constexpr (kExpanded) {
       next_block.step();
@@ -276,15 +290,15 @@ template <class K, int NT, bool kExpanded>
       request_ahead<K>(masks + g, p);
       wv = expand_and_advance<K>(masks + g, p);
     }
-    LACUNA_UNROLL for (int j = 0; j < NT; ++j) acc[j][split] = K::dot(acc[j][split], wv, K::load_x(x + j * a.ldx + g * K::kWidth));
+    unrolled_for<NT>([&](auto j) LACUNA_INLINE_LAMBDA { acc[j][split] = K::dot(acc[j][split], wv, K::load_x(x + j * a.ldx + g * K::kWidth)); });
   };
   uint64_t g = 0;
-  for (; g + kSplits <= groups; g += kSplits) unrolled_for<kSplits>([&](auto split) { group(g + split, split); });
-  unrolled_for<kSplits - 1>([&](auto split) {
+  for (; g + kSplits <= groups; g += kSplits) unrolled_for<kSplits>([&](auto split) LACUNA_INLINE_LAMBDA { group(g + split, split); });
+  unrolled_for<kSplits - 1>([&](auto split) LACUNA_INLINE_LAMBDA {
     if (g < groups) group(g++, split);
   });
   const float row_scale = b.row_scale(r);
-  LACUNA_UNROLL for (int j = 0; j < NT; ++j) a.y[(n0 + j) * a.ldy + r] = K::finish(sum_splits<K, 0, kSplits>(acc[j]), row_scale, a, n0 + j);
+  unrolled_for<NT>([&](auto j) LACUNA_INLINE_LAMBDA { a.y[(n0 + j) * a.ldy + r] = K::finish(sum_splits<K, 0, kSplits>(acc[j]), row_scale, a, n0 + j); });
 }
 
 // How far a row's values advance over groups g .. g+3: the popcount of their four masks.
