@@ -102,6 +102,7 @@ LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", "kmovw", uint16_t, __m512)
 // every tile size: a token's sum is the same bits whatever batch it is
 // computed in. Integer sums do not (int8 VNNI), so its traits trade splits
 // for tokens as the tile grows (see Int8 in spmm-bitmap-avx512.cc).
+
 // The tile's lambdas, and unrolled_for's, are always inlined: GCC's early
 // scalar replacement of the accumulator array runs before ordinary inlining,
 // and while a lambda still held the array's address the array stayed in
