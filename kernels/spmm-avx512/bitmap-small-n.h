@@ -207,6 +207,11 @@ void expand_rows(const WeightRows<K>& b, uint64_t r0, int rows, ExpandedGroup<K>
   }
 }
 
+// Every prefetch of the kernels, in asm: as _mm_prefetch calls, GCC 12
+// deleted request_ahead's from the tiles once their lambdas were always
+// inlined (as it had deleted NextRowPrefetch's).
+inline void prefetch_t0(const void* p) { __asm__ volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p))); }
+
 // Pulls rows of a bitmap tensor towards the core, a few cache lines at a
 // time: their values and their masks are two contiguous ranges. A tile of
 // NR rows walks 2 x NR streams with strides, which the hardware prefetcher
@@ -227,9 +232,9 @@ class RowPrefetch {
   }
   // Values take about five lines for each line of masks at 70 % sparsity.
   void step() {
-    for (int i = 0; i < 2 && values_ < values_end_; ++i, values_ += 64) _mm_prefetch(values_, _MM_HINT_T0);
+    for (int i = 0; i < 2 && values_ < values_end_; ++i, values_ += 64) prefetch_t0(values_);
     if (masks_ < masks_end_) {
-      _mm_prefetch(masks_, _MM_HINT_T0);
+      prefetch_t0(masks_);
       masks_ += 64;
     }
   }
@@ -252,10 +257,6 @@ class RowPrefetch {
 // ahead"). An earlier try, one value line 2 KB ahead and no masks, had been
 // no better than none ("The prefetch that was not there").
 inline constexpr int kValuesAhead = 2560, kMasksAhead = 1024;
-
-// In asm: as _mm_prefetch calls, GCC 12 deleted these from the tiles once
-// their lambdas were always inlined (as it had deleted NextRowPrefetch's).
-inline void prefetch_t0(const void* p) { __asm__ volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p))); }
 
 template <class K>
 inline void request_ahead(const typename K::Mask* mask, const typename K::Value* p) {
