@@ -26,17 +26,25 @@ MappedFile map_readonly(const std::string& path, bool populate, bool lock) {
     return {};
   }
   void* base = mmap(nullptr, size, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0);
-  const int err = errno;
-  ::close(fd);
-  if (base == MAP_FAILED) throw IoError(path + ": cannot map " + std::to_string(size) + " bytes: " + std::strerror(err));
+  if (base == MAP_FAILED) {
+    const int err = errno;
+    ::close(fd);
+    throw IoError(path + ": cannot map " + std::to_string(size) + " bytes: " + std::strerror(err));
+  }
   if (lock && mlock(base, size) != 0) {
     const int lock_err = errno;
     munmap(base, size);
+    ::close(fd);
     throw IoError(path + ": cannot lock " + std::to_string(size) + " bytes in memory: " + std::strerror(lock_err) +
                 " (the limit is ulimit -l, RLIMIT_MEMLOCK)");
   }
-  return {std::shared_ptr<const void>(base, [size](const void* p) { munmap(const_cast<void*>(p), size); }),
-          {static_cast<const std::byte*>(base), size}};
+  return {std::shared_ptr<const void>(base,
+                                      [size, fd](const void* p) {
+                                        munmap(const_cast<void*>(p), size);
+                                        ::close(fd);
+                                      }),
+          {static_cast<const std::byte*>(base), size},
+          fd};
 }
 
 }  // namespace lacuna

@@ -9,8 +9,9 @@
 namespace lacuna {
 
 struct MappedFile {
-  std::shared_ptr<const void> owner;  // unmaps when the last copy goes
+  std::shared_ptr<const void> owner;  // unmaps and closes `descriptor` when the last copy goes
   std::span<const std::byte> bytes;
+  int descriptor = -1;  // the file, open while `owner` lives (for pread); -1 for an empty file
 };
 
 // Throws lacuna::Error naming the path: cannot open, not a regular file,

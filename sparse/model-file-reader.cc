@@ -120,6 +120,7 @@ ModelFile ModelFile::open(const std::string& path, const OpenOptions& options) {
     if (std::string why = check_payload(mf.tensors_[i].tensor); !why.empty())
       throw fail("tensor '" + mf.tensors_[i].name + "' (#" + std::to_string(i) + "): " + why);
   mf.mapping_ = mapping.owner;
+  mf.descriptor_ = mapping.descriptor;
   return mf;
 }
 
@@ -140,6 +141,21 @@ void ModelFile::drop_pages(const Tensor& t) const {
   // Locked pages (OpenOptions::lock_memory) cannot be dropped until unlocked.
   munlock(reinterpret_cast<void*>(first), last - first);
   madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
+void ModelFile::read(const std::byte* at, size_t bytes, void* out) const {
+  const auto* base = static_cast<const std::byte*>(mapping_.get());
+  if (!base || at < base || bytes > file_bytes_ || static_cast<uint64_t>(at - base) > file_bytes_ - bytes)
+    throw Error(path_ + ": read was given a range outside the file");
+  auto* dst = static_cast<std::byte*>(out);
+  for (size_t done = 0; done < bytes;) {
+    const ssize_t got = pread(descriptor_, dst + done, bytes - done, static_cast<off_t>(at - base + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0)
+      throw IoError(path_ + ": cannot read " + std::to_string(bytes) + " bytes at offset " + std::to_string(at - base) + ": " +
+                    (got < 0 ? std::strerror(errno) : "the file is shorter than when it was opened"));
+    done += static_cast<size_t>(got);
+  }
 }
 
 const TensorEntry* ModelFile::find(std::string_view name) const {

@@ -54,12 +54,19 @@ class ModelFile {
   void drop_pages(const Tensor& t) const;
   // Whether `t`'s payload lies in this file's mapping (not a copy of it).
   bool holds(const Tensor& t) const;
+  // Copies `bytes` of the mapping from `at` into `out` with pread, mapping no
+  // page: for a few scattered reads of a dropped tensor (embedding rows),
+  // where a page fault would also map the pages around it (the kernel's
+  // fault-around, 64 KB up to a whole large folio of the page cache). Throws
+  // lacuna::Error when the range is not in the file, IoError when the read fails.
+  void read(const std::byte* at, size_t bytes, void* out) const;
 
  private:
   std::string path_;
   uint32_t version_ = 0;
   uint64_t file_bytes_ = 0;
   std::shared_ptr<const void> mapping_;
+  int descriptor_ = -1;  // the mapped file, open while mapping_ lives
   std::string_view metadata_;
   std::span<const std::byte> tokenizer_;
   std::vector<TensorEntry> tensors_;

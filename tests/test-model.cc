@@ -5,8 +5,11 @@
 // sequences, greedy generation is deterministic and batch-independent, and
 // bad checkpoints are refused with clear errors.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -323,6 +326,58 @@ TEST(Generate, CallbackCancelsAndACallersCacheContinuesTheSequence) {
   KvCache fresh(model->config(), 8);
   tight.cache = &fresh;
   EXPECT_THROW(generate(forward, {tight}), Error);
+}
+
+// Pages of [begin, begin + bytes) mapped into this process (/proc/self/pagemap, bit 63).
+size_t mapped_pages(const std::byte* begin, size_t bytes) {
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t first = reinterpret_cast<uintptr_t>(begin) / page, last = (reinterpret_cast<uintptr_t>(begin) + bytes - 1) / page;
+  std::vector<uint64_t> entries(last - first + 1);
+  const int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  const size_t want = entries.size() * sizeof(uint64_t);
+  const ssize_t got = fd < 0 ? -1 : pread(fd, entries.data(), want, static_cast<off_t>(first * sizeof(uint64_t)));
+  if (fd >= 0) close(fd);
+  if (got != static_cast<ssize_t>(want)) throw std::runtime_error("cannot read /proc/self/pagemap");
+  return static_cast<size_t>(std::count_if(entries.begin(), entries.end(), [](uint64_t e) { return (e >> 63) != 0; }));
+}
+
+// Embedding lookups read their rows from the file: through the mapping, each
+// lookup's page fault also mapped the pages around it (fault-around), and a
+// prompt of scattered tokens left most of the table resident. The rows must
+// still be the stored ones, and a file cut short under a running model must
+// give an error, not a SIGBUS.
+TEST(Model, EmbeddingRowsAreReadWithoutMappingTheTable) {
+  const fs::path ckpt = scratch() / "small-mixtral";
+  synthesize_checkpoint(ckpt.string(), SynthOptions{.arch = Arch::mixtral, .preset = "small", .seed = 5});
+  for (const DType dtype : {DType::bf16, DType::int8}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const fs::path path = scratch() / ("small-embedding-" + std::string(dtype_name(dtype)) + ".lacuna");
+    ConvertOptions o;
+    o.dtype = dtype;
+    convert_checkpoint(ckpt.string(), path.string(), o);
+    const auto model = Model::open(path.string(), OpenOptions{.verify_checksums = false, .prefault = true});
+    const auto vocab = static_cast<int32_t>(model->config().vocab);
+    const auto hidden = static_cast<size_t>(model->config().hidden);
+    const int32_t stride = 13;  // every few pages of the table
+    std::vector<float> rows(static_cast<size_t>((vocab + stride - 1) / stride) * hidden);
+    for (int32_t t = 0; t < vocab; t += stride) model->embed(t, &rows[static_cast<size_t>(t / stride) * hidden]);
+    const Tensor& table = model->file().find("embedding")->tensor;
+    const size_t table_pages = table.payload_bytes() / static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    EXPECT_LT(mapped_pages(table.data(), table.payload_bytes()), table_pages / 16) << "of " << table_pages;
+
+    for (int32_t t = 0; t < vocab; t += stride)
+      for (size_t i = 0; i < hidden; ++i) {
+        const size_t at = static_cast<size_t>(t) * hidden + i;
+        const float stored = dtype == DType::bf16 ? bf16_to_f32(table.section<uint16_t>(Section::values)[at])
+                                                  : static_cast<float>(table.section<int8_t>(Section::values)[at]) *
+                                                        table.section<float>(Section::scales)[t];
+        ASSERT_EQ(rows[static_cast<size_t>(t / stride) * hidden + i], stored) << "token " << t << " column " << i;
+      }
+
+    fs::resize_file(path, model->file().find("embedding")->file_offset + 4096);
+    std::vector<float> row(hidden);
+    EXPECT_THROW(model->embed(vocab - 1, row.data()), IoError);
+  }
 }
 
 TEST(Forward, RefusesBadTokensAndFullCachesWithoutChangingTheCache) {

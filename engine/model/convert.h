@@ -31,7 +31,7 @@ struct ConvertOptions {
   // weight without one (an expert no calibration token was routed to) is
   // pruned by magnitude and listed in ConvertSummary::magnitude_fallbacks.
   std::map<std::string, std::vector<float>> input_norms;
-  DType dtype = DType::bf16;      // of attention and expert weights; the embedding stays bf16 for int8
+  DType dtype = DType::bf16;      // of attention and expert weights, the embedding and the output projection
   std::optional<Format> format;   // nullopt: auto (the planner, per tensor)
   std::function<void(const std::string&)> log;  // one line per tensor, and warnings
 };

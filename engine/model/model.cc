@@ -73,7 +73,10 @@ std::shared_ptr<const Model> Model::open(const std::string& path, const OpenOpti
   // Opening the file read every page of it; a lookup reads one row per token,
   // so the table's pages come back only for the tokens used (62-131 MB of
   // resident memory otherwise, on the mini models). Locked memory stays.
-  if (!options.lock_memory) m->file_.drop_pages(m->embedding_);
+  if (!options.lock_memory) {
+    m->file_.drop_pages(m->embedding_);
+    m->embedding_rows_read_ = true;
+  }
   m->layers_.resize(c.layers);
   for (LayerWeights& l : m->layers_) {
     l.attn_norm = dequantize(take());
@@ -109,19 +112,28 @@ std::shared_ptr<const Model> Model::open(const std::string& path, const OpenOpti
 void Model::embed(int32_t token, float* out) const {
   const TensorDesc& d = embedding_.desc();
   const uint64_t cols = d.cols(), row = static_cast<uint64_t>(token);
+  const size_t row_bytes = cols * dtype_size(d.dtype);
+  const std::byte* stored = embedding_.section<std::byte>(Section::values) + row * row_bytes;
+  // Each thread's row buffer grows once (a decode loop must not allocate per token).
+  thread_local std::vector<std::byte> read_row;
+  if (embedding_rows_read_) {
+    if (read_row.size() < row_bytes) read_row.resize(row_bytes);
+    file_.read(stored, row_bytes, read_row.data());
+    stored = read_row.data();
+  }
   switch (d.dtype) {
-    case DType::f32: {
-      const float* v = embedding_.section<float>(Section::values) + row * cols;
-      std::copy(v, v + cols, out);
+    case DType::f32:
+      std::memcpy(out, stored, row_bytes);
       break;
-    }
-    case DType::bf16: {
-      const uint16_t* v = embedding_.section<uint16_t>(Section::values) + row * cols;
-      for (uint64_t i = 0; i < cols; ++i) out[i] = bf16_to_f32(v[i]);
+    case DType::bf16:
+      for (uint64_t i = 0; i < cols; ++i) {
+        uint16_t v;
+        std::memcpy(&v, stored + 2 * i, sizeof v);
+        out[i] = bf16_to_f32(v);
+      }
       break;
-    }
     case DType::int8: {
-      const int8_t* v = embedding_.section<int8_t>(Section::values) + row * cols;
+      const auto* v = reinterpret_cast<const int8_t*>(stored);
       const float scale = embedding_.section<float>(Section::scales)[row];
       for (uint64_t i = 0; i < cols; ++i) out[i] = static_cast<float>(v[i]) * scale;
       break;

@@ -57,6 +57,10 @@ class Model {
   ModelFile file_;
   std::optional<Tokenizer> tokenizer_;
   Tensor embedding_;
+  // Rows are read from the file (ModelFile::read), not through the mapping:
+  // a lookup's page fault would map up to a large folio of neighbours, and a
+  // 512-token prompt left 35-57 MB of the mini models' tables resident.
+  bool embedding_rows_read_ = false;
   std::vector<LayerWeights> layers_;
   std::vector<float> final_norm_;
   Linear output_;
