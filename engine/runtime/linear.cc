@@ -168,6 +168,7 @@ void Linear::run_densified(const float* x, size_t n, float* y) const {
     const uint64_t r1 = std::min(rows, r0 + block_rows), width = r1 - r0;
     const Tensor dense = scratch.expand(weight_, r0, r1);
     scratch.product(dense).run(x, n, out);
+#pragma omp parallel for if (n > 1)
     for (size_t t = 0; t < n; ++t) std::copy_n(out + t * width, width, y + t * rows + r0);
   }
 }
