@@ -329,15 +329,22 @@ TEST(Cli, BenchServeRunsEveryLevelInEachRound) {
   std::string header;
   std::getline(in, header);
   EXPECT_EQ(header.rfind("model,round,concurrency,requests,lost,wrong,", 0), 0u) << header;
+  EXPECT_NE(header.find(",decode_only_steps,decode_only_seconds,decode_step_p50_s,prompt_steps,prompt_step_seconds,prompt_tokens"), std::string::npos)
+      << header;
   std::vector<std::string> seen;
   for (std::string line; std::getline(in, line);) {
     std::istringstream fields(line);
-    std::string path, round, conc, requests, lost, wrong;
-    for (std::string* f : {&path, &round, &conc, &requests, &lost, &wrong}) std::getline(fields, *f, ',');
-    seen.push_back(round + "/" + conc);
-    EXPECT_EQ(requests, "6") << line;
-    EXPECT_EQ(lost, "0") << line;
-    EXPECT_EQ(wrong, "0") << line;
+    std::vector<std::string> f;
+    for (std::string field; std::getline(fields, field, ',');) f.push_back(field);
+    ASSERT_EQ(f.size(), 20u) << line;
+    seen.push_back(f[1] + "/" + f[2]);
+    EXPECT_EQ(f[3], "6") << line;  // requests
+    EXPECT_EQ(f[4], "0") << line;  // lost
+    EXPECT_EQ(f[5], "0") << line;  // wrong
+    // Every request's 32-token prompt went through the steps of its level once
+    // (no preemption here), and its 4 tokens took decode-only steps besides.
+    EXPECT_EQ(f[19], "192") << line;
+    EXPECT_GE(std::stoi(f[14]), 3) << line;
   }
   EXPECT_EQ(seen, (std::vector<std::string>{"1/1", "1/3", "2/1", "2/3"}));
   for (const std::string rounds : {"0", "101", "two"}) {

@@ -85,11 +85,26 @@ Outcome stream_one(int port, const json& request) {
   return out;
 }
 
+// Where a level's time went, step by step (ServerOptions::on_step): steps
+// of decoding sequences only, and steps that also carried prompt tokens.
+struct StepTally {
+  std::vector<double> decode_only;  // seconds of each step without prompt tokens
+  int64_t prompt_steps = 0, prompt_tokens = 0;
+  double prompt_seconds = 0;
+};
+
 struct Level {
   int concurrency = 0, requests = 0, lost = 0, wrong = 0;
   double seconds = 0, tokens_per_s = 0;
   std::vector<double> ttft, itl;
+  StepTally steps;
 };
+
+double sum(const std::vector<double>& v) {
+  double total = 0;
+  for (double x : v) total += x;
+  return total;
+}
 
 }  // namespace
 
@@ -104,7 +119,8 @@ int run_serve_bench(const ServeBenchOptions& o) {
   std::ofstream csv;
   if (!o.csv_path.empty()) {
     csv.open(o.csv_path);
-    csv << "model,round,concurrency,requests,lost,wrong,seconds,output_tokens_per_s,ttft_p50_s,ttft_p90_s,ttft_p99_s,itl_p50_s,itl_p90_s,itl_p99_s\n";
+    csv << "model,round,concurrency,requests,lost,wrong,seconds,output_tokens_per_s,ttft_p50_s,ttft_p90_s,ttft_p99_s,itl_p50_s,itl_p90_s,itl_p99_s,"
+           "decode_only_steps,decode_only_seconds,decode_step_p50_s,prompt_steps,prompt_step_seconds,prompt_tokens\n";
   }
   for (const std::string& path : o.models) {
     const auto model = Model::open(path);
@@ -113,6 +129,18 @@ int run_serve_bench(const ServeBenchOptions& o) {
     so.model_name = path;
     so.http_threads = std::max(16, 2 * *std::max_element(o.concurrency.begin(), o.concurrency.end()));
     so.scheduler.max_running = std::max(64, *std::max_element(o.concurrency.begin(), o.concurrency.end()));
+    std::mutex tally_mutex;
+    StepTally tally;
+    so.on_step = [&](const StepInfo& step) {
+      const std::lock_guard lock(tally_mutex);
+      if (step.prefill_tokens == 0) {
+        tally.decode_only.push_back(step.seconds);
+      } else {
+        ++tally.prompt_steps;
+        tally.prompt_tokens += step.prefill_tokens;
+        tally.prompt_seconds += step.seconds;
+      }
+    };
     HttpServer server(model, so);
     const int port = server.bind();
     std::thread serving([&] { server.serve(); });
@@ -143,6 +171,10 @@ int run_serve_bench(const ServeBenchOptions& o) {
       std::atomic<int> next{0};
       std::atomic<size_t> tokens{0};
       std::mutex mutex;
+      {
+        const std::lock_guard lock(tally_mutex);
+        tally = {};
+      }
       const auto start = Clock::now();
       const auto deadline = start + std::chrono::duration<double>(o.max_seconds);
       std::vector<std::thread> clients;
@@ -163,6 +195,8 @@ int run_serve_bench(const ServeBenchOptions& o) {
       for (auto& t : clients) t.join();
       l.seconds = std::chrono::duration<double>(Clock::now() - start).count();
       l.tokens_per_s = static_cast<double>(tokens) / l.seconds;
+      const std::lock_guard lock(tally_mutex);
+      l.steps = tally;
       return l;
     };
     // rounds[r][k]: level k of round r. This host's speed drifts by tens of
@@ -175,11 +209,17 @@ int run_serve_bench(const ServeBenchOptions& o) {
         std::printf("%5d %6d %9d %6d %6d %14.2f %9.3fs %9.3fs %9.3fs %9.3fs %9.3fs %9.3fs\n", r, c, l.requests, l.lost, l.wrong, l.tokens_per_s,
                     percentile(l.ttft, 0.5), percentile(l.ttft, 0.9), percentile(l.ttft, 0.99), percentile(l.itl, 0.5), percentile(l.itl, 0.9),
                     percentile(l.itl, 0.99));
+        const StepTally& st = l.steps;
+        std::printf("      steps: %zu decode only (%.2f s, median %.1f ms), %lld with prompts (%.2f s, %lld prompt tokens)\n", st.decode_only.size(),
+                    sum(st.decode_only), 1e3 * percentile(st.decode_only, 0.5), static_cast<long long>(st.prompt_steps), st.prompt_seconds,
+                    static_cast<long long>(st.prompt_tokens));
         std::fflush(stdout);
         if (csv)
           csv << path << ',' << r << ',' << c << ',' << l.requests << ',' << l.lost << ',' << l.wrong << ',' << l.seconds << ',' << l.tokens_per_s
               << ',' << percentile(l.ttft, 0.5) << ',' << percentile(l.ttft, 0.9) << ',' << percentile(l.ttft, 0.99) << ','
-              << percentile(l.itl, 0.5) << ',' << percentile(l.itl, 0.9) << ',' << percentile(l.itl, 0.99) << '\n';
+              << percentile(l.itl, 0.5) << ',' << percentile(l.itl, 0.9) << ',' << percentile(l.itl, 0.99) << ',' << st.decode_only.size() << ','
+              << sum(st.decode_only) << ',' << percentile(st.decode_only, 0.5) << ',' << st.prompt_steps << ',' << st.prompt_seconds << ','
+              << st.prompt_tokens << '\n';
         rounds.back().push_back(l);
       }
     }

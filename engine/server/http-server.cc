@@ -52,7 +52,10 @@ std::string sse(const json& event) { return "data: " + event.dump() + "\n\n"; }
 
 struct HttpServer::Impl {
   Impl(std::shared_ptr<const Model> m, const ServerOptions& o)
-      : model(std::move(m)), options(o), scheduler(model, o.scheduler, [this](const StepInfo& s) { metrics.step(s); }) {}
+      : model(std::move(m)), options(o), scheduler(model, o.scheduler, [this](const StepInfo& s) {
+          metrics.step(s);
+          if (options.on_step) options.on_step(s);
+        }) {}
 
   std::shared_ptr<const Model> model;
   ServerOptions options;

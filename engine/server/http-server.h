@@ -4,6 +4,7 @@
 // /v1/chat/completions (JSON or server-sent events), GET /v1/models,
 // /health, /metrics (Prometheus text, prometheus-cpp). docs/server.md.
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -20,6 +21,9 @@ struct ServerOptions {
   size_t max_body_bytes = 4 << 20;
   std::chrono::milliseconds shutdown_timeout{30000};
   SchedulerOptions scheduler;
+  // Called after every forward step, after the metrics took it, on the
+  // scheduler's thread (keep it short); for a load test's step accounting.
+  std::function<void(const StepInfo&)> on_step;
 };
 
 class HttpServer {
