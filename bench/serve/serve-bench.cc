@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <mutex>
+#include <numeric>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -99,12 +100,6 @@ struct Level {
   std::vector<double> ttft, itl;
   StepTally steps;
 };
-
-double sum(const std::vector<double>& v) {
-  double total = 0;
-  for (double x : v) total += x;
-  return total;
-}
 
 }  // namespace
 
@@ -210,15 +205,16 @@ int run_serve_bench(const ServeBenchOptions& o) {
                     percentile(l.ttft, 0.5), percentile(l.ttft, 0.9), percentile(l.ttft, 0.99), percentile(l.itl, 0.5), percentile(l.itl, 0.9),
                     percentile(l.itl, 0.99));
         const StepTally& st = l.steps;
+        const double decode_only_seconds = std::accumulate(st.decode_only.begin(), st.decode_only.end(), 0.0);
         std::printf("      steps: %zu decode only (%.2f s, median %.1f ms), %lld with prompts (%.2f s, %lld prompt tokens)\n", st.decode_only.size(),
-                    sum(st.decode_only), 1e3 * percentile(st.decode_only, 0.5), static_cast<long long>(st.prompt_steps), st.prompt_seconds,
+                    decode_only_seconds, 1e3 * percentile(st.decode_only, 0.5), static_cast<long long>(st.prompt_steps), st.prompt_seconds,
                     static_cast<long long>(st.prompt_tokens));
         std::fflush(stdout);
         if (csv)
           csv << path << ',' << r << ',' << c << ',' << l.requests << ',' << l.lost << ',' << l.wrong << ',' << l.seconds << ',' << l.tokens_per_s
               << ',' << percentile(l.ttft, 0.5) << ',' << percentile(l.ttft, 0.9) << ',' << percentile(l.ttft, 0.99) << ','
               << percentile(l.itl, 0.5) << ',' << percentile(l.itl, 0.9) << ',' << percentile(l.itl, 0.99) << ',' << st.decode_only.size() << ','
-              << sum(st.decode_only) << ',' << percentile(st.decode_only, 0.5) << ',' << st.prompt_steps << ',' << st.prompt_seconds << ','
+              << decode_only_seconds << ',' << percentile(st.decode_only, 0.5) << ',' << st.prompt_steps << ',' << st.prompt_seconds << ','
               << st.prompt_tokens << '\n';
         rounds.back().push_back(l);
       }

@@ -70,8 +70,8 @@ std::shared_ptr<const Model> Model::open(const std::string& path, const OpenOpti
   };
   m->embedding_ = take();
   if (m->embedding_.desc().format != Format::dense) throw Error(path + ": the embedding must be stored dense");
-  // Opening the file read every page of it; a lookup reads one row per token,
-  // so the table's pages come back only for the tokens used (62-131 MB of
+  // Opening the file read every page of it; a lookup reads one row per token
+  // with pread (embed), so the table's pages do not come back (62-131 MB of
   // resident memory otherwise, on the mini models). Locked memory stays.
   if (!options.lock_memory) {
     m->file_.drop_pages(m->embedding_);
