@@ -395,8 +395,13 @@ template <class K, int NR, int NT, bool kExpanded>
 // L1 cache (48 KB here) they come from L2 at every weight row. int8 VNNI,
 // cold 2048->5632 at 12 and 16 tokens: 16-token tiles (34 KB of
 // activations) took 0.79-0.83x the time of four-token ones; 5632->2048 (90
-// KB) 1.03-1.16x. A tile is halved, down to 4 tokens, until its rows fit.
-inline constexpr size_t kTileActivationBytes = size_t{36} << 10;
+// KB) 1.03-1.16x. A tile is halved, down to 4 tokens, until its rows fit
+// in the L1 size: a limit of 36 KB left 5632-column rows (5.6 KB a token) at
+// 4-token tiles, so 5-8 tokens went to rows expanded once and two tiles,
+// and on an AMD EPYC (Zen 5) host 5632->2048 at 70 % took 0.39-0.45 ms
+// there against 0.19-0.34 ms with one 5-8-token tile (45 KB;
+// docs/benchmarks.md, "Token tiles up to the L1 size").
+inline constexpr size_t kTileActivationBytes = size_t{48} << 10;
 
 template <int NT, class F>
 inline void with_token_tile(size_t row_bytes, F&& f) {
