@@ -35,15 +35,18 @@ constexpr double kNominalBandwidth = 30e9;
 // twice the bytes from 64 tokens: at 50 % it beat the small-batch kernel and
 // bf16 expansion from 64 tokens (1.15-1.33x dense at 128-256), at 70 % the
 // column-pair kernel from 256 (1.40x dense against 1.00x); at 90 % the
-// column-pair kernel stays 2.1-2.2x faster. Elsewhere (the AMD host measured
-// earlier), expansion in bf16 from 16 tokens, except for weights of 65 % or
-// more, which the column-pair kernel skips pairs of zeros in (on this
-// project's Intel host 1.0-1.8x faster than expanding at 70 %; on the AMD
-// host expanding was 1.5-2.6x faster than the previous column-pair kernel
-// and likely still wins there). Fixed thresholds rather than the planner's
+// column-pair kernel stays 2.1-2.2x faster. Elsewhere (the AMD hosts),
+// expansion in bf16 from 16 tokens, except for weights of 80 % or more,
+// which the column-pair kernel skips pairs of zeros in: its time follows
+// the pairs holding a weight (51 % of them at 70 %, 19 % at 90 %). On the
+// Zen 5 host a 512-token prefill of the mini model read 0.62-0.73x dense at
+// 70 % with the column pairs and 0.80-0.81x expanded, 1.37x at 90 % with
+// the column pairs and 0.94x expanded (docs/benchmarks.md, "bf16 prefill on
+// a host with fast VDPBF16PS"). Fixed thresholds rather than the planner's
 // estimate: the planner's large-batch rates were measured on another host.
 constexpr double kSparsestExpandedBf16 = 0.65;
 constexpr double kSparsestWidenedBf16 = 0.85;
+constexpr double kSparsestKeptBf16 = 0.80;
 
 // Whether an expanded weight is widened to f32 (see above).
 bool widened(const TensorDesc& d) { return d.dtype == DType::bf16 && f32_outruns_bf16_dot(); }
@@ -55,7 +58,7 @@ size_t densify_from(const TensorDesc& d) {
   const double weights = static_cast<double>(d.rows()) * static_cast<double>(d.cols());
   const double sparsity = 1.0 - static_cast<double>(d.nnz) / weights;
   if (widened(d)) return sparsity >= kSparsestWidenedBf16 ? kNever : sparsity >= kSparsestExpandedBf16 ? 256 : 64;
-  return sparsity >= kSparsestExpandedBf16 ? kNever : 16;
+  return sparsity >= kSparsestKeptBf16 ? kNever : 16;
 }
 
 // The calling thread's buffer for a bitmap weight expanded into dense rows,
