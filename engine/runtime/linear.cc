@@ -44,7 +44,7 @@ constexpr double kNominalBandwidth = 30e9;
 // the column pairs and 0.94x expanded (docs/benchmarks.md, "bf16 prefill on
 // a host with fast VDPBF16PS"). Fixed thresholds rather than the planner's
 // estimate: the planner's large-batch rates were measured on another host.
-constexpr double kSparsestExpandedBf16 = 0.65;
+constexpr double kSparsityWidenedFrom256Bf16 = 0.65;
 constexpr double kSparsestWidenedBf16 = 0.85;
 constexpr double kSparsestKeptBf16 = 0.80;
 
@@ -57,7 +57,7 @@ size_t densify_from(const TensorDesc& d) {
   if (d.dtype != DType::bf16) return 16;
   const double weights = static_cast<double>(d.rows()) * static_cast<double>(d.cols());
   const double sparsity = 1.0 - static_cast<double>(d.nnz) / weights;
-  if (widened(d)) return sparsity >= kSparsestWidenedBf16 ? kNever : sparsity >= kSparsestExpandedBf16 ? 256 : 64;
+  if (widened(d)) return sparsity >= kSparsestWidenedBf16 ? kNever : sparsity >= kSparsityWidenedFrom256Bf16 ? 256 : 64;
   return sparsity >= kSparsestKeptBf16 ? kNever : 16;
 }
 
