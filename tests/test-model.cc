@@ -223,6 +223,41 @@ INSTANTIATE_TEST_SUITE_P(Formats, BatchMatchesSingle,
                            return name;
                          });
 
+// Attention runs blocks of consecutive tokens over the positions any of
+// them sees, each token weighting only its own: with a sliding window
+// shorter than the prompt, a whole prompt in one step (tokens of a block
+// starting at different positions) must give what the same model gives one
+// token per step (each token a block of its own), and the window must matter.
+TEST(Attention, SlidingWindowIsTheSameInOneStepOrTokenByToken) {
+  const fs::path dir = scratch() / "hf-mixtral-window";
+  fs::create_directories(dir);
+  for (const auto& entry : fs::directory_iterator(tiny_checkpoint("mixtral")))
+    fs::copy_file(entry.path(), dir / entry.path().filename(), fs::copy_options::overwrite_existing);
+  nlohmann::json config = nlohmann::json::parse(read_text(dir / "config.json"));
+  config["sliding_window"] = 5;
+  std::ofstream(dir / "config.json") << config.dump();
+  ConvertOptions o;
+  o.dtype = DType::f32;
+  o.format = Format::dense;
+  const fs::path windowed = scratch() / "mixtral-window.lacuna", full = scratch() / "mixtral-no-window.lacuna";
+  convert_checkpoint(dir.string(), windowed.string(), o);
+  convert_checkpoint(tiny_checkpoint("mixtral").string(), full.string(), o);
+  const auto model = Model::open(windowed.string());
+  ASSERT_EQ(model->config().sliding_window, 5);
+  const auto vocab = static_cast<size_t>(model->config().vocab);
+  const std::vector<int32_t> all = golden_tokens();
+  const std::vector<int32_t> ids(all.begin(), all.begin() + 21);
+  const std::vector<float> whole = all_logits(model, ids, ids.size()), stepwise = all_logits(model, ids, 1);
+  const Agreement a = compare(whole, stepwise, vocab, 1e-4);
+  EXPECT_LE(a.max_error, 1e-4);
+  EXPECT_TRUE(a.top1_mismatches.empty());
+  // Past the window, the logits are not those of the model that sees everything.
+  const std::vector<float> unwindowed = all_logits(Model::open(full.string()), ids, ids.size());
+  const std::vector<float> late(whole.begin() + 10 * static_cast<std::ptrdiff_t>(vocab), whole.end());
+  const std::vector<float> late_unwindowed(unwindowed.begin() + 10 * static_cast<std::ptrdiff_t>(vocab), unwindowed.end());
+  EXPECT_GT(compare(late, late_unwindowed, vocab, 1e-4).max_error, 1e-2);
+}
+
 TEST(Generate, GreedyIsDeterministicAndTheSameInsideABatch) {
   for (const char* arch : {"grok-1", "mixtral"}) {
     const auto model = converted(arch, "auto", DType::bf16);

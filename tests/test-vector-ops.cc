@@ -33,37 +33,44 @@ TEST_P(VectorOpsTest, DotAndAxpyMatchDoubleSumsForEveryLengthAndTail) {
   }
 }
 
-// A query against rows of a strided block (the keys of a cache block), and
-// those rows weighted into an output (the values), for every row count the
-// four-row tiles leave over and every tail, against double sums.
+// The query heads of a GQA group against rows of a strided block (the keys
+// of a cache block), and those rows weighted into each head's output (the
+// values), for groups of 1-6 heads (taken as 4, 2 and 1), row counts of
+// whole and partial tiles at every ISA's width, and every tail of the
+// outputs' vector blocks, against double sums.
 TEST_P(VectorOpsTest, DotRowsAndWeightedRowSumMatchDoubleSums) {
   const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
-  for (const size_t n : {size_t{1}, size_t{17}, size_t{64}, size_t{128}, size_t{2051}})
-    for (const size_t count : {size_t{1}, size_t{3}, size_t{4}, size_t{7}, size_t{16}}) {
-      const size_t stride = n + 5;
-      const std::vector<float> q = testing::random_activations(1, n, n + count), rows = testing::random_activations(count, stride, 3 * n + count);
-      const std::vector<float> w = testing::random_activations(1, count, 7 * n + count), start = testing::random_activations(1, n, 5 * n + count);
-      std::vector<float> scores(count + 1, -1.0f), out = start;
-      ops.dot_rows(q.data(), rows.data(), stride, count, n, scores.data());
-      ops.weighted_row_sum(w.data(), rows.data(), stride, count, n, out.data());
-      for (size_t r = 0; r < count; ++r) {
-        double expected = 0, magnitude = 0;
-        for (size_t i = 0; i < n; ++i) {
-          expected += static_cast<double>(q[i]) * rows[r * stride + i];
-          magnitude += std::abs(static_cast<double>(q[i]) * rows[r * stride + i]);
+  for (const size_t queries : {size_t{1}, size_t{2}, size_t{3}, size_t{6}})
+    for (const size_t n : {size_t{1}, size_t{17}, size_t{64}, size_t{128}, size_t{2051}})
+      for (const size_t count : {size_t{1}, size_t{3}, size_t{4}, size_t{7}, size_t{16}, size_t{17}, size_t{33}, size_t{40}}) {
+        const size_t stride = n + 5, q_stride = n + 3, out_stride = count + 2, w_stride = count + 1;
+        const uint64_t seed = 100 * queries + n + count;
+        const std::vector<float> q = testing::random_activations(queries, q_stride, seed), rows = testing::random_activations(count, stride, 3 * seed);
+        const std::vector<float> w = testing::random_activations(queries, w_stride, 7 * seed), start = testing::random_activations(queries, q_stride, 5 * seed);
+        std::vector<float> scores(queries * out_stride, -1.0f), out = start;
+        ops.dot_rows(q.data(), queries, q_stride, rows.data(), stride, count, n, scores.data(), out_stride);
+        ops.weighted_row_sum(w.data(), queries, w_stride, rows.data(), stride, count, n, out.data(), q_stride);
+        const std::string what = std::string(ops.isa) + " queries=" + std::to_string(queries) + " n=" + std::to_string(n) + " count=" + std::to_string(count);
+        for (size_t g = 0; g < queries; ++g) {
+          for (size_t r = 0; r < count; ++r) {
+            double expected = 0, magnitude = 0;
+            for (size_t i = 0; i < n; ++i) {
+              expected += static_cast<double>(q[g * q_stride + i]) * rows[r * stride + i];
+              magnitude += std::abs(static_cast<double>(q[g * q_stride + i]) * rows[r * stride + i]);
+            }
+            EXPECT_NEAR(scores[g * out_stride + r], expected, 1e-6 * magnitude + 1e-30) << what << " query " << g << " row " << r;
+          }
+          for (size_t r = count; r < out_stride; ++r) EXPECT_EQ(scores[g * out_stride + r], -1.0f) << what << " wrote past count";
+          for (size_t i = 0; i < q_stride; ++i) {
+            double expected = start[g * q_stride + i], magnitude = std::abs(start[g * q_stride + i]);
+            for (size_t r = 0; r < count && i < n; ++r) {
+              expected += static_cast<double>(w[g * w_stride + r]) * rows[r * stride + i];
+              magnitude += std::abs(static_cast<double>(w[g * w_stride + r]) * rows[r * stride + i]);
+            }
+            ASSERT_NEAR(out[g * q_stride + i], expected, 1e-6 * magnitude + 1e-30) << what << " query " << g << " i=" << i;
+          }
         }
-        EXPECT_NEAR(scores[r], expected, 1e-6 * magnitude + 1e-30) << ops.isa << " n=" << n << " count=" << count << " row " << r;
       }
-      EXPECT_EQ(scores[count], -1.0f) << ops.isa << " wrote past count";
-      for (size_t i = 0; i < n; ++i) {
-        double expected = start[i], magnitude = std::abs(start[i]);
-        for (size_t r = 0; r < count; ++r) {
-          expected += static_cast<double>(w[r]) * rows[r * stride + i];
-          magnitude += std::abs(static_cast<double>(w[r]) * rows[r * stride + i]);
-        }
-        ASSERT_NEAR(out[i], expected, 1e-6 * magnitude + 1e-30) << ops.isa << " n=" << n << " count=" << count << " i=" << i;
-      }
-    }
 }
 
 // The same bytes, scale bits and byte sum as quantize_int8_symmetric, so a

@@ -9,6 +9,14 @@
 
 namespace lacuna {
 
+namespace {
+// Consecutive tokens of one sequence in a step: tokens first .. first + tokens - 1.
+struct QueryBlock {
+  const KvCache* cache;
+  int64_t first, tokens;
+};
+}  // namespace
+
 // Buffers reused across steps (a decode loop must not allocate per token).
 struct Forward::Scratch {
   int64_t tokens = 0;
@@ -22,7 +30,7 @@ struct Forward::Scratch {
   std::vector<ExpertWork> work;  // per expert, when node teams run experts side by side
   ExpertWork one_expert;         // otherwise: every expert in turn
   std::vector<std::vector<float>> node_buffer;  // a node's slice outputs before they join the expert's
-  std::vector<const KvCache*> cache_of;  // each token's sequence
+  std::vector<QueryBlock> query_blocks;  // this step's, for attention
   std::vector<int64_t> logit_rows;       // tokens whose logits were asked for
   std::vector<float> picked, logits;
   std::vector<std::vector<std::pair<int64_t, float>>> routed;  // per expert: (token, weight)
@@ -210,49 +218,77 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
     }
     first += static_cast<int64_t>(seq.tokens.size());
   }
-  // One (token, head) pair per iteration; each sees its own sequence's cache up to its position.
-  std::vector<const KvCache*>& cache_of = s.cache_of;
-  cache_of.resize(static_cast<size_t>(s.tokens));
+  // Query blocks: up to kQueryBlockTokens consecutive tokens of one
+  // sequence, which take each block of their cache's keys and values in turn
+  // (the keys stay in L1 for all of them, where token by token every query
+  // streamed the whole cache from L3: a 4096-token prefill spent 64 % of its
+  // samples there, docs/benchmarks.md, "Attention's vector ops").
+  constexpr int64_t kQueryBlockTokens = 8;
+  std::vector<QueryBlock>& query_blocks = s.query_blocks;
+  query_blocks.clear();
   first = 0;
   for (const SequenceStep& seq : batch) {
-    std::fill_n(cache_of.begin() + first, seq.tokens.size(), seq.cache);
-    first += static_cast<int64_t>(seq.tokens.size());
+    const auto len = static_cast<int64_t>(seq.tokens.size());
+    for (int64_t i = 0; i < len; i += kQueryBlockTokens) query_blocks.push_back({seq.cache, first + i, std::min(kQueryBlockTokens, len - i)});
+    first += len;
   }
   const auto multiplier = static_cast<float>(c.attn_logit_multiplier), cap = static_cast<float>(c.attn_logit_cap);
-  const int64_t pairs = s.tokens * c.heads;
+  // One (query block, key-value head) pair per iteration: the group's query
+  // heads also go through each key and value row together.
+  const auto blocks_count = static_cast<int64_t>(query_blocks.size());
+  const int64_t pairs = blocks_count * c.kv_heads;
   const kernels::VectorOps& ops = kernels::vector_ops();
+  const auto positions = static_cast<size_t>(s.position.empty() ? 0 : *std::max_element(s.position.begin(), s.position.end()) + 1);
+  const auto dim = static_cast<size_t>(d), heads = static_cast<size_t>(group);
 #pragma omp parallel
   {
-    std::vector<float> score(static_cast<size_t>(s.position.empty() ? 0 : *std::max_element(s.position.begin(), s.position.end()) + 1));
-#pragma omp for schedule(dynamic, 4)
+    // A row of scores per (token, query head) of the block.
+    std::vector<float> scores(static_cast<size_t>(kQueryBlockTokens) * heads * positions);
+#pragma omp for schedule(dynamic, 1)
     for (int64_t p = 0; p < pairs; ++p) {
-      const int64_t t = p / c.heads, hq = p % c.heads, hk = hq / group, pos = s.position[t];
-      const int64_t from = c.sliding_window > 0 ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
-      const float* q = &s.q[(t * c.heads + hq) * d];
-      const KvCache& cache = *cache_of[t];
-      // Key and value rows come a cache block at a time: within a block they lie head_dim apart.
-      const auto blocks = [&](auto&& visit) {
-        for (int64_t u = from; u <= pos;) {
-          const int64_t end = std::min(pos + 1, (u / cache.block_positions() + 1) * cache.block_positions());
-          visit(u, static_cast<size_t>(end - u));
+      const QueryBlock& qb = query_blocks[static_cast<size_t>(p / c.kv_heads)];
+      const int64_t hk = p % c.kv_heads;
+      const KvCache& cache = *qb.cache;
+      // Token i of the block sees positions from(i) .. to(i) of its cache.
+      const auto to = [&](int64_t i) { return s.position[qb.first + i]; };
+      const auto from = [&](int64_t i) { return c.sliding_window > 0 ? std::max<int64_t>(0, to(i) - c.sliding_window + 1) : 0; };
+      const auto query = [&](int64_t i) { return &s.q[((qb.first + i) * c.heads + hk * group) * d]; };
+      const auto score_row = [&](int64_t i) { return &scores[static_cast<size_t>(i) * heads * positions]; };
+      // Every token of the block goes over the positions any of them sees,
+      // a cache block at a time (within a block, rows lie head_dim apart).
+      const auto cache_blocks = [&](auto&& visit) {
+        const int64_t last = to(qb.tokens - 1);
+        for (int64_t u = from(0); u <= last;) {
+          const int64_t end = std::min(last + 1, (u / cache.block_positions() + 1) * cache.block_positions());
+          for (int64_t i = 0; i < qb.tokens; ++i) visit(i, u, static_cast<size_t>(end - u));
           u = end;
         }
       };
-      const auto dim = static_cast<size_t>(d);
-      blocks([&](int64_t u, size_t count) { ops.dot_rows(q, cache.keys(layer, u, hk), dim, count, dim, &score[u]); });
-      float top = -INFINITY;
-      for (int64_t u = from; u <= pos; ++u) {
-        float dot = score[u] * multiplier;
-        if (cap > 0) dot = cap * std::tanh(dot / cap);
-        score[u] = dot;
-        top = std::max(top, dot);
-      }
-      float sum = 0;
-      for (int64_t u = from; u <= pos; ++u) sum += score[u] = std::exp(score[u] - top);
-      for (int64_t u = from; u <= pos; ++u) score[u] /= sum;
-      float* out = &s.attn[(t * c.heads + hq) * d];
-      std::fill_n(out, d, 0.0f);
-      blocks([&](int64_t u, size_t count) { ops.weighted_row_sum(&score[u], cache.values(layer, u, hk), dim, count, dim, out); });
+      cache_blocks([&](int64_t i, int64_t u, size_t count) {
+        ops.dot_rows(query(i), heads, dim, cache.keys(layer, u, hk), dim, count, dim, score_row(i) + u, positions);
+      });
+      // Softmax over each token's own positions; the others weigh exactly 0.
+      for (int64_t i = 0; i < qb.tokens; ++i)
+        for (size_t j = 0; j < heads; ++j) {
+          float* score = score_row(i) + j * positions;
+          float top = -INFINITY;
+          for (int64_t u = from(i); u <= to(i); ++u) {
+            float dot = score[u] * multiplier;
+            if (cap > 0) dot = cap * std::tanh(dot / cap);
+            score[u] = dot;
+            top = std::max(top, dot);
+          }
+          float sum = 0;
+          for (int64_t u = from(i); u <= to(i); ++u) sum += score[u] = std::exp(score[u] - top);
+          for (int64_t u = from(i); u <= to(i); ++u) score[u] /= sum;
+          std::fill(score + from(0), score + from(i), 0.0f);
+          std::fill(score + to(i) + 1, score + to(qb.tokens - 1) + 1, 0.0f);
+        }
+      for (int64_t i = 0; i < qb.tokens; ++i) std::fill_n(&s.attn[((qb.first + i) * c.heads + hk * group) * d], dim * heads, 0.0f);
+      cache_blocks([&](int64_t i, int64_t u, size_t count) {
+        ops.weighted_row_sum(score_row(i) + u, heads, positions, cache.values(layer, u, hk), dim, count, dim,
+                             &s.attn[((qb.first + i) * c.heads + hk * group) * d], dim);
+      });
     }
   }
 }
@@ -262,8 +298,8 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
   const int64_t h = c.hidden, e_count = c.experts, ffn = c.ffn;
   // Router in f32, softmax over all experts, top-k (ties to the lower index).
   for (int64_t t = 0; t < s.tokens; ++t) {
-    kernels::vector_ops().dot_rows(&s.xn[t * h], w.router.data(), static_cast<size_t>(h), static_cast<size_t>(e_count), static_cast<size_t>(h),
-                                   &s.router[t * e_count]);
+    kernels::vector_ops().dot_rows(&s.xn[t * h], 1, 0, w.router.data(), static_cast<size_t>(h), static_cast<size_t>(e_count), static_cast<size_t>(h),
+                                   &s.router[t * e_count], 0);
   }
   for (auto& r : s.routed) r.clear();
   std::vector<int64_t> order(e_count);

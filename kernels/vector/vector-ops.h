@@ -14,15 +14,22 @@ struct VectorOps {
   const char* isa;
   float (*dot)(const float* a, const float* b, size_t n);      // sum a[i] * b[i]
   void (*axpy)(float alpha, const float* x, float* y, size_t n);  // y[i] += alpha * x[i]
-  // out[r] = sum_i q[i] * rows[r * stride + i] for r < count: a query
-  // against the keys of one cache block, a token against the router's rows.
+  // out[g * out_stride + r] = sum_i q[g * q_stride + i] * rows[r * stride + i]
+  // for g < queries, r < count: the query heads of one GQA group against the
+  // keys of one cache block, each key loaded once for all of them; a token
+  // against the router's rows (one query). A query's sums do not depend on
+  // the other queries of the call beyond their count.
   // Attention's dot and axpy per key took 23 % of a 512-token prefill's
   // samples; a cache block at a time (and the cache head-major, see
-  // KvCache) 15 % (docs/benchmarks.md, "Attention a cache block at a time").
-  void (*dot_rows)(const float* q, const float* rows, size_t stride, size_t count, size_t n, float* out);
-  // out[i] += sum_r w[r] * rows[r * stride + i], the rows added in order:
-  // the values of one cache block weighted by their attention.
-  void (*weighted_row_sum)(const float* w, const float* rows, size_t stride, size_t count, size_t n, float* out);
+  // KvCache) 15 % (docs/benchmarks.md, "Attention a cache block at a time",
+  // "Attention's vector ops").
+  void (*dot_rows)(const float* q, size_t queries, size_t q_stride, const float* rows, size_t stride, size_t count, size_t n, float* out,
+                   size_t out_stride);
+  // out[g * out_stride + i] += sum_r w[g * w_stride + r] * rows[r * stride + i]
+  // for g < queries, the rows added in order: the values of one cache block
+  // weighted by each query head's attention.
+  void (*weighted_row_sum)(const float* w, size_t queries, size_t w_stride, const float* rows, size_t stride, size_t count, size_t n,
+                           float* out, size_t out_stride);
   // quantize_int8_symmetric (sparse/quantize.h), the same bytes and scale,
   // and *sum = the sum of the bytes. Every int8 product quantises its
   // activations with it on the calling thread while the others wait: the
