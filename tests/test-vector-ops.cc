@@ -107,6 +107,31 @@ TEST_P(VectorOpsTest, QuantiseS8MatchesTheScalarQuantiserExactly) {
   }
 }
 
+// Attention's softmax, with and without Grok-1's cap, for lengths around
+// the vector width (the tail's lanes must not count) and all-negative rows.
+TEST_P(VectorOpsTest, SoftmaxMatchesDoubleFormula) {
+  const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
+  for (const size_t n : {size_t{1}, size_t{3}, size_t{15}, size_t{16}, size_t{17}, size_t{4097}})
+    for (const float cap : {0.0f, 30.0f})
+      for (const float shift : {0.0f, -50.0f}) {
+        std::vector<float> x = testing::random_activations(1, n, 11 + n);
+        for (float& v : x) v = v * 40.0f + shift;
+        std::vector<double> want(n);
+        double top = -INFINITY, sum = 0;
+        for (size_t i = 0; i < n; ++i) {
+          double s = double{x[i]} * 0.125;
+          if (cap > 0) s = cap * std::tanh(s / cap);
+          want[i] = s;
+          top = std::max(top, s);
+        }
+        for (double& w : want) sum += w = std::exp(w - top);
+        for (double& w : want) w /= sum;
+        ops.softmax(x.data(), n, 0.125f, cap);
+        for (size_t i = 0; i < n; ++i)
+          ASSERT_NEAR(x[i], want[i], 2e-6 * want[i] + 1e-9) << ops.isa << " n=" << n << " cap=" << cap << " shift=" << shift << " i=" << i;
+      }
+}
+
 TEST_P(VectorOpsTest, GatedActivationsMatchDoubleFormulas) {
   const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
   for (const size_t n : {size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{5632}}) {

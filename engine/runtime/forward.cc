@@ -271,16 +271,7 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
       for (int64_t i = 0; i < qb.tokens; ++i)
         for (size_t j = 0; j < heads; ++j) {
           float* score = score_row(i) + j * positions;
-          float top = -INFINITY;
-          for (int64_t u = from(i); u <= to(i); ++u) {
-            float dot = score[u] * multiplier;
-            if (cap > 0) dot = cap * std::tanh(dot / cap);
-            score[u] = dot;
-            top = std::max(top, dot);
-          }
-          float sum = 0;
-          for (int64_t u = from(i); u <= to(i); ++u) sum += score[u] = std::exp(score[u] - top);
-          for (int64_t u = from(i); u <= to(i); ++u) score[u] /= sum;
+          ops.softmax(score + from(i), static_cast<size_t>(to(i) - from(i) + 1), multiplier, cap);
           std::fill(score + from(0), score + from(i), 0.0f);
           std::fill(score + to(i) + 1, score + to(qb.tokens - 1) + 1, 0.0f);
         }
