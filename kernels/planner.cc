@@ -91,10 +91,17 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
         // for all tiles. Re-expanding per token tile, which the f32 and
         // portable kernels still do, is not modelled. Dense int8 rows walk
         // the same tiles (a load in place of an expand: counted the same).
+        // Each further token costs a dot product per 32 weights, but VNNI's
+        // (s8 activations) multiplies 64 bytes in one instruction: at 32
+        // weights the model put the 1x16 VNNI tiles at 2-3x their measured
+        // time beyond one token, and `bench sweep`'s auto took oneDNN's
+        // dense bf16 at 8-64 tokens where they ran 1.3-2.4x faster
+        // (docs/benchmarks.md, "The planner's VNNI tokens").
         const bool widens = k.act == ActLayout::bf16_padded && dtype == DType::int8;
+        const double weights_per_dot = k.act == ActLayout::s8_padded ? 64.0 : 32.0;
         compute = static_cast<double>(rows * group_count(desc)) *
                   (m.bitmap_row_group + (widens ? m.bitmap_widen_row_group : 0) +
-                   (nn - 1) * m.bitmap_row_group_token * bitmap_group_width(dtype) / 32.0) *
+                   (nn - 1) * m.bitmap_row_group_token * bitmap_group_width(dtype) / weights_per_dot) *
                   ((k.features & kAvx512F) ? 1.0 : m.portable_slowdown);
         break;
       }

@@ -20,7 +20,7 @@ struct MachineModel {
   int threads = 1;
   // Per-core costs in seconds.
   double bitmap_row_group = 0;      // small batch, one row x one group, first token
-  double bitmap_row_group_token = 0;  // each further token, per 32 weights of group width
+  double bitmap_row_group_token = 0;  // each further token, per dot-product instruction (32 weights; 64 for VNNI)
   double bitmap_widen_row_group = 0;  // int8 weight-only: widening one row x group to bf16, once per row
   double csr_nonzero_token = 0;     // small batch, one stored weight x one token
   double pair_tile = 0;             // large batch bf16: one live column pair x 16 tokens
