@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "kernels/common/token-tiles.h"
+#include "kernels/common/unrolled-for.h"
 #include "kernels/spmm.h"
 
 namespace lacuna::kernels::avx512 {
@@ -102,21 +103,6 @@ LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", "kmovw", uint16_t, __m512)
 // every tile size: a token's sum is the same bits whatever batch it is
 // computed in. Integer sums do not (int8 VNNI), so its traits trade splits
 // for tokens as the tile grows (see Int8 in spmm-bitmap-avx512.cc).
-
-// The tile's lambdas, and unrolled_for's, are always inlined: GCC's early
-// scalar replacement of the accumulator array runs before ordinary inlining,
-// and while a lambda still held the array's address the array stayed in
-// memory. GCC 12 then kept the accumulators of int8 tiles of 2-8 tokens in
-// registers but also stored them to the stack at every group (12 stores per
-// four groups at 4 tokens); without the stores, cold 70 % int8 products ran
-// 4-25 % faster at 4-8 tokens (docs/benchmarks.md, "Accumulators off the
-// stack").
-#define LACUNA_INLINE_LAMBDA __attribute__((always_inline))
-
-template <int N, class F>
-[[gnu::always_inline]] inline void unrolled_for(F&& f) {
-  [&]<int... I>(std::integer_sequence<int, I...>) LACUNA_INLINE_LAMBDA { (f(std::integral_constant<int, I>{}), ...); }(std::make_integer_sequence<int, N>{});
-}
 
 // The splits of a (row, token) added pairwise: ((a0 + a1) + (a2 + a3)) for four.
 template <class K, int Begin, int Count>

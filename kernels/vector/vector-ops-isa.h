@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/common/unrolled-for.h"
 #include "kernels/vector/vector-ops.h"
 
 namespace lacuna::kernels {

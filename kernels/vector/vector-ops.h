@@ -17,8 +17,8 @@ struct VectorOps {
   // out[g * out_stride + r] = sum_i q[g * q_stride + i] * rows[r * stride + i]
   // for g < queries, r < count: the query heads of one GQA group against the
   // keys of one cache block, each key loaded once for all of them; a token
-  // against the router's rows (one query). A query's sums do not depend on
-  // the other queries of the call beyond their count.
+  // against the router's rows (one query). A (query, row) sum comes out the
+  // same bits whichever tile of the call holds it.
   // Attention's dot and axpy per key took 23 % of a 512-token prefill's
   // samples; a cache block at a time (and the cache head-major, see
   // KvCache) 15 % (docs/benchmarks.md, "Attention a cache block at a time",
