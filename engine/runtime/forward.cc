@@ -236,14 +236,16 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
   // One (query block, key-value head) pair per iteration: the group's query
   // heads also go through each key and value row together.
   const auto blocks_count = static_cast<int64_t>(query_blocks.size());
+  int64_t block_tokens = 0;  // the most tokens of any block: 1 when every sequence decodes
+  for (const QueryBlock& qb : query_blocks) block_tokens = std::max(block_tokens, qb.tokens);
   const int64_t pairs = blocks_count * c.kv_heads;
   const kernels::VectorOps& ops = kernels::vector_ops();
   const auto positions = static_cast<size_t>(s.position.empty() ? 0 : *std::max_element(s.position.begin(), s.position.end()) + 1);
   const auto dim = static_cast<size_t>(d), heads = static_cast<size_t>(group);
 #pragma omp parallel
   {
-    // A row of scores per (token, query head) of the block.
-    std::vector<float> scores(static_cast<size_t>(kQueryBlockTokens) * heads * positions);
+    // A row of scores per (token, query head) of a block.
+    std::vector<float> scores(static_cast<size_t>(block_tokens) * heads * positions);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t p = 0; p < pairs; ++p) {
       const QueryBlock& qb = query_blocks[static_cast<size_t>(p / c.kv_heads)];
