@@ -254,7 +254,9 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
       // Token i of the block sees positions from(i) .. to(i) of its cache.
       const auto to = [&](int64_t i) { return s.position[qb.first + i]; };
       const auto from = [&](int64_t i) { return c.sliding_window > 0 ? std::max<int64_t>(0, to(i) - c.sliding_window + 1) : 0; };
+      // Token i's query and output rows of the group's first head (the others follow, d apart).
       const auto query = [&](int64_t i) { return &s.q[((qb.first + i) * c.heads + hk * group) * d]; };
+      const auto output = [&](int64_t i) { return &s.attn[((qb.first + i) * c.heads + hk * group) * d]; };
       const auto score_row = [&](int64_t i) { return &scores[static_cast<size_t>(i) * heads * positions]; };
       // Every token of the block goes over the positions any of them sees,
       // a cache block at a time (within a block, rows lie head_dim apart).
@@ -277,10 +279,9 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
           std::fill(score + from(0), score + from(i), 0.0f);
           std::fill(score + to(i) + 1, score + to(qb.tokens - 1) + 1, 0.0f);
         }
-      for (int64_t i = 0; i < qb.tokens; ++i) std::fill_n(&s.attn[((qb.first + i) * c.heads + hk * group) * d], dim * heads, 0.0f);
+      for (int64_t i = 0; i < qb.tokens; ++i) std::fill_n(output(i), dim * heads, 0.0f);
       cache_blocks([&](int64_t i, int64_t u, size_t count) {
-        ops.weighted_row_sum(score_row(i) + u, heads, positions, cache.values(layer, u, hk), dim, count, dim,
-                             &s.attn[((qb.first + i) * c.heads + hk * group) * d], dim);
+        ops.weighted_row_sum(score_row(i) + u, heads, positions, cache.values(layer, u, hk), dim, count, dim, output(i), dim);
       });
     }
   }
