@@ -29,8 +29,9 @@ dnnl::engine& cpu_engine() {
 // Every product's source rows and padded outputs are staged in these, one
 // pair per thread, grown to the largest call. Each primitive bucket of each
 // weight had kept its own, so a model held them for every batch size each
-// of its weights had seen.
-thread_local kernels::Scratch t_source, t_padded_output;
+// of its weights had seen. oneDNN's own scratchpad is kept here too: in its
+// default mode oneDNN allocates it on every call.
+thread_local kernels::Scratch t_source, t_padded_output, t_onednn_scratchpad;
 
 }  // namespace
 
@@ -49,14 +50,14 @@ struct OnednnMatmul::Impl {
   std::shared_ptr<std::byte> packed_memory;  // huge pages, as for sparse weights (sparse/weight-memory.h)
   memory weights;
   bool packed = false;
-  std::vector<float> row_scales, out_scales;  // int8: the weight row scales, per output column
+  std::vector<float> row_scales;              // int8: the weight row scales, per output column
   std::vector<float> token_scales;            // int8: each token's activation scale, this call
   std::map<size_t, Batch> batches;
 
   dnnl::matmul::primitive_desc make_pd(size_t n, const memory::desc& wei_md) const {
     const auto M = static_cast<memory::dim>(n), K = static_cast<memory::dim>(in), N = static_cast<memory::dim>(out);
     dnnl::primitive_attr attr;
-    if (dtype == DType::int8) attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     return dnnl::matmul::primitive_desc(
         dnnl::matmul::desc(memory::desc({M, K}, src_type, tag::ab), wei_md, memory::desc({M, N}, dt::f32, tag::ab)), attr, cpu_engine());
   }
@@ -92,7 +93,6 @@ OnednnMatmul::OnednnMatmul(const Tensor& dense, Weights weights) : impl_(std::ma
   if (d.dtype == DType::int8) {
     const float* scales = dense.section<float>(Section::scales);
     m.row_scales.assign(scales, scales + m.out);
-    m.out_scales.resize(m.out);
   }
   // Our [out][in] row-major weights are oneDNN's K x N in "ba" order.
   const memory::dims kn{static_cast<memory::dim>(m.in), static_cast<memory::dim>(m.out)};
@@ -141,11 +141,12 @@ void OnednnMatmul::run(const float* x, size_t n, float* y) {
   // One scale per token for int8, as Lacuna's s8 kernels, so a token's
   // result does not depend on the rest of the batch. oneDNN 2.x scales only
   // output columns, so the token scale is applied after the product. NaN when
-  // a token holds NaN or Inf, so its outputs are NaN too.
-  if (m.dtype == DType::int8) {
-    m.token_scales.resize(n);
-    std::copy(m.row_scales.begin(), m.row_scales.end(), m.out_scales.begin());
-  }
+  // a token holds NaN or Inf, so its outputs are NaN too. The row scales are
+  // applied there as well: given runtime output scales, oneDNN 2.6 declines
+  // its VNNI brgemm for the older s8 gemm, which allocates and frees its
+  // packing buffers on every call (a 512-token prefill spent ~14 % of its
+  // time faulting them in and unmapping them) and ran slower besides.
+  if (m.dtype == DType::int8) m.token_scales.resize(n);
   // Tokens side by side: on one thread this conversion and the copy after
   // the product were ~7 % of a 512-token int8 prefill, the other thread idle.
 #pragma omp parallel for if (n > 1)
@@ -169,18 +170,24 @@ void OnednnMatmul::run(const float* x, size_t n, float* y) {
   }
   auto* padded_output = rows == n ? nullptr : static_cast<float*>(t_padded_output.get(rows * m.out * sizeof(float)));
   b.dst.set_data_handle(rows == n ? y : padded_output);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, b.src}, {DNNL_ARG_WEIGHTS, m.weights}, {DNNL_ARG_DST, b.dst}};
-  if (m.dtype == DType::int8)
-    args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES, memory({{static_cast<memory::dim>(m.out)}, dt::f32, tag::a}, cpu_engine(), m.out_scales.data()));
+  const memory::desc scratchpad_md = b.pd.scratchpad_desc();
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, b.src},
+                                       {DNNL_ARG_WEIGHTS, m.weights},
+                                       {DNNL_ARG_DST, b.dst},
+                                       {DNNL_ARG_SCRATCHPAD, memory(scratchpad_md, cpu_engine(), t_onednn_scratchpad.get(scratchpad_md.get_size()))}};
   b.matmul.execute(m.stream, args);
   m.stream.wait();
-  // The padded rows' copy and the token scales in one pass (a scale of 1 is exact).
-  if (rows != n || m.dtype == DType::int8) {
-    const float* product = rows == n ? y : padded_output;
+  // The padded rows' copy and the int8 scales in one pass.
+  if (rows == n && m.dtype != DType::int8) return;
+  const float* product = rows == n ? y : padded_output;
 #pragma omp parallel for if (n > 1)
-    for (size_t t = 0; t < n; ++t) {
-      const float scale = m.dtype == DType::int8 ? m.token_scales[t] : 1.0f;
-      for (size_t r = 0; r < m.out; ++r) y[t * m.out + r] = product[t * m.out + r] * scale;
+  for (size_t t = 0; t < n; ++t) {
+    const float* pt = product + t * m.out;
+    float* yt = y + t * m.out;
+    if (m.dtype == DType::int8) {
+      for (size_t r = 0; r < m.out; ++r) yt[r] = pt[r] * m.row_scales[r] * m.token_scales[t];
+    } else {
+      std::copy_n(pt, m.out, yt);
     }
   }
 }
