@@ -194,9 +194,10 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
   const float* xp = x + begin * cols();
   float* yp = y + begin * rows();
   if (weight_.desc().format == Format::dense) {
-    // Invariant: the VNNI tiles at every n (integer sums: the same bits at any tiling).
+    // The VNNI tiles and oneDNN's s8 product give the same bits (see below),
+    // so the invariant policy takes either.
     const SpmmUkernel* kernel = dense_int8_kernel_;
-    if (kernel && (n <= kDenseInt8TileTokens || policy == BatchPolicy::invariant)) {
+    if (kernel && n <= kDenseInt8TileTokens) {
       const size_t chunk = kernel->max_n ? kernel->max_n : end - begin;
       for (size_t at = begin; at < end; at += chunk) spmm_run(*kernel, weight_, x + at * cols(), std::min(chunk, end - at), y + at * rows());
       return;
@@ -204,8 +205,13 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
     const std::lock_guard lock(*mutex_);
     return dense().run(xp, end - begin, yp);
   }
-  // Invariant: the single-token kernel for every n, over as many tokens as it takes at once.
+  // Invariant: the single-token kernel for every n, over as many tokens as it
+  // takes at once. Except that the VNNI kernels (s8 activations) may give way
+  // to the weight expanded for oneDNN: both sum the same quantised
+  // activations exactly in integers and then take the same float steps
+  // (OnednnMatmul::run), so a token gets the same bits either way.
   Choice c = choice_for(policy == BatchPolicy::invariant ? 1 : n);
+  if (policy == BatchPolicy::invariant && c.kernel->act == ActLayout::s8_padded) c.densify = choice_for(n).densify;
   if (c.densify) return run_densified(xp, end - begin, yp);
   if (policy == BatchPolicy::invariant) c.tokens = c.kernel->max_n ? std::min(n, c.kernel->max_n) : n;
   for (size_t at = 0; at < n; at += c.tokens) {

@@ -177,7 +177,9 @@ void OnednnMatmul::run(const float* x, size_t n, float* y) {
                                        {DNNL_ARG_SCRATCHPAD, memory(scratchpad_md, cpu_engine(), t_onednn_scratchpad.get(scratchpad_md.get_size()))}};
   b.matmul.execute(m.stream, args);
   m.stream.wait();
-  // The padded rows' copy and the int8 scales in one pass.
+  // The padded rows' copy and the int8 scales in one pass. The scales are
+  // applied in the VNNI kernels' order, so that the server's batch-invariant
+  // products may take either (Linear::run_part).
   if (rows == n && m.dtype != DType::int8) return;
   const float* product = rows == n ? y : padded_output;
 #pragma omp parallel for if (n > 1)
