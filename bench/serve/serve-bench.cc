@@ -124,6 +124,7 @@ int run_serve_bench(const ServeBenchOptions& o) {
     so.model_name = path;
     so.http_threads = std::max(16, 2 * *std::max_element(o.concurrency.begin(), o.concurrency.end()));
     so.scheduler.max_running = std::max(64, *std::max_element(o.concurrency.begin(), o.concurrency.end()));
+    so.scheduler.step_tokens = o.step_tokens;
     std::mutex tally_mutex;
     StepTally tally;
     so.on_step = [&](const StepInfo& step) {

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/server/scheduler.h"
+
 namespace lacuna::bench {
 
 struct ServeBenchOptions {
@@ -19,6 +21,7 @@ struct ServeBenchOptions {
   int requests = 0;          // per concurrency level; 0: 4 per client, at least 8
   double max_seconds = 60;   // per concurrency level
   int rounds = 1;            // every level run this many times in turn; ratios are medians of each round's
+  int step_tokens = SchedulerOptions{}.step_tokens;  // the server's prompt tokens per step
   std::string csv_path;
 };
 
