@@ -137,7 +137,15 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
         const bool int8 = run == DType::int8;
         const double share = int8 ? m.onednn_int8_bandwidth_share : m.onednn_bf16_bandwidth_share;
         // oneDNN's bf16 kernels overlap memory and compute (the larger of the
-        // two counts); its s8 GEMM (gemm:jit here) measured as their sum.
+        // two counts); its s8 GEMM (gemm:jit) measured as their sum. Since
+        // OnednnMatmul stopped asking for runtime output scales, oneDNN runs
+        // s8 on its VNNI brgemm, which the s8 figures understate: cold
+        // 2048->11264 on the Zen 5 host streamed 38-40 GB/s at one token and
+        // reached 1.97x the bf16 rate at 128 (docs/benchmarks.md, "oneDNN's
+        // s8 in the planner"). Not refitted yet: with the measured s8 share
+        // and overlap, the model's VNNI tiles (slower in it than measured)
+        // lost to oneDNN at 1-4 tokens on 70 % int8, where they ran 1.7-2.4x
+        // faster.
         const double memory = static_cast<double>(d.bytes) / (m.bandwidth * share);
         const double compute = ops * (int8 ? m.onednn_int8_op : m.onednn_bf16_flop) / threads;
         d.predicted_ms = 1e3 * (int8 ? memory + compute : std::max(memory, compute));
