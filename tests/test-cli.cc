@@ -353,6 +353,25 @@ TEST(Cli, BenchServeRunsEveryLevelInEachRound) {
     EXPECT_NE(bad.output.find("--rounds: Value " + rounds + " not in range 1 to 100"), std::string::npos) << bad.output;
     EXPECT_EQ(bad.output.find("load:"), std::string::npos) << rounds << " started the load test";
   }
+  // The server's step budget: 8 prompt tokens a step puts each 32-token prompt over 4 steps.
+  const CliRun small_steps = run("bench serve " + model + " --concurrency 1 --max-tokens 2 --requests 2 --step-tokens 8 --csv " + csv);
+  ASSERT_EQ(small_steps.exit_code, 0) << small_steps.output;
+  std::ifstream small_csv(csv);
+  std::string small_header, small_row;
+  std::getline(small_csv, small_header);
+  std::getline(small_csv, small_row);
+  std::vector<std::string> small_fields;
+  std::istringstream small_line(small_row);
+  for (std::string field; std::getline(small_line, field, ',');) small_fields.push_back(field);
+  ASSERT_EQ(small_fields.size(), 20u) << small_row;
+  EXPECT_EQ(small_fields[17], "8") << small_row;   // prompt_steps
+  EXPECT_EQ(small_fields[19], "64") << small_row;  // prompt_tokens
+  for (const std::string steps : {"0", "65537", "many"}) {
+    const CliRun bad = run("bench serve " + model + " --step-tokens " + steps);
+    EXPECT_NE(bad.exit_code, 0) << steps << ": " << bad.output;
+    EXPECT_NE(bad.output.find("--step-tokens"), std::string::npos) << bad.output;
+    EXPECT_EQ(bad.output.find("load:"), std::string::npos) << steps << " started the load test";
+  }
   for (const std::string& f : {model, csv}) std::filesystem::remove(f);
   std::filesystem::remove_all(dir);
 }
