@@ -34,6 +34,14 @@ CliRun run(const std::string& args, const std::string& env = "") {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
 }
 
+// A CSV line's comma-separated fields (the benchmarks' CSVs quote nothing).
+std::vector<std::string> csv_fields(const std::string& line) {
+  std::vector<std::string> f;
+  std::istringstream fields(line);
+  for (std::string field; std::getline(fields, field, ',');) f.push_back(field);
+  return f;
+}
+
 std::string temp_path(const std::string& name) {
   return (std::filesystem::temp_directory_path() / ("lacuna-cli-" + std::to_string(::getpid()) + "-" + name)).string();
 }
@@ -333,9 +341,7 @@ TEST(Cli, BenchServeRunsEveryLevelInEachRound) {
       << header;
   std::vector<std::string> seen;
   for (std::string line; std::getline(in, line);) {
-    std::istringstream fields(line);
-    std::vector<std::string> f;
-    for (std::string field; std::getline(fields, field, ',');) f.push_back(field);
+    const std::vector<std::string> f = csv_fields(line);
     ASSERT_EQ(f.size(), 20u) << line;
     seen.push_back(f[1] + "/" + f[2]);
     EXPECT_EQ(f[3], "6") << line;  // requests
@@ -360,9 +366,7 @@ TEST(Cli, BenchServeRunsEveryLevelInEachRound) {
   std::string small_header, small_row;
   std::getline(small_csv, small_header);
   std::getline(small_csv, small_row);
-  std::vector<std::string> small_fields;
-  std::istringstream small_line(small_row);
-  for (std::string field; std::getline(small_line, field, ',');) small_fields.push_back(field);
+  const std::vector<std::string> small_fields = csv_fields(small_row);
   ASSERT_EQ(small_fields.size(), 20u) << small_row;
   EXPECT_EQ(small_fields[17], "8") << small_row;   // prompt_steps
   EXPECT_EQ(small_fields[19], "64") << small_row;  // prompt_tokens
@@ -394,9 +398,7 @@ TEST(Cli, BenchModelReportsEachPointAndItsByteRatio) {
   std::map<std::string, double> ratio;  // label -> byte ratio
   size_t rows = 0;
   for (std::string line; std::getline(in, line); ++rows) {
-    std::vector<std::string> f;
-    std::istringstream fields(line);
-    for (std::string v; std::getline(fields, v, ',');) f.push_back(v);
+    const std::vector<std::string> f = csv_fields(line);
     ASSERT_EQ(f.size(), 11u) << line;
     EXPECT_GT(std::stod(f[5]), 0) << line;
     const double byte_ratio = std::stod(f[9]);
