@@ -61,6 +61,8 @@ size_t densify_from(const TensorDesc& d) {
   return sparsity >= kSparsestKeptBf16 ? kNever : 16;
 }
 
+bool expanded_at(const TensorDesc& d, size_t n) { return d.format == Format::bitmap && n >= densify_from(d); }
+
 // The calling thread's buffer for a bitmap weight expanded into dense rows,
 // and its oneDNN products reading that buffer in place, one per shape and
 // dtype. Per thread, not per weight: a buffer holds one weight at a time, and
@@ -143,7 +145,7 @@ Linear::Choice Linear::choice_for(size_t n) const {
       const double chunks = static_cast<double>((n + kChunk - 1) / kChunk);
       if (part.chosen.kernel && chunks * part.chosen.predicted_ms < whole.chosen.predicted_ms) c = {part.chosen.kernel, kChunk};
     }
-    if (d.format == Format::bitmap && n >= densify_from(d)) c.densify = true;
+    c.densify = expanded_at(d, n);
   }
   return c;
 }
@@ -211,7 +213,7 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
   // activations exactly in integers and then take the same float steps
   // (OnednnMatmul::run), so a token gets the same bits either way.
   Choice c = choice_for(policy == BatchPolicy::invariant ? 1 : n);
-  if (policy == BatchPolicy::invariant && c.kernel->act == ActLayout::s8_padded) c.densify = choice_for(n).densify;
+  if (policy == BatchPolicy::invariant && c.kernel->act == ActLayout::s8_padded) c.densify = expanded_at(weight_.desc(), n);
   if (c.densify) return run_densified(xp, end - begin, yp);
   if (policy == BatchPolicy::invariant) c.tokens = c.kernel->max_n ? std::min(n, c.kernel->max_n) : n;
   for (size_t at = 0; at < n; at += c.tokens) {
