@@ -21,8 +21,12 @@ enum class ActLayout : uint8_t {
   bf16_padded,     // [n][ld] bf16 (round to nearest even), same padding
   s8_padded,       // [n][ld] s8 = round(x / s) with s = max|x_n| / 127 per token, same padding, and each token's sum of them
   f32_transposed,  // [in][ld] f32, ld = n rounded up to 16, zero tail: one token per vector lane
-  bf16_pairs,      // [ceil(in/2)][ld][2] bf16, ld as f32_transposed: a column pair of one token per dword lane
+  bf16_pairs,      // [tiles][ceil(in/2)][ld][2] bf16: a column pair of one token per dword lane, the tokens in
+                   // tiles of ld = min(n rounded up to 16, kPairTileTokens), zero tail
 };
+// The tokens of one bf16_pairs tile: a kernel's widest register tile, so that
+// each tile's activations lie contiguous (their column blocks stay in L1).
+inline constexpr size_t kPairTileTokens = 128;
 const char* act_layout_name(ActLayout layout);
 // The widest weight row a kernel on s8_padded activations accepts: its int32
 // lanes each sum cols / 16 byte products of at most 255 x 128 (VPDPBUSD

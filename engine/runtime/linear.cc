@@ -36,17 +36,18 @@ constexpr double kNominalBandwidth = 30e9;
 // bf16 expansion from 64 tokens (1.15-1.33x dense at 128-256), at 70 % the
 // column-pair kernel from 256 (1.40x dense against 1.00x); at 90 % the
 // column-pair kernel stays 2.1-2.2x faster. Elsewhere (the AMD hosts),
-// expansion in bf16 from 16 tokens, except for weights of 80 % or more,
+// expansion in bf16 from 16 tokens, except for weights of 65 % or more,
 // which the column-pair kernel skips pairs of zeros in: its time follows
 // the pairs holding a weight (51 % of them at 70 %, 19 % at 90 %). On the
-// Zen 5 host a 512-token prefill of the mini model read 0.62-0.73x dense at
-// 70 % with the column pairs and 0.80-0.81x expanded, 1.37x at 90 % with
-// the column pairs and 0.94x expanded (docs/benchmarks.md, "bf16 prefill on
-// a host with fast VDPBF16PS"). Fixed thresholds rather than the planner's
-// estimate: the planner's large-batch rates were measured on another host.
+// Zen 5 host, once that kernel's column blocks fit in L1, a 512-token
+// prefill of the mini model read 0.78x and 0.81x dense at 70 % expanded,
+// 0.89x and 0.90x with the column pairs (docs/benchmarks.md, "Column
+// blocks in L1"); at 50 % the kernel is 1.3x slower than expansion. Fixed
+// thresholds rather than the planner's estimate: the planner's large-batch
+// rates were measured on another host.
 constexpr double kSparsityWidenedFrom256Bf16 = 0.65;
 constexpr double kSparsestWidenedBf16 = 0.85;
-constexpr double kSparsestKeptBf16 = 0.80;
+constexpr double kSparsestKeptBf16 = 0.65;
 
 // Whether an expanded weight is widened to f32 (see above).
 bool widened(const TensorDesc& d) { return d.dtype == DType::bf16 && f32_outruns_bf16_dot(); }

@@ -14,6 +14,12 @@ constexpr size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
 thread_local Scratch t_values, t_scales, t_sums;
 
+// Below this many activations a conversion runs on the calling thread alone.
+// Above it the threads share it: on one thread, converting a 512-token
+// prompt's activations to bf16 pairs took 6 % of a 90 % sparse bf16
+// prefill's samples, with the other thread idle all that time.
+constexpr size_t kParallelMinValues = 64 * 1024;
+
 }  // namespace
 
 PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t n, size_t in) {
@@ -32,6 +38,7 @@ PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t
     }
     case ActLayout::bf16_padded: {
       auto* out = static_cast<uint16_t*>(t_values.get(n * ld * sizeof(uint16_t)));
+#pragma omp parallel for if (n * in >= kParallelMinValues)
       for (size_t i = 0; i < n; ++i) {
         for (size_t c = 0; c < in; ++c) out[i * ld + c] = f32_to_bf16(x[i * in + c]);
         std::fill(out + i * ld + in, out + (i + 1) * ld, uint16_t{0});
@@ -42,6 +49,7 @@ PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t
       auto* out = static_cast<int8_t*>(t_values.get(n * ld));
       auto* scale = static_cast<float*>(t_scales.get(n * sizeof(float)));
       auto* sum = static_cast<int32_t*>(t_sums.get(n * sizeof(int32_t)));
+#pragma omp parallel for if (n * in >= kParallelMinValues)
       for (size_t i = 0; i < n; ++i) {
         // A token holding NaN or Inf gets a NaN scale, so its outputs are NaN, as in f32.
         int8_t* row = out + i * ld;
@@ -51,12 +59,25 @@ PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t
       return {out, ld, scale, sum};
     }
     case ActLayout::bf16_pairs: {
-      const size_t ldt = round_up(n, 16), pairs = (in + 1) / 2;
-      auto* out = static_cast<uint16_t*>(t_values.get(pairs * ldt * 2 * sizeof(uint16_t)));
-      std::fill(out, out + pairs * ldt * 2, uint16_t{0});
-      for (size_t i = 0; i < n; ++i)
-        for (size_t c = 0; c < in; ++c) out[((c / 2) * ldt + i) * 2 + c % 2] = f32_to_bf16(x[i * in + c]);
-      return {out, ldt, nullptr};
+      const size_t width = std::min(round_up(n, 16), kPairTileTokens), tiles = (n + width - 1) / width, pairs = (in + 1) / 2;
+      auto* out = static_cast<uint32_t*>(t_values.get(tiles * pairs * width * sizeof(uint32_t)));
+      // Blocks of 8 column pairs: one cache line of each token's row.
+      constexpr size_t kBlockPairs = 8;
+#pragma omp parallel for if (n * in >= kParallelMinValues)
+      for (size_t c0 = 0; c0 < pairs; c0 += kBlockPairs) {
+        const size_t c1 = std::min(pairs, c0 + kBlockPairs);
+        for (size_t t = 0; t < tiles; ++t) {
+          uint32_t* tile = out + t * pairs * width;
+          for (size_t lane = 0; lane < width; ++lane) {
+            const size_t i = t * width + lane;
+            for (size_t c = c0; c < c1; ++c) {
+              const float lo = i < n ? x[i * in + 2 * c] : 0.0f, hi = i < n && 2 * c + 1 < in ? x[i * in + 2 * c + 1] : 0.0f;
+              tile[c * width + lane] = f32_to_bf16(lo) | uint32_t{f32_to_bf16(hi)} << 16;
+            }
+          }
+        }
+      }
+      return {out, width, nullptr};
     }
     case ActLayout::f32_transposed: {
       const size_t ldt = round_up(n, 16);

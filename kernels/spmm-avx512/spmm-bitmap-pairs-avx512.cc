@@ -16,9 +16,17 @@
 // The columns are walked in blocks whose activations (the tile's tokens of
 // the block's column pairs) take at most kActivationBlockBytes, every row of
 // the row block over one column block before the next, so those activations
-// stay in L2 for all the rows. Walking each row over all its columns read
-// the whole activation panel once per row, from L3 once the panel outgrew L2
-// (5632 columns x 256 tokens: 2.9 MB; docs/benchmarks.md "Column blocks").
+// stay in L1 for all the rows. Each pair's products load a whole 16-token
+// vector of activations per VDPBF16PS, so the loads, not the products, set
+// the pace: blocks of 256 KB, in L2, ran 70 % sparse 2048->11264 at 128
+// tokens in 17.4 ms, 32 KB blocks in L1 in 9.4 ms (bench-densify --quick,
+// docs/benchmarks.md "Column blocks in L1"). Walking each row over all its
+// columns read the whole activation panel once per row, from L3 once the
+// panel outgrew L2 (5632 columns x 256 tokens: 2.9 MB; "Column blocks").
+// The activations come in tiles of kPairTileTokens tokens (ActLayout::
+// bf16_pairs), so a block is contiguous whatever the batch: with every
+// token of a column pair side by side, a 128-token tile of a 256-token
+// batch took every other 512 bytes, half of L1's sets.
 // Compiled with -mavx512f -mavx512bw -mavx512vbmi2 -mavx512bf16.
 #include <immintrin.h>
 
@@ -34,11 +42,12 @@ namespace {
 
 constexpr size_t kRowBlock = 16;
 constexpr int kMaxVectors = 8;  // 128 tokens: 16 accumulators and the weight pair in registers
-constexpr size_t kActivationBlockBytes = 256 * 1024;
+constexpr size_t kActivationBlockBytes = 32 * 1024;  // of the 48 KB L1 of Zen 4/5 and Sapphire Rapids
 constexpr uint64_t kPairVectorBytes = 64;  // the activations of one column pair for one vector of 16 tokens
-// Column blocks are made of steps of this many groups (256 column pairs);
+static_assert(16 * kMaxVectors == kPairTileTokens);
+// Column blocks are made of steps of this many groups (64 column pairs);
 // each row records where its live pairs of every step begin.
-constexpr uint64_t kGroupsPerStep = 16;
+constexpr uint64_t kGroupsPerStep = 4;
 
 uint64_t step_count(const TensorDesc& d) { return (group_count(d) + kGroupsPerStep - 1) / kGroupsPerStep; }
 
@@ -115,7 +124,9 @@ inline void pairs_run(const uint32_t* x, size_t ldx, const PreparedRows& rows, s
 
 template <int NV>
 void pairs_tile(const SpmmArgs& a, uint64_t r0, size_t n0, const PreparedRows& rows, size_t row_count) {
-  const uint32_t* x = static_cast<const uint32_t*>(a.x) + n0;  // one dword = a column pair of one token
+  // One dword = a column pair of one token; the tile starting at n0 is tile n0 / ldx of the layout.
+  const uint64_t column_pairs = (a.w->desc().cols() + 1) / 2;
+  const uint32_t* x = static_cast<const uint32_t*>(a.x) + n0 / a.ldx * column_pairs * a.ldx;
   constexpr uint64_t block_steps = steps_per_block(NV);
   alignas(64) float acc[kRowBlock][16 * NV];
   for (uint64_t s = 0; s < rows.steps; s += block_steps) {
