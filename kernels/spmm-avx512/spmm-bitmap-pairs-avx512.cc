@@ -75,12 +75,18 @@ struct PreparedRows {
     start.resize(rows * (steps + 1));
     const __m512i group_pair_index = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const uint64_t* row_ptr = w.section<uint64_t>(Section::row_ptr);
+    // Local pointers: stores through the vectors' own data() made the
+    // compiler reload them, from the thread_local object, after every store
+    // (with a VZEROUPPER and a spill of the expanded group each time).
+    uint32_t* const live_out = live.data();
+    uint32_t* const pairs_out = pairs.data();
+    uint32_t* const start_out = start.data();
     size_t count = 0;
     for (size_t j = 0; j < rows; ++j) {
       const uint32_t* masks = w.section<uint32_t>(Section::masks) + (r0 + j) * groups;
       const uint16_t* p = w.section<uint16_t>(Section::values) + row_ptr[r0 + j];
-      uint32_t* row_start = start.data() + j * (steps + 1);
-      uint32_t* row_pair = pairs.data() + j * row_pairs;
+      uint32_t* row_start = start_out + j * (steps + 1);
+      uint32_t* row_pair = pairs_out + j * row_pairs;
       for (uint64_t g = 0; g < groups; ++g) {
         if (g % kGroupsPerStep == 0) row_start[g / kGroupsPerStep] = static_cast<uint32_t>(count);
         const uint32_t m = kernels::avx512::load_mask(masks + g);
@@ -89,7 +95,7 @@ struct PreparedRows {
         // Bit k of `pairs_live` is set when column pair k of the group holds a nonzero.
         const auto pairs_live = static_cast<__mmask16>(_pext_u32(m | (m >> 1), 0x55555555u));
         const __m512i index = _mm512_add_epi32(group_pair_index, _mm512_set1_epi32(static_cast<int>(g * 16)));
-        _mm512_storeu_si512(live.data() + count, _mm512_maskz_compress_epi32(pairs_live, index));
+        _mm512_storeu_si512(live_out + count, _mm512_maskz_compress_epi32(pairs_live, index));
         count += static_cast<size_t>(std::popcount(static_cast<uint32_t>(pairs_live)));
       }
       row_start[steps] = static_cast<uint32_t>(count);
