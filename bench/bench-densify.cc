@@ -1,10 +1,10 @@
 // Large batches on bitmap weights: the sparse kernel dispatch picks for the
 // batch, and the small-batch kernel (dispatch's pick for one token, which
 // takes up to its max_n tokens and is what the server runs at every size),
-// against the weight expanded into dense rows and run through oneDNN in
-// place, and for bf16 also expanded into f32 rows for oneDNN's f32 matmul
-// (densify_bitmap_f32), with oneDNN on its own packed dense copy as the
-// baseline, in the same run.
+// against the weight expanded into dense rows block by block and run through
+// oneDNN (densified_product, as the engine runs it), for bf16 also expanded
+// into f32 rows for oneDNN's f32 matmul, with oneDNN on its own packed dense
+// copy as the baseline, in the same run.
 // Warm weights: at these batch sizes the products are bound by compute.
 //   bench-densify [--quick]
 #include <omp.h>
@@ -12,14 +12,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <memory>
 #include <random>
 #include <vector>
 
 #include "bench/common/stats.h"
 #include "bench/common/weights.h"
 #include "kernels/dense-onednn/onednn-matmul.h"
-#include "kernels/densify.h"
+#include "kernels/densified-product.h"
 #include "kernels/spmm.h"
 #include "sparse/convert.h"
 
@@ -59,19 +58,7 @@ int main(int argc, char** argv) {
         const Tensor w = bench::random_weight(Format::bitmap, dtype, s.out, s.in, sparsity, 1);
         const Tensor dense = unpack(w);
         OnednnMatmul packed(dense);
-        OnednnMatmul in_place(dense, OnednnMatmul::Weights::in_place);
-        // Starts as a copy of the dense weight, so that its int8 scales are in place.
-        std::vector<std::byte> scratch(dense.data(), dense.data() + dense.payload_bytes());
-        const Tensor expanded_weight = Tensor::wrap(dense.desc(), scratch.data(), nullptr);
         const bool bf16 = dtype == DType::bf16;
-        const TensorDesc widened_desc = TensorDesc::matrix(Format::dense, DType::f32, s.out, s.in);
-        std::vector<float> widened(bf16 ? s.out * s.in : 0);
-        const Tensor widened_weight = Tensor::wrap(widened_desc, reinterpret_cast<const std::byte*>(widened.data()), nullptr);
-        std::unique_ptr<OnednnMatmul> widened_product;
-        if (bf16) {
-          densify_bitmap_f32(w, widened.data(), 0, s.out);
-          widened_product = std::make_unique<OnednnMatmul>(widened_weight, OnednnMatmul::Weights::in_place);
-        }
         std::mt19937 rng(2);
         std::uniform_real_distribution<float> u(-1, 1);
         const SpmmUkernel& small_kernel = *choose_spmm(w.desc(), 1).kernel;
@@ -82,21 +69,8 @@ int main(int argc, char** argv) {
           const double sparse = median_ms([&] { spmm_run(*k.kernel, w, x.data(), n, y.data()); }, runs);
           const bool small_fits = !small_kernel.max_n || n <= small_kernel.max_n;
           const double small = small_fits ? median_ms([&] { spmm_run(small_kernel, w, x.data(), n, y.data()); }, runs) : 0;
-          const double expanded = median_ms(
-              [&] {
-                densify_bitmap(w, scratch.data(), 0, s.out);
-                in_place.rebind(expanded_weight);
-                in_place.run(x.data(), n, y.data());
-              },
-              runs);
-          const double to_f32 = bf16 ? median_ms(
-                                            [&] {
-                                              densify_bitmap_f32(w, widened.data(), 0, s.out);
-                                              widened_product->rebind(widened_weight);
-                                              widened_product->run(x.data(), n, y.data());
-                                            },
-                                            runs)
-                                      : 0;
+          const double expanded = median_ms([&] { densified_product(w, dtype, x.data(), n, y.data()); }, runs);
+          const double to_f32 = bf16 ? median_ms([&] { densified_product(w, DType::f32, x.data(), n, y.data()); }, runs) : 0;
           const double base = median_ms([&] { packed.run(x.data(), n, y.data()); }, runs);
           char shape[32];
           std::snprintf(shape, sizeof shape, "%zu->%zu", s.in, s.out);

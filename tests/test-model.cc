@@ -432,7 +432,7 @@ TEST(Forward, RefusesBadTokensAndFullCachesWithoutChangingTheCache) {
 }
 
 // Large batches: a bitmap weight is expanded per call and run through oneDNN
-// (int8 from 64 tokens; bf16 from 16 below 80 % sparsity, or, widened to f32
+// (int8 from 32 tokens; bf16 from 32 below 75 % sparsity, or, widened to f32
 // where VDPBF16PS is slower than f32 FMAs, from 64 below 65 % and 256 below
 // 85 %), and any weight may run a small-batch kernel over chunks of 64
 // tokens; the result must be the product all the same, short last chunk
@@ -446,7 +446,7 @@ TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
       for (DType dtype : {DType::bf16, DType::int8}) {
         const Linear linear(pack(quantize_matrix(wf.data(), 96, 200, dtype), format));
         const std::vector<float> w = dequantize(linear.weight());
-        for (size_t n : {15, 20, 40, 65, 130, 260}) {
+        for (size_t n : {15, 20, 31, 32, 40, 65, 130, 260}) {
           std::vector<float> x(n * 200), y(n * 96);
           for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(i * 13 % 29) - 14) / 14.0f;
           linear.run(x.data(), n, y.data());
@@ -460,7 +460,7 @@ TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
                                                                          << linear.describe(n) << ")";
             }
           const bool widened = dtype == DType::bf16 && f32_outruns_bf16_dot();
-          const size_t from = dtype == DType::int8 ? 64 : widened ? (zeros_in_13 >= 12 ? 0 : zeros_in_13 >= 9 ? 256 : 64) : (zeros_in_13 >= 9 ? 0 : 16);
+          const size_t from = dtype == DType::int8 ? 32 : widened ? (zeros_in_13 >= 12 ? 0 : zeros_in_13 >= 9 ? 256 : 64) : (zeros_in_13 >= 12 ? 0 : 32);
           const bool expanded = format == Format::bitmap && from && n >= from;
           EXPECT_EQ(linear.describe(n).find("expanded") != std::string::npos, expanded) << zeros_in_13 << "/13 zeros: " << linear.describe(n);
           if (expanded) {
@@ -471,9 +471,9 @@ TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
   }
 }
 
-// An expanded weight larger than the expansion block (16 MB) runs block by
-// block of rows, the last one shorter; every block's outputs must land in its
-// own columns.
+// An expanded weight larger than the expansion block (1 MB) runs block by
+// block of rows on all threads, the last block shorter; every block's
+// outputs must land in its own columns.
 TEST(Linear, ExpandedWeightsLargerThanABlockMatchTheDenseProduct) {
   constexpr size_t kRows = 4100, kCols = 2100, kTokens = 64;  // 17 MB in bf16, 34 MB widened to f32
   std::vector<float> wf(kRows * kCols);

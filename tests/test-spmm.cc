@@ -7,6 +7,7 @@
 
 #include "kernels/common/activations.h"
 #include "kernels/dense-onednn/onednn-matmul.h"
+#include "kernels/densified-product.h"
 #include "kernels/densify.h"
 #include "kernels/spmm-ukernels.h"
 #include "sparse/convert.h"
@@ -361,6 +362,62 @@ TEST(OnednnDense, RebindReadsTheNewWeights) {
   }
   OnednnMatmul bf16(quantize_matrix(a.data(), 70, 130, DType::bf16), OnednnMatmul::Weights::in_place);
   EXPECT_THROW(bf16.rebind(quantize_matrix(a.data(), 70, 130, DType::int8)), Error);
+}
+
+// Activations prepared once feed products of several weights of the same
+// width, each writing its own columns of a wider output: the same bits as
+// each product run alone, nothing written outside its columns.
+TEST(OnednnDense, PreparedSourceFeedsProductsIntoTheirColumns) {
+  const auto a = testing::random_sparse(70, 130, 0.3, false, 1), b = testing::random_sparse(30, 130, 0.3, false, 2);
+  constexpr size_t kLd = 105;
+  for (DType t : kAllDTypes)
+    for (size_t n : {5, 16}) {
+      const auto x = testing::random_activations(n, 130, 3);
+      OnednnMatmul ma(quantize_matrix(a.data(), 70, 130, t)), mb(quantize_matrix(b.data(), 30, 130, t));
+      std::vector<float> want_a(n * 70), want_b(n * 30), y(n * kLd, -7.0f);
+      ma.run(x.data(), n, want_a.data());
+      mb.run(x.data(), n, want_b.data());
+      OnednnSource source;
+      OnednnMatmul::prepare(t, 130, x.data(), n, source);
+      ma.run(source, y.data(), kLd);
+      mb.run(source, y.data() + 70, kLd);
+      for (size_t i = 0; i < n; ++i) {
+        EXPECT_TRUE(std::equal(want_a.begin() + i * 70, want_a.begin() + (i + 1) * 70, y.begin() + i * kLd)) << dtype_name(t) << " n=" << n;
+        EXPECT_TRUE(std::equal(want_b.begin() + i * 30, want_b.begin() + (i + 1) * 30, y.begin() + i * kLd + 70)) << dtype_name(t) << " n=" << n;
+        for (size_t c = 100; c < kLd; ++c) EXPECT_EQ(y[i * kLd + c], -7.0f) << dtype_name(t) << " n=" << n;
+      }
+      EXPECT_THROW(ma.run(source, y.data(), 69), Error);
+      OnednnMatmul::prepare(t, 131, x.data(), 1, source);
+      EXPECT_THROW(ma.run(source, y.data(), kLd), Error);
+      OnednnMatmul::prepare(t == DType::int8 ? DType::bf16 : DType::int8, 130, x.data(), 1, source);
+      EXPECT_THROW(ma.run(source, y.data(), kLd), Error);
+    }
+}
+
+// A bitmap weight expanded and multiplied block by block (about 1 MB of
+// expanded rows each, on all threads) gives the dense product: weights of a
+// few blocks and a shorter last one, in their own dtype and bf16 widened to
+// f32; other formats and expansions are refused.
+TEST(Densify, BlockProductMatchesTheDenseProduct) {
+  constexpr size_t kRows = 700, kCols = 1000;  // bf16: 1.4 MB, 2 blocks; f32: 2.8 MB, 3 blocks
+  const auto wf = testing::random_sparse(kRows, kCols, 0.6, true, 4);
+  for (DType t : kAllDTypes)
+    for (DType expanded : {t, DType::f32}) {
+      if (expanded == DType::f32 && t == DType::int8) continue;
+      const Tensor w = pack(quantize_matrix(wf.data(), kRows, kCols, t), Format::bitmap);
+      for (size_t n : {1, 37}) {
+        const auto x = testing::random_activations(n, kCols, 5);
+        const auto ref = testing::naive_product(w, x, n);
+        std::vector<float> y(n * kRows);
+        densified_product(w, expanded, x.data(), n, y.data());
+        const double rel = expanded == DType::f32 ? 1e-5 : t == DType::bf16 ? 0x1p-8 : 1.0 / 127;
+        for (size_t i = 0; i < y.size(); ++i)
+          ASSERT_NEAR(y[i], ref.y[i], rel * ref.magnitude[i] + 1e-5) << dtype_name(t) << " to " << dtype_name(expanded) << " n=" << n << " at " << i;
+      }
+    }
+  std::vector<float> x(kCols), y(kRows);
+  EXPECT_THROW(densified_product(pack(quantize_matrix(wf.data(), kRows, kCols, DType::bf16), Format::csr), DType::bf16, x.data(), 1, y.data()), Error);
+  EXPECT_THROW(densified_product(pack(quantize_matrix(wf.data(), kRows, kCols, DType::int8), Format::bitmap), DType::f32, x.data(), 1, y.data()), Error);
 }
 
 TEST(OnednnDense, RefusesSparseWeights) {

@@ -60,7 +60,6 @@ class Linear {
   };
   Choice choice_for(size_t n) const;
   OnednnMatmul& dense() const;
-  void run_densified(const float* x, size_t n, float* y) const;
 
   Tensor weight_;
   // Guards dense_ (created on first use, run one caller at a time) and

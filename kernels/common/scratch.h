@@ -23,6 +23,8 @@ class Scratch {
     }
     return data_.get();
   }
+  // What the last get returned.
+  void* data() const { return data_.get(); }
 
  private:
   struct Free {

@@ -26,12 +26,13 @@ dnnl::engine& cpu_engine() {
   return engine;
 }
 
-// Every product's source rows and padded outputs are staged in these, one
-// pair per thread, grown to the largest call. Each primitive bucket of each
-// weight had kept its own, so a model held them for every batch size each
-// of its weights had seen. oneDNN's own scratchpad is kept here too: in its
-// default mode oneDNN allocates it on every call.
-thread_local kernels::Scratch t_source, t_padded_output, t_onednn_scratchpad;
+// Every product's padded outputs and oneDNN's scratchpad are staged in
+// these, per thread, grown to the largest call (each primitive bucket of
+// each weight had kept its own, so a model held them for every batch size
+// each of its weights had seen). In its default mode oneDNN allocates the
+// scratchpad on every call.
+thread_local kernels::Scratch t_padded_output, t_onednn_scratchpad;
+thread_local OnednnSource t_source;
 
 }  // namespace
 
@@ -129,47 +130,64 @@ size_t OnednnMatmul::packed_bytes() const { return impl_->packed ? impl_->weight
 std::string OnednnMatmul::implementation(size_t n) { return impl_->batch(n).pd.impl_info_str(); }
 
 void OnednnMatmul::run(const float* x, size_t n, float* y) {
-  if (n == 0) return;
-  Impl& m = *impl_;
-  Impl::Batch& b = m.batch(n);
-  const size_t rows = Impl::rows_for(n);
+  prepare(impl_->dtype, impl_->in, x, n, t_source);
+  run(t_source, y, impl_->out);
+}
+
+void OnednnMatmul::prepare(DType dtype, size_t in, const float* x, size_t n, OnednnSource& source) {
+  source.dtype = dtype;
+  source.in = in;
+  source.n = n;
+  source.rows = Impl::rows_for(n);
   // The primitive multiplies `rows` rows: those past n must be zero.
-  const size_t source_bytes = b.pd.src_desc().get_size(), used_bytes = source_bytes / rows * n;
-  auto* source = static_cast<std::byte*>(t_source.get(source_bytes));
-  std::memset(source + used_bytes, 0, source_bytes - used_bytes);
-  b.src.set_data_handle(source);
+  const size_t row_bytes = in * dtype_size(dtype);
+  auto* bytes = static_cast<std::byte*>(source.bytes.get(source.rows * row_bytes));
+  std::memset(bytes + n * row_bytes, 0, (source.rows - n) * row_bytes);
   // One scale per token for int8, as Lacuna's s8 kernels, so a token's
   // result does not depend on the rest of the batch. oneDNN 2.x scales only
   // output columns, so the token scale is applied after the product. NaN when
-  // a token holds NaN or Inf, so its outputs are NaN too. The row scales are
-  // applied there as well: given runtime output scales, oneDNN 2.6 declines
-  // its VNNI brgemm for the older s8 gemm, which allocates and frees its
-  // packing buffers on every call (a 512-token prefill spent ~14 % of its
-  // time faulting them in and unmapping them) and ran slower besides.
-  if (m.dtype == DType::int8) m.token_scales.resize(n);
+  // a token holds NaN or Inf, so its outputs are NaN too.
+  if (dtype == DType::int8) source.token_scales.resize(n);
   // Tokens side by side: on one thread this conversion and the copy after
   // the product were ~7 % of a 512-token int8 prefill, the other thread idle.
 #pragma omp parallel for if (n > 1)
   for (size_t t = 0; t < n; ++t) {
-    const float* xt = x + t * m.in;
-    switch (m.dtype) {
+    const float* xt = x + t * in;
+    std::byte* st = bytes + t * row_bytes;
+    switch (dtype) {
       case DType::f32:
-        std::copy(xt, xt + m.in, reinterpret_cast<float*>(source) + t * m.in);
+        std::copy(xt, xt + in, reinterpret_cast<float*>(st));
         break;
-      case DType::bf16: {
-        uint16_t* st = reinterpret_cast<uint16_t*>(source) + t * m.in;
-        for (size_t i = 0; i < m.in; ++i) st[i] = f32_to_bf16(xt[i]);
+      case DType::bf16:
+        for (size_t i = 0; i < in; ++i) reinterpret_cast<uint16_t*>(st)[i] = f32_to_bf16(xt[i]);
         break;
-      }
       case DType::int8: {
         int32_t sum = 0;
-        m.token_scales[t] = kernels::vector_ops().quantize_s8(xt, m.in, reinterpret_cast<int8_t*>(source) + t * m.in, &sum);
+        source.token_scales[t] = kernels::vector_ops().quantize_s8(xt, in, reinterpret_cast<int8_t*>(st), &sum);
         break;
       }
     }
   }
-  auto* padded_output = rows == n ? nullptr : static_cast<float*>(t_padded_output.get(rows * m.out * sizeof(float)));
-  b.dst.set_data_handle(rows == n ? y : padded_output);
+}
+
+void OnednnMatmul::run(const OnednnSource& source, float* y, size_t ldy) {
+  Impl& m = *impl_;
+  if (source.dtype != m.dtype || source.in != m.in) throw Error("OnednnMatmul::run: the source was prepared for another width or dtype");
+  if (ldy < m.out) throw Error("OnednnMatmul::run: ldy is below the weight's rows");
+  const size_t n = source.n;
+  if (n == 0) return;
+  Impl::Batch& b = m.batch(n);
+  b.src.set_data_handle(source.bytes.data());
+  // The product goes straight to y when it has y's shape and needs no
+  // scales; otherwise to a staging buffer, copied out with the scales below.
+  // The row scales are applied there as well: given runtime output scales,
+  // oneDNN 2.6 declines its VNNI brgemm for the older s8 gemm, which
+  // allocates and frees its packing buffers on every call (a 512-token
+  // prefill spent ~14 % of its time faulting them in and unmapping them)
+  // and ran slower besides.
+  const bool direct = source.rows == n && ldy == m.out && m.dtype != DType::int8;
+  auto* staged = direct ? y : static_cast<float*>(t_padded_output.get(source.rows * m.out * sizeof(float)));
+  b.dst.set_data_handle(staged);
   const memory::desc scratchpad_md = b.pd.scratchpad_desc();
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, b.src},
                                        {DNNL_ARG_WEIGHTS, m.weights},
@@ -177,17 +195,15 @@ void OnednnMatmul::run(const float* x, size_t n, float* y) {
                                        {DNNL_ARG_SCRATCHPAD, memory(scratchpad_md, cpu_engine(), t_onednn_scratchpad.get(scratchpad_md.get_size()))}};
   b.matmul.execute(m.stream, args);
   m.stream.wait();
-  // The padded rows' copy and the int8 scales in one pass. The scales are
-  // applied in the VNNI kernels' order, so that the server's batch-invariant
-  // products may take either (Linear::run_part).
-  if (rows == n && m.dtype != DType::int8) return;
-  const float* product = rows == n ? y : padded_output;
+  if (direct) return;
+  // The scales are applied in the VNNI kernels' order, so that the server's
+  // batch-invariant products may take either (Linear::run_part).
 #pragma omp parallel for if (n > 1)
   for (size_t t = 0; t < n; ++t) {
-    const float* pt = product + t * m.out;
-    float* yt = y + t * m.out;
+    const float* pt = staged + t * m.out;
+    float* yt = y + t * ldy;
     if (m.dtype == DType::int8) {
-      for (size_t r = 0; r < m.out; ++r) yt[r] = pt[r] * m.row_scales[r] * m.token_scales[t];
+      for (size_t r = 0; r < m.out; ++r) yt[r] = pt[r] * m.row_scales[r] * source.token_scales[t];
     } else {
       std::copy_n(pt, m.out, yt);
     }

@@ -5,10 +5,24 @@
 // that layout does not depend on the batch, so one object serves every n.
 #include <cstddef>
 #include <memory>
+#include <vector>
 
+#include "kernels/common/scratch.h"
 #include "sparse/tensor.h"
 
 namespace lacuna {
+
+// A batch of activations converted into the source type of oneDNN products
+// of one input width and weight dtype (bf16, f32, or s8 with one scale per
+// token), zero-padded to the rows the primitive multiplies: converted once,
+// it feeds several products over the same tokens (Linear runs an expanded
+// weight as blocks of rows on all threads, one product per block).
+struct OnednnSource {
+  DType dtype = DType::f32;
+  size_t in = 0, n = 0, rows = 0;
+  kernels::Scratch bytes;           // rows x in elements of dtype
+  std::vector<float> token_scales;  // int8: each token's activation scale
+};
 
 class OnednnMatmul {
  public:
@@ -24,8 +38,16 @@ class OnednnMatmul {
   OnednnMatmul(OnednnMatmul&&) noexcept;
   OnednnMatmul& operator=(OnednnMatmul&&) noexcept;
 
-  // Not thread-safe: one caller at a time (oneDNN itself uses all OpenMP threads).
+  // Not thread-safe: one caller at a time (oneDNN itself uses all OpenMP
+  // threads, or only the caller's inside a parallel region).
   void run(const float* x, size_t n, float* y);
+  // The same in two steps. prepare converts x for any product of weights
+  // of `dtype` with `in` columns (on all threads); run multiplies it,
+  // writing token t's outputs to y + t * ldy (ldy >= the weight's rows).
+  // Throws lacuna::Error when `source` was prepared for another width or
+  // dtype, or ldy is too small.
+  static void prepare(DType dtype, size_t in, const float* x, size_t n, OnednnSource& source);
+  void run(const OnednnSource& source, float* y, size_t ldy);
   // In-place objects only: multiply by `dense` (the same shape and dtype)
   // from now on, its int8 row scales included; the caller keeps it alive.
   // Lets one object, and its compiled primitives, serve every weight of a
