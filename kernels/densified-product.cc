@@ -1,7 +1,5 @@
 #include "kernels/densified-product.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <map>
 #include <memory>

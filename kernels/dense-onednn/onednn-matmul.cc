@@ -52,7 +52,6 @@ struct OnednnMatmul::Impl {
   memory weights;
   bool packed = false;
   std::vector<float> row_scales;              // int8: the weight row scales, per output column
-  std::vector<float> token_scales;            // int8: each token's activation scale, this call
   std::map<size_t, Batch> batches;
 
   dnnl::matmul::primitive_desc make_pd(size_t n, const memory::desc& wei_md) const {
