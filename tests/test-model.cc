@@ -432,7 +432,7 @@ TEST(Forward, RefusesBadTokensAndFullCachesWithoutChangingTheCache) {
 }
 
 // Large batches: a bitmap weight is expanded per call and run through oneDNN
-// (int8 from 32 tokens; bf16 from 32 below 75 % sparsity, or, widened to f32
+// (int8 from 32 tokens; bf16 from 16 below 75 % sparsity, or, widened to f32
 // where VDPBF16PS is slower than f32 FMAs, from 64 below 65 % and 256 below
 // 85 %), and any weight may run a small-batch kernel over chunks of 64
 // tokens; the result must be the product all the same, short last chunk
@@ -460,7 +460,7 @@ TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
                                                                          << linear.describe(n) << ")";
             }
           const bool widened = dtype == DType::bf16 && f32_outruns_bf16_dot();
-          const size_t from = dtype == DType::int8 ? 32 : widened ? (zeros_in_13 >= 12 ? 0 : zeros_in_13 >= 9 ? 256 : 64) : (zeros_in_13 >= 12 ? 0 : 32);
+          const size_t from = dtype == DType::int8 ? 32 : widened ? (zeros_in_13 >= 12 ? 0 : zeros_in_13 >= 9 ? 256 : 64) : (zeros_in_13 >= 12 ? 0 : 16);
           const bool expanded = format == Format::bitmap && from && n >= from;
           EXPECT_EQ(linear.describe(n).find("expanded") != std::string::npos, expanded) << zeros_in_13 << "/13 zeros: " << linear.describe(n);
           if (expanded) {

@@ -25,12 +25,18 @@ constexpr double kNominalBandwidth = 30e9;
 // per thread, in L2 (docs/benchmarks.md, "Expanded blocks in L2"), on the
 // AMD EPYC (Zen 5) host, 2048->11264: int8 expansion beats the VNNI
 // kernel from 32 tokens (1.36-1.49 ms against 1.56-1.93 at 32, 0.91-1.15
-// against 0.81-0.88 at 16); bf16 expansion beats the small-batch kernel
-// from 32 tokens (level at 32: 2.71 against 2.70 ms at 70 %), except for
-// weights of 75 % or more, which the column-pair kernel skips pairs of
-// zeros in. Its time follows the pairs holding a weight (51 % of them at
-// 70 %, 19 % at 90 %): at 128 tokens 7.72 ms against 7.24 expanded at
-// 70 %, 4.00 against 6.98 at 90 %, level near 73 %.
+// against 0.81-0.88 at 16). bf16 is expanded from 16 tokens, though the
+// small-batch kernel is a little faster up to 32 (2.20 against 2.49 ms at
+// 16, level at 32 at 70 %): below, the planner picks that kernel or the
+// column-pair kernel by the batch size, and a float sum's bits follow the
+// kernel, so a sequence's logits would change with the batch it runs in
+// (with 32, the C API's batch test read a 3.4e-5 relative error between a
+// 39-token sequence alone and in a batch in the AddressSanitizer build; 0
+// with 16). Weights of 75 % or
+// more keep the column-pair kernel, which skips pairs of zeros: its time
+// follows the pairs holding a weight (51 % of them at 70 %, 19 % at 90
+// %): at 128 tokens 7.72 ms against 7.24 expanded at 70 %, 4.00 against
+// 6.98 at 90 %, level near 73 %.
 // bf16 depends on the CPU's VDPBF16PS rate, which oneDNN's bf16 matmul is
 // made of. Where it does fewer multiply-adds per second than f32 FMAs
 // (bf16_dot_vs_fma() < 1: 0.47-0.51 on this project's Intel host), the
@@ -58,7 +64,7 @@ size_t densify_from(const TensorDesc& d) {
   const double weights = static_cast<double>(d.rows()) * static_cast<double>(d.cols());
   const double sparsity = 1.0 - static_cast<double>(d.nnz) / weights;
   if (widened(d)) return sparsity >= kSparsestWidenedBf16 ? kNever : sparsity >= kSparsityWidenedFrom256Bf16 ? 256 : 64;
-  return sparsity >= kSparsestKeptBf16 ? kNever : 32;
+  return sparsity >= kSparsestKeptBf16 ? kNever : 16;
 }
 
 bool expanded_at(const TensorDesc& d, size_t n) { return d.format == Format::bitmap && n >= densify_from(d); }
