@@ -15,8 +15,8 @@ namespace lacuna {
 // A batch of activations converted into the source type of oneDNN products
 // of one input width and weight dtype (bf16, f32, or s8 with one scale per
 // token), zero-padded to the rows the primitive multiplies: converted once,
-// it feeds several products over the same tokens (Linear runs an expanded
-// weight as blocks of rows on all threads, one product per block).
+// it feeds several products over the same tokens (densified_product runs an
+// expanded weight as blocks of rows on all threads, one product per block).
 struct OnednnSource {
   DType dtype = DType::f32;
   size_t in = 0, n = 0, rows = 0;
