@@ -83,7 +83,10 @@ LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", "kmovw", uint16_t, __m512)
 // (weights per group), Acc, WVec, XVec, zero(), add(a, b), expand(mask or
 // mask pointer, p), kMaskFromMemory, load_x(p), dot(acc, w, x),
 // finish(acc, row_scale, args, token) -> float, kTokenTile (tokens per
-// register tile), splits(tokens), kRowTile, kExpandOnce (see small_n_product).
+// register tile), narrower_tile(tokens) (the next tile tried when a tile's
+// activations do not fit the L1 size), splits(tokens), kRowTile (rows per tile: 1, or at most
+// kRowTile with row_tile(tokens) the rows of a tile of that many tokens),
+// kExpandOnce (see small_n_product).
 //
 // One row at a time, each (row, token) summing its groups into
 // K::splits(NT) accumulators (group g into g % splits, added pairwise at the
@@ -362,10 +365,10 @@ template <class K, int NR, int NT, bool kExpanded>
   }
 }
 
-// One token: one row at a time (bound by memory). More: K::kRowTile rows at
-// once in tiles of up to K::kTokenTile tokens (fewer for wide activations,
-// see with_token_tile), the rest of the rows one at a time; every (row,
-// token) gets the same bits either way.
+// One token: one row at a time (bound by memory). More: K::row_tile(NT)
+// rows at once in tiles of up to K::kTokenTile tokens (fewer for wide
+// activations, see with_token_tile), the rest of the rows one at a time;
+// every (row, token) gets the same bits either way.
 // More tokens than one tile holds: every tile over the same rows would expand
 // the same groups again (mask load, KMOV, expand, popcount: 2-3 cycles a
 // group, most of a small tile's time), so where the traits say kExpandOnce
@@ -381,22 +384,23 @@ template <class K, int NR, int NT, bool kExpanded>
 // L1 cache (48 KB here) they come from L2 at every weight row. int8 VNNI,
 // cold 2048->5632 at 12 and 16 tokens: 16-token tiles (34 KB of
 // activations) took 0.79-0.83x the time of four-token ones; 5632->2048 (90
-// KB) 1.03-1.16x. A tile is halved, down to 4 tokens, until its rows fit
-// in the L1 size: a limit of 36 KB left 5632-column rows (5.6 KB a token) at
+// KB) 1.03-1.16x. An int8 tile narrows (K::narrower_tile; bf16 tiles do
+// not), down to 4 tokens, until its rows fit in the L1 size: a limit of 36 KB left 5632-column rows (5.6 KB a token) at
 // 4-token tiles, so 5-8 tokens went to rows expanded once and two tiles,
 // and on an AMD EPYC (Zen 5) host 5632->2048 at 70 % took 0.39-0.45 ms
 // there against 0.19-0.34 ms with one 5-8-token tile (45 KB;
 // docs/benchmarks.md, "Token tiles up to the L1 size").
 inline constexpr size_t kTileActivationBytes = size_t{48} << 10;
 
-template <int NT, class F>
+template <class K, int NT, class F>
 inline void with_token_tile(size_t row_bytes, F&& f) {
-  if constexpr (NT / 2 < 4)
+  constexpr int kNarrower = K::narrower_tile(NT);
+  if constexpr (kNarrower < 4)
     f(std::integral_constant<int, NT>{});
   else if (NT * row_bytes <= kTileActivationBytes)
     f(std::integral_constant<int, NT>{});
   else
-    with_token_tile<NT / 2>(row_bytes, f);
+    with_token_tile<K, kNarrower>(row_bytes, f);
 }
 
 // More tokens than one tile: the rows go in blocks of about this many bytes
@@ -416,7 +420,7 @@ template <class K>
 void small_n_product(const SpmmArgs& a) {
   thread_local std::vector<ExpandedGroup<K>> expanded;
   const WeightRows<K> b(a);
-  with_token_tile<K::kTokenTile>(a.ldx * sizeof(typename K::XElem), [&](auto max_tile) {
+  with_token_tile<K, K::kTokenTile>(a.ldx * sizeof(typename K::XElem), [&](auto max_tile) {
     const bool one_tile = a.n <= static_cast<size_t>(max_tile);
     const uint64_t stride = expanded_row_stride(b.groups);
     const uint64_t block = one_tile ? a.row_end - a.row_begin : row_block<K>(b.groups);
@@ -434,20 +438,27 @@ void small_n_product(const SpmmArgs& a) {
         RowPrefetch<K> ahead(b, end, kept ? std::min(end + block, a.row_end) : end);
         uint64_t r = begin;
         if constexpr (K::kRowTile > 1) {
-          const uint64_t tiled_end = begin + (end - begin) / K::kRowTile * K::kRowTile;
-          if (a.n >= 2 && tiled_end > begin) {
+          if (a.n >= 2) {
             for_balanced_token_tiles<max_tile>(a.n, [&](auto tile, size_t n0) {
+              constexpr int kRows = K::row_tile(tile);
+              const uint64_t tiled_end = begin + (end - begin) / kRows * kRows;
               if constexpr (kept) {
-                for (uint64_t q = begin; q < tiled_end; q += K::kRowTile) bitmap_rows_tile<K, K::kRowTile, tile, kept>(b, q, n0, ahead, groups_of(q));
+                for (uint64_t q = begin; q < tiled_end; q += kRows) bitmap_rows_tile<K, kRows, tile, kept>(b, q, n0, ahead, groups_of(q));
               } else {
-                RowPrefetch<K>(b, begin, begin + K::kRowTile).all();
-                for (uint64_t q = begin; q < tiled_end; q += K::kRowTile) {
-                  RowPrefetch<K> next(b, std::min(q + K::kRowTile, end), std::min(q + 2 * K::kRowTile, end));
-                  bitmap_rows_tile<K, K::kRowTile, tile, kept>(b, q, n0, next, nullptr);
+                RowPrefetch<K>(b, begin, std::min(begin + kRows, end)).all();
+                for (uint64_t q = begin; q < tiled_end; q += kRows) {
+                  RowPrefetch<K> next(b, std::min(q + kRows, end), std::min(q + 2 * kRows, end));
+                  bitmap_rows_tile<K, kRows, tile, kept>(b, q, n0, next, nullptr);
                 }
               }
+              // The rows left over go one at a time through the same tile
+              // (a one-row tile of this many tokens would not fit the registers).
+              for (uint64_t q = tiled_end; q < end; ++q) {
+                RowPrefetch<K> next(b, std::min(q + 1, end), std::min(q + 2, end));
+                bitmap_rows_tile<K, 1, tile, kept>(b, q, n0, kept ? ahead : next, groups_of(q));
+              }
             });
-            r = tiled_end;
+            r = end;
           }
         }
         if (r < end)

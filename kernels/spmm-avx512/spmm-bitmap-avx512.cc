@@ -13,8 +13,11 @@ using kernels::avx512::small_n_product;
 // in four splits (a float sum's bits depend on its order; see bitmap-small-n.h).
 struct FloatAccumulator {
   using Acc = __m512;
+  // 4 rows x 6 tokens, or 2 x 7-10 for bf16 (each (row, token) one register per split).
   static constexpr int kTokenTile = 6;
   static constexpr int kRowTile = 4;
+  static constexpr int row_tile(int tokens) { return tokens <= 6 ? 4 : 2; }
+  static constexpr int narrower_tile(int) { return 0; }  // never narrowed: see Bf16
   static constexpr int splits(int) { return 4; }
   static constexpr bool kDense = false;
   static Acc zero() { return _mm512_setzero_ps(); }
@@ -41,7 +44,17 @@ struct F32 : FloatAccumulator {
 };
 
 // bf16 weights x bf16 activations, f32 accumulation: VPEXPANDW + VDPBF16PS.
+// Up to 10 tokens in one tile of two rows: with tiles of at most 6, 7-10
+// tokens went to rows expanded once and two tiles, and cold 2048->5632 at
+// 50 % took 0.73-0.84 ms against 0.34-0.40 at 6; with one two-row tile
+// 0.46-0.65 ms. 11-12 tokens ran no faster in one tile of 2 x 12 than in
+// two of 4 x 6 (0.94-0.98 against 0.87-0.92 ms), so they stay split
+// (docs/benchmarks.md, "bf16 tiles of 7-10 tokens"). Wide rows keep the
+// whole tile, their activations read from L2 (narrower_tile): 5632->2048
+// at 7-10 tokens took 0.62-0.89 ms so, 0.81-1.07 ms in tiles of 6 over
+// rows expanded once.
 struct Bf16 : FloatAccumulator {
+  static constexpr int kTokenTile = 10;
   using Value = uint16_t;
   using Mask = uint32_t;
   using XElem = uint16_t;
@@ -82,6 +95,7 @@ struct Int8 {
   using WVec = __m512i;
   using XVec = __m512i;
   static constexpr int kTokenTile = 16;
+  static constexpr int narrower_tile(int tokens) { return tokens / 2; }
   static constexpr int splits(int tokens) { return tokens <= 4 ? 4 : tokens <= 8 ? 2 : 1; }
   static constexpr int kRowTile = 1;  // two rows measured slower at 4 tokens (GCC spilled that tile)
   static constexpr bool kDense = false;
