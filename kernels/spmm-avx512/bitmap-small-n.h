@@ -84,9 +84,9 @@ LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", "kmovw", uint16_t, __m512)
 // mask pointer, p), kMaskFromMemory, load_x(p), dot(acc, w, x),
 // finish(acc, row_scale, args, token) -> float, kTokenTile (tokens per
 // register tile), narrower_tile(tokens) (the next tile tried when a tile's
-// activations do not fit the L1 size), splits(tokens), kRowTile (rows per tile: 1, or at most
-// kRowTile with row_tile(tokens) the rows of a tile of that many tokens),
-// kExpandOnce (see small_n_product).
+// activations do not fit the L1 size), splits(tokens), kRowTile (rows per
+// tile: 1, or at most kRowTile, with row_tile(tokens) the rows of a tile
+// of that many tokens), kExpandOnce (see small_n_product).
 //
 // One row at a time, each (row, token) summing its groups into
 // K::splits(NT) accumulators (group g into g % splits, added pairwise at the
@@ -385,10 +385,10 @@ template <class K, int NR, int NT, bool kExpanded>
 // cold 2048->5632 at 12 and 16 tokens: 16-token tiles (34 KB of
 // activations) took 0.79-0.83x the time of four-token ones; 5632->2048 (90
 // KB) 1.03-1.16x. An int8 tile narrows (K::narrower_tile; bf16 tiles do
-// not), down to 4 tokens, until its rows fit in the L1 size: a limit of 36 KB left 5632-column rows (5.6 KB a token) at
-// 4-token tiles, so 5-8 tokens went to rows expanded once and two tiles,
-// and on an AMD EPYC (Zen 5) host 5632->2048 at 70 % took 0.39-0.45 ms
-// there against 0.19-0.34 ms with one 5-8-token tile (45 KB;
+// not), down to 4 tokens, until its rows fit in the L1 size: a limit of 36
+// KB left 5632-column rows (5.6 KB a token) at 4-token tiles, so 5-8
+// tokens went to rows expanded once and two tiles, and on an AMD EPYC
+// (Zen 5) host 5632->2048 at 70 % took 0.39-0.45 ms there against 0.19-0.34 ms with one 5-8-token tile (45 KB;
 // docs/benchmarks.md, "Token tiles up to the L1 size").
 inline constexpr size_t kTileActivationBytes = size_t{48} << 10;
 

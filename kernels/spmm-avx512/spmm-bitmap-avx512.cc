@@ -51,8 +51,8 @@ struct F32 : FloatAccumulator {
 // two of 4 x 6 (0.94-0.98 against 0.87-0.92 ms), so they stay split
 // (docs/benchmarks.md, "bf16 tiles of 7-10 tokens"). Wide rows keep the
 // whole tile, their activations read from L2 (narrower_tile): 5632->2048
-// at 7-10 tokens took 0.62-0.89 ms so, 0.81-1.07 ms in tiles of 6 over
-// rows expanded once.
+// at 7-10 tokens took 0.62-0.89 ms in one tile, 0.81-1.07 ms in tiles of
+// 6 over rows expanded once.
 struct Bf16 : FloatAccumulator {
   static constexpr int kTokenTile = 10;
   using Value = uint16_t;
