@@ -388,8 +388,9 @@ template <class K, int NR, int NT, bool kExpanded>
 // not), down to 4 tokens, until its rows fit in the L1 size: a limit of 36
 // KB left 5632-column rows (5.6 KB a token) at 4-token tiles, so 5-8
 // tokens went to rows expanded once and two tiles, and on an AMD EPYC
-// (Zen 5) host 5632->2048 at 70 % took 0.39-0.45 ms there against 0.19-0.34 ms with one 5-8-token tile (45 KB;
-// docs/benchmarks.md, "Token tiles up to the L1 size").
+// (Zen 5) host 5632->2048 at 70 % took 0.39-0.45 ms there against
+// 0.19-0.34 ms with one 5-8-token tile (45 KB; docs/benchmarks.md, "Token
+// tiles up to the L1 size").
 inline constexpr size_t kTileActivationBytes = size_t{48} << 10;
 
 template <class K, int NT, class F>
