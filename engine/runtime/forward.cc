@@ -12,7 +12,7 @@ namespace lacuna {
 namespace {
 // Consecutive tokens of one sequence in a step: tokens first .. first + tokens - 1.
 struct QueryBlock {
-  const KvCache* cache;
+  KvCache* cache;
   int64_t first, tokens;
 };
 }  // namespace
@@ -34,6 +34,8 @@ struct Forward::Scratch {
   std::vector<int64_t> logit_rows;       // tokens whose logits were asked for
   std::vector<float> picked, logits;
   std::vector<std::vector<std::pair<int64_t, float>>> routed;  // per expert: (token, weight)
+  std::vector<int64_t> chosen_expert;  // [tokens][top_k], the router's picks in rank order
+  std::vector<float> chosen_weight;    // and their weights
 
   void resize(const ModelConfig& c, int64_t t) {
     tokens = t;
@@ -47,6 +49,8 @@ struct Forward::Scratch {
     out.resize(n * c.hidden);
     moe.resize(n * c.hidden);
     router.resize(n * c.experts);
+    chosen_expert.resize(n * c.top_k);
+    chosen_weight.resize(n * c.top_k);
     position.resize(n);
     cos.resize(n * c.head_dim / 2);
     sin.resize(n * c.head_dim / 2);
@@ -79,15 +83,27 @@ void rope(float* head, const float* cos, const float* sin, int64_t half) {
   }
 }
 
+// Per-token loops outside the products run on every thread from this many
+// floats of work: one thread idled while the other did them alone, about 4
+// % of a 512-token prefill's samples (docs/benchmarks.md, "Per-token loops
+// on every thread"); below, a parallel region costs more than it saves.
+constexpr size_t kParallelFloats = 65536;
+
 // Rows [begin, end) of gate/up outputs (row i: `width` gate values then
 // `width` up values) -> act(gate) * up, row i written at a + i * a_stride.
 void activate_rows(const float* h, size_t width, size_t begin, size_t end, float* a, size_t a_stride, bool gelu) {
   const kernels::VectorOps& ops = kernels::vector_ops();
-#pragma omp parallel for if ((end - begin) * width > 65536)
+#pragma omp parallel for if ((end - begin) * width > kParallelFloats)
   for (int64_t i = static_cast<int64_t>(begin); i < static_cast<int64_t>(end); ++i) {
     const float* g = h + static_cast<size_t>(i) * 2 * width;
     ops.gated_activation(g, g + width, a + static_cast<size_t>(i) * a_stride, width, gelu);
   }
+}
+
+// y += x over `count` floats (the residual stream).
+void add_rows(const float* x, size_t count, float* y) {
+#pragma omp parallel for simd if (count > kParallelFloats)
+  for (size_t i = 0; i < count; ++i) y[i] += x[i];
 }
 
 }  // namespace
@@ -164,12 +180,12 @@ void Forward::step(std::span<const SequenceStep> batch) {
     attention(l, batch, s);
     run(w.o, s.attn.data(), n, s.out.data());
     if (c.post_norms) rms_norm(s.out.data(), w.attn_post_norm, c.norm_eps, total, s.out.data());
-    for (size_t i = 0; i < n * h; ++i) s.x[i] += s.out[i];
+    add_rows(s.out.data(), n * h, s.x.data());
 
     rms_norm(s.x.data(), w.moe_norm, c.norm_eps, total, s.xn.data());
     moe(l, w, s);
     if (c.post_norms) rms_norm(s.moe.data(), w.moe_post_norm, c.norm_eps, total, s.moe.data());
-    for (size_t i = 0; i < n * h; ++i) s.x[i] += s.moe[i];
+    add_rows(s.moe.data(), n * h, s.x.data());
   }
   for (const SequenceStep& seq : batch) seq.cache->set_length(seq.cache->length() + static_cast<int64_t>(seq.tokens.size()));
 
@@ -204,20 +220,6 @@ void Forward::step(std::span<const SequenceStep> batch) {
 void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scratch& s) {
   const ModelConfig& c = model_->config();
   const int64_t d = c.head_dim, half = d / 2, kv_width = c.kv_heads * d, group = c.heads / c.kv_heads;
-  // RoPE on this step's queries and keys, then the keys and values join the caches.
-  int64_t first = 0;
-  for (const SequenceStep& seq : batch) {
-    for (size_t i = 0; i < seq.tokens.size(); ++i) {
-      const int64_t t = first + static_cast<int64_t>(i);
-      for (int64_t hq = 0; hq < c.heads; ++hq) rope(&s.q[(t * c.heads + hq) * d], &s.cos[t * half], &s.sin[t * half], half);
-      for (int64_t hk = 0; hk < c.kv_heads; ++hk) rope(&s.k[(t * c.kv_heads + hk) * d], &s.cos[t * half], &s.sin[t * half], half);
-      for (int64_t hk = 0; hk < c.kv_heads; ++hk) {
-        std::copy_n(&s.k[t * kv_width + hk * d], d, seq.cache->keys(layer, s.position[t], hk));
-        std::copy_n(&s.v[t * kv_width + hk * d], d, seq.cache->values(layer, s.position[t], hk));
-      }
-    }
-    first += static_cast<int64_t>(seq.tokens.size());
-  }
   // Query blocks: up to kQueryBlockTokens consecutive tokens of one
   // sequence, which take each block of their cache's keys and values in turn
   // (the keys stay in L1 for all of them, where token by token every query
@@ -226,16 +228,29 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
   constexpr int64_t kQueryBlockTokens = 8;
   std::vector<QueryBlock>& query_blocks = s.query_blocks;
   query_blocks.clear();
-  first = 0;
+  int64_t first = 0;
   for (const SequenceStep& seq : batch) {
     const auto len = static_cast<int64_t>(seq.tokens.size());
     for (int64_t i = 0; i < len; i += kQueryBlockTokens) query_blocks.push_back({seq.cache, first + i, std::min(kQueryBlockTokens, len - i)});
     first += len;
   }
+  const auto blocks_count = static_cast<int64_t>(query_blocks.size());
+  // RoPE on this step's queries and keys, then the keys and values join the caches.
+#pragma omp parallel for if (s.tokens * c.heads * d > static_cast<int64_t>(kParallelFloats))
+  for (int64_t b = 0; b < blocks_count; ++b) {
+    const QueryBlock& qb = query_blocks[static_cast<size_t>(b)];
+    for (int64_t t = qb.first; t < qb.first + qb.tokens; ++t) {
+      for (int64_t hq = 0; hq < c.heads; ++hq) rope(&s.q[(t * c.heads + hq) * d], &s.cos[t * half], &s.sin[t * half], half);
+      for (int64_t hk = 0; hk < c.kv_heads; ++hk) rope(&s.k[(t * c.kv_heads + hk) * d], &s.cos[t * half], &s.sin[t * half], half);
+      for (int64_t hk = 0; hk < c.kv_heads; ++hk) {
+        std::copy_n(&s.k[t * kv_width + hk * d], d, qb.cache->keys(layer, s.position[t], hk));
+        std::copy_n(&s.v[t * kv_width + hk * d], d, qb.cache->values(layer, s.position[t], hk));
+      }
+    }
+  }
   const auto multiplier = static_cast<float>(c.attn_logit_multiplier), cap = static_cast<float>(c.attn_logit_cap);
   // One (query block, key-value head) pair per iteration: the group's query
   // heads also go through each key and value row together.
-  const auto blocks_count = static_cast<int64_t>(query_blocks.size());
   int64_t block_tokens = 0;  // the most tokens of any block: 1 when every sequence decodes
   for (const QueryBlock& qb : query_blocks) block_tokens = std::max(block_tokens, qb.tokens);
   const int64_t pairs = blocks_count * c.kv_heads;
@@ -290,27 +305,35 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
 void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
   const ModelConfig& c = model_->config();
   const int64_t h = c.hidden, e_count = c.experts, ffn = c.ffn;
-  // Router in f32, softmax over all experts, top-k (ties to the lower index).
-  for (int64_t t = 0; t < s.tokens; ++t) {
-    kernels::vector_ops().dot_rows(&s.xn[t * h], 1, 0, w.router.data(), static_cast<size_t>(h), static_cast<size_t>(e_count), static_cast<size_t>(h),
-                                   &s.router[t * e_count], 0);
+  // Router in f32, softmax over all experts, top-k (ties to the lower index),
+  // each token on its own (any thread), then the picks joined in token order.
+  const bool parallel = static_cast<size_t>(s.tokens * h) > kParallelFloats;
+#pragma omp parallel if (parallel)
+  {
+    std::vector<int64_t> order(e_count);
+    std::vector<float> prob(e_count);
+#pragma omp for
+    for (int64_t t = 0; t < s.tokens; ++t) {
+      float* logit = &s.router[t * e_count];
+      kernels::vector_ops().dot_rows(&s.xn[t * h], 1, 0, w.router.data(), static_cast<size_t>(h), static_cast<size_t>(e_count), static_cast<size_t>(h),
+                                     logit, 0);
+      const float top = *std::max_element(logit, logit + e_count);
+      float sum = 0;
+      for (int64_t e = 0; e < e_count; ++e) sum += prob[e] = std::exp(logit[e] - top);
+      for (float& p : prob) p /= sum;
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return prob[a] > prob[b]; });
+      float chosen = 0;
+      for (int64_t j = 0; j < c.top_k; ++j) chosen += prob[order[j]];
+      for (int64_t j = 0; j < c.top_k; ++j) {
+        s.chosen_expert[t * c.top_k + j] = order[j];
+        s.chosen_weight[t * c.top_k + j] = c.renormalize_top_k ? prob[order[j]] / chosen : prob[order[j]];
+      }
+    }
   }
   for (auto& r : s.routed) r.clear();
-  std::vector<int64_t> order(e_count);
-  std::vector<float> prob(e_count);
-  for (int64_t t = 0; t < s.tokens; ++t) {
-    const float* logit = &s.router[t * e_count];
-    const float top = *std::max_element(logit, logit + e_count);
-    float sum = 0;
-    for (int64_t e = 0; e < e_count; ++e) sum += prob[e] = std::exp(logit[e] - top);
-    for (float& p : prob) p /= sum;
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return prob[a] > prob[b]; });
-    float chosen = 0;
-    for (int64_t j = 0; j < c.top_k; ++j) chosen += prob[order[j]];
-    for (int64_t j = 0; j < c.top_k; ++j)
-      s.routed[order[j]].emplace_back(t, c.renormalize_top_k ? prob[order[j]] / chosen : prob[order[j]]);
-  }
+  for (int64_t t = 0; t < s.tokens; ++t)
+    for (int64_t j = 0; j < c.top_k; ++j) s.routed[s.chosen_expert[t * c.top_k + j]].emplace_back(t, s.chosen_weight[t * c.top_k + j]);
   // An expert's inputs gathered into `b`, its rows of the batch in routing order.
   auto gather = [&](int64_t e, Scratch::ExpertWork& b) {
     const auto& tokens = s.routed[e];
@@ -319,6 +342,7 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
     b.h.resize(n * 2 * ffn);
     b.a.resize(n * ffn);
     b.y.resize(n * h);
+#pragma omp parallel for if (n * h > kParallelFloats)
     for (size_t i = 0; i < n; ++i) std::copy_n(&s.xn[tokens[i].first * h], h, &b.x[i * h]);
   };
   // Experts are added in index order, so a token's sum depends neither on
@@ -326,6 +350,7 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
   std::fill(s.moe.begin(), s.moe.end(), 0.0f);
   auto add_output = [&](int64_t e, const std::vector<float>& y) {
     const auto& tokens = s.routed[e];
+#pragma omp parallel for if (tokens.size() * h > kParallelFloats)
     for (size_t i = 0; i < tokens.size(); ++i) {
       float* out = &s.moe[tokens[i].first * h];
       const float weight = tokens[i].second;
