@@ -1,7 +1,7 @@
-// Runs one kernel over a whole weight: prepares the activations once, then
-// splits the rows into blocks holding about the same number of stored bytes
-// (a row's cost is its bytes, not its position), which the OpenMP threads take
-// in turn.
+// Runs one kernel over a whole weight, or several products in one parallel
+// region: prepares the activations once, then splits each weight's rows
+// into blocks holding about the same number of stored bytes (a row's cost
+// is its bytes, not its position), which the OpenMP threads take in turn.
 #include <omp.h>
 
 #include <algorithm>
@@ -64,34 +64,83 @@ uint64_t split_row(const RowBytes& bytes_before_row, uint64_t rows, uint64_t tot
 
 // Below this much streamed work a parallel region costs more than it saves.
 constexpr uint64_t kParallelMinWork = 256 * 1024;
+// Below this many activations, several jobs' conversions run on the calling thread.
+constexpr uint64_t kParallelMinValues = 16 * 1024;
 constexpr size_t kBlocksPerThread = 8;
 
 }  // namespace
 
 void spmm_run(const SpmmUkernel& kernel, const Tensor& w, const float* x, size_t n, float* y) {
-  if (n == 0) return;
-  if (std::string why = spmm_decline_reason(kernel, w.desc(), n, cpu_info()); !why.empty())
-    throw Error(std::string(kernel.name) + " cannot run this product: " + why);
-  const uint64_t rows = w.desc().rows(), cols = w.desc().cols();
-  const kernels::PreparedActivations xp = kernels::prepare_activations(kernel.act, x, n, cols);
-  const SpmmArgs base{&w, xp.data, xp.ld, xp.scale, y, rows, n, 0, rows, xp.sum};
-  const RowBytes bytes_before_row(w);
-  const uint64_t total = bytes_before_row(rows);
-  const int threads = total * std::max<uint64_t>(n, 1) < kParallelMinWork ? 1 : omp_get_max_threads();
+  const SpmmJob job{&kernel, &w, x, n, y};
+  spmm_run_all({&job, 1});
+}
+
+void spmm_run_all(std::span<const SpmmJob> jobs) {
+  for (const SpmmJob& j : jobs)
+    if (std::string why = j.n == 0 ? std::string() : spmm_decline_reason(*j.kernel, j.w->desc(), j.n, cpu_info()); !why.empty())
+      throw Error(std::string(j.kernel->name) + " cannot run this product: " + why);
+  // Per job: its activations, in buffers of its own (every job's must stay
+  // valid until the region ends), and its rows' stored bytes. Kept per
+  // thread, so a decode step does not allocate.
+  struct Prepared {
+    Prepared(const SpmmJob& j, size_t index)
+        : job(index),
+          kernel(j.kernel),
+          args{j.w, nullptr, 0, nullptr, j.y, j.w->desc().rows(), j.n, 0, j.w->desc().rows(), nullptr},
+          bytes_before_row(*j.w),
+          total(bytes_before_row(j.w->desc().rows())) {}
+    size_t job;
+    const SpmmUkernel* kernel;
+    SpmmArgs args;
+    RowBytes bytes_before_row;
+    uint64_t total;
+  };
+  thread_local std::vector<kernels::ActivationBuffers> t_buffers;
+  thread_local std::vector<Prepared> t_prepared;
+  // The caller's: inside a region, the name of a thread_local would be each thread's own.
+  std::vector<kernels::ActivationBuffers>& buffers = t_buffers;
+  std::vector<Prepared>& prepared = t_prepared;
+  if (buffers.size() < jobs.size()) buffers.resize(jobs.size());
+  prepared.clear();
+  uint64_t work = 0, values = 0;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    if (jobs[i].n == 0) continue;
+    prepared.emplace_back(jobs[i], i);
+    work += prepared.back().total * jobs[i].n;
+    values += jobs[i].n * jobs[i].w->desc().cols();
+  }
+  // One job's conversion splits its tokens over the threads itself; several
+  // jobs' run side by side (a decode step's experts, a few tokens each).
+  const auto count = static_cast<int64_t>(prepared.size());
+#pragma omp parallel for schedule(dynamic, 1) if (count > 1 && values >= kParallelMinValues)
+  for (int64_t k = 0; k < count; ++k) {
+    Prepared& p = prepared[static_cast<size_t>(k)];
+    const SpmmJob& j = jobs[p.job];
+    const kernels::PreparedActivations xp = kernels::prepare_activations(j.kernel->act, j.x, j.n, j.w->desc().cols(), buffers[p.job]);
+    p.args.x = xp.data;
+    p.args.ldx = xp.ld;
+    p.args.x_scale = xp.scale;
+    p.args.x_sum = xp.sum;
+  }
+  const int threads = work < kParallelMinWork ? 1 : omp_get_max_threads();
   if (threads == 1) {
-    kernel.fn(base);
+    for (const Prepared& p : prepared) p.kernel->fn(p.args);
     return;
   }
   // More blocks than threads, taken as threads come free: a thread that
   // runs slower (a busy sibling, a preempted vCPU) takes fewer, instead of
   // keeping the others waiting at the end of the region.
   const size_t parts = static_cast<size_t>(threads) * kBlocksPerThread;
+  const auto blocks = static_cast<int64_t>(prepared.size() * parts);
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (size_t t = 0; t < parts; ++t) {
-    SpmmArgs a = base;
-    a.row_begin = split_row(bytes_before_row, rows, total, t, parts, kernel.row_tile);
-    a.row_end = split_row(bytes_before_row, rows, total, t + 1, parts, kernel.row_tile);
-    if (a.row_begin < a.row_end) kernel.fn(a);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const Prepared& p = prepared[static_cast<size_t>(b) / parts];
+    const size_t t = static_cast<size_t>(b) % parts;
+    SpmmArgs a = p.args;
+    const uint64_t rows = a.w->desc().rows();
+    a.row_begin = split_row(p.bytes_before_row, rows, p.total, t, parts, p.kernel->row_tile);
+    a.row_end = split_row(p.bytes_before_row, rows, p.total, t + 1, parts, p.kernel->row_tile);
+    if (a.row_begin < a.row_end) p.kernel->fn(a);
   }
 }
 

@@ -97,6 +97,23 @@ const SpmmUkernel* dense_int8_tile_kernel(const TensorDesc& w, const CpuInfo& cp
 // count), so every thread streams about the same amount of memory.
 void spmm_run(const SpmmUkernel& kernel, const Tensor& w, const float* x, size_t n, float* y);
 
+// One product of spmm_run_all.
+struct SpmmJob {
+  const SpmmUkernel* kernel = nullptr;
+  const Tensor* w = nullptr;
+  const float* x = nullptr;
+  size_t n = 0;
+  float* y = nullptr;
+};
+
+// Several independent products in one parallel region: each job's rows are
+// split as spmm_run splits them, and the threads take the parts of all jobs
+// as they come free, so a thread that finishes one product's share goes on
+// to the next product instead of waiting at its end. Every output gets the
+// bits spmm_run gives it. Throws lacuna::Error, before any product runs,
+// when a kernel declines its job.
+void spmm_run_all(std::span<const SpmmJob> jobs);
+
 // spmm_run with choose_spmm's kernel. With LACUNA_VERBOSE=1 each distinct
 // problem prints its choice and the rejections once, to stderr.
 void spmm(const Tensor& w, const float* x, size_t n, float* y);

@@ -34,6 +34,7 @@ struct Forward::Scratch {
   std::vector<int64_t> logit_rows;       // tokens whose logits were asked for
   std::vector<float> picked, logits;
   std::vector<std::vector<std::pair<int64_t, float>>> routed;  // per expert: (token, weight)
+  std::vector<SpmmJob> gate_up_jobs, down_jobs;  // the experts' products, when they run together
   std::vector<int64_t> chosen_expert;  // [tokens][top_k], the router's picks in rank order
   std::vector<float> chosen_weight;    // and their weights
 
@@ -366,10 +367,14 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
     for (int64_t e = 0; e < e_count; ++e) add_output(e, s.work[e].y);
     return;
   }
+  const bool gelu = c.activation == ExpertActivation::gelu_tanh;
+  if (!placed_ && run_experts_together(w, s, gelu)) {
+    for (int64_t e = 0; e < e_count; ++e) add_output(e, s.work[e].y);
+    return;
+  }
   // The caller's threads, on the model's weights or their unbound or
   // interleaved copies, one expert after another through one set of
   // buffers (one per expert held ~170 MB after a 512-token prompt).
-  const bool gelu = c.activation == ExpertActivation::gelu_tanh;
   const auto nodes = static_cast<uint64_t>(placed_ ? placed_->topology().nodes.size() : 1);
   Scratch::ExpertWork& b = s.one_expert;
   for (int64_t e = 0; e < e_count; ++e) {
@@ -390,6 +395,51 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
       numa_.critical_pairs += static_cast<double>(n) / static_cast<double>(nodes);
     }
   }
+}
+
+bool Forward::run_experts_together(const LayerWeights& w, Scratch& s, bool gelu) {
+  const ModelConfig& c = model_->config();
+  const auto h = static_cast<size_t>(c.hidden), ffn = static_cast<size_t>(c.ffn);
+  // Only where every product is one kernel over all of its expert's tokens:
+  // the small batches of decode steps, whose buffers per expert are small.
+  std::vector<SpmmJob>& gate_up = s.gate_up_jobs;
+  std::vector<SpmmJob>& down = s.down_jobs;
+  gate_up.clear();
+  down.clear();
+  for (size_t e = 0; e < s.routed.size(); ++e) {
+    const size_t n = s.routed[e].size();
+    if (n == 0) continue;
+    const SpmmUkernel* gate_up_kernel = w.gate_up[e].single_kernel(n, policy_);
+    const SpmmUkernel* down_kernel = w.down[e].single_kernel(n, policy_);
+    if (!gate_up_kernel || !down_kernel) return false;
+    Scratch::ExpertWork& b = s.work[e];
+    b.x.resize(n * h);
+    b.h.resize(n * 2 * ffn);
+    b.a.resize(n * ffn);
+    b.y.resize(n * h);
+    for (size_t i = 0; i < n; ++i) std::copy_n(&s.xn[static_cast<size_t>(s.routed[e][i].first) * h], h, &b.x[i * h]);
+    gate_up.push_back({gate_up_kernel, &w.gate_up[e].weight(), b.x.data(), n, b.h.data()});
+    down.push_back({down_kernel, &w.down[e].weight(), b.a.data(), n, b.y.data()});
+  }
+  if (observer_)
+    for (size_t e = 0, j = 0; e < s.routed.size(); ++e)
+      if (!s.routed[e].empty()) observer_->observe(w.gate_up[e], gate_up[j++].x, s.routed[e].size());
+  spmm_run_all(gate_up);
+  // The experts side by side (each activate_rows then runs on its thread alone).
+  size_t rows = 0;
+  for (const SpmmJob& job : gate_up) rows += job.n;
+  const auto experts = static_cast<int64_t>(s.routed.size());
+#pragma omp parallel for schedule(dynamic, 1) if (rows * ffn > kParallelFloats)
+  for (int64_t e = 0; e < experts; ++e) {
+    Scratch::ExpertWork& b = s.work[static_cast<size_t>(e)];
+    const size_t n = s.routed[static_cast<size_t>(e)].size();
+    if (n > 0) activate_rows(b.h.data(), ffn, 0, n, b.a.data(), ffn, gelu);
+  }
+  if (observer_)
+    for (size_t e = 0, j = 0; e < s.routed.size(); ++e)
+      if (!s.routed[e].empty()) observer_->observe(w.down[e], down[j++].x, s.routed[e].size());
+  spmm_run_all(down);
+  return true;
 }
 
 void Forward::run_placed_experts(int64_t layer, Scratch& s) {

@@ -80,6 +80,10 @@ class Forward {
   void attention(int64_t layer, std::span<const SequenceStep> batch, Scratch& s);
   void moe(int64_t layer, const LayerWeights& w, Scratch& s);
   void run_placed_experts(int64_t layer, Scratch& s);
+  // Every expert's gate/up products in one parallel region, then every down
+  // product in another, where each is one kernel over its tokens; false
+  // (nothing run) otherwise.
+  bool run_experts_together(const LayerWeights& w, Scratch& s, bool gelu);
   void run(const Linear& weight, const float* x, size_t n, float* y) const;
 
   std::shared_ptr<const Model> model_;

@@ -117,6 +117,28 @@ bool Linear::prepare() {
   return dense().packed_bytes() > 0;
 }
 
+// Invariant: the single-token kernel for every n, over as many tokens as it
+// takes at once. Except that the VNNI kernels (s8 activations) may give way
+// to the weight expanded for oneDNN: both sum the same quantised
+// activations exactly in integers and then take the same float steps
+// (OnednnMatmul::run), so a token gets the same bits either way.
+Linear::Choice Linear::choice_under(BatchPolicy policy, size_t n) const {
+  Choice c = choice_for(policy == BatchPolicy::invariant ? 1 : n);
+  if (policy == BatchPolicy::invariant && c.kernel->act == ActLayout::s8_padded) c.densify = expanded_at(weight_.desc(), n);
+  if (policy == BatchPolicy::invariant) c.tokens = c.kernel->max_n ? std::min(n, c.kernel->max_n) : n;
+  return c;
+}
+
+const SpmmUkernel* Linear::single_kernel(size_t n, BatchPolicy policy) const {
+  if (n == 0) return nullptr;
+  if (weight_.desc().format == Format::dense) {
+    const SpmmUkernel* kernel = dense_int8_kernel_;
+    return kernel && n <= kDenseInt8TileTokens && (!kernel->max_n || n <= kernel->max_n) ? kernel : nullptr;
+  }
+  const Choice c = choice_under(policy, n);
+  return !c.densify && c.tokens >= n ? c.kernel : nullptr;
+}
+
 void Linear::run(const float* x, size_t n, float* y, BatchPolicy policy) const { run_part(x, n, 0, n, y, policy); }
 
 void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float* y, BatchPolicy policy) const {
@@ -138,15 +160,8 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
     const std::lock_guard lock(*mutex_);
     return dense().run(xp, end - begin, yp);
   }
-  // Invariant: the single-token kernel for every n, over as many tokens as it
-  // takes at once. Except that the VNNI kernels (s8 activations) may give way
-  // to the weight expanded for oneDNN: both sum the same quantised
-  // activations exactly in integers and then take the same float steps
-  // (OnednnMatmul::run), so a token gets the same bits either way.
-  Choice c = choice_for(policy == BatchPolicy::invariant ? 1 : n);
-  if (policy == BatchPolicy::invariant && c.kernel->act == ActLayout::s8_padded) c.densify = expanded_at(weight_.desc(), n);
+  const Choice c = choice_under(policy, n);
   if (c.densify) return densified_product(weight_, expanded_type(weight_.desc()), xp, end - begin, yp);
-  if (policy == BatchPolicy::invariant) c.tokens = c.kernel->max_n ? std::min(n, c.kernel->max_n) : n;
   for (size_t at = 0; at < n; at += c.tokens) {
     const size_t count = std::min(c.tokens, n - at), from = std::max(at, begin), to = std::min(at + count, end);
     if (from >= to) continue;

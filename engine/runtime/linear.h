@@ -44,6 +44,10 @@ class Linear {
   // each computed exactly as run() over all n computes it: the same kernel,
   // the same chunks. Lets several NUMA nodes share one expert's tokens.
   void run_part(const float* x, size_t n, size_t begin, size_t end, float* y, BatchPolicy policy = BatchPolicy::fastest) const;
+  // The kernel when run() over n tokens is one spmm_run of it over the whole
+  // weight and all n tokens, null otherwise (oneDNN, chunks of the batch):
+  // such products may share one parallel region (spmm_run_all).
+  const SpmmUkernel* single_kernel(size_t n, BatchPolicy policy = BatchPolicy::fastest) const;
   const Tensor& weight() const { return weight_; }
   uint64_t rows() const { return weight_.desc().rows(); }
   uint64_t cols() const { return weight_.desc().cols(); }
@@ -59,6 +63,7 @@ class Linear {
     bool densify = false;   // expand the bitmap weight into dense rows and run oneDNN instead
   };
   Choice choice_for(size_t n) const;
+  Choice choice_under(BatchPolicy policy, size_t n) const;  // choice_for as `policy` adjusts it
   OnednnMatmul& dense() const;
 
   Tensor weight_;

@@ -12,8 +12,6 @@ namespace {
 
 constexpr size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-thread_local Scratch t_values, t_scales, t_sums;
-
 // Below this many activations a conversion runs on the calling thread alone.
 // Above it the threads share it: on one thread, converting a 512-token
 // prompt's activations to bf16 pairs took 6 % of a 90 % sparse bf16
@@ -23,13 +21,18 @@ constexpr size_t kParallelMinValues = 64 * 1024;
 }  // namespace
 
 PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t n, size_t in) {
+  thread_local ActivationBuffers buffers;
+  return prepare_activations(layout, x, n, in, buffers);
+}
+
+PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t n, size_t in, ActivationBuffers& into) {
   PreparedActivations p;
   const size_t ld = round_up(in, 64);
   switch (layout) {
     case ActLayout::f32:
       return {x, in, nullptr};
     case ActLayout::f32_padded: {
-      auto* out = static_cast<float*>(t_values.get(n * ld * sizeof(float)));
+      auto* out = static_cast<float*>(into.values.get(n * ld * sizeof(float)));
       for (size_t i = 0; i < n; ++i) {
         std::copy(x + i * in, x + (i + 1) * in, out + i * ld);
         std::fill(out + i * ld + in, out + (i + 1) * ld, 0.0f);
@@ -37,7 +40,7 @@ PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t
       return {out, ld, nullptr};
     }
     case ActLayout::bf16_padded: {
-      auto* out = static_cast<uint16_t*>(t_values.get(n * ld * sizeof(uint16_t)));
+      auto* out = static_cast<uint16_t*>(into.values.get(n * ld * sizeof(uint16_t)));
 #pragma omp parallel for if (n * in >= kParallelMinValues)
       for (size_t i = 0; i < n; ++i) {
         for (size_t c = 0; c < in; ++c) out[i * ld + c] = f32_to_bf16(x[i * in + c]);
@@ -46,9 +49,9 @@ PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t
       return {out, ld, nullptr};
     }
     case ActLayout::s8_padded: {
-      auto* out = static_cast<int8_t*>(t_values.get(n * ld));
-      auto* scale = static_cast<float*>(t_scales.get(n * sizeof(float)));
-      auto* sum = static_cast<int32_t*>(t_sums.get(n * sizeof(int32_t)));
+      auto* out = static_cast<int8_t*>(into.values.get(n * ld));
+      auto* scale = static_cast<float*>(into.scales.get(n * sizeof(float)));
+      auto* sum = static_cast<int32_t*>(into.sums.get(n * sizeof(int32_t)));
 #pragma omp parallel for if (n * in >= kParallelMinValues)
       for (size_t i = 0; i < n; ++i) {
         // A token holding NaN or Inf gets a NaN scale, so its outputs are NaN, as in f32.
@@ -60,7 +63,7 @@ PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t
     }
     case ActLayout::bf16_pairs: {
       const size_t width = std::min(round_up(n, 16), kPairTileTokens), tiles = (n + width - 1) / width, pairs = (in + 1) / 2;
-      auto* out = static_cast<uint32_t*>(t_values.get(tiles * pairs * width * sizeof(uint32_t)));
+      auto* out = static_cast<uint32_t*>(into.values.get(tiles * pairs * width * sizeof(uint32_t)));
       // Blocks of 8 column pairs: one cache line of each token's row.
       constexpr size_t kBlockPairs = 8;
 #pragma omp parallel for if (n * in >= kParallelMinValues)
@@ -81,7 +84,7 @@ PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t
     }
     case ActLayout::f32_transposed: {
       const size_t ldt = round_up(n, 16);
-      auto* out = static_cast<float*>(t_values.get(in * ldt * sizeof(float)));
+      auto* out = static_cast<float*>(into.values.get(in * ldt * sizeof(float)));
       for (size_t c = 0; c < in; ++c) {
         for (size_t i = 0; i < n; ++i) out[c * ldt + i] = x[i * in + c];
         std::fill(out + c * ldt + n, out + (c + 1) * ldt, 0.0f);

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/common/scratch.h"
 #include "kernels/spmm.h"
 
 namespace lacuna::kernels {
@@ -15,7 +16,14 @@ struct PreparedActivations {
   const int32_t* sum = nullptr;   // s8_padded: per-token sum of the quantised values
 };
 
-// The result points into thread-local storage, valid until the next call on this thread.
+// Where converted activations are kept: reused across calls, grown to the largest.
+struct ActivationBuffers {
+  Scratch values, scales, sums;
+};
+
+// The result points into `into`, valid until its next use.
+PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t n, size_t in, ActivationBuffers& into);
+// The same in the calling thread's own buffers, valid until the next call on this thread.
 PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t n, size_t in);
 
 }  // namespace lacuna::kernels
