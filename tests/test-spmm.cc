@@ -476,6 +476,51 @@ TEST(Driver, ThreadedSplitMatchesTheDenseProduct) {
     }
 }
 
+TEST(Driver, ProductsInOneRegionGetTheBitsOfTheirOwnRuns) {
+  struct Case {
+    DType dtype;
+    Format format;
+    size_t rows, cols, n;
+  };
+  // Large enough to split over the threads, with a product of no tokens among them.
+  const std::vector<Case> cases{{DType::int8, Format::bitmap, 1500, 900, 3},
+                                {DType::bf16, Format::bitmap, 700, 1300, 5},
+                                {DType::f32, Format::csr, 900, 700, 1},
+                                {DType::int8, Format::bitmap, 300, 500, 0}};
+  std::vector<Tensor> weights;
+  std::vector<std::vector<float>> xs, ys;
+  std::vector<SpmmJob> jobs;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const auto wf = testing::random_sparse(c.rows, c.cols, 0.7, true, 40 + i);
+    weights.push_back(pack(quantize_matrix(wf.data(), c.rows, c.cols, c.dtype), c.format));
+    xs.push_back(testing::random_activations(c.n, c.cols, 50 + i));
+    ys.emplace_back(c.n * c.rows, 12345.0f);
+  }
+  for (size_t i = 0; i < cases.size(); ++i)
+    jobs.push_back({choose_spmm(weights[i].desc(), std::max<size_t>(cases[i].n, 1)).kernel, &weights[i], xs[i].data(), cases[i].n, ys[i].data()});
+  spmm_run_all(jobs);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    std::vector<float> alone(c.n * c.rows);
+    spmm_run(*jobs[i].kernel, weights[i], xs[i].data(), c.n, alone.data());
+    const auto ref = testing::naive_product(weights[i], xs[i], c.n);
+    for (size_t k = 0; k < alone.size(); ++k) {
+      ASSERT_EQ(ys[i][k], alone[k]) << jobs[i].kernel->name << " output " << k;
+      ASSERT_NEAR(ys[i][k], ref.y[k], 0.02 * ref.magnitude[k] + 1e-4) << jobs[i].kernel->name << " output " << k;
+    }
+  }
+  // A kernel that declines its product stops the call before any product runs.
+  const auto wf = testing::random_sparse(64, 64, 0.5, false, 9);
+  const Tensor csr = pack(quantize_matrix(wf.data(), 64, 64, DType::bf16), Format::csr);
+  std::vector<float> x(64, 1.0f), y(64, 12345.0f);
+  jobs.push_back({choose_spmm(TensorDesc::matrix(Format::bitmap, DType::bf16, 64, 64), 1).kernel, &csr, x.data(), 1, y.data()});
+  std::fill(ys[0].begin(), ys[0].end(), 12345.0f);
+  EXPECT_THROW(spmm_run_all(jobs), Error);
+  EXPECT_EQ(ys[0][0], 12345.0f);
+  EXPECT_EQ(y[0], 12345.0f);
+}
+
 TEST(Driver, RefusesAKernelThatDoesNotFitTheWeights) {
   const auto wf = testing::random_sparse(8, 8, 0.5, false, 1);
   const Tensor csr = pack(quantize_matrix(wf.data(), 8, 8, DType::bf16), Format::csr);
