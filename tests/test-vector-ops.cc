@@ -150,6 +150,23 @@ TEST_P(VectorOpsTest, GatedActivationsMatchDoubleFormulas) {
   }
 }
 
+// The VNNI tiles' float steps, (sum * row scale) * token scale, bit for bit,
+// and nothing written past n.
+TEST_P(VectorOpsTest, DequantizeRowTakesTheTilesFloatStepsExactly) {
+  const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
+  for (const size_t n : {size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{2051}}) {
+    std::vector<float> sums(n), scales = testing::random_activations(1, n, 11 + n), y(n + 1, 99.0f);
+    for (size_t i = 0; i < n; ++i) sums[i] = static_cast<float>(static_cast<int64_t>(i * 2654435761u % 4000000) - 2000000);
+    const float token = 0.0123f;
+    ops.dequantize_row(sums.data(), scales.data(), token, y.data(), n);
+    for (size_t i = 0; i < n; ++i) {
+      const float want = sums[i] * scales[i] * token;
+      ASSERT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(want)) << ops.isa << " n=" << n << " i=" << i;
+    }
+    EXPECT_EQ(y[n], 99.0f) << ops.isa << " wrote past n=" << n;
+  }
+}
+
 TEST(VectorOps, DispatchFollowsTheIsaCap) {
   EXPECT_STREQ(kernels::vector_ops_for(cpu_info().with_cap(IsaLevel::scalar)).isa, "sse2");
   if ((cpu_info().features & (kAvx2 | kFma)) == (kAvx2 | kFma)) {

@@ -202,7 +202,7 @@ void OnednnMatmul::run(const OnednnSource& source, float* y, size_t ldy) {
     const float* pt = staged + t * m.out;
     float* yt = y + t * ldy;
     if (m.dtype == DType::int8) {
-      for (size_t r = 0; r < m.out; ++r) yt[r] = pt[r] * m.row_scales[r] * source.token_scales[t];
+      kernels::vector_ops().dequantize_row(pt, m.row_scales.data(), source.token_scales[t], yt, m.out);
     } else {
       std::copy_n(pt, m.out, yt);
     }

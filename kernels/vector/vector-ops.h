@@ -45,6 +45,11 @@ struct VectorOps {
   // e^(s - max s) / the sum of those. Scalar libm calls per score took 17 %
   // of a 4096-token prefill's samples.
   void (*softmax)(float* x, size_t n, float multiplier, float cap);
+  // y[i] = (sums[i] * row_scale[i]) * token_scale, in that order: one
+  // token's int8 products, their exact integer sums (as floats) scaled back
+  // as the VNNI tiles scale theirs. After oneDNN's s8 product this ran in
+  // the engine's baseline SSE2 code, 4 % of an int8 prefill's samples.
+  void (*dequantize_row)(const float* sums, const float* row_scale, float token_scale, float* y, size_t n);
 };
 
 // The widest implementation `cpu` allows (AVX-512F, AVX2 + FMA, or SSE2).
