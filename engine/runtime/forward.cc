@@ -34,7 +34,8 @@ struct Forward::Scratch {
   std::vector<int64_t> logit_rows;       // tokens whose logits were asked for
   std::vector<float> picked, logits;
   std::vector<std::vector<std::pair<int64_t, float>>> routed;  // per expert: (token, weight)
-  std::vector<SpmmJob> gate_up_jobs, down_jobs;  // the experts' products, when they run together
+  std::vector<LinearCall> gate_up_calls, down_calls;  // the experts' products, when they run together
+  std::vector<SpmmJob> jobs;                          // run_all's
   std::vector<int64_t> chosen_expert;  // [tokens][top_k], the router's picks in rank order
   std::vector<float> chosen_weight;    // and their weights
 
@@ -175,9 +176,8 @@ void Forward::step(std::span<const SequenceStep> batch) {
   for (int64_t l = 0; l < c.layers; ++l) {
     const LayerWeights& w = m.layers()[l];
     rms_norm(s.x.data(), w.attn_norm, c.norm_eps, total, s.xn.data());
-    run(w.q, s.xn.data(), n, s.q.data());
-    run(w.k, s.xn.data(), n, s.k.data());
-    run(w.v, s.xn.data(), n, s.v.data());
+    const LinearCall qkv[] = {{&w.q, s.xn.data(), n, s.q.data()}, {&w.k, s.xn.data(), n, s.k.data()}, {&w.v, s.xn.data(), n, s.v.data()}};
+    run_all(qkv, s.jobs);
     attention(l, batch, s);
     run(w.o, s.attn.data(), n, s.out.data());
     if (c.post_norms) rms_norm(s.out.data(), w.attn_post_norm, c.norm_eps, total, s.out.data());
@@ -402,32 +402,30 @@ bool Forward::run_experts_together(const LayerWeights& w, Scratch& s, bool gelu)
   const auto h = static_cast<size_t>(c.hidden), ffn = static_cast<size_t>(c.ffn);
   // Only where every product is one kernel over all of its expert's tokens:
   // the small batches of decode steps, whose buffers per expert are small.
-  std::vector<SpmmJob>& gate_up = s.gate_up_jobs;
-  std::vector<SpmmJob>& down = s.down_jobs;
+  for (size_t e = 0; e < s.routed.size(); ++e) {
+    const size_t n = s.routed[e].size();
+    if (n > 0 && (!w.gate_up[e].single_kernel(n, policy_) || !w.down[e].single_kernel(n, policy_))) return false;
+  }
+  std::vector<LinearCall>& gate_up = s.gate_up_calls;
+  std::vector<LinearCall>& down = s.down_calls;
   gate_up.clear();
   down.clear();
   for (size_t e = 0; e < s.routed.size(); ++e) {
     const size_t n = s.routed[e].size();
     if (n == 0) continue;
-    const SpmmUkernel* gate_up_kernel = w.gate_up[e].single_kernel(n, policy_);
-    const SpmmUkernel* down_kernel = w.down[e].single_kernel(n, policy_);
-    if (!gate_up_kernel || !down_kernel) return false;
     Scratch::ExpertWork& b = s.work[e];
     b.x.resize(n * h);
     b.h.resize(n * 2 * ffn);
     b.a.resize(n * ffn);
     b.y.resize(n * h);
     for (size_t i = 0; i < n; ++i) std::copy_n(&s.xn[static_cast<size_t>(s.routed[e][i].first) * h], h, &b.x[i * h]);
-    gate_up.push_back({gate_up_kernel, &w.gate_up[e].weight(), b.x.data(), n, b.h.data()});
-    down.push_back({down_kernel, &w.down[e].weight(), b.a.data(), n, b.y.data()});
+    gate_up.push_back({&w.gate_up[e], b.x.data(), n, b.h.data()});
+    down.push_back({&w.down[e], b.a.data(), n, b.y.data()});
   }
-  if (observer_)
-    for (size_t e = 0, j = 0; e < s.routed.size(); ++e)
-      if (!s.routed[e].empty()) observer_->observe(w.gate_up[e], gate_up[j++].x, s.routed[e].size());
-  spmm_run_all(gate_up);
+  run_all(gate_up, s.jobs);
   // The experts side by side (each activate_rows then runs on its thread alone).
   size_t rows = 0;
-  for (const SpmmJob& job : gate_up) rows += job.n;
+  for (const LinearCall& call : gate_up) rows += call.n;
   const auto experts = static_cast<int64_t>(s.routed.size());
 #pragma omp parallel for schedule(dynamic, 1) if (rows * ffn > kParallelFloats)
   for (int64_t e = 0; e < experts; ++e) {
@@ -435,11 +433,24 @@ bool Forward::run_experts_together(const LayerWeights& w, Scratch& s, bool gelu)
     const size_t n = s.routed[static_cast<size_t>(e)].size();
     if (n > 0) activate_rows(b.h.data(), ffn, 0, n, b.a.data(), ffn, gelu);
   }
-  if (observer_)
-    for (size_t e = 0, j = 0; e < s.routed.size(); ++e)
-      if (!s.routed[e].empty()) observer_->observe(w.down[e], down[j++].x, s.routed[e].size());
-  spmm_run_all(down);
+  run_all(down, s.jobs);
   return true;
+}
+
+void Forward::run_all(std::span<const LinearCall> calls, std::vector<SpmmJob>& jobs) const {
+  jobs.clear();
+  for (const LinearCall& call : calls) {
+    if (call.n == 0) continue;
+    const SpmmUkernel* kernel = call.weight->single_kernel(call.n, policy_);
+    if (!kernel) {
+      for (const LinearCall& each : calls) run(*each.weight, each.x, each.n, each.y);
+      return;
+    }
+    jobs.push_back({kernel, &call.weight->weight(), call.x, call.n, call.y});
+  }
+  if (observer_)
+    for (const LinearCall& call : calls) observer_->observe(*call.weight, call.x, call.n);
+  spmm_run_all(jobs);
 }
 
 void Forward::run_placed_experts(int64_t layer, Scratch& s) {

@@ -85,6 +85,16 @@ class Forward {
   // (nothing run) otherwise.
   bool run_experts_together(const LayerWeights& w, Scratch& s, bool gelu);
   void run(const Linear& weight, const float* x, size_t n, float* y) const;
+  // y = x · Wᵀ over n tokens for each call.
+  struct LinearCall {
+    const Linear* weight;
+    const float* x;
+    size_t n;
+    float* y;
+  };
+  // The calls' products in one parallel region (spmm_run_all, through
+  // `jobs`) where each is one kernel over all its tokens, else one by one.
+  void run_all(std::span<const LinearCall> calls, std::vector<SpmmJob>& jobs) const;
 
   std::shared_ptr<const Model> model_;
   BatchPolicy policy_;
