@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "kernels/vector/vector-ops.h"
+#include "sparse/dtype.h"
 #include "sparse/quantize.h"
 #include "tests/test-util.h"
 
@@ -164,6 +165,23 @@ TEST_P(VectorOpsTest, DequantizeRowTakesTheTilesFloatStepsExactly) {
       ASSERT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(want)) << ops.isa << " n=" << n << " i=" << i;
     }
     EXPECT_EQ(y[n], 99.0f) << ops.isa << " wrote past n=" << n;
+  }
+}
+
+TEST_P(VectorOpsTest, ToBf16MatchesTheScalarConversionExactly) {
+  const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
+  for (const size_t n : {size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{2051}}) {
+    std::vector<float> x = testing::random_activations(1, n, 21 + n);
+    // Ties (both parities), the largest finite values rounding to infinity, infinities, NaNs, zeros, denormals.
+    const float special[] = {std::bit_cast<float>(0x3f808000u), std::bit_cast<float>(0x3f818000u), std::numeric_limits<float>::max(),
+                             -std::numeric_limits<float>::max(), std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                             std::numeric_limits<float>::quiet_NaN(), std::bit_cast<float>(0x7f800001u), -0.0f, std::bit_cast<float>(0x00018000u)};
+    for (size_t i = 0; i < n; ++i)
+      if (i % 3 == 0) x[i] = special[(i / 3) % std::size(special)];
+    std::vector<uint16_t> got(n + 1, 0xabcd);
+    ops.to_bf16(x.data(), got.data(), n);
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], f32_to_bf16(x[i])) << ops.isa << " n=" << n << " i=" << i << " x bits " << std::bit_cast<uint32_t>(x[i]);
+    EXPECT_EQ(got[n], 0xabcd) << ops.isa << " wrote past n=" << n;
   }
 }
 

@@ -43,7 +43,7 @@ PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t
       auto* out = static_cast<uint16_t*>(into.values.get(n * ld * sizeof(uint16_t)));
 #pragma omp parallel for if (n * in >= kParallelMinValues)
       for (size_t i = 0; i < n; ++i) {
-        for (size_t c = 0; c < in; ++c) out[i * ld + c] = f32_to_bf16(x[i * in + c]);
+        vector_ops().to_bf16(x + i * in, out + i * ld, in);
         std::fill(out + i * ld + in, out + (i + 1) * ld, uint16_t{0});
       }
       return {out, ld, nullptr};

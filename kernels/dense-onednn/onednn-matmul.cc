@@ -158,7 +158,7 @@ void OnednnMatmul::prepare(DType dtype, size_t in, const float* x, size_t n, One
         std::copy(xt, xt + in, reinterpret_cast<float*>(st));
         break;
       case DType::bf16:
-        for (size_t i = 0; i < in; ++i) reinterpret_cast<uint16_t*>(st)[i] = f32_to_bf16(xt[i]);
+        kernels::vector_ops().to_bf16(xt, reinterpret_cast<uint16_t*>(st), in);
         break;
       case DType::int8: {
         int32_t sum = 0;

@@ -7,6 +7,6 @@ namespace {
 #include "kernels/vector/vector-ops.inc"
 }  // namespace
 
-const VectorOps vector_ops_avx512{"avx512", &dot, &axpy, &dot_rows, &weighted_row_sum, &quantize_s8, &gated_activation, &softmax, &dequantize_row};
+const VectorOps vector_ops_avx512{"avx512", &dot, &axpy, &dot_rows, &weighted_row_sum, &quantize_s8, &gated_activation, &softmax, &dequantize_row, &to_bf16};
 
 }  // namespace lacuna::kernels
