@@ -10,6 +10,12 @@
 namespace lacuna {
 
 namespace {
+// Per-token loops outside the products run on every thread from this many
+// floats of work: one thread idled while the other did them alone, about 4
+// % of a 512-token prefill's samples (docs/benchmarks.md, "Per-token loops
+// on every thread"); below, a parallel region costs more than it saves.
+constexpr size_t kParallelFloats = 65536;
+
 // Consecutive tokens of one sequence in a step: tokens first .. first + tokens - 1.
 struct QueryBlock {
   KvCache* cache;
@@ -38,6 +44,19 @@ struct Forward::Scratch {
   std::vector<SpmmJob> jobs;                          // run_all's
   std::vector<int64_t> chosen_expert;  // [tokens][top_k], the router's picks in rank order
   std::vector<float> chosen_weight;    // and their weights
+
+  // Expert e's inputs gathered into `b`, its rows of the batch in routing
+  // order, and b's other buffers sized for its tokens.
+  void gather(size_t e, ExpertWork& b, size_t hidden, size_t ffn) const {
+    const auto& rows = routed[e];
+    const size_t n = rows.size();
+    b.x.resize(n * hidden);
+    b.h.resize(n * 2 * ffn);
+    b.a.resize(n * ffn);
+    b.y.resize(n * hidden);
+#pragma omp parallel for if (n * hidden > kParallelFloats)
+    for (size_t i = 0; i < n; ++i) std::copy_n(&xn[static_cast<size_t>(rows[i].first) * hidden], hidden, &b.x[i * hidden]);
+  }
 
   void resize(const ModelConfig& c, int64_t t) {
     tokens = t;
@@ -84,12 +103,6 @@ void rope(float* head, const float* cos, const float* sin, int64_t half) {
     head[i + half] = b * cos[i] + a * sin[i];
   }
 }
-
-// Per-token loops outside the products run on every thread from this many
-// floats of work: one thread idled while the other did them alone, about 4
-// % of a 512-token prefill's samples (docs/benchmarks.md, "Per-token loops
-// on every thread"); below, a parallel region costs more than it saves.
-constexpr size_t kParallelFloats = 65536;
 
 // Rows [begin, end) of gate/up outputs (row i: `width` gate values then
 // `width` up values) -> act(gate) * up, row i written at a + i * a_stride.
@@ -335,17 +348,6 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
   for (auto& r : s.routed) r.clear();
   for (int64_t t = 0; t < s.tokens; ++t)
     for (int64_t j = 0; j < c.top_k; ++j) s.routed[s.chosen_expert[t * c.top_k + j]].emplace_back(t, s.chosen_weight[t * c.top_k + j]);
-  // An expert's inputs gathered into `b`, its rows of the batch in routing order.
-  auto gather = [&](int64_t e, Scratch::ExpertWork& b) {
-    const auto& tokens = s.routed[e];
-    const size_t n = tokens.size();
-    b.x.resize(n * h);
-    b.h.resize(n * 2 * ffn);
-    b.a.resize(n * ffn);
-    b.y.resize(n * h);
-#pragma omp parallel for if (n * h > kParallelFloats)
-    for (size_t i = 0; i < n; ++i) std::copy_n(&s.xn[tokens[i].first * h], h, &b.x[i * h]);
-  };
   // Experts are added in index order, so a token's sum depends neither on
   // the rest of the batch nor on where the experts ran.
   std::fill(s.moe.begin(), s.moe.end(), 0.0f);
@@ -362,7 +364,7 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
   const NumaPolicy placement = placed_ ? placed_->placement().layers[layer].policy : NumaPolicy::none;
   if (placement == NumaPolicy::experts || placement == NumaPolicy::slices) {
     // Node teams run experts side by side: each expert keeps its own buffers.
-    for (int64_t e = 0; e < e_count; ++e) gather(e, s.work[e]);
+    for (int64_t e = 0; e < e_count; ++e) s.gather(static_cast<size_t>(e), s.work[e], static_cast<size_t>(h), static_cast<size_t>(ffn));
     run_placed_experts(layer, s);
     for (int64_t e = 0; e < e_count; ++e) add_output(e, s.work[e].y);
     return;
@@ -383,7 +385,7 @@ void Forward::moe(int64_t layer, const LayerWeights& w, Scratch& s) {
     const bool copied = placed_ && !placed_->copies(layer, e).empty();
     const Linear& gate_up = copied ? placed_->copies(layer, e)[0].gate_up : w.gate_up[e];
     const Linear& down = copied ? placed_->copies(layer, e)[0].down : w.down[e];
-    gather(e, b);
+    s.gather(static_cast<size_t>(e), b, static_cast<size_t>(h), static_cast<size_t>(ffn));
     run(gate_up, b.x.data(), n, b.h.data());
     activate_rows(b.h.data(), ffn, 0, n, b.a.data(), ffn, gelu);
     run(down, b.a.data(), n, b.y.data());
@@ -414,11 +416,7 @@ bool Forward::run_experts_together(const LayerWeights& w, Scratch& s, bool gelu)
     const size_t n = s.routed[e].size();
     if (n == 0) continue;
     Scratch::ExpertWork& b = s.work[e];
-    b.x.resize(n * h);
-    b.h.resize(n * 2 * ffn);
-    b.a.resize(n * ffn);
-    b.y.resize(n * h);
-    for (size_t i = 0; i < n; ++i) std::copy_n(&s.xn[static_cast<size_t>(s.routed[e][i].first) * h], h, &b.x[i * h]);
+    s.gather(e, b, h, ffn);
     gate_up.push_back({&w.gate_up[e], b.x.data(), n, b.h.data()});
     down.push_back({&w.down[e], b.a.data(), n, b.y.data()});
   }
