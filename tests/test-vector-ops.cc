@@ -185,6 +185,29 @@ TEST_P(VectorOpsTest, ToBf16MatchesTheScalarConversionExactly) {
   }
 }
 
+// Every element lands at its transposed place with its bits (NaN payloads
+// included, as a pair of bf16 may read); nothing written beside the output
+// rows' columns (ld_out > rows) or past the last column. Tile edges in
+// both directions: 1-40 rows, 1-33 columns.
+TEST_P(VectorOpsTest, TransposeMovesEveryElementsBits) {
+  const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
+  for (const size_t rows : {size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{40}})
+    for (const size_t cols : {size_t{1}, size_t{7}, size_t{16}, size_t{33}}) {
+      const size_t ld_in = cols + 3, ld_out = rows + 5;
+      std::vector<float> in = testing::random_activations(rows, ld_in, rows * 100 + cols);
+      for (size_t i = 0; i < in.size(); i += 5) in[i] = std::bit_cast<float>(static_cast<uint32_t>(0x7f800001u + i));  // signalling NaNs
+      std::vector<float> out(cols * ld_out + 1, 99.0f);
+      ops.transpose(in.data(), ld_in, rows, cols, out.data(), ld_out);
+      for (size_t c = 0; c < cols; ++c) {
+        for (size_t r = 0; r < rows; ++r)
+          ASSERT_EQ(std::bit_cast<uint32_t>(out[c * ld_out + r]), std::bit_cast<uint32_t>(in[r * ld_in + c]))
+              << ops.isa << " rows " << rows << " cols " << cols << " at " << r << "," << c;
+        for (size_t r = rows; r < ld_out; ++r) ASSERT_EQ(out[c * ld_out + r], 99.0f) << ops.isa << " wrote beside row " << r << " of column " << c;
+      }
+      EXPECT_EQ(out[cols * ld_out], 99.0f) << ops.isa << " wrote past the last column";
+    }
+}
+
 TEST(VectorOps, DispatchFollowsTheIsaCap) {
   EXPECT_STREQ(kernels::vector_ops_for(cpu_info().with_cap(IsaLevel::scalar)).isa, "sse2");
   if ((cpu_info().features & (kAvx2 | kFma)) == (kAvx2 | kFma)) {

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <vector>
 
@@ -34,13 +35,52 @@ dnnl::engine& cpu_engine() {
 thread_local kernels::Scratch t_padded_output, t_onednn_scratchpad;
 thread_local OnednnSource t_source;
 
+memory::desc bf16_tokens_layout(size_t in, size_t rows) {
+  return memory::desc({static_cast<memory::dim>(in), static_cast<memory::dim>(rows)}, dt::bf16, tag::BA16a64b2a);
+}
+
+// Whether oneDNN's matmul of bf16 rows [out][in] by a second operand of
+// `in` x 64 tokens, asked for its preferred layout of that operand, takes
+// the layout pack_bf16_tokens writes. Its AVX-512 bf16 brgemm does; where
+// it prefers another (AMX, say), in-place products keep our rows as its
+// second operand.
+bool takes_packed_bf16_tokens(size_t in, size_t out) {
+  const auto K = static_cast<memory::dim>(in), N = static_cast<memory::dim>(out);
+  const dnnl::matmul::primitive_desc pd(
+      dnnl::matmul::desc(memory::desc({N, K}, dt::bf16, tag::ab), memory::desc({K, 64}, dt::bf16, tag::any), memory::desc({N, 64}, dt::f32, tag::ab)),
+      cpu_engine());
+  return pd.weights_desc() == bf16_tokens_layout(in, 64);
+}
+
+// The bf16 tokens of `source` (one row of `in` values per token) in
+// bf16_tokens_layout: tiles of 16 column pairs x 64 tokens, pair by pair,
+// the tiles of 64 tokens in column order, then the next 64 tokens; zeros
+// past the last column and token. A pair is one 32-bit word, so each tile
+// is a 32-bit transpose.
+void pack_bf16_tokens(const OnednnSource& source, void* out, size_t bytes) {
+  const size_t words = source.in / 2, tiles = (words + 15) / 16, blocks = (source.rows + 63) / 64;
+  if (bytes != blocks * tiles * 16 * 64 * sizeof(float)) throw Error("oneDNN's bf16 token layout is not the size pack_bf16_tokens writes");
+  if (source.rows % 64 || words % 16) std::memset(out, 0, bytes);
+  const auto* tokens = static_cast<const float*>(source.bytes.data());
+  auto* packed = static_cast<float*>(out);
+  for (size_t block = 0; block < blocks; ++block) {
+    const size_t t0 = block * 64;
+    for (size_t tile = 0; tile < tiles; ++tile) {
+      const size_t w0 = tile * 16;
+      kernels::vector_ops().transpose(tokens + t0 * words + w0, words, std::min<size_t>(64, source.rows - t0), std::min<size_t>(16, words - w0),
+                                      packed + (block * tiles + tile) * 16 * 64, 64);
+    }
+  }
+}
+
 }  // namespace
 
 struct OnednnMatmul::Impl {
   struct Batch {
     dnnl::matmul::primitive_desc pd;
     dnnl::matmul matmul;
-    memory src, dst;
+    bool transposed = false;  // our rows are oneDNN's source, the tokens its weights (see Weights)
+    memory tokens, dst;
   };
   Tensor source;  // the user weights, when oneDNN reads them in place
   size_t in = 0, out = 0;
@@ -51,15 +91,33 @@ struct OnednnMatmul::Impl {
   std::shared_ptr<std::byte> packed_memory;  // huge pages, as for sparse weights (sparse/weight-memory.h)
   memory weights;
   bool packed = false;
+  memory weight_rows;  // the weights as oneDNN's source, when batches may run transposed (in-place bf16)
   std::vector<float> row_scales;              // int8: the weight row scales, per output column
   std::map<size_t, Batch> batches;
 
-  dnnl::matmul::primitive_desc make_pd(size_t n, const memory::desc& wei_md) const {
+  dnnl::matmul::primitive_desc make_pd(size_t n, const memory::desc& wei_md, bool transposed = false) const {
     const auto M = static_cast<memory::dim>(n), K = static_cast<memory::dim>(in), N = static_cast<memory::dim>(out);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (transposed)
+      return dnnl::matmul::primitive_desc(
+          dnnl::matmul::desc(memory::desc({N, K}, weight_type, tag::ab), bf16_tokens_layout(in, n), memory::desc({N, M}, dt::f32, tag::ab)), attr,
+          cpu_engine());
     return dnnl::matmul::primitive_desc(
         dnnl::matmul::desc(memory::desc({M, K}, src_type, tag::ab), wei_md, memory::desc({M, N}, dt::f32, tag::ab)), attr, cpu_engine());
+  }
+
+  // The tokens of `tokens` as batch b's second operand (transposed
+  // products): packed by the first product that asks after prepare, then
+  // shared by every product of the source, on any thread.
+  void* packed_tokens(const OnednnSource& tokens, const Batch& b) const {
+    const std::lock_guard lock(tokens.packing);
+    const size_t bytes = b.pd.weights_desc().get_size();
+    if (!tokens.tokens_packed) {
+      pack_bf16_tokens(tokens, tokens.packed_tokens.get(bytes), bytes);
+      tokens.tokens_packed = true;
+    }
+    return tokens.packed_tokens.data();
   }
 
   // The primitive serving batch n: one per bucket of rows, not per n, since
@@ -68,14 +126,21 @@ struct OnednnMatmul::Impl {
   // only at sizes where the product is bound by reading the weights.
   static size_t rows_for(size_t n) { return n <= 16 ? std::bit_ceil(n) : (n + 15) / 16 * 16; }
 
+  // Transposed, the tokens are padded to blocks of 64: 16 tokens took
+  // 1.1-2.3x the time of the plain product, while 32 and more ran faster
+  // (bench-densify --quick, bf16 at 50 and 70 %; docs/benchmarks.md,
+  // "Expanded rows as oneDNN's source").
+  static constexpr size_t kTransposedFromTokens = 32;
+
   Batch& batch(size_t n) {
     const size_t rows = rows_for(n);
     auto it = batches.find(rows);
     if (it != batches.end()) return it->second;
     Batch b;
-    b.pd = make_pd(rows, weights_md);
+    b.transposed = weight_rows && rows >= kTransposedFromTokens;
+    b.pd = make_pd(rows, weights_md, b.transposed);
     b.matmul = dnnl::matmul(b.pd);
-    b.src = memory(b.pd.src_desc(), cpu_engine(), DNNL_MEMORY_NONE);
+    b.tokens = memory(b.transposed ? b.pd.weights_desc() : b.pd.src_desc(), cpu_engine(), DNNL_MEMORY_NONE);
     b.dst = memory(b.pd.dst_desc(), cpu_engine(), DNNL_MEMORY_NONE);
     return batches.emplace(rows, std::move(b)).first->second;
   }
@@ -94,10 +159,13 @@ OnednnMatmul::OnednnMatmul(const Tensor& dense, Weights weights) : impl_(std::ma
     const float* scales = dense.section<float>(Section::scales);
     m.row_scales.assign(scales, scales + m.out);
   }
+  auto* data = const_cast<std::byte*>(dense.data());
   // Our [out][in] row-major weights are oneDNN's K x N in "ba" order.
   const memory::dims kn{static_cast<memory::dim>(m.in), static_cast<memory::dim>(m.out)};
-  memory user({kn, m.weight_type, tag::ba}, cpu_engine(), const_cast<std::byte*>(dense.data()));
+  memory user({kn, m.weight_type, tag::ba}, cpu_engine(), data);
   m.weights_md = weights == Weights::packed ? m.make_pd(1, memory::desc(kn, m.weight_type, tag::any)).weights_desc() : user.get_desc();
+  if (weights == Weights::in_place && m.dtype == DType::bf16 && m.in % 2 == 0 && takes_packed_bf16_tokens(m.in, m.out))
+    m.weight_rows = memory({{static_cast<memory::dim>(m.out), static_cast<memory::dim>(m.in)}, m.weight_type, tag::ab}, cpu_engine(), data);
   if (m.weights_md == user.get_desc()) {
     m.weights = user;
     m.source = dense;
@@ -123,6 +191,7 @@ void OnednnMatmul::rebind(const Tensor& dense) {
   if (d.dtype == DType::int8) std::copy_n(dense.section<float>(Section::scales), m.out, m.row_scales.begin());
   m.source = dense;
   m.weights.set_data_handle(const_cast<std::byte*>(dense.data()));
+  if (m.weight_rows) m.weight_rows.set_data_handle(const_cast<std::byte*>(dense.data()));
 }
 
 size_t OnednnMatmul::packed_bytes() const { return impl_->packed ? impl_->weights_md.get_size() : 0; }
@@ -147,6 +216,7 @@ void OnednnMatmul::prepare(DType dtype, size_t in, const float* x, size_t n, One
   // output columns, so the token scale is applied after the product. NaN when
   // a token holds NaN or Inf, so its outputs are NaN too.
   if (dtype == DType::int8) source.token_scales.resize(n);
+  source.tokens_packed = false;
   // Tokens side by side: on one thread this conversion and the copy after
   // the product were ~7 % of a 512-token int8 prefill, the other thread idle.
 #pragma omp parallel for if (n > 1)
@@ -176,7 +246,6 @@ void OnednnMatmul::run(const OnednnSource& source, float* y, size_t ldy) {
   const size_t n = source.n;
   if (n == 0) return;
   Impl::Batch& b = m.batch(n);
-  b.src.set_data_handle(source.bytes.data());
   // The product goes straight to y when it has y's shape and needs no
   // scales; otherwise to a staging buffer, copied out with the scales below.
   // The row scales are applied there as well: given runtime output scales,
@@ -184,17 +253,32 @@ void OnednnMatmul::run(const OnednnSource& source, float* y, size_t ldy) {
   // allocates and frees its packing buffers on every call (a 512-token
   // prefill spent ~14 % of its time faulting them in and unmapping them)
   // and ran slower besides.
-  const bool direct = source.rows == n && ldy == m.out && m.dtype != DType::int8;
+  const bool direct = !b.transposed && source.rows == n && ldy == m.out && m.dtype != DType::int8;
   auto* staged = direct ? y : static_cast<float*>(t_padded_output.get(source.rows * m.out * sizeof(float)));
   b.dst.set_data_handle(staged);
+  b.tokens.set_data_handle(b.transposed ? m.packed_tokens(source, b) : source.bytes.data());
+  // Transposed, our weights are oneDNN's source and the tokens its weights.
+  const memory& src = b.transposed ? m.weight_rows : b.tokens;
+  const memory& weights = b.transposed ? b.tokens : m.weights;
   const memory::desc scratchpad_md = b.pd.scratchpad_desc();
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, b.src},
-                                       {DNNL_ARG_WEIGHTS, m.weights},
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src},
+                                       {DNNL_ARG_WEIGHTS, weights},
                                        {DNNL_ARG_DST, b.dst},
                                        {DNNL_ARG_SCRATCHPAD, memory(scratchpad_md, cpu_engine(), t_onednn_scratchpad.get(scratchpad_md.get_size()))}};
   b.matmul.execute(m.stream, args);
   m.stream.wait();
   if (direct) return;
+  if (b.transposed) {
+    // Token t's outputs are column t of the product (bf16: no scales).
+    constexpr size_t kRowsPerTask = 256;
+    const auto tasks = static_cast<int64_t>((m.out + kRowsPerTask - 1) / kRowsPerTask);
+#pragma omp parallel for if (tasks > 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const size_t r0 = static_cast<size_t>(task) * kRowsPerTask, r1 = std::min(m.out, r0 + kRowsPerTask);
+      kernels::vector_ops().transpose(staged + r0 * source.rows, source.rows, r1 - r0, n, y + r0, ldy);
+    }
+    return;
+  }
   // The scales are applied in the VNNI kernels' order, so that the server's
   // batch-invariant products may take either (Linear::run_part).
 #pragma omp parallel for if (n > 1)

@@ -5,6 +5,7 @@
 // that layout does not depend on the batch, so one object serves every n.
 #include <cstddef>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kernels/common/scratch.h"
@@ -22,12 +23,26 @@ struct OnednnSource {
   size_t in = 0, n = 0, rows = 0;
   kernels::Scratch bytes;           // rows x in elements of dtype
   std::vector<float> token_scales;  // int8: each token's activation scale
+  // bf16 tokens packed for in-place products (OnednnMatmul::Weights): by the
+  // first that needs them after prepare, under `packing`, since the products
+  // of one source may run on several threads at once.
+  mutable kernels::Scratch packed_tokens;
+  mutable bool tokens_packed = false;
+  mutable std::mutex packing;
 };
 
 class OnednnMatmul {
  public:
   // How the weights reach oneDNN: repacked into its preferred layout (a
-  // copy), or read in place as our [out][in] rows (no copy, slower).
+  // copy, made once), or read in place as our [out][in] rows. As oneDNN's
+  // weights, rows read in place are copied into its layout on every call;
+  // so bf16 rows in place are multiplied transposed, yᵀ = W · xᵀ, from 32
+  // tokens, where oneDNN's brgemm allows: the rows are its row-major source, read as they
+  // are, the tokens its weights, packed once per prepared source (far fewer
+  // bytes), and the result is transposed back (VectorOps::transpose).
+  // int8 rows are not: a signed source needs oneDNN's compensation, which
+  // only its reorder writes (0.9 ms for 128 tokens of 2048). See
+  // docs/benchmarks.md, "Expanded rows as oneDNN's source".
   enum class Weights { packed, in_place };
 
   // `dense` is a dense f32, bf16 or int8 [out, in] tensor. bf16 runs

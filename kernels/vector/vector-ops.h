@@ -54,6 +54,11 @@ struct VectorOps {
   // quiet): a bf16 product's activations. One element at a time in the
   // baseline code, it was 1.3 % of a bf16 prefill's samples.
   void (*to_bf16)(const float* x, uint16_t* out, size_t n);
+  // out[c * ld_out + r] = in[r * ld_in + c] for r < rows, c < cols, each
+  // element's 32 bits moved as they are (so a pair of bf16 moves as one):
+  // OnednnMatmul's in-place bf16 products pack their tokens with it and turn
+  // their transposed result back into one row per token.
+  void (*transpose)(const float* in, size_t ld_in, size_t rows, size_t cols, float* out, size_t ld_out);
 };
 
 // The widest implementation `cpu` allows (AVX-512F, AVX2 + FMA, or SSE2).
