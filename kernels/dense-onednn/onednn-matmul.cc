@@ -8,9 +8,12 @@
 #include <memory>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <optional>
+#include <tuple>
 #include <vector>
 
 #include "kernels/common/scratch.h"
+#include "sparse/dtype.h"
 #include "sparse/error.h"
 #include "kernels/vector/vector-ops.h"
 #include "sparse/weight-memory.h"
@@ -35,32 +38,20 @@ dnnl::engine& cpu_engine() {
 thread_local kernels::Scratch t_padded_output, t_onednn_scratchpad;
 thread_local OnednnSource t_source;
 
-memory::desc bf16_tokens_layout(size_t in, size_t rows) {
-  return memory::desc({static_cast<memory::dim>(in), static_cast<memory::dim>(rows)}, dt::bf16, tag::BA16a64b2a);
-}
-
-// Whether oneDNN's matmul of bf16 rows [out][in] by a second operand of
-// `in` x 64 tokens, asked for its preferred layout of that operand, takes
-// the layout pack_bf16_tokens writes. Its AVX-512 bf16 brgemm does; where
-// it prefers another (AMX, say), in-place products keep our rows as its
-// second operand.
-bool takes_packed_bf16_tokens(size_t in, size_t out) {
-  const auto K = static_cast<memory::dim>(in), N = static_cast<memory::dim>(out);
-  const dnnl::matmul::primitive_desc pd(
-      dnnl::matmul::desc(memory::desc({N, K}, dt::bf16, tag::ab), memory::desc({K, 64}, dt::bf16, tag::any), memory::desc({N, 64}, dt::f32, tag::ab)),
-      cpu_engine());
-  return pd.weights_desc() == bf16_tokens_layout(in, 64);
-}
-
-// The bf16 tokens of `source` (one row of `in` values per token) in
-// bf16_tokens_layout: tiles of 16 column pairs x 64 tokens, pair by pair,
+// The tokens of `source` (one row of `in` values per token) as oneDNN's
+// brgemm wants its weights: tiles of 16 words x 64 tokens, word by word,
 // the tiles of 64 tokens in column order, then the next 64 tokens; zeros
-// past the last column and token. A pair is one 32-bit word, so each tile
-// is a 32-bit transpose.
-void pack_bf16_tokens(const OnednnSource& source, void* out, size_t bytes) {
-  const size_t words = source.in / 2, tiles = (words + 15) / 16, blocks = (source.rows + 63) / 64;
-  if (bytes != blocks * tiles * 16 * 64 * sizeof(float)) throw Error("oneDNN's bf16 token layout is not the size pack_bf16_tokens writes");
-  if (source.rows % 64 || words % 16) std::memset(out, 0, bytes);
+// past the last column and token (BA16a64b2a for bf16, BA16a64b4a for s8:
+// a word is a pair of bf16 or four s8 of one token, so each tile is a
+// 32-bit transpose). s8 then carries, per token, -128 x the sum of its
+// values: the compensation oneDNN's s8 x s8 kernels add for their source
+// moved to unsigned. Returns false, writing nothing, when `bytes` is not
+// that layout's size.
+bool pack_tokens(const OnednnSource& source, void* out, size_t bytes) {
+  const size_t words = source.in * dtype_size(source.dtype) / 4, tiles = (words + 15) / 16, blocks = (source.rows + 63) / 64;
+  const size_t data_bytes = blocks * tiles * 16 * 64 * 4, compensation_bytes = source.dtype == DType::int8 ? blocks * 64 * sizeof(int32_t) : 0;
+  if (bytes < data_bytes + compensation_bytes || (compensation_bytes == 0 && bytes != data_bytes)) return false;
+  if (source.rows % 64 || words % 16 || bytes > data_bytes + compensation_bytes) std::memset(out, 0, bytes);
   const auto* tokens = static_cast<const float*>(source.bytes.data());
   auto* packed = static_cast<float*>(out);
   for (size_t block = 0; block < blocks; ++block) {
@@ -71,6 +62,58 @@ void pack_bf16_tokens(const OnednnSource& source, void* out, size_t bytes) {
                                       packed + (block * tiles + tile) * 16 * 64, 64);
     }
   }
+  if (compensation_bytes) {
+    auto* compensation = reinterpret_cast<int32_t*>(static_cast<std::byte*>(out) + data_bytes);
+    for (size_t t = 0; t < blocks * 64; ++t) compensation[t] = t < source.n ? -128 * source.token_sums[t] : 0;
+  }
+  return true;
+}
+
+// Whether pack_tokens writes `layout`: tokens of made-up values packed by
+// it and by oneDNN's reorder must agree byte for byte. The layouts above
+// are what oneDNN 2.6's AVX-512 brgemm asks for; another ISA's (AMX, say)
+// fails here, and its products keep our rows as oneDNN's weights.
+bool packs_like_onednn(DType dtype, size_t in, size_t rows, const memory::desc& layout) {
+  if (in * dtype_size(dtype) % 4) return false;
+  OnednnSource probe;
+  probe.dtype = dtype;
+  probe.in = in;
+  probe.rows = rows;
+  probe.n = rows - rows / 4;  // the rest zero, as prepare pads
+  const size_t row_bytes = in * dtype_size(dtype);
+  auto* bytes = static_cast<std::byte*>(probe.bytes.get(rows * row_bytes));
+  std::memset(bytes, 0, rows * row_bytes);
+  probe.token_sums.assign(probe.n, 0);
+  for (size_t t = 0; t < probe.n; ++t)
+    for (size_t k = 0; k < in; ++k) {
+      const auto v = static_cast<int>((t * 7 + k * 3) % 11) - 5;
+      if (dtype == DType::int8) {
+        reinterpret_cast<int8_t*>(bytes + t * row_bytes)[k] = static_cast<int8_t>(v);
+        probe.token_sums[t] += v;
+      } else {
+        reinterpret_cast<uint16_t*>(bytes + t * row_bytes)[k] = f32_to_bf16(static_cast<float>(v));
+      }
+    }
+  std::vector<std::byte> ours(layout.get_size()), theirs(layout.get_size());
+  if (!pack_tokens(probe, ours.data(), ours.size())) return false;
+  const dt type = dtype == DType::int8 ? dt::s8 : dt::bf16;
+  memory plain({{static_cast<memory::dim>(in), static_cast<memory::dim>(rows)}, type, tag::ba}, cpu_engine(), bytes);
+  memory packed(layout, cpu_engine(), theirs.data());
+  dnnl::stream stream(cpu_engine());
+  dnnl::reorder(plain, packed).execute(stream, plain, packed);
+  stream.wait();
+  return ours == theirs;
+}
+
+// packs_like_onednn once per process for each product shape: the layout
+// follows from the shape, and every thread's blocks share theirs.
+bool packs_like_onednn_for(DType dtype, size_t in, size_t rows, size_t out, const memory::desc& layout) {
+  static std::mutex mutex;
+  static std::map<std::tuple<DType, size_t, size_t, size_t>, bool> known;
+  const std::lock_guard lock(mutex);
+  const auto [it, added] = known.try_emplace({dtype, in, rows, out}, false);
+  if (added) it->second = packs_like_onednn(dtype, in, rows, layout);
+  return it->second;
 }
 
 }  // namespace
@@ -101,8 +144,8 @@ struct OnednnMatmul::Impl {
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (transposed)
       return dnnl::matmul::primitive_desc(
-          dnnl::matmul::desc(memory::desc({N, K}, weight_type, tag::ab), bf16_tokens_layout(in, n), memory::desc({N, M}, dt::f32, tag::ab)), attr,
-          cpu_engine());
+          dnnl::matmul::desc(memory::desc({N, K}, weight_type, tag::ab), memory::desc({K, M}, src_type, tag::any), memory::desc({N, M}, dt::f32, tag::ab)),
+          attr, cpu_engine());
     return dnnl::matmul::primitive_desc(
         dnnl::matmul::desc(memory::desc({M, K}, src_type, tag::ab), wei_md, memory::desc({M, N}, dt::f32, tag::ab)), attr, cpu_engine());
   }
@@ -114,7 +157,7 @@ struct OnednnMatmul::Impl {
     const std::lock_guard lock(tokens.packing);
     const size_t bytes = b.pd.weights_desc().get_size();
     if (!tokens.tokens_packed) {
-      pack_bf16_tokens(tokens, tokens.packed_tokens.get(bytes), bytes);
+      if (!pack_tokens(tokens, tokens.packed_tokens.get(bytes), bytes)) throw Error("OnednnMatmul: the packed tokens' layout changed size");
       tokens.tokens_packed = true;
     }
     return tokens.packed_tokens.data();
@@ -132,13 +175,24 @@ struct OnednnMatmul::Impl {
   // "Expanded rows as oneDNN's source").
   static constexpr size_t kTransposedFromTokens = 32;
 
+  // Batch `rows` transposed, when the rows may be oneDNN's source and it
+  // takes the tokens in the layout pack_tokens writes (checked once per
+  // batch size).
+  std::optional<dnnl::matmul::primitive_desc> transposed_pd(size_t rows) const {
+    if (!weight_rows || rows < kTransposedFromTokens) return std::nullopt;
+    dnnl::matmul::primitive_desc pd = make_pd(rows, weights_md, true);
+    if (!packs_like_onednn_for(dtype, in, rows, out, pd.weights_desc())) return std::nullopt;
+    return pd;
+  }
+
   Batch& batch(size_t n) {
     const size_t rows = rows_for(n);
     auto it = batches.find(rows);
     if (it != batches.end()) return it->second;
     Batch b;
-    b.transposed = weight_rows && rows >= kTransposedFromTokens;
-    b.pd = make_pd(rows, weights_md, b.transposed);
+    const auto transposed = transposed_pd(rows);
+    b.transposed = transposed.has_value();
+    b.pd = transposed ? *transposed : make_pd(rows, weights_md);
     b.matmul = dnnl::matmul(b.pd);
     b.tokens = memory(b.transposed ? b.pd.weights_desc() : b.pd.src_desc(), cpu_engine(), DNNL_MEMORY_NONE);
     b.dst = memory(b.pd.dst_desc(), cpu_engine(), DNNL_MEMORY_NONE);
@@ -164,7 +218,7 @@ OnednnMatmul::OnednnMatmul(const Tensor& dense, Weights weights) : impl_(std::ma
   const memory::dims kn{static_cast<memory::dim>(m.in), static_cast<memory::dim>(m.out)};
   memory user({kn, m.weight_type, tag::ba}, cpu_engine(), data);
   m.weights_md = weights == Weights::packed ? m.make_pd(1, memory::desc(kn, m.weight_type, tag::any)).weights_desc() : user.get_desc();
-  if (weights == Weights::in_place && m.dtype == DType::bf16 && m.in % 2 == 0 && takes_packed_bf16_tokens(m.in, m.out))
+  if (weights == Weights::in_place && m.dtype != DType::f32)
     m.weight_rows = memory({{static_cast<memory::dim>(m.out), static_cast<memory::dim>(m.in)}, m.weight_type, tag::ab}, cpu_engine(), data);
   if (m.weights_md == user.get_desc()) {
     m.weights = user;
@@ -195,7 +249,10 @@ void OnednnMatmul::rebind(const Tensor& dense) {
 }
 
 size_t OnednnMatmul::packed_bytes() const { return impl_->packed ? impl_->weights_md.get_size() : 0; }
-std::string OnednnMatmul::implementation(size_t n) { return impl_->batch(n).pd.impl_info_str(); }
+std::string OnednnMatmul::implementation(size_t n) {
+  const Impl::Batch& b = impl_->batch(n);
+  return b.pd.impl_info_str() + std::string(b.transposed ? ", transposed" : "");
+}
 
 void OnednnMatmul::run(const float* x, size_t n, float* y) {
   prepare(impl_->dtype, impl_->in, x, n, t_source);
@@ -215,7 +272,10 @@ void OnednnMatmul::prepare(DType dtype, size_t in, const float* x, size_t n, One
   // result does not depend on the rest of the batch. oneDNN 2.x scales only
   // output columns, so the token scale is applied after the product. NaN when
   // a token holds NaN or Inf, so its outputs are NaN too.
-  if (dtype == DType::int8) source.token_scales.resize(n);
+  if (dtype == DType::int8) {
+    source.token_scales.resize(n);
+    source.token_sums.resize(n);
+  }
   source.tokens_packed = false;
   // Tokens side by side: on one thread this conversion and the copy after
   // the product were ~7 % of a 512-token int8 prefill, the other thread idle.
@@ -231,8 +291,7 @@ void OnednnMatmul::prepare(DType dtype, size_t in, const float* x, size_t n, One
         kernels::vector_ops().to_bf16(xt, reinterpret_cast<uint16_t*>(st), in);
         break;
       case DType::int8: {
-        int32_t sum = 0;
-        source.token_scales[t] = kernels::vector_ops().quantize_s8(xt, in, reinterpret_cast<int8_t*>(st), &sum);
+        source.token_scales[t] = kernels::vector_ops().quantize_s8(xt, in, reinterpret_cast<int8_t*>(st), &source.token_sums[t]);
         break;
       }
     }
@@ -269,13 +328,17 @@ void OnednnMatmul::run(const OnednnSource& source, float* y, size_t ldy) {
   m.stream.wait();
   if (direct) return;
   if (b.transposed) {
-    // Token t's outputs are column t of the product (bf16: no scales).
+    // Token t's outputs are column t of the product; int8 then scaled in
+    // place, in the VNNI kernels' order as below.
     constexpr size_t kRowsPerTask = 256;
     const auto tasks = static_cast<int64_t>((m.out + kRowsPerTask - 1) / kRowsPerTask);
 #pragma omp parallel for if (tasks > 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const size_t r0 = static_cast<size_t>(task) * kRowsPerTask, r1 = std::min(m.out, r0 + kRowsPerTask);
       kernels::vector_ops().transpose(staged + r0 * source.rows, source.rows, r1 - r0, n, y + r0, ldy);
+      if (m.dtype == DType::int8)
+        for (size_t t = 0; t < n; ++t)
+          kernels::vector_ops().dequantize_row(y + t * ldy + r0, m.row_scales.data() + r0, source.token_scales[t], y + t * ldy + r0, r1 - r0);
     }
     return;
   }

@@ -23,7 +23,8 @@ struct OnednnSource {
   size_t in = 0, n = 0, rows = 0;
   kernels::Scratch bytes;           // rows x in elements of dtype
   std::vector<float> token_scales;  // int8: each token's activation scale
-  // bf16 tokens packed for in-place products (OnednnMatmul::Weights): by the
+  std::vector<int32_t> token_sums;  // int8: each token's sum of its s8 values
+  // The tokens packed for in-place products (OnednnMatmul::Weights): by the
   // first that needs them after prepare, under `packing`, since the products
   // of one source may run on several threads at once.
   mutable kernels::Scratch packed_tokens;
@@ -36,13 +37,13 @@ class OnednnMatmul {
   // How the weights reach oneDNN: repacked into its preferred layout (a
   // copy, made once), or read in place as our [out][in] rows. As oneDNN's
   // weights, rows read in place are copied into its layout on every call;
-  // so bf16 rows in place are multiplied transposed, yᵀ = W · xᵀ, from 32
-  // tokens, where oneDNN's brgemm allows: the rows are its row-major source, read as they
-  // are, the tokens its weights, packed once per prepared source (far fewer
-  // bytes), and the result is transposed back (VectorOps::transpose).
-  // int8 rows are not: a signed source needs oneDNN's compensation, which
-  // only its reorder writes (0.9 ms for 128 tokens of 2048). See
-  // docs/benchmarks.md, "Expanded rows as oneDNN's source".
+  // so bf16 and int8 rows in place are multiplied transposed from 32 tokens,
+  // yᵀ = W · xᵀ, where oneDNN takes the tokens in the layout we pack: the
+  // rows are its row-major source, read as they are, the tokens its
+  // weights, packed once per prepared source (far fewer bytes; int8 with
+  // the compensation its s8 x s8 kernels need), and the result is
+  // transposed back (VectorOps::transpose). See docs/benchmarks.md,
+  // "Expanded rows as oneDNN's source".
   enum class Weights { packed, in_place };
 
   // `dense` is a dense f32, bf16 or int8 [out, in] tensor. bf16 runs
@@ -70,7 +71,9 @@ class OnednnMatmul {
   // lacuna::Error on a packed object or another shape or dtype.
   void rebind(const Tensor& dense);
   size_t packed_bytes() const;          // oneDNN's copy of the weights (0 when in place)
-  std::string implementation(size_t n);  // oneDNN's name for the kernel it runs at batch n
+  // oneDNN's name for the kernel it runs at batch n, with ", transposed"
+  // when that batch runs transposed (see Weights).
+  std::string implementation(size_t n);
 
  private:
   struct Impl;
