@@ -152,7 +152,7 @@ TEST_P(VectorOpsTest, GatedActivationsMatchDoubleFormulas) {
 }
 
 // The VNNI tiles' float steps, (sum * row scale) * token scale, bit for bit,
-// and nothing written past n.
+// nothing written past n, and the same in place (y = sums).
 TEST_P(VectorOpsTest, DequantizeRowTakesTheTilesFloatStepsExactly) {
   const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
   for (const size_t n : {size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{2051}}) {
@@ -165,6 +165,9 @@ TEST_P(VectorOpsTest, DequantizeRowTakesTheTilesFloatStepsExactly) {
       ASSERT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(want)) << ops.isa << " n=" << n << " i=" << i;
     }
     EXPECT_EQ(y[n], 99.0f) << ops.isa << " wrote past n=" << n;
+    std::vector<float> in_place = sums;
+    ops.dequantize_row(in_place.data(), scales.data(), token, in_place.data(), n);
+    EXPECT_TRUE(std::equal(in_place.begin(), in_place.end(), y.begin())) << ops.isa << " in place, n=" << n;
   }
 }
 

@@ -45,9 +45,10 @@ thread_local OnednnSource t_source;
 // a word is a pair of bf16 or four s8 of one token, so each tile is a
 // 32-bit transpose). s8 then carries, per token, -128 x the sum of its
 // values: the compensation oneDNN's s8 x s8 kernels add for their source
-// moved to unsigned. Returns false, writing nothing, when `bytes` is not
-// that layout's size.
+// moved to unsigned. Returns false, writing nothing, when a token's row is
+// not whole words or `bytes` is not that layout's size.
 bool pack_tokens(const OnednnSource& source, void* out, size_t bytes) {
+  if (source.in * dtype_size(source.dtype) % 4) return false;
   const size_t words = source.in * dtype_size(source.dtype) / 4, tiles = (words + 15) / 16, blocks = (source.rows + 63) / 64;
   const size_t data_bytes = blocks * tiles * 16 * 64 * 4, compensation_bytes = source.dtype == DType::int8 ? blocks * 64 * sizeof(int32_t) : 0;
   if (bytes < data_bytes + compensation_bytes || (compensation_bytes == 0 && bytes != data_bytes)) return false;
@@ -74,7 +75,6 @@ bool pack_tokens(const OnednnSource& source, void* out, size_t bytes) {
 // are what oneDNN 2.6's AVX-512 brgemm asks for; another ISA's (AMX, say)
 // fails here, and its products keep our rows as oneDNN's weights.
 bool packs_like_onednn(DType dtype, size_t in, size_t rows, const memory::desc& layout) {
-  if (in * dtype_size(dtype) % 4) return false;
   OnednnSource probe;
   probe.dtype = dtype;
   probe.in = in;

@@ -49,6 +49,7 @@ struct VectorOps {
   // token's int8 products, their exact integer sums (as floats) scaled back
   // as the VNNI tiles scale theirs. After oneDNN's s8 product this ran in
   // the engine's baseline SSE2 code, 4 % of an int8 prefill's samples.
+  // y may be sums (in place).
   void (*dequantize_row)(const float* sums, const float* row_scale, float token_scale, float* y, size_t n);
   // out[i] = f32_to_bf16(x[i]) (sparse/dtype.h: to nearest even, NaN kept
   // quiet): a bf16 product's activations. One element at a time in the
