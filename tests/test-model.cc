@@ -460,7 +460,7 @@ TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
                                                                          << linear.describe(n) << ")";
             }
           const bool widened = dtype == DType::bf16 && f32_outruns_bf16_dot();
-          const size_t from = dtype == DType::int8 ? 32 : widened ? (zeros_in_13 >= 12 ? 0 : zeros_in_13 >= 9 ? 256 : 64) : (zeros_in_13 >= 12 ? 0 : 16);
+          const size_t from = dtype == DType::int8 ? 24 : widened ? (zeros_in_13 >= 12 ? 0 : zeros_in_13 >= 9 ? 256 : 64) : (zeros_in_13 >= 12 ? 0 : 16);
           const bool expanded = format == Format::bitmap && from && n >= from;
           EXPECT_EQ(linear.describe(n).find("expanded") != std::string::npos, expanded) << zeros_in_13 << "/13 zeros: " << linear.describe(n);
           if (expanded) {

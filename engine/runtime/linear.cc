@@ -23,9 +23,12 @@ constexpr double kNominalBandwidth = 30e9;
 // reading the weights, which the sparse kernels do faster. Measured with
 // bench-densify; since the expansion runs a block of about 1 MB at a time
 // per thread, in L2 (docs/benchmarks.md, "Expanded blocks in L2"), on the
-// AMD EPYC (Zen 5) host, 2048->11264: int8 expansion beats the VNNI
+// AMD EPYC (Zen 5) host, 2048->11264: int8 expansion beat the VNNI
 // kernel from 32 tokens (1.36-1.49 ms against 1.56-1.93 at 32, 0.91-1.15
-// against 0.81-0.88 at 16). bf16 is expanded from 16 tokens, though the
+// against 0.81-0.88 at 16); since oneDNN reads the expanded rows as its
+// source (OnednnMatmul, from 17 tokens), from 24: at 50 / 70 / 90 %,
+// three runs each, every run's expansion was faster at 24 tokens (1.22-2.30
+// ms against 1.37-3.73) and 28, mixed at 20, slower at 16. bf16 is expanded from 16 tokens, though the
 // small-batch kernel is a little faster up to 32 (2.20 against 2.49 ms at
 // 16, level at 32 at 70 %): below, the planner picks that kernel or the
 // column-pair kernel by the batch size, and a float sum's bits follow the
@@ -59,7 +62,7 @@ DType expanded_type(const TensorDesc& d) { return widened(d) ? DType::f32 : d.dt
 
 size_t densify_from(const TensorDesc& d) {
   constexpr size_t kNever = std::numeric_limits<size_t>::max();
-  if (d.dtype == DType::int8) return 32;
+  if (d.dtype == DType::int8) return 24;
   if (d.dtype != DType::bf16) return 16;
   const double weights = static_cast<double>(d.rows()) * static_cast<double>(d.cols());
   const double sparsity = 1.0 - static_cast<double>(d.nnz) / weights;
