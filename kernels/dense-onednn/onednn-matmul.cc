@@ -172,14 +172,14 @@ struct OnednnMatmul::Impl {
   // Transposed, the tokens are padded to blocks of 64: 16 tokens took
   // 1.1-2.3x the time of the plain product, while 32 and more ran faster
   // (bench-densify --quick, bf16 at 50 and 70 %; docs/benchmarks.md,
-  // "Expanded rows as oneDNN's source").
-  static constexpr size_t kTransposedFromTokens = 32;
+  // "Expanded rows as oneDNN's source"). A bucket of 32 rows serves 17-32.
+  static constexpr size_t kTransposedFromRows = 32;
 
   // Batch `rows` transposed, when the rows may be oneDNN's source and it
   // takes the tokens in the layout pack_tokens writes (checked once per
   // batch size).
   std::optional<dnnl::matmul::primitive_desc> transposed_pd(size_t rows) const {
-    if (!weight_rows || rows < kTransposedFromTokens) return std::nullopt;
+    if (!weight_rows || rows < kTransposedFromRows) return std::nullopt;
     dnnl::matmul::primitive_desc pd = make_pd(rows, weights_md, true);
     if (!packs_like_onednn_for(dtype, in, rows, out, pd.weights_desc())) return std::nullopt;
     return pd;

@@ -37,8 +37,9 @@ class OnednnMatmul {
   // How the weights reach oneDNN: repacked into its preferred layout (a
   // copy, made once), or read in place as our [out][in] rows. As oneDNN's
   // weights, rows read in place are copied into its layout on every call;
-  // so bf16 and int8 rows in place are multiplied transposed from 32 tokens,
-  // yᵀ = W · xᵀ, where oneDNN takes the tokens in the layout we pack: the
+  // so bf16 and int8 rows in place are multiplied transposed from 17 tokens
+  // (primitives of 32 rows), yᵀ = W · xᵀ, where oneDNN takes the tokens in
+  // the layout we pack: the
   // rows are its row-major source, read as they are, the tokens its
   // weights, packed once per prepared source (far fewer bytes; int8 with
   // the compensation its s8 x s8 kernels need), and the result is
