@@ -27,10 +27,11 @@ constexpr double kNominalBandwidth = 30e9;
 // kernel from 32 tokens (1.36-1.49 ms against 1.56-1.93 at 32, 0.91-1.15
 // against 0.81-0.88 at 16); since oneDNN reads the expanded rows as its
 // source (OnednnMatmul, from 17 tokens), from 24: at 50 / 70 / 90 %,
-// three runs each, every run's expansion was faster at 24 tokens (1.22-2.30
-// ms against 1.37-3.73) and 28, mixed at 20, slower at 16. bf16 is expanded from 16 tokens, though the
-// small-batch kernel is a little faster up to 32 (2.20 against 2.49 ms at
-// 16, level at 32 at 70 %): below, the planner picks that kernel or the
+// three runs each, every run's expansion was faster at 24 tokens
+// (1.22-2.30 ms against 1.37-3.73) and 28, mixed at 20, slower at 16.
+// bf16 is expanded from 16 tokens, though the small-batch kernel is a
+// little faster up to 32 (2.20 against 2.49 ms at 16, level at 32 at 70
+// %): below, the planner picks that kernel or the
 // column-pair kernel by the batch size, and a float sum's bits follow the
 // kernel, so a sequence's logits would change with the batch it runs in
 // (with 32, the C API's batch test read a 3.4e-5 relative error between a

@@ -24,8 +24,6 @@ inline void transpose_16x16(__m512 (&v)[16]) {
   });
 }
 
-inline __mmask16 first_lanes(size_t count) { return static_cast<__mmask16>(count >= 16 ? 0xffffu : (1u << count) - 1); }
-
 // transpose a 16 x 16 tile at a time, the edges masked. The tiles
 // of 16 columns go down all the rows before the next 16 columns, so each of
 // the 16 output rows they write is written in order: tile row by tile row,
