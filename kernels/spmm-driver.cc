@@ -109,18 +109,28 @@ void spmm_run_all(std::span<const SpmmJob> jobs) {
     work += prepared.back().total * jobs[i].n;
     values += jobs[i].n * jobs[i].w->desc().cols();
   }
-  // One job's conversion splits its tokens over the threads itself; several
-  // jobs' run side by side (a decode step's experts, a few tokens each).
-  const auto count = static_cast<int64_t>(prepared.size());
-#pragma omp parallel for schedule(dynamic, 1) if (count > 1 && values >= kParallelMinValues)
-  for (int64_t k = 0; k < count; ++k) {
-    Prepared& p = prepared[static_cast<size_t>(k)];
+  const auto prepare = [&](Prepared& p) {
     const SpmmJob& j = jobs[p.job];
     const kernels::PreparedActivations xp = kernels::prepare_activations(j.kernel->act, j.x, j.n, j.w->desc().cols(), buffers[p.job]);
     p.args.x = xp.data;
     p.args.ldx = xp.ld;
     p.args.x_scale = xp.scale;
     p.args.x_sum = xp.sum;
+  };
+  // Several jobs' conversions run side by side (a decode step's experts, a
+  // few tokens each); one job's splits its tokens over the threads itself.
+  // Not one region with an `if` clause: a region whose clause is false still
+  // encloses the conversion's own region, which is then a nested team, and
+  // libgomp starts (and ends) a new thread for it on every call; that cost a
+  // 12-token int8 product of the mini model's down projection (5632
+  // columns, the first size converted in parallel) 2-4x its time
+  // (docs/benchmarks.md, "A thread per product").
+  const auto count = static_cast<int64_t>(prepared.size());
+  if (count > 1 && values >= kParallelMinValues) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t k = 0; k < count; ++k) prepare(prepared[static_cast<size_t>(k)]);
+  } else {
+    for (Prepared& p : prepared) prepare(p);
   }
   const int threads = work < kParallelMinWork ? 1 : omp_get_max_threads();
   if (threads == 1) {
