@@ -30,17 +30,16 @@ constexpr double kNominalBandwidth = 30e9;
 // three runs each, every run's expansion was faster at 24 tokens
 // (1.22-2.30 ms against 1.37-3.73) and 28, mixed at 20, slower at 16.
 // bf16 is expanded from 16 tokens, though the small-batch kernel is a
-// little faster up to 32 (2.20 against 2.49 ms at 16, level at 32 at 70
-// %): below, the planner picks that kernel or the
-// column-pair kernel by the batch size, and a float sum's bits follow the
-// kernel, so a sequence's logits would change with the batch it runs in
-// (with 32, the C API's batch test read a 3.4e-5 relative error between a
-// 39-token sequence alone and in a batch in the AddressSanitizer build; 0
-// with 16). Weights of 75 % or
-// more keep the column-pair kernel, which skips pairs of zeros: its time
-// follows the pairs holding a weight (51 % of them at 70 %, 19 % at 90
-// %): at 128 tokens 7.72 ms against 7.24 expanded at 70 %, 4.00 against
-// 6.98 at 90 %, level near 73 %.
+// little faster up to 32 (2.20 against 2.49 ms at 16, level at 32 at
+// 70 %): below, the planner picks that kernel or the column-pair kernel by
+// the batch size, and a float sum's bits follow the kernel, so a
+// sequence's logits would change with the batch it runs in (with 32, the C
+// API's batch test read a 3.4e-5 relative error between a 39-token
+// sequence alone and in a batch in the AddressSanitizer build; 0 with 16).
+// Weights of 75 % or more keep the column-pair kernel, which skips pairs
+// of zeros: its time follows the pairs holding a weight (51 % of them at
+// 70 %, 19 % at 90 %): at 128 tokens 7.72 ms against 7.24 expanded at
+// 70 %, 4.00 against 6.98 at 90 %, level near 73 %.
 // bf16 depends on the CPU's VDPBF16PS rate, which oneDNN's bf16 matmul is
 // made of. Where it does fewer multiply-adds per second than f32 FMAs
 // (bf16_dot_vs_fma() < 1: 0.47-0.51 on this project's Intel host), the

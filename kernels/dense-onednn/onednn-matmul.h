@@ -39,12 +39,11 @@ class OnednnMatmul {
   // weights, rows read in place are copied into its layout on every call;
   // so bf16 and int8 rows in place are multiplied transposed from 17 tokens
   // (primitives of 32 rows), yᵀ = W · xᵀ, where oneDNN takes the tokens in
-  // the layout we pack: the
-  // rows are its row-major source, read as they are, the tokens its
-  // weights, packed once per prepared source (far fewer bytes; int8 with
-  // the compensation its s8 x s8 kernels need), and the result is
-  // transposed back (VectorOps::transpose). See docs/benchmarks.md,
-  // "Expanded rows as oneDNN's source".
+  // the layout we pack: the rows are its row-major source, read as they
+  // are, the tokens its weights, packed once per prepared source (far fewer
+  // bytes; int8 with the compensation its s8 x s8 kernels need), and the
+  // result is transposed back (VectorOps::transpose). See
+  // docs/benchmarks.md, "Expanded rows as oneDNN's source".
   enum class Weights { packed, in_place };
 
   // `dense` is a dense f32, bf16 or int8 [out, in] tensor. bf16 runs
