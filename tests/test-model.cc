@@ -285,6 +285,50 @@ TEST(Generate, GreedyIsDeterministicAndTheSameInsideABatch) {
   }
 }
 
+TEST(Sampler, LogprobsAreTheLogSoftmaxOfTheLogitsAsGiven) {
+  const std::vector<float> logits = {2.0f, -1.0f, 0.5f, 2.0f, 7.0f, -30.0f, 1e-3f};
+  long double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<long double>(l));
+  auto want = [&](size_t id) { return static_cast<double>(static_cast<long double>(logits[id]) - std::log(sum)); };
+  const TokenLogprobs lp = token_logprobs(logits, 3, 3);
+  EXPECT_NEAR(lp.logprob, want(3), 1e-6);
+  // Highest first; of the tied 0 and 3, the lower id first.
+  ASSERT_EQ(lp.top.size(), 3u);
+  const size_t order[] = {4, 0, 3};
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(lp.top[i].first, static_cast<int32_t>(order[i]));
+    EXPECT_NEAR(lp.top[i].second, want(order[i]), 1e-6);
+  }
+  EXPECT_TRUE(token_logprobs(logits, 5, 0).top.empty());
+  EXPECT_EQ(token_logprobs(logits, 5, kMaxTopLogprobs).top.size(), logits.size());
+  // Large logits do not overflow (the maximum is taken out first).
+  const std::vector<float> large = {1000.0f, 1000.0f};
+  EXPECT_NEAR(token_logprobs(large, 1, 0).logprob, -std::log(2.0), 1e-6);
+}
+
+TEST(Generate, LogprobsFollowEveryGeneratedTokenOnlyWhenAsked) {
+  Forward forward(converted("mixtral", "auto", DType::bf16));
+  GenerateRequest r;
+  r.prompt = {1, 5, 9, 14};
+  r.options.sampling.temperature = 0;
+  r.options.max_tokens = 5;
+  r.options.stop_at_eos = false;
+  EXPECT_TRUE(generate(forward, {r})[0].logprobs.empty());
+  r.options.logprobs = 2;
+  const GenerateResult out = generate(forward, {r})[0];
+  ASSERT_EQ(out.logprobs.size(), out.tokens.size());
+  for (size_t i = 0; i < out.tokens.size(); ++i) {
+    // Greedy takes the most likely token, so it heads its own top list.
+    ASSERT_EQ(out.logprobs[i].top.size(), 2u);
+    EXPECT_EQ(out.logprobs[i].top[0].first, out.tokens[i]);
+    EXPECT_EQ(out.logprobs[i].top[0].second, out.logprobs[i].logprob);
+    EXPECT_LE(out.logprobs[i].logprob, 0.0f);
+    EXPECT_GE(out.logprobs[i].top[0].second, out.logprobs[i].top[1].second);
+  }
+  r.options.logprobs = kMaxTopLogprobs + 1;
+  EXPECT_THROW(generate(forward, {r}), Error);
+}
+
 TEST(Generate, SeededSamplingIsReproducibleAndStopsAtText) {
   const auto model = converted("mixtral", "auto", DType::bf16);
   GenerateRequest r;

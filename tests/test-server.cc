@@ -5,11 +5,14 @@
 #include <httplib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <future>
+#include <numeric>
 #include <set>
 #include <thread>
 
@@ -177,7 +180,7 @@ TEST(Scheduler, RefusesBadRequestsAndAFullQueue) {
   std::promise<void> first_token;
   std::atomic<bool> release{false};
   std::atomic<int> finished{0};
-  scheduler.submit({1, 2}, greedy(400), {[&](int32_t, std::string_view) {
+  scheduler.submit({1, 2}, greedy(400), {[&](const Generation::Token&) {
                                             static std::once_flag once;
                                             std::call_once(once, [&] { first_token.set_value(); });
                                             while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -320,6 +323,105 @@ TEST_F(Server, ChatAppliesTheTemplateAndStreamsTheSameAnswer) {
   EXPECT_EQ(read_stream(sres->body, true).first, want.text);
 }
 
+// The model's log-probabilities after `prompt`, worked out here from the
+// forward pass's logits (a log-softmax in long double), not by the server.
+std::vector<double> reference_logprobs(const std::vector<int32_t>& prompt) {
+  Forward forward(tiny(), BatchPolicy::invariant);
+  KvCache cache(tiny()->config(), static_cast<int64_t>(prompt.size()));
+  std::vector<float> logits(static_cast<size_t>(tiny()->config().vocab));
+  const SequenceStep step{&cache, prompt, logits.data(), false};
+  forward.step(std::span(&step, 1));
+  long double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<long double>(l));
+  std::vector<double> out;
+  for (float l : logits) out.push_back(static_cast<double>(static_cast<long double>(l) - std::log(sum)));
+  return out;
+}
+
+TEST_F(Server, LogprobsAreTheModelsAndStreamTheSame) {
+  start();
+  const std::vector<int32_t> prompt = prompt_of(3, 20);
+  const json request = {{"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0}, {"logprobs", 3}};
+  auto res = post("/v1/completions", request.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json answer = json::parse(res->body);
+  const json lp = answer["choices"][0]["logprobs"];
+  const size_t n = answer["usage"]["completion_tokens"];
+  ASSERT_EQ(n, 6u);
+  for (const char* list : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) ASSERT_EQ(lp[list].size(), n) << list;
+
+  // The first token against the reference: greedy took the most likely token,
+  // and the three alternatives are the three most likely, with their values.
+  const std::vector<double> want = reference_logprobs(prompt);
+  std::vector<int32_t> ids(want.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  std::partial_sort(ids.begin(), ids.begin() + 3, ids.end(), [&](int32_t a, int32_t b) { return want[a] > want[b]; });
+  EXPECT_NEAR(lp["token_logprobs"][0].get<double>(), want[ids[0]], 1e-4);
+  std::vector<double> top;
+  for (const auto& [name, value] : lp["top_logprobs"][0].items()) top.push_back(value.get<double>());
+  std::sort(top.rbegin(), top.rend());
+  ASSERT_EQ(top.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_NEAR(top[i], want[ids[i]], 1e-4);
+  EXPECT_EQ(lp["tokens"][0], tiny()->tokenizer()->token_bytes(ids[0]));
+  // Every later token: greedy again heads its alternatives; offsets count the tokens' bytes.
+  for (size_t i = 0; i < n; ++i) {
+    double best = -1e30;
+    for (const auto& [name, value] : lp["top_logprobs"][i].items()) best = std::max(best, value.get<double>());
+    EXPECT_EQ(lp["token_logprobs"][i].get<double>(), best);
+    EXPECT_LE(best, 0.0);
+    if (i > 0) {
+      EXPECT_GE(lp["text_offset"][i].get<size_t>(), lp["text_offset"][i - 1].get<size_t>());
+    }
+  }
+
+  // Streamed: the same lists, one token per chunk.
+  json streamed = request;
+  streamed["stream"] = true;
+  auto sres = post("/v1/completions", streamed.dump());
+  ASSERT_TRUE(sres);
+  ASSERT_EQ(sres->status, 200);
+  json joined = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()}, {"text_offset", json::array()}};
+  for (size_t at = 0; (at = sres->body.find("data: {", at)) != std::string::npos; ++at) {
+    const json chunk = json::parse(sres->body.substr(at + 6, sres->body.find("\n\n", at) - at - 6));
+    const json& c = chunk["choices"][0]["logprobs"];
+    if (c.is_null()) continue;  // the finishing chunk
+    for (auto& [list, values] : joined.items()) {
+      ASSERT_EQ(c[list].size(), 1u);
+      values.push_back(c[list][0]);
+    }
+  }
+  for (const char* list : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) EXPECT_EQ(joined[list], lp[list]) << list;
+
+  // The chat API's shape: logprobs true, top_logprobs alternatives.
+  const json chat = {{"messages", json::array({{{"role", "user"}, {"content", "Where is the train?"}}})},
+                     {"max_tokens", 4},
+                     {"temperature", 0},
+                     {"logprobs", true},
+                     {"top_logprobs", 2}};
+  res = post("/v1/chat/completions", chat.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json reply = json::parse(res->body);
+  const json& content = reply["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), reply["usage"]["completion_tokens"].get<size_t>());
+  for (const json& t : content) {
+    EXPECT_TRUE(t["token"].is_string());
+    EXPECT_TRUE(t["bytes"].is_array());
+    ASSERT_EQ(t["top_logprobs"].size(), 2u);
+    EXPECT_EQ(t["logprob"], t["top_logprobs"][0]["logprob"]);
+    EXPECT_EQ(t["token"], t["top_logprobs"][0]["token"]);
+  }
+  // Without logprobs asked, a choice carries none.
+  res = post("/v1/chat/completions", json{{"messages", chat["messages"]}, {"max_tokens", 2}}.dump());
+  ASSERT_TRUE(res);
+  EXPECT_TRUE(json::parse(res->body)["choices"][0]["logprobs"].is_null());
+  res = post("/v1/chat/completions", json{{"messages", chat["messages"]}, {"top_logprobs", 2}}.dump());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_NE(res->body.find("'top_logprobs' needs 'logprobs': true"), std::string::npos) << res->body;
+}
+
 TEST_F(Server, ConcurrentClientsEachGetTheirOwnAnswer) {
   start();
   constexpr int kClients = 12;
@@ -438,6 +540,9 @@ TEST_F(Server, BadRequestsGetClearJsonErrorsAndTheServerKeepsServing) {
       {"{\"prompt\": \"x\", \"temperature\": -1}", 400, "'temperature' must be in [0, 2]", "temperature"},
       {"{\"prompt\": \"x\", \"stream\": \"yes\"}", 400, "must be a boolean", "stream"},
       {"{\"prompt\": \"x\", \"n\": 2}", 400, "'n' must be 1", "n"},
+      {"{\"prompt\": \"x\", \"logprobs\": 21}", 400, "'logprobs' must be in 0..20", "logprobs"},
+      {"{\"prompt\": \"x\", \"logprobs\": \"2\"}", 400, "must be an integer 0..20, not a string", "logprobs"},
+      {"{\"prompt\": \"x\", \"logprobs\": true}", 400, "'logprobs' must be an integer 0..20", "logprobs"},
       {"{\"prompt\": \"x\", \"stop\": [1]}", 400, "'stop' must be a string or an array", "stop"},
       {"{\"prompt\": \"caf\xc3\"}", 400, "not valid UTF-8", ""},
       {"{\"prompt\": \"\xff\"}", 400, "not valid UTF-8", ""},
@@ -585,7 +690,7 @@ TEST(Batch, MalformedLinesAreReportedAndTheRestAnswered) {
     f << "{\"id\": \"b\", \"prompt\": \n";
     f << json{{"id", "c"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 4}, {"temperature", 0}}.dump() << "\n";
     f << json{{"id", "d"}, {"prompt", "x"}, {"max_tokens", -3}}.dump() << "\n";
-    f << json{{"custom_id", "e"}, {"method", "POST"}, {"url", "/v1/completions"}, {"body", {{"prompt", {1, 2}}, {"max_tokens", 3}}}}.dump() << "\n";
+    f << json{{"custom_id", "e"}, {"method", "POST"}, {"url", "/v1/completions"}, {"body", {{"prompt", {1, 2}}, {"max_tokens", 3}, {"logprobs", 1}}}}.dump() << "\n";
   }
   BatchOptions o;
   o.progress = false;
@@ -606,6 +711,8 @@ TEST(Batch, MalformedLinesAreReportedAndTheRestAnswered) {
   EXPECT_EQ(by_id["c"]["response"]["object"], "chat.completion");
   EXPECT_EQ(by_id["d"]["error"]["param"], "max_tokens");
   EXPECT_EQ(by_id["e"]["response"]["usage"]["completion_tokens"], 3);
+  EXPECT_EQ(by_id["e"]["response"]["choices"][0]["logprobs"]["token_logprobs"].size(), 3u);
+  EXPECT_TRUE(by_id["a"]["response"]["choices"][0]["logprobs"].is_null());
 }
 
 TEST(Batch, ARerunSkipsWhatIsDoneAndDropsACutOffLine) {

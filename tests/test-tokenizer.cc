@@ -134,6 +134,24 @@ TEST(TextStream, WithoutContextMatchesDecode) {
   EXPECT_EQ(streamed + stream.flush(), t.decode(ids));
 }
 
+TEST(Tokenizer, TokenBytesAreWhatEachTokenStandsForAlone) {
+  const Tokenizer& t = small_tokenizer();
+  // Every token of a text, as bytes, joins back into the text (with the
+  // space sentencepiece puts before the first word).
+  for (const std::string& s : kSentences) {
+    std::string joined;
+    for (int32_t id : t.encode(s, false)) joined += t.token_bytes(id);
+    EXPECT_EQ(joined, s.empty() ? "" : " " + s) << s;
+  }
+  // A character outside the training text falls back to one token per byte.
+  const std::vector<int32_t> snow = t.encode("🌨", false);
+  ASSERT_GE(snow.size(), 4u);
+  EXPECT_EQ(t.token_bytes(snow.back()), std::string(1, '\xa8'));  // U+1F328 is F0 9F 8C A8
+  EXPECT_EQ(t.token_bytes(t.bos_id()), "<s>");
+  EXPECT_EQ(t.token_bytes(512), "<|512|>");
+  EXPECT_EQ(t.token_bytes(-3), "<|-3|>");
+}
+
 TEST(Tokenizer, MalformedModelsThrow) {
   const std::string garbage = "this is not a sentencepiece model";
   EXPECT_THROW(Tokenizer::from_bytes(std::as_bytes(std::span(garbage))), Error);

@@ -87,6 +87,24 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
   return text;
 }
 
+std::string Tokenizer::token_bytes(int32_t id) const {
+  if (id < 0 || id >= vocab_size()) return "<|" + std::to_string(id) + "|>";
+  const std::string piece = impl_->sp.IdToPiece(id);
+  if (impl_->sp.IsByte(id)) return std::string(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));  // "<0xNN>"
+  if (impl_->sp.IsControl(id) || impl_->sp.IsUnknown(id)) return piece;
+  constexpr std::string_view kWordBoundary = "\xE2\x96\x81";  // U+2581
+  std::string out;
+  for (size_t i = 0; i < piece.size();) {
+    if (piece.compare(i, kWordBoundary.size(), kWordBoundary) == 0) {
+      out += ' ';
+      i += kWordBoundary.size();
+    } else {
+      out += piece[i++];
+    }
+  }
+  return out;
+}
+
 namespace {
 
 // Prompt tokens a stream keeps as context: enough for the first piece's space.

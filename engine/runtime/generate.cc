@@ -32,6 +32,7 @@ void validate_request(std::span<const int32_t> prompt, const GenerateOptions& o,
   if (prompt.empty()) throw Error("the prompt is empty");
   if (o.max_tokens < 0) throw Error("max_tokens must be >= 0");
   if (o.prefill_chunk <= 0) throw Error("prefill_chunk must be > 0");
+  if (o.logprobs < -1 || o.logprobs > kMaxTopLogprobs) throw Error("logprobs must be -1 (none) or 0.." + std::to_string(kMaxTopLogprobs));
   validate(o.sampling);
   for (size_t i = 0; i < prompt.size(); ++i)
     if (prompt[i] < 0 || prompt[i] >= c.vocab)
@@ -63,6 +64,7 @@ Generation::Token Generation::next(std::span<const float> logits, bool last_posi
   GenerateResult& r = result_;
   const int32_t token = sampler_.sample(logits, history_);
   r.tokens.push_back(token);
+  if (options_.logprobs >= 0) r.logprobs.push_back(token_logprobs(logits, token, options_.logprobs));
   history_.push_back(token);
   const size_t searched_to = r.text.size();
   if (stream_) r.text += stream_->push(token);
@@ -80,7 +82,7 @@ Generation::Token Generation::next(std::span<const float> logits, bool last_posi
   const size_t clear = done ? r.text.size() : r.text.size() - stop_prefix_at_end(r.text, options_.stop);
   const std::string_view text = std::string_view(r.text).substr(passed_, clear - std::min(clear, passed_));
   passed_ = std::max(passed_, clear);
-  return {token, text, done};
+  return {token, text, done, r.logprobs.empty() ? nullptr : &r.logprobs.back()};
 }
 
 void Generation::cancel() {

@@ -22,6 +22,9 @@ struct GenerateOptions {
   std::vector<std::string> stop;  // generation ends when the text contains one (it is cut off)
   bool stop_at_eos = true;
   int32_t prefill_chunk = 512;    // prompt tokens per forward step
+  // -1: none; 0..kMaxTopLogprobs: each generated token's log-probability
+  // (token_logprobs) and that many of the most likely tokens' at its position.
+  int32_t logprobs = -1;
 };
 
 struct GenerateRequest {
@@ -45,6 +48,7 @@ struct GenerateResult {
   // cache is full), "cancelled" (the token callback returned false) or
   // "error" (a forward step failed; only where steps are shared, a server).
   std::string finish_reason;
+  std::vector<TokenLogprobs> logprobs;  // one per token, when options.logprobs >= 0
 };
 
 struct GenerateStats {
@@ -73,6 +77,7 @@ class Generation {
     int32_t id;
     std::string_view text;  // what it adds to the result's text (see TokenCallback); valid until the next call
     bool finished;
+    const TokenLogprobs* logprobs;  // when options.logprobs >= 0 (else nullptr); valid until the next call
   };
   // Samples the next token. `last_position`: the token would take the
   // cache's last position, so nothing could follow it ("context").

@@ -16,6 +16,22 @@ void validate(const SamplingParams& p) {
   if (!(p.repetition_penalty > 0) || !std::isfinite(p.repetition_penalty)) throw Error("repetition_penalty must be a finite number > 0");
 }
 
+TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int32_t top) {
+  const float max = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l) - max);
+  const double log_sum = static_cast<double>(max) + std::log(sum);
+  auto logprob = [&](int32_t id) { return static_cast<float>(static_cast<double>(logits[static_cast<size_t>(id)]) - log_sum); };
+  TokenLogprobs out{logprob(token), {}};
+  const auto vocab = static_cast<int32_t>(logits.size());
+  std::vector<int32_t> ids(static_cast<size_t>(vocab));
+  std::iota(ids.begin(), ids.end(), 0);
+  const int32_t k = std::min(top, vocab);
+  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  for (int32_t i = 0; i < k; ++i) out.top.emplace_back(ids[i], logprob(ids[i]));
+  return out;
+}
+
 Sampler::Sampler(const SamplingParams& p) : p_(p), state_(p.seed ^ 0x5851f42d4c957f2dull) { validate(p); }
 
 double Sampler::uniform() {

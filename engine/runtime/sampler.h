@@ -4,6 +4,7 @@
 // a seed: a sequence samples the same tokens alone or inside a batch.
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace lacuna {
@@ -18,6 +19,22 @@ struct SamplingParams {
 
 // Throws lacuna::Error for parameters out of range.
 void validate(const SamplingParams& p);
+
+// The model's log-probabilities at one position: the log-softmax of its
+// logits as the forward pass gave them, before the repetition penalty,
+// temperature, top-k and top-p, so that they describe the model whatever
+// the request samples with (OpenAI's `logprobs`, and what evaluation
+// harnesses score).
+struct TokenLogprobs {
+  float logprob = 0;  // of the token taken
+  std::vector<std::pair<int32_t, float>> top;  // the most likely tokens and their log-probabilities, highest first (ties: lower id)
+};
+inline constexpr int32_t kMaxTopLogprobs = 20;
+
+// `token`'s log-probability under `logits` and the `top` (0..kMaxTopLogprobs)
+// most likely tokens'. Sums in double: a 131072-token vocabulary loses no
+// digits of the chosen token's value.
+TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int32_t top);
 
 class Sampler {
  public:

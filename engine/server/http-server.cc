@@ -32,11 +32,17 @@ constexpr auto kStreamsFlush = std::chrono::seconds(10);
 struct Channel {
   std::mutex mutex;
   std::condition_variable changed;
-  std::deque<std::string> pieces;  // text not yet sent
+  // Not yet sent: text, and with logprobs asked, each token (its chunk may carry no text).
+  struct Piece {
+    std::string text;
+    std::optional<StreamedToken> token;
+  };
+  std::deque<Piece> pieces;
   bool done = false;
   GenerateResult result;
   Clock::time_point arrived = Clock::now(), last_token;
   size_t tokens = 0;
+  size_t token_bytes = 0;  // text_offset of the next token
 };
 
 void send_json(httplib::Response& res, int status, const json& body) {
@@ -149,7 +155,7 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
   }
   auto channel = std::make_shared<Channel>();
   RequestCallbacks callbacks;
-  callbacks.on_token = [this, channel](int32_t, std::string_view text) {
+  callbacks.on_token = [this, channel, r](const Generation::Token& token) {
     const auto now = Clock::now();
     const std::lock_guard lock(channel->mutex);
     if (channel->tokens++ == 0)
@@ -157,7 +163,12 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
     else
       metrics.inter_token(seconds_between(channel->last_token, now));
     channel->last_token = now;
-    if (!text.empty()) channel->pieces.emplace_back(text);
+    if (token.logprobs) {
+      channel->pieces.push_back({std::string(token.text), StreamedToken{token.id, *token.logprobs, channel->token_bytes}});
+      channel->token_bytes += token_offset_bytes(r, token.id);
+    } else if (!token.text.empty()) {
+      channel->pieces.push_back({std::string(token.text), std::nullopt});
+    }
     channel->changed.notify_all();
     return true;
   };
@@ -218,7 +229,7 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
         {
           std::unique_lock lock(channel->mutex);
           channel->changed.wait_for(lock, kHeartbeat, [&] { return channel->done || !channel->pieces.empty(); });
-          for (const std::string& piece : channel->pieces) out += sse(chunk_json(r, piece, "", ids));
+          for (const Channel::Piece& piece : channel->pieces) out += sse(chunk_json(r, piece.text, "", ids, piece.token ? &*piece.token : nullptr));
           channel->pieces.clear();
           if (channel->done) {
             finished = true;

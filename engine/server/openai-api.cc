@@ -77,6 +77,88 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
+// GenerateOptions::logprobs from OpenAI's two spellings: the completions
+// API's `logprobs` (how many alternatives; false as none, as some clients
+// send), the chat API's `logprobs` (a boolean) with `top_logprobs`.
+int32_t parse_logprobs(const json& body, Endpoint endpoint) {
+  const std::string range = "0.." + std::to_string(kMaxTopLogprobs);
+  const std::string expected = "an integer " + range;
+  auto given = [&](const char* name) { return body.contains(name) && !body[name].is_null(); };
+  auto count = [&](const char* name) {
+    const auto n = field<int64_t>(body, name, 0, expected.c_str());
+    require(n >= 0 && n <= kMaxTopLogprobs, name, std::string("'") + name + "' must be in " + range);
+    return static_cast<int32_t>(n);
+  };
+  if (endpoint == Endpoint::completions) {
+    if (!given("logprobs")) return -1;
+    if (body["logprobs"].is_boolean()) {
+      require(!body["logprobs"].get<bool>(), "logprobs", "'logprobs' must be " + expected + " (how many alternatives) or null");
+      return -1;
+    }
+    return count("logprobs");
+  }
+  const bool wanted = field<bool>(body, "logprobs", false, "a boolean");
+  require(!given("top_logprobs") || wanted, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+  return wanted ? count("top_logprobs") : -1;
+}
+
+// A token as the logprobs views name it: its own text when that is valid
+// UTF-8, else its bytes escaped as OpenAI writes them ("bytes:\\xe2");
+// "token_id:N" for a model without a tokenizer.
+struct TokenName {
+  std::string text, bytes;
+};
+TokenName token_name(const Tokenizer* tokenizer, int32_t id) {
+  if (!tokenizer) return {"token_id:" + std::to_string(id), ""};
+  std::string bytes = tokenizer->token_bytes(id);
+  if (valid_utf8(bytes)) return {bytes, bytes};
+  std::string text = "bytes:";
+  for (unsigned char c : bytes) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    text += "\\x";
+    text += kHex[c >> 4];
+    text += kHex[c & 15];
+  }
+  return {text, bytes};
+}
+
+json bytes_json(const std::string& bytes) {
+  json out = json::array();
+  for (unsigned char c : bytes) out.push_back(c);
+  return out;
+}
+
+// A choice's `logprobs` for these tokens: the completions API's parallel
+// lists, or the chat API's `content` list. text_offset counts the bytes of
+// the tokens before each, from `offset` (the tokens before the first).
+json logprobs_json(const ApiRequest& r, std::span<const int32_t> tokens, std::span<const TokenLogprobs> logprobs, size_t offset) {
+  if (r.endpoint == Endpoint::chat_completions) {
+    json content = json::array();
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const TokenName name = token_name(r.tokenizer, tokens[i]);
+      json top = json::array();
+      for (const auto& [id, lp] : logprobs[i].top) {
+        const TokenName alt = token_name(r.tokenizer, id);
+        top.push_back({{"token", alt.text}, {"logprob", lp}, {"bytes", bytes_json(alt.bytes)}});
+      }
+      content.push_back({{"token", name.text}, {"logprob", logprobs[i].logprob}, {"bytes", bytes_json(name.bytes)}, {"top_logprobs", top}});
+    }
+    return {{"content", content}};
+  }
+  json names = json::array(), values = json::array(), tops = json::array(), offsets = json::array();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const TokenName name = token_name(r.tokenizer, tokens[i]);
+    names.push_back(name.text);
+    values.push_back(logprobs[i].logprob);
+    json top = json::object();
+    for (const auto& [id, lp] : logprobs[i].top) top[token_name(r.tokenizer, id).text] = lp;
+    tops.push_back(top);
+    offsets.push_back(offset);
+    offset += token_offset_bytes(r, tokens[i]);
+  }
+  return {{"tokens", names}, {"token_logprobs", values}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
+
 const Tokenizer& tokenizer_for_text(const Model& model, const char* param) {
   const Tokenizer* t = model.tokenizer();
   if (!t) throw bad(param, "the model has no tokenizer: give the prompt as an array of token ids");
@@ -164,8 +246,6 @@ ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model
   field<std::string>(body, "model", "", "a string");  // any name: one model is served
   require(field<int64_t>(body, "n", 1, "an integer") == 1, "n", "'n' must be 1: one completion per request");
   require(!field<bool>(body, "echo", false, "a boolean"), "echo", "'echo' is not supported");
-  const json& logprobs = body.contains("logprobs") ? body["logprobs"] : json();
-  require(logprobs.is_null() || logprobs == false, "logprobs", "'logprobs' is not supported");
   for (const char* penalty : {"frequency_penalty", "presence_penalty"})
     require(field<double>(body, penalty, 0.0, "a number") == 0.0, penalty,
             std::string("'") + penalty + "' is not supported (repetition_penalty is)");
@@ -201,6 +281,8 @@ ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model
     }
     require(std::none_of(o.stop.begin(), o.stop.end(), [](const std::string& v) { return v.empty(); }), "stop", "'stop' strings must not be empty");
   }
+  o.logprobs = parse_logprobs(body, endpoint);
+  r.tokenizer = model.tokenizer();
   r.stream = field<bool>(body, "stream", false, "a boolean");
   if (const auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
     if (!it->is_object()) throw bad("stream_options", "'stream_options' must be an object");
@@ -222,6 +304,11 @@ ApiRequest parse_request_body(std::string_view body, Endpoint endpoint, const Mo
 
 std::string finish_reason_name(const std::string& ours) { return ours == "length" || ours == "context" ? "length" : "stop"; }
 
+size_t token_offset_bytes(const ApiRequest& r, int32_t id) {
+  const TokenName name = token_name(r.tokenizer, id);
+  return name.bytes.empty() ? name.text.size() : name.bytes.size();
+}
+
 json usage_json(const ApiRequest& r, size_t completion_tokens) {
   return {{"prompt_tokens", r.prompt.size()}, {"completion_tokens", completion_tokens}, {"total_tokens", r.prompt.size() + completion_tokens}};
 }
@@ -231,7 +318,8 @@ json response_json(const ApiRequest& r, const GenerateResult& result, const Resp
   if (r.endpoint == Endpoint::chat_completions)
     choice["message"] = {{"role", "assistant"}, {"content", result.text}};
   else
-    choice["text"] = result.text, choice["logprobs"] = nullptr;
+    choice["text"] = result.text;
+  choice["logprobs"] = r.options.logprobs >= 0 ? logprobs_json(r, result.tokens, result.logprobs, 0) : json();
   return {{"id", ids.id},
           {"object", r.endpoint == Endpoint::chat_completions ? "chat.completion" : "text_completion"},
           {"created", ids.created},
@@ -240,12 +328,13 @@ json response_json(const ApiRequest& r, const GenerateResult& result, const Resp
           {"usage", usage_json(r, result.tokens.size())}};
 }
 
-json chunk_json(const ApiRequest& r, std::string_view text, const std::string& finish_reason, const ResponseIds& ids) {
+json chunk_json(const ApiRequest& r, std::string_view text, const std::string& finish_reason, const ResponseIds& ids, const StreamedToken* token) {
   json choice = {{"index", 0}, {"finish_reason", finish_reason.empty() ? json() : json(finish_reason)}};
   if (r.endpoint == Endpoint::chat_completions)
     choice["delta"] = finish_reason.empty() ? json{{"content", text}} : json::object();
   else
-    choice["text"] = text, choice["logprobs"] = nullptr;
+    choice["text"] = text;
+  choice["logprobs"] = token ? logprobs_json(r, std::span(&token->id, 1), std::span(&token->logprobs, 1), token->text_offset) : json();
   return {{"id", ids.id},
           {"object", r.endpoint == Endpoint::chat_completions ? "chat.completion.chunk" : "text_completion"},
           {"created", ids.created},

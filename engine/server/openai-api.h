@@ -30,14 +30,15 @@ enum class Endpoint { completions, chat_completions };
 struct ApiRequest {
   Endpoint endpoint = Endpoint::completions;
   std::vector<int32_t> prompt;  // the chat template applied, for chat
-  GenerateOptions options;
+  GenerateOptions options;  // options.logprobs: -1 unless the request asked for them
+  const Tokenizer* tokenizer = nullptr;  // the model's, naming tokens in logprobs (nullptr: "token_id:N")
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
 };
 
 // Parses a request body. Unknown fields are ignored; known fields of the
-// wrong type or out of range, features Lacuna does not have (n > 1,
-// logprobs, penalties other than repetition_penalty), an invalid token id,
+// wrong type or out of range, features Lacuna does not have (n > 1, echo,
+// penalties other than repetition_penalty), an invalid token id,
 // and a prompt plus max_tokens beyond the model's context throw HttpError.
 // `seed` seeds sampling when the request has none.
 ApiRequest parse_request(const nlohmann::json& body, Endpoint endpoint, const Model& model, uint64_t seed);
@@ -60,7 +61,19 @@ struct ResponseIds {
 nlohmann::json usage_json(const ApiRequest& r, size_t completion_tokens);
 // The whole (non-streamed) response.
 nlohmann::json response_json(const ApiRequest& r, const GenerateResult& result, const ResponseIds& ids);
-// One streamed chunk: `text` added, and the finish reason on the last one ("" before).
-nlohmann::json chunk_json(const ApiRequest& r, std::string_view text, const std::string& finish_reason, const ResponseIds& ids);
+// A generated token as a stream sends it when the request asked for
+// logprobs: its id, log-probabilities, and where its bytes start among the
+// bytes of the tokens before it (the completions API's text_offset).
+struct StreamedToken {
+  int32_t id = 0;
+  TokenLogprobs logprobs;
+  size_t text_offset = 0;
+};
+// One streamed chunk: `text` added, the finish reason on the last one ("" before), and
+// the logprobs of the token it carries (nullptr: none asked, or a chunk without a token).
+nlohmann::json chunk_json(const ApiRequest& r, std::string_view text, const std::string& finish_reason, const ResponseIds& ids,
+                          const StreamedToken* token = nullptr);
+// How many bytes a token counts for in text_offset.
+size_t token_offset_bytes(const ApiRequest& r, int32_t id);
 
 }  // namespace lacuna

@@ -240,7 +240,7 @@ void Scheduler::step() {
       const Generation::Token t = s.generation.next(s.logits, s.cache->length() + 1 >= s.capacity);
       bool go_on = true;
       try {
-        if (s.callbacks.on_token) go_on = s.callbacks.on_token(t.id, t.text);
+        if (s.callbacks.on_token) go_on = s.callbacks.on_token(t);
       } catch (...) {
         go_on = false;
       }

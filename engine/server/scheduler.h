@@ -47,7 +47,7 @@ struct ShuttingDown : Error {
 // Called on the scheduler's thread: keep them short. on_token returns false
 // to cancel the request; on_done is called exactly once per accepted request.
 struct RequestCallbacks {
-  std::function<bool(int32_t token, std::string_view text)> on_token;
+  std::function<bool(const Generation::Token& token)> on_token;
   std::function<void(const GenerateResult& result)> on_done;
 };
 
