@@ -69,10 +69,10 @@ extern "C" {
 
 #define LACUNA_VERSION_MAJOR 0
 #define LACUNA_VERSION_MINOR 1
-#define LACUNA_VERSION_PATCH 0
-#define LACUNA_VERSION_STRING "0.1.0"
+#define LACUNA_VERSION_PATCH 1
+#define LACUNA_VERSION_STRING "0.1.1"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, as lacuna_version_number() returns. */
-#define LACUNA_VERSION_NUMBER 100
+#define LACUNA_VERSION_NUMBER 101
 /* The shared library's ABI version: liblacuna.so.LACUNA_ABI_VERSION. It changes
  * only when a program built against an earlier header could break. */
 #define LACUNA_ABI_VERSION 0
@@ -330,6 +330,9 @@ typedef struct lacuna_generate_params {
   int32_t stop_at_eos;        /* non-zero (default): the EOS token ends generation */
   lacuna_token_callback on_token; /* may be NULL */
   void *user_data;            /* passed to on_token */
+  /* Since 0.1.1 (a 0.1.0 struct, without them, gets the defaults): */
+  float frequency_penalty;    /* in [-2, 2], OpenAI's: subtracted from a token's logit per time it was generated; default 0 */
+  float presence_penalty;     /* in [-2, 2], OpenAI's: subtracted once if the token was generated; default 0 */
 } lacuna_generate_params;
 
 typedef enum lacuna_finish_reason {

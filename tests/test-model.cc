@@ -306,6 +306,25 @@ TEST(Sampler, LogprobsAreTheLogSoftmaxOfTheLogitsAsGiven) {
   EXPECT_NEAR(token_logprobs(large, 1, 0).logprob, -std::log(2.0), 1e-6);
 }
 
+TEST(Sampler, FrequencyAndPresencePenaltiesCountGeneratedTokensOnly) {
+  const std::vector<float> logits = {1.0f, 0.9f, 0.5f, 0.0f};
+  auto greedy_with = [&](float frequency, float presence, std::vector<int32_t> history, size_t generated) {
+    Sampler s({.temperature = 0, .frequency_penalty = frequency, .presence_penalty = presence});
+    return s.sample(logits, history, generated);
+  };
+  const std::vector<int32_t> twice_0_once_1 = {0, 0, 1};  // all generated
+  EXPECT_EQ(greedy_with(0.0f, 0.0f, twice_0_once_1, 3), 0);
+  EXPECT_EQ(greedy_with(0.3f, 0.0f, twice_0_once_1, 3), 1);   // 0.4, 0.6, 0.5, 0
+  EXPECT_EQ(greedy_with(0.0f, 0.45f, twice_0_once_1, 3), 0);  // 0.55, 0.45, 0.5, 0
+  EXPECT_EQ(greedy_with(0.1f, 0.45f, twice_0_once_1, 3), 2);  // 0.35, 0.35, 0.5, 0
+  // The prompt's tokens are not penalised: only the last `generated` count.
+  EXPECT_EQ(greedy_with(0.0f, 0.6f, {0, 0, 0, 2}, 1), 0);     // 1, 0.9, -0.1, 0
+  // Negative values encourage a token already generated.
+  EXPECT_EQ(greedy_with(0.0f, -1.5f, {3}, 1), 3);             // 1, 0.9, 0.5, 1.5
+  EXPECT_THROW(Sampler({.frequency_penalty = 2.5f}), Error);
+  EXPECT_THROW(Sampler({.presence_penalty = std::nanf("")}), Error);
+}
+
 TEST(Generate, LogprobsFollowEveryGeneratedTokenOnlyWhenAsked) {
   Forward forward(converted("mixtral", "auto", DType::bf16));
   GenerateRequest r;

@@ -422,6 +422,27 @@ TEST_F(Server, LogprobsAreTheModelsAndStreamTheSame) {
   EXPECT_NE(res->body.find("'top_logprobs' needs 'logprobs': true"), std::string::npos) << res->body;
 }
 
+TEST_F(Server, PenaltiesReachTheSampler) {
+  start();
+  const std::vector<int32_t> prompt = prompt_of(5, 12);
+  GenerateOptions plain = greedy(16);
+  plain.stop_at_eos = true;
+  const GenerateResult unpenalised = alone(prompt, plain);
+  for (const auto& [frequency, presence] : {std::pair{2.0f, 0.0f}, std::pair{0.5f, 2.0f}}) {
+    const json request = {{"prompt", prompt}, {"max_tokens", 16}, {"temperature", 0}, {"frequency_penalty", frequency}, {"presence_penalty", presence}};
+    auto res = post("/v1/completions", request.dump());
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    GenerateOptions o = plain;
+    o.sampling.frequency_penalty = frequency;
+    o.sampling.presence_penalty = presence;
+    const GenerateResult want = alone(prompt, o);
+    EXPECT_EQ(json::parse(res->body)["choices"][0]["text"], want.text);
+    // This random model repeats one token; the penalties change the answer.
+    EXPECT_NE(want.tokens, unpenalised.tokens);
+  }
+}
+
 TEST_F(Server, ConcurrentClientsEachGetTheirOwnAnswer) {
   start();
   constexpr int kClients = 12;
@@ -541,6 +562,8 @@ TEST_F(Server, BadRequestsGetClearJsonErrorsAndTheServerKeepsServing) {
       {"{\"prompt\": \"x\", \"stream\": \"yes\"}", 400, "must be a boolean", "stream"},
       {"{\"prompt\": \"x\", \"n\": 2}", 400, "'n' must be 1", "n"},
       {"{\"prompt\": \"x\", \"logprobs\": 21}", 400, "'logprobs' must be in 0..20", "logprobs"},
+      {"{\"prompt\": \"x\", \"presence_penalty\": 3}", 400, "'presence_penalty' must be in [-2, 2]", "presence_penalty"},
+      {"{\"prompt\": \"x\", \"frequency_penalty\": \"a\"}", 400, "must be a number, not a string", "frequency_penalty"},
       {"{\"prompt\": \"x\", \"logprobs\": \"2\"}", 400, "must be an integer 0..20, not a string", "logprobs"},
       {"{\"prompt\": \"x\", \"logprobs\": true}", 400, "'logprobs' must be an integer 0..20", "logprobs"},
       {"{\"prompt\": \"x\", \"stop\": [1]}", 400, "'stop' must be a string or an array", "stop"},

@@ -265,6 +265,8 @@ lacuna_status lacuna_generate_default_params(lacuna_generate_params* params, siz
     p.top_p = o.sampling.top_p;
     p.repetition_penalty = o.sampling.repetition_penalty;
     p.seed = o.sampling.seed;
+    p.frequency_penalty = o.sampling.frequency_penalty;
+    p.presence_penalty = o.sampling.presence_penalty;
     p.stop_at_eos = o.stop_at_eos;
     lacuna::capi::write_defaults(p, params, params_size);
     return LACUNA_STATUS_OK;
@@ -286,7 +288,13 @@ lacuna_status lacuna_context_generate(lacuna_context* ctx, int32_t seq_id, const
     require(p.stop != nullptr || p.n_stop == 0, LACUNA_STATUS_INVALID_ARGUMENT, "params.stop is NULL but params.n_stop is not 0");
     lacuna::GenerateOptions o;
     o.max_tokens = p.max_tokens;
-    o.sampling = {.temperature = p.temperature, .top_k = p.top_k, .top_p = p.top_p, .repetition_penalty = p.repetition_penalty, .seed = p.seed};
+    o.sampling = {.temperature = p.temperature,
+                  .top_k = p.top_k,
+                  .top_p = p.top_p,
+                  .repetition_penalty = p.repetition_penalty,
+                  .seed = p.seed,
+                  .frequency_penalty = p.frequency_penalty,
+                  .presence_penalty = p.presence_penalty};
     try {
       lacuna::validate(o.sampling);
     } catch (const lacuna::Error& e) {

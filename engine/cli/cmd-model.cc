@@ -186,6 +186,12 @@ void add_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--top-k", o->sampling.top_k, "Sample from the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
   cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0, 1.0))->capture_default_str();
   cmd->add_option("--repeat-penalty", o->sampling.repetition_penalty, "Repetition penalty (1: none)")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--frequency-penalty", o->sampling.frequency_penalty, "Subtracted from a token's logit per time it was generated (OpenAI's)")
+      ->check(CLI::Range(-2.0, 2.0))
+      ->capture_default_str();
+  cmd->add_option("--presence-penalty", o->sampling.presence_penalty, "Subtracted once from the logit of a token already generated (OpenAI's)")
+      ->check(CLI::Range(-2.0, 2.0))
+      ->capture_default_str();
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--stop", o->stop, "Stop when the output contains this text (repeatable)");
   cmd->add_option("--prefill-chunk", o->prefill_chunk, "Prompt tokens per forward step")->check(CLI::Range(1, 1 << 16))->capture_default_str();

@@ -51,7 +51,7 @@ void validate_request(std::span<const int32_t> prompt, const GenerateOptions& o,
 }
 
 Generation::Generation(const Model& model, const GenerateOptions& options, std::vector<int32_t> history)
-    : config_(&model.config()), options_(options), sampler_(options.sampling), history_(std::move(history)) {
+    : config_(&model.config()), options_(options), sampler_(options.sampling), history_(std::move(history)), generated_from_(history_.size()) {
   if (const Tokenizer* t = model.tokenizer()) stream_.emplace(*t, history_);
   for (const std::string& st : options_.stop) longest_stop_ = std::max(longest_stop_, st.size());
   if (options_.max_tokens == 0) result_.finish_reason = "length";
@@ -62,7 +62,7 @@ Generation::~Generation() = default;
 
 Generation::Token Generation::next(std::span<const float> logits, bool last_position) {
   GenerateResult& r = result_;
-  const int32_t token = sampler_.sample(logits, history_);
+  const int32_t token = sampler_.sample(logits, history_, history_.size() - generated_from_);
   r.tokens.push_back(token);
   if (options_.logprobs >= 0) r.logprobs.push_back(token_logprobs(logits, token, options_.logprobs));
   history_.push_back(token);

@@ -96,6 +96,7 @@ class Generation {
   GenerateOptions options_;
   Sampler sampler_;
   std::vector<int32_t> history_;
+  size_t generated_from_;  // where the generated tokens begin in history_
   std::optional<TextStream> stream_;
   GenerateResult result_;
   size_t passed_ = 0;  // bytes of the text already given out

@@ -14,6 +14,8 @@ void validate(const SamplingParams& p) {
   if (p.top_k < 0) throw Error("top_k must be >= 0");
   if (!(p.top_p > 0 && p.top_p <= 1)) throw Error("top_p must be in (0, 1]");
   if (!(p.repetition_penalty > 0) || !std::isfinite(p.repetition_penalty)) throw Error("repetition_penalty must be a finite number > 0");
+  if (!(std::abs(p.frequency_penalty) <= 2)) throw Error("frequency_penalty must be in [-2, 2]");
+  if (!(std::abs(p.presence_penalty) <= 2)) throw Error("presence_penalty must be in [-2, 2]");
 }
 
 TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int32_t top) {
@@ -41,13 +43,25 @@ double Sampler::uniform() {
   return static_cast<double>((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
 }
 
-int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
+int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history, size_t generated) {
   const auto vocab = static_cast<int32_t>(logits.size());
   work_.assign(logits.begin(), logits.end());
   if (p_.repetition_penalty != 1.0f)
     for (int32_t t : history)
       if (t >= 0 && t < vocab && work_[t] == logits[t])  // once per distinct token
         work_[t] = work_[t] > 0 ? work_[t] / p_.repetition_penalty : work_[t] * p_.repetition_penalty;
+  if (p_.frequency_penalty != 0.0f || p_.presence_penalty != 0.0f) {
+    // Each distinct generated token once, with its count: a sorted copy's runs.
+    counted_.assign(history.end() - static_cast<std::ptrdiff_t>(std::min(generated, history.size())), history.end());
+    std::sort(counted_.begin(), counted_.end());
+    for (size_t i = 0; i < counted_.size();) {
+      size_t end = i;
+      while (end < counted_.size() && counted_[end] == counted_[i]) ++end;
+      if (counted_[i] >= 0 && counted_[i] < vocab)
+        work_[counted_[i]] -= static_cast<float>(end - i) * p_.frequency_penalty + p_.presence_penalty;
+      i = end;
+    }
+  }
   if (p_.temperature == 0) return static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
 
   // Candidates by logit, highest first (ties to the lower id), cut to top_k.

@@ -15,6 +15,11 @@ struct SamplingParams {
   float top_p = 0.95f;       // 1: all tokens
   float repetition_penalty = 1.0f;  // 1: none; > 1 discourages tokens already in the sequence (CTRL / HF rule)
   uint64_t seed = 0;
+  // OpenAI's penalties, in [-2, 2], over the tokens generated so far (not the
+  // prompt): a token's logit loses frequency_penalty for each time it was
+  // generated, and presence_penalty once if it was.
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
 };
 
 // Throws lacuna::Error for parameters out of range.
@@ -39,15 +44,16 @@ TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int32
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& p);
-  // `history`: the sequence so far (prompt and generated), for the penalty.
-  int32_t sample(std::span<const float> logits, std::span<const int32_t> history);
+  // `history`: the sequence so far (prompt and generated), for the repetition
+  // penalty; its last `generated` tokens, for the frequency and presence penalties.
+  int32_t sample(std::span<const float> logits, std::span<const int32_t> history, size_t generated);
 
  private:
   double uniform();
   SamplingParams p_;
   uint64_t state_;
   std::vector<float> work_;
-  std::vector<int32_t> ids_;
+  std::vector<int32_t> ids_, counted_;
 };
 
 }  // namespace lacuna

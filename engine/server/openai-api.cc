@@ -1,6 +1,7 @@
 #include "engine/server/openai-api.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <type_traits>
 
@@ -246,9 +247,6 @@ ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model
   field<std::string>(body, "model", "", "a string");  // any name: one model is served
   require(field<int64_t>(body, "n", 1, "an integer") == 1, "n", "'n' must be 1: one completion per request");
   require(!field<bool>(body, "echo", false, "a boolean"), "echo", "'echo' is not supported");
-  for (const char* penalty : {"frequency_penalty", "presence_penalty"})
-    require(field<double>(body, penalty, 0.0, "a number") == 0.0, penalty,
-            std::string("'") + penalty + "' is not supported (repetition_penalty is)");
 
   GenerateOptions& o = r.options;
   const int64_t context = model.config().max_context;
@@ -270,6 +268,10 @@ ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model
   require(o.sampling.top_k >= 0, "top_k", "'top_k' must be >= 0 (0: all tokens)");
   o.sampling.repetition_penalty = static_cast<float>(field<double>(body, "repetition_penalty", 1.0, "a number"));
   require(o.sampling.repetition_penalty > 0, "repetition_penalty", "'repetition_penalty' must be > 0");
+  for (auto [penalty, value] : {std::pair{"frequency_penalty", &o.sampling.frequency_penalty}, std::pair{"presence_penalty", &o.sampling.presence_penalty}}) {
+    *value = static_cast<float>(field<double>(body, penalty, 0.0, "a number"));
+    require(std::abs(*value) <= 2, penalty, std::string("'") + penalty + "' must be in [-2, 2]");
+  }
   o.sampling.seed = body.contains("seed") && !body["seed"].is_null() ? static_cast<uint64_t>(field<int64_t>(body, "seed", 0, "an integer")) : seed;
   if (const auto it = body.find("stop"); it != body.end() && !it->is_null()) {
     if (it->is_string()) {

@@ -37,8 +37,8 @@ struct ApiRequest {
 };
 
 // Parses a request body. Unknown fields are ignored; known fields of the
-// wrong type or out of range, features Lacuna does not have (n > 1, echo,
-// penalties other than repetition_penalty), an invalid token id,
+// wrong type or out of range, features Lacuna does not have (n > 1, echo),
+// an invalid token id,
 // and a prompt plus max_tokens beyond the model's context throw HttpError.
 // `seed` seeds sampling when the request has none.
 ApiRequest parse_request(const nlohmann::json& body, Endpoint endpoint, const Model& model, uint64_t seed);

@@ -369,6 +369,7 @@ static void test_generate(void) {
   lacuna_generate_params gp;
   CHECK_STATUS(lacuna_generate_default_params(&gp, sizeof gp), LACUNA_STATUS_OK);
   CHECK(gp.max_tokens == 64 && gp.stop_at_eos == 1 && gp.repetition_penalty == 1.0f);
+  CHECK(gp.frequency_penalty == 0.0f && gp.presence_penalty == 0.0f);
   gp.temperature = 0;
   gp.max_tokens = 12;
   gp.stop_at_eos = 0;
@@ -567,6 +568,14 @@ static void test_errors(void) {
   gp.top_p = 2.0f;
   CHECK_STATUS(lacuna_context_generate(ctx, 1, ok, 3, &gp, &r, sizeof r), LACUNA_STATUS_INVALID_ARGUMENT);
   CHECK(strstr(lacuna_last_error(), "top_p") != NULL);
+  lacuna_generate_default_params(&gp, sizeof gp);
+  gp.presence_penalty = 2.5f;
+  CHECK_STATUS(lacuna_context_generate(ctx, 1, ok, 3, &gp, &r, sizeof r), LACUNA_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(lacuna_last_error(), "presence_penalty") != NULL);
+  /* A 0.1.0 caller's struct ends before the penalties: they keep their defaults. */
+  gp.struct_size = 80;
+  CHECK_STATUS(lacuna_context_generate(ctx, 1, ok, 3, &gp, &r, sizeof r), LACUNA_STATUS_OK);
+  CHECK_STATUS(lacuna_context_seq_truncate(ctx, 1, 0), LACUNA_STATUS_OK);
   lacuna_generate_default_params(&gp, sizeof gp);
   gp.n_stop = 2;
   CHECK_STATUS(lacuna_context_generate(ctx, 1, ok, 3, &gp, &r, sizeof r), LACUNA_STATUS_INVALID_ARGUMENT);
