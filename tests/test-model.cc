@@ -348,6 +348,47 @@ TEST(Generate, LogprobsFollowEveryGeneratedTokenOnlyWhenAsked) {
   EXPECT_THROW(generate(forward, {r}), Error);
 }
 
+TEST(Generate, PromptLogprobsScoreEachPromptTokenByThePositionBefore) {
+  const auto model = converted("mixtral", "auto", DType::f32);
+  std::vector<int32_t> prompt{1};
+  for (int32_t k = 1; k < 40; ++k) prompt.push_back(3 + (k * 29) % 400);
+  // The reference: the whole prompt in one step, every position's logits,
+  // a log-softmax in long double here.
+  std::vector<float> rows(prompt.size() * static_cast<size_t>(model->config().vocab));
+  {
+    Forward forward(model);
+    KvCache cache(model->config(), static_cast<int64_t>(prompt.size()));
+    const SequenceStep step{&cache, prompt, rows.data(), true};
+    forward.step(std::span(&step, 1));
+  }
+  const auto vocab = static_cast<size_t>(model->config().vocab);
+  auto want = [&](size_t position, int32_t token) {
+    long double sum = 0;
+    for (size_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<long double>(rows[position * vocab + v]));
+    return static_cast<double>(static_cast<long double>(rows[position * vocab + static_cast<size_t>(token)]) - std::log(sum));
+  };
+
+  Forward forward(model);
+  GenerateRequest r;
+  r.prompt = prompt;
+  r.options.sampling.temperature = 0;
+  r.options.max_tokens = 3;
+  r.options.stop_at_eos = false;
+  const GenerateResult plain = generate(forward, {r})[0];
+  EXPECT_TRUE(plain.prompt_logprobs.empty());
+  r.options.prompt_logprobs = 1;
+  r.options.prefill_chunk = 16;  // three chunks: the scores cross their boundaries
+  const GenerateResult scored = generate(forward, {r})[0];
+  ASSERT_EQ(scored.prompt_logprobs.size(), prompt.size() - 1);
+  for (size_t i = 0; i + 1 < prompt.size(); ++i) {
+    EXPECT_NEAR(scored.prompt_logprobs[i].logprob, want(i, prompt[i + 1]), 1e-3) << i;
+    ASSERT_EQ(scored.prompt_logprobs[i].top.size(), 1u);
+    EXPECT_GE(scored.prompt_logprobs[i].top[0].second, scored.prompt_logprobs[i].logprob);
+  }
+  // Scoring the prompt does not change what follows it.
+  EXPECT_EQ(scored.tokens, plain.tokens);
+}
+
 TEST(Generate, SeededSamplingIsReproducibleAndStopsAtText) {
   const auto model = converted("mixtral", "auto", DType::bf16);
   GenerateRequest r;

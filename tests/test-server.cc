@@ -325,18 +325,25 @@ TEST_F(Server, ChatAppliesTheTemplateAndStreamsTheSameAnswer) {
 
 // The model's log-probabilities after `prompt`, worked out here from the
 // forward pass's logits (a log-softmax in long double), not by the server.
-std::vector<double> reference_logprobs(const std::vector<int32_t>& prompt) {
+// Position p's distribution over the vocabulary, for every position of the prompt.
+std::vector<std::vector<double>> reference_logprobs_at_every_position(const std::vector<int32_t>& prompt) {
   Forward forward(tiny(), BatchPolicy::invariant);
   KvCache cache(tiny()->config(), static_cast<int64_t>(prompt.size()));
-  std::vector<float> logits(static_cast<size_t>(tiny()->config().vocab));
-  const SequenceStep step{&cache, prompt, logits.data(), false};
+  const auto vocab = static_cast<size_t>(tiny()->config().vocab);
+  std::vector<float> logits(prompt.size() * vocab);
+  const SequenceStep step{&cache, prompt, logits.data(), true};
   forward.step(std::span(&step, 1));
-  long double sum = 0;
-  for (float l : logits) sum += std::exp(static_cast<long double>(l));
-  std::vector<double> out;
-  for (float l : logits) out.push_back(static_cast<double>(static_cast<long double>(l) - std::log(sum)));
+  std::vector<std::vector<double>> out(prompt.size());
+  for (size_t p = 0; p < prompt.size(); ++p) {
+    const std::span<const float> row(logits.data() + p * vocab, vocab);
+    long double sum = 0;
+    for (float l : row) sum += std::exp(static_cast<long double>(l));
+    for (float l : row) out[p].push_back(static_cast<double>(static_cast<long double>(l) - std::log(sum)));
+  }
   return out;
 }
+
+std::vector<double> reference_logprobs(const std::vector<int32_t>& prompt) { return reference_logprobs_at_every_position(prompt).back(); }
 
 TEST_F(Server, LogprobsAreTheModelsAndStreamTheSame) {
   start();
@@ -420,6 +427,38 @@ TEST_F(Server, LogprobsAreTheModelsAndStreamTheSame) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 400);
   EXPECT_NE(res->body.find("'top_logprobs' needs 'logprobs': true"), std::string::npos) << res->body;
+}
+
+TEST_F(Server, EchoWithLogprobsScoresThePrompt) {
+  start();
+  // Longer than a step's 256 prompt tokens: the scores cross two steps.
+  const std::vector<int32_t> prompt = prompt_of(9, 300);
+  const json request = {{"prompt", prompt}, {"max_tokens", 1}, {"temperature", 0}, {"logprobs", 1}, {"echo", true}};
+  auto res = post("/v1/completions", request.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json answer = json::parse(res->body);
+  const json& lp = answer["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["token_logprobs"].size(), prompt.size() + 1);
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  const std::vector<std::vector<double>> want = reference_logprobs_at_every_position(prompt);
+  for (size_t i = 1; i < prompt.size(); ++i) EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), want[i - 1][static_cast<size_t>(prompt[i])], 1e-4) << i;
+  // The echoed text is the prompt's, then the answer's.
+  const std::string prompt_text = tiny()->tokenizer()->decode(prompt);
+  const std::string text = answer["choices"][0]["text"];
+  EXPECT_EQ(text.substr(0, prompt_text.size()), prompt_text);
+  EXPECT_EQ(answer["usage"]["prompt_tokens"], prompt.size());
+  // Echo alone: the text, no logprobs; with a stream: refused.
+  res = post("/v1/completions", json{{"prompt", "The night train"}, {"max_tokens", 2}, {"echo", true}}.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["choices"][0]["text"].get<std::string>().rfind("The night train", 0), 0u);
+  EXPECT_TRUE(json::parse(res->body)["choices"][0]["logprobs"].is_null());
+  res = post("/v1/completions", json{{"prompt", "x"}, {"echo", true}, {"stream", true}}.dump());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_EQ(json::parse(res->body)["error"]["param"], "echo");
 }
 
 TEST_F(Server, PenaltiesReachTheSampler) {

@@ -33,6 +33,8 @@ void validate_request(std::span<const int32_t> prompt, const GenerateOptions& o,
   if (o.max_tokens < 0) throw Error("max_tokens must be >= 0");
   if (o.prefill_chunk <= 0) throw Error("prefill_chunk must be > 0");
   if (o.logprobs < -1 || o.logprobs > kMaxTopLogprobs) throw Error("logprobs must be -1 (none) or 0.." + std::to_string(kMaxTopLogprobs));
+  if (o.prompt_logprobs < -1 || o.prompt_logprobs > kMaxTopLogprobs)
+    throw Error("prompt_logprobs must be -1 (none) or 0.." + std::to_string(kMaxTopLogprobs));
   validate(o.sampling);
   for (size_t i = 0; i < prompt.size(); ++i)
     if (prompt[i] < 0 || prompt[i] >= c.vocab)
@@ -50,8 +52,13 @@ void validate_request(std::span<const int32_t> prompt, const GenerateOptions& o,
   }
 }
 
-Generation::Generation(const Model& model, const GenerateOptions& options, std::vector<int32_t> history)
-    : config_(&model.config()), options_(options), sampler_(options.sampling), history_(std::move(history)), generated_from_(history_.size()) {
+Generation::Generation(const Model& model, const GenerateOptions& options, std::vector<int32_t> history, size_t prompt_begin)
+    : config_(&model.config()),
+      options_(options),
+      sampler_(options.sampling),
+      history_(std::move(history)),
+      prompt_begin_(prompt_begin),
+      generated_from_(history_.size()) {
   if (const Tokenizer* t = model.tokenizer()) stream_.emplace(*t, history_);
   for (const std::string& st : options_.stop) longest_stop_ = std::max(longest_stop_, st.size());
   if (options_.max_tokens == 0) result_.finish_reason = "length";
@@ -85,6 +92,35 @@ Generation::Token Generation::next(std::span<const float> logits, bool last_posi
   return {token, text, done, r.logprobs.empty() ? nullptr : &r.logprobs.back()};
 }
 
+bool Generation::scores(size_t from, size_t n) const {
+  if (options_.prompt_logprobs < 0) return false;
+  const size_t next = prompt_begin_ + result_.prompt_logprobs.size();  // the position whose logits score the next prompt token
+  return next + 1 < generated_from_ && next >= from && next < from + n;
+}
+
+void Generation::score(size_t from, std::span<const float> rows) {
+  const auto vocab = static_cast<size_t>(config_->vocab);
+  for (size_t j = 0; j < rows.size() / vocab; ++j) {
+    const size_t at = from + j;
+    if (at == prompt_begin_ + result_.prompt_logprobs.size() && at + 1 < generated_from_)
+      result_.prompt_logprobs.push_back(token_logprobs(rows.subspan(j * vocab, vocab), history_[at + 1], options_.prompt_logprobs));
+  }
+}
+
+PromptChunk::PromptChunk(Generation& generation, size_t from, size_t n, bool last, std::vector<float>& logits, std::vector<float>& rows)
+    : generation_(&generation), from_(from), n_(n), last_(last), every_position_(generation.scores(from, n)), logits_(&logits), rows_(&rows) {
+  const auto vocab = static_cast<size_t>(generation.config().vocab);
+  if (last) logits.resize(vocab);
+  if (every_position_) rows.resize(n * vocab);
+}
+
+void PromptChunk::take() {
+  if (!every_position_) return;
+  const auto vocab = static_cast<size_t>(generation_->config().vocab);
+  generation_->score(from_, std::span(*rows_).first(n_ * vocab));
+  if (last_) std::copy(rows_->begin() + static_cast<std::ptrdiff_t>((n_ - 1) * vocab), rows_->begin() + static_cast<std::ptrdiff_t>(n_ * vocab), logits_->begin());
+}
+
 void Generation::cancel() {
   if (!finished()) result_.finish_reason = "cancelled";
 }
@@ -103,7 +139,7 @@ std::vector<GenerateResult> generate(Forward& forward, const std::vector<Generat
     KvCache* cache;
     Generation generation;
     size_t prefilled = 0;
-    std::vector<float> logits;
+    std::vector<float> logits, rows;  // rows: every position's, for prompt scoring
   };
   std::vector<Running> seqs;
   seqs.reserve(requests.size());
@@ -111,7 +147,7 @@ std::vector<GenerateResult> generate(Forward& forward, const std::vector<Generat
     validate_request(r.prompt, r.options, r.cache, c);
     std::vector<int32_t> history = r.preceding;
     history.insert(history.end(), r.prompt.begin(), r.prompt.end());
-    Running& s = seqs.emplace_back(Running{&r, nullptr, r.cache, Generation(model, r.options, std::move(history)), 0, {}});
+    Running& s = seqs.emplace_back(Running{&r, nullptr, r.cache, Generation(model, r.options, std::move(history), r.preceding.size()), 0, {}, {}});
     if (!s.cache) {
       s.owned_cache = std::make_unique<KvCache>(c, static_cast<int64_t>(r.prompt.size()) + r.options.max_tokens);
       s.cache = s.owned_cache.get();
@@ -125,17 +161,18 @@ std::vector<GenerateResult> generate(Forward& forward, const std::vector<Generat
   for (bool pending = true; pending;) {
     pending = false;
     std::vector<SequenceStep> batch;
+    std::vector<PromptChunk> chunks;
     for (Running& s : seqs) {
       const size_t size = s.request->prompt.size();
       if (s.prefilled == size) continue;
       const size_t n = std::min<size_t>(static_cast<size_t>(s.request->options.prefill_chunk), size - s.prefilled);
-      const bool last = s.prefilled + n == size;
-      if (last) s.logits.resize(c.vocab);
-      batch.push_back({s.cache, std::span(s.request->prompt).subspan(s.prefilled, n), last ? s.logits.data() : nullptr, false});
+      const PromptChunk& chunk = chunks.emplace_back(s.generation, s.request->preceding.size() + s.prefilled, n, s.prefilled + n == size, s.logits, s.rows);
+      batch.push_back({s.cache, std::span(s.request->prompt).subspan(s.prefilled, n), chunk.output(), chunk.every_position()});
       s.prefilled += n;
-      pending |= !last;
+      pending |= s.prefilled < size;
     }
     if (!batch.empty()) forward.step(batch);
+    for (PromptChunk& chunk : chunks) chunk.take();
   }
   local.prefill_seconds = seconds_since(prefill_start);
 

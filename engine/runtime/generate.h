@@ -25,6 +25,10 @@ struct GenerateOptions {
   // -1: none; 0..kMaxTopLogprobs: each generated token's log-probability
   // (token_logprobs) and that many of the most likely tokens' at its position.
   int32_t logprobs = -1;
+  // The same for the prompt's tokens from its second on (each scored by the
+  // logits of the position before it): the prompt is then evaluated with
+  // every position's logits, [chunk][vocab] floats at a time.
+  int32_t prompt_logprobs = -1;
 };
 
 struct GenerateRequest {
@@ -49,6 +53,7 @@ struct GenerateResult {
   // "error" (a forward step failed; only where steps are shared, a server).
   std::string finish_reason;
   std::vector<TokenLogprobs> logprobs;  // one per token, when options.logprobs >= 0
+  std::vector<TokenLogprobs> prompt_logprobs;  // one per prompt token but the first, when options.prompt_logprobs >= 0
 };
 
 struct GenerateStats {
@@ -68,8 +73,9 @@ void validate_request(std::span<const int32_t> prompt, const GenerateOptions& op
 // decides when the sequence ends.
 class Generation {
  public:
-  // `history`: the tokens before the first generated one (preceding and prompt).
-  Generation(const Model& model, const GenerateOptions& options, std::vector<int32_t> history);
+  // `history`: the tokens before the first generated one (preceding and
+  // prompt); the prompt begins at `prompt_begin`.
+  Generation(const Model& model, const GenerateOptions& options, std::vector<int32_t> history, size_t prompt_begin = 0);
   Generation(Generation&&) noexcept;
   ~Generation();
 
@@ -82,6 +88,12 @@ class Generation {
   // Samples the next token. `last_position`: the token would take the
   // cache's last position, so nothing could follow it ("context").
   Token next(std::span<const float> logits, bool last_position);
+  // Prompt scoring (options.prompt_logprobs): whether the forward step of
+  // history[from, from + n) must give every position's logits, and taking
+  // those ([n][vocab]) in. A prompt evaluated again (a server's preempted
+  // sequence) is not scored twice.
+  bool scores(size_t from, size_t n) const;
+  void score(size_t from, std::span<const float> rows);
   // Ends an unfinished generation with "cancelled".
   void cancel();
   // Ends an unfinished generation with "error" (its forward step failed).
@@ -90,17 +102,40 @@ class Generation {
   const GenerateResult& result() const { return result_; }
   GenerateResult take_result() { return std::move(result_); }
   const std::vector<int32_t>& history() const { return history_; }  // before, then generated
+  const ModelConfig& config() const { return *config_; }
 
  private:
   const ModelConfig* config_;
   GenerateOptions options_;
   Sampler sampler_;
   std::vector<int32_t> history_;
+  size_t prompt_begin_;    // where the prompt begins in history_
   size_t generated_from_;  // where the generated tokens begin in history_
   std::optional<TextStream> stream_;
   GenerateResult result_;
   size_t passed_ = 0;  // bytes of the text already given out
   size_t longest_stop_ = 0;
+};
+
+// One sequence's run of history in a forward step, and where its logits
+// go: nowhere before the prompt's last chunk, one row at its end (for the
+// first token), or every position's when the generation scores its prompt
+// (the rows go to Generation::score and the last one to `logits`). For the
+// loops that run the steps (generate() below, the server's scheduler).
+class PromptChunk {
+ public:
+  PromptChunk(Generation& generation, size_t from, size_t n, bool last, std::vector<float>& logits, std::vector<float>& rows);
+  float* output() const { return every_position_ ? rows_->data() : last_ ? logits_->data() : nullptr; }  // SequenceStep::logits
+  bool every_position() const { return every_position_; }                                                 // SequenceStep::all_positions
+  bool last() const { return last_; }  // the history's end: the logits give the next token
+  // After the step.
+  void take();
+
+ private:
+  Generation* generation_;
+  size_t from_, n_;
+  bool last_, every_position_;
+  std::vector<float>*logits_, *rows_;
 };
 
 // Called after every generated token with the request's index, the token and

@@ -132,28 +132,33 @@ json bytes_json(const std::string& bytes) {
 // A choice's `logprobs` for these tokens: the completions API's parallel
 // lists, or the chat API's `content` list. text_offset counts the bytes of
 // the tokens before each, from `offset` (the tokens before the first).
-json logprobs_json(const ApiRequest& r, std::span<const int32_t> tokens, std::span<const TokenLogprobs> logprobs, size_t offset) {
+// A token without values (an echoed prompt's first: nothing before it to score it) has null ones.
+json logprobs_json(const ApiRequest& r, std::span<const int32_t> tokens, std::span<const TokenLogprobs* const> logprobs, size_t offset) {
   if (r.endpoint == Endpoint::chat_completions) {
     json content = json::array();
     for (size_t i = 0; i < tokens.size(); ++i) {
       const TokenName name = token_name(r.tokenizer, tokens[i]);
       json top = json::array();
-      for (const auto& [id, lp] : logprobs[i].top) {
+      for (const auto& [id, lp] : logprobs[i]->top) {
         const TokenName alt = token_name(r.tokenizer, id);
         top.push_back({{"token", alt.text}, {"logprob", lp}, {"bytes", bytes_json(alt.bytes)}});
       }
-      content.push_back({{"token", name.text}, {"logprob", logprobs[i].logprob}, {"bytes", bytes_json(name.bytes)}, {"top_logprobs", top}});
+      content.push_back({{"token", name.text}, {"logprob", logprobs[i]->logprob}, {"bytes", bytes_json(name.bytes)}, {"top_logprobs", top}});
     }
     return {{"content", content}};
   }
   json names = json::array(), values = json::array(), tops = json::array(), offsets = json::array();
   for (size_t i = 0; i < tokens.size(); ++i) {
-    const TokenName name = token_name(r.tokenizer, tokens[i]);
-    names.push_back(name.text);
-    values.push_back(logprobs[i].logprob);
-    json top = json::object();
-    for (const auto& [id, lp] : logprobs[i].top) top[token_name(r.tokenizer, id).text] = lp;
-    tops.push_back(top);
+    names.push_back(token_name(r.tokenizer, tokens[i]).text);
+    if (logprobs[i]) {
+      values.push_back(logprobs[i]->logprob);
+      json top = json::object();
+      for (const auto& [id, lp] : logprobs[i]->top) top[token_name(r.tokenizer, id).text] = lp;
+      tops.push_back(top);
+    } else {
+      values.push_back(nullptr);
+      tops.push_back(nullptr);
+    }
     offsets.push_back(offset);
     offset += token_offset_bytes(r, tokens[i]);
   }
@@ -246,7 +251,6 @@ ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model
   }
   field<std::string>(body, "model", "", "a string");  // any name: one model is served
   require(field<int64_t>(body, "n", 1, "an integer") == 1, "n", "'n' must be 1: one completion per request");
-  require(!field<bool>(body, "echo", false, "a boolean"), "echo", "'echo' is not supported");
 
   GenerateOptions& o = r.options;
   const int64_t context = model.config().max_context;
@@ -286,6 +290,12 @@ ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model
   o.logprobs = parse_logprobs(body, endpoint);
   r.tokenizer = model.tokenizer();
   r.stream = field<bool>(body, "stream", false, "a boolean");
+  if (endpoint == Endpoint::completions && field<bool>(body, "echo", false, "a boolean")) {
+    require(!r.stream, "echo", "'echo' is supported without 'stream' only");
+    r.echo = true;
+    r.echo_text = body["prompt"].is_string() ? body["prompt"].get<std::string>() : r.tokenizer ? r.tokenizer->decode(r.prompt) : "";
+    o.prompt_logprobs = o.logprobs;
+  }
   if (const auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
     if (!it->is_object()) throw bad("stream_options", "'stream_options' must be an object");
     r.include_usage = field<bool>(*it, "include_usage", false, "a boolean");
@@ -320,8 +330,21 @@ json response_json(const ApiRequest& r, const GenerateResult& result, const Resp
   if (r.endpoint == Endpoint::chat_completions)
     choice["message"] = {{"role", "assistant"}, {"content", result.text}};
   else
-    choice["text"] = result.text;
-  choice["logprobs"] = r.options.logprobs >= 0 ? logprobs_json(r, result.tokens, result.logprobs, 0) : json();
+    choice["text"] = r.echo ? r.echo_text + result.text : result.text;
+  if (r.options.logprobs >= 0) {
+    std::vector<int32_t> tokens;
+    std::vector<const TokenLogprobs*> values;
+    if (r.echo) {
+      tokens = r.prompt;
+      values.push_back(nullptr);
+      for (const TokenLogprobs& v : result.prompt_logprobs) values.push_back(&v);
+    }
+    tokens.insert(tokens.end(), result.tokens.begin(), result.tokens.end());
+    for (const TokenLogprobs& v : result.logprobs) values.push_back(&v);
+    choice["logprobs"] = logprobs_json(r, tokens, values, 0);
+  } else {
+    choice["logprobs"] = nullptr;
+  }
   return {{"id", ids.id},
           {"object", r.endpoint == Endpoint::chat_completions ? "chat.completion" : "text_completion"},
           {"created", ids.created},
@@ -336,7 +359,8 @@ json chunk_json(const ApiRequest& r, std::string_view text, const std::string& f
     choice["delta"] = finish_reason.empty() ? json{{"content", text}} : json::object();
   else
     choice["text"] = text;
-  choice["logprobs"] = token ? logprobs_json(r, std::span(&token->id, 1), std::span(&token->logprobs, 1), token->text_offset) : json();
+  const TokenLogprobs* values = token ? &token->logprobs : nullptr;
+  choice["logprobs"] = token ? logprobs_json(r, std::span(&token->id, 1), std::span(&values, 1), token->text_offset) : json();
   return {{"id", ids.id},
           {"object", r.endpoint == Endpoint::chat_completions ? "chat.completion.chunk" : "text_completion"},
           {"created", ids.created},

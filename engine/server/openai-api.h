@@ -32,13 +32,17 @@ struct ApiRequest {
   std::vector<int32_t> prompt;  // the chat template applied, for chat
   GenerateOptions options;  // options.logprobs: -1 unless the request asked for them
   const Tokenizer* tokenizer = nullptr;  // the model's, naming tokens in logprobs (nullptr: "token_id:N")
+  // The completions API's `echo`: the prompt's text goes before the answer's,
+  // and with logprobs its tokens (options.prompt_logprobs) before the answer's.
+  bool echo = false;
+  std::string echo_text;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
 };
 
 // Parses a request body. Unknown fields are ignored; known fields of the
-// wrong type or out of range, features Lacuna does not have (n > 1, echo),
-// an invalid token id,
+// wrong type or out of range, features Lacuna does not have (n > 1, echo
+// with stream), an invalid token id,
 // and a prompt plus max_tokens beyond the model's context throw HttpError.
 // `seed` seeds sampling when the request has none.
 ApiRequest parse_request(const nlohmann::json& body, Endpoint endpoint, const Model& model, uint64_t seed);

@@ -30,7 +30,7 @@ struct Scheduler::Sequence {
   RequestCallbacks callbacks;
   std::shared_ptr<std::atomic<bool>> cancelled;
   std::unique_ptr<KvCache> cache;  // none while waiting or preempted
-  std::vector<float> logits;
+  std::vector<float> logits, rows;  // rows: every position's, for prompt scoring
   size_t step_tokens = 0;  // in the current step
 };
 
@@ -212,13 +212,14 @@ void Scheduler::step() {
 
   if (!in_step.empty()) {
     std::vector<SequenceStep> batch;
+    std::vector<PromptChunk> chunks;
     batch.reserve(in_step.size());
+    chunks.reserve(in_step.size());
     for (Sequence* s : in_step) {
       const std::vector<int32_t>& history = s->generation.history();
       const auto from = static_cast<size_t>(s->cache->length());
-      const bool last = from + s->step_tokens == history.size();
-      if (last) s->logits.resize(static_cast<size_t>(model_->config().vocab));
-      batch.push_back({s->cache.get(), std::span(history).subspan(from, s->step_tokens), last ? s->logits.data() : nullptr, false});
+      const PromptChunk& chunk = chunks.emplace_back(s->generation, from, s->step_tokens, from + s->step_tokens == history.size(), s->logits, s->rows);
+      batch.push_back({s->cache.get(), std::span(history).subspan(from, s->step_tokens), chunk.output(), chunk.every_position()});
     }
     const auto start = std::chrono::steady_clock::now();
     try {
@@ -236,7 +237,8 @@ void Scheduler::step() {
     }
     for (size_t i = 0; i < batch.size(); ++i) {
       Sequence& s = *in_step[i];
-      if (!batch[i].logits) continue;
+      chunks[i].take();
+      if (!chunks[i].last()) continue;
       const Generation::Token t = s.generation.next(s.logits, s.cache->length() + 1 >= s.capacity);
       bool go_on = true;
       try {
