@@ -1,7 +1,9 @@
 #pragma once
-// Picks the next token from a row of logits: repetition penalty, then greedy
-// (temperature 0) or temperature, top-k and top-p sampling. Deterministic for
-// a seed: a sequence samples the same tokens alone or inside a batch.
+// Picks the next token from a row of logits: repetition, frequency and
+// presence penalties, then greedy (temperature 0) or temperature, top-k and
+// top-p sampling. Deterministic for a seed: a sequence samples the same
+// tokens alone or inside a batch. Also the log-probabilities a request may
+// ask for (token_logprobs).
 #include <cstdint>
 #include <span>
 #include <utility>
