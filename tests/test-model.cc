@@ -374,10 +374,10 @@ TEST(Generate, PromptLogprobsScoreEachPromptTokenByThePositionBefore) {
   r.options.sampling.temperature = 0;
   r.options.max_tokens = 3;
   r.options.stop_at_eos = false;
+  r.options.prefill_chunk = 16;  // three chunks: the scores cross their boundaries
   const GenerateResult plain = generate(forward, {r})[0];
   EXPECT_TRUE(plain.prompt_logprobs.empty());
   r.options.prompt_logprobs = 1;
-  r.options.prefill_chunk = 16;  // three chunks: the scores cross their boundaries
   const GenerateResult scored = generate(forward, {r})[0];
   ASSERT_EQ(scored.prompt_logprobs.size(), prompt.size() - 1);
   for (size_t i = 0; i + 1 < prompt.size(); ++i) {

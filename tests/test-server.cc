@@ -161,11 +161,27 @@ TEST(Scheduler, APoolTooSmallForEveryonePreemptsAndStillMatches) {
   SchedulerOptions so;
   so.kv_bytes = static_cast<int64_t>(probe.block_bytes()) * (c.max_context / 16 + 4);  // one context and 4 blocks
   std::vector<std::pair<std::vector<int32_t>, GenerateOptions>> requests;
-  for (int i = 0; i < 6; ++i) requests.push_back({prompt_of(i, 90), greedy(60)});
+  for (int i = 0; i < 6; ++i) {
+    GenerateOptions o = greedy(60);
+    // A preempted sequence evaluates its prompt again: its scores must be neither lost nor doubled.
+    if (i % 2) o.logprobs = 1, o.prompt_logprobs = 2;
+    requests.push_back({prompt_of(i, 90), o});
+  }
   int64_t preemptions = 0;
   const auto results = schedule(so, requests, &preemptions);
   EXPECT_GT(preemptions, 0);
-  for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(results[i].tokens, alone(requests[i].first, requests[i].second).tokens) << i;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const GenerateResult want = alone(requests[i].first, requests[i].second);
+    EXPECT_EQ(results[i].tokens, want.tokens) << i;
+    ASSERT_EQ(results[i].logprobs.size(), want.logprobs.size()) << i;
+    ASSERT_EQ(results[i].prompt_logprobs.size(), want.prompt_logprobs.size()) << i;
+    EXPECT_EQ(results[i].prompt_logprobs.size(), i % 2 ? requests[i].first.size() - 1 : 0u) << i;
+    for (size_t k = 0; k < want.prompt_logprobs.size(); ++k) {
+      EXPECT_EQ(results[i].prompt_logprobs[k].logprob, want.prompt_logprobs[k].logprob) << i << " " << k;
+      EXPECT_EQ(results[i].prompt_logprobs[k].top, want.prompt_logprobs[k].top) << i << " " << k;
+    }
+    for (size_t k = 0; k < want.logprobs.size(); ++k) EXPECT_EQ(results[i].logprobs[k].logprob, want.logprobs[k].logprob) << i << " " << k;
+  }
 }
 
 TEST(Scheduler, RefusesBadRequestsAndAFullQueue) {
@@ -357,6 +373,11 @@ TEST_F(Server, LogprobsAreTheModelsAndStreamTheSame) {
   const size_t n = answer["usage"]["completion_tokens"];
   ASSERT_EQ(n, 6u);
   for (const char* list : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) ASSERT_EQ(lp[list].size(), n) << list;
+  GenerateOptions same = greedy(6);
+  same.stop_at_eos = true;
+  const std::vector<int32_t> answer_tokens = alone(prompt, same).tokens;
+  ASSERT_EQ(answer_tokens.size(), n);
+  EXPECT_EQ(lp["text_offset"][0], 0);
 
   // The first token against the reference: greedy took the most likely token,
   // and the three alternatives are the three most likely, with their values.
@@ -378,7 +399,8 @@ TEST_F(Server, LogprobsAreTheModelsAndStreamTheSame) {
     EXPECT_EQ(lp["token_logprobs"][i].get<double>(), best);
     EXPECT_LE(best, 0.0);
     if (i > 0) {
-      EXPECT_GE(lp["text_offset"][i].get<size_t>(), lp["text_offset"][i - 1].get<size_t>());
+      EXPECT_EQ(lp["text_offset"][i].get<size_t>() - lp["text_offset"][i - 1].get<size_t>(),
+                tiny()->tokenizer()->token_bytes(answer_tokens[i - 1]).size());
     }
   }
 
@@ -442,6 +464,8 @@ TEST_F(Server, EchoWithLogprobsScoresThePrompt) {
   ASSERT_EQ(lp["token_logprobs"].size(), prompt.size() + 1);
   EXPECT_TRUE(lp["token_logprobs"][0].is_null());
   EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  EXPECT_EQ(lp["tokens"][0], "<s>");
+  EXPECT_EQ(lp["text_offset"][1], 0);  // <s> adds no text
   const std::vector<std::vector<double>> want = reference_logprobs_at_every_position(prompt);
   for (size_t i = 1; i < prompt.size(); ++i) EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), want[i - 1][static_cast<size_t>(prompt[i])], 1e-4) << i;
   // The echoed text is the prompt's, then the answer's.
@@ -449,8 +473,20 @@ TEST_F(Server, EchoWithLogprobsScoresThePrompt) {
   const std::string text = answer["choices"][0]["text"];
   EXPECT_EQ(text.substr(0, prompt_text.size()), prompt_text);
   EXPECT_EQ(answer["usage"]["prompt_tokens"], prompt.size());
+  // A batch of one prompt (as lm-evaluation-harness sends it) is that prompt.
+  json batched = request;
+  batched["prompt"] = json::array({prompt});
+  res = post("/v1/completions", batched.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["choices"][0]["logprobs"], lp);
+  batched["prompt"] = json::array({prompt, prompt});
+  res = post("/v1/completions", batched.dump());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_NE(res->body.find("one prompt per request"), std::string::npos) << res->body;
   // Echo alone: the text, no logprobs; with a stream: refused.
-  res = post("/v1/completions", json{{"prompt", "The night train"}, {"max_tokens", 2}, {"echo", true}}.dump());
+  res = post("/v1/completions", json{{"prompt", {"The night train"}}, {"max_tokens", 2}, {"echo", true}}.dump());
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
   EXPECT_EQ(json::parse(res->body)["choices"][0]["text"].get<std::string>().rfind("The night train", 0), 0u);

@@ -147,7 +147,9 @@ TEST(Tokenizer, TokenBytesAreWhatEachTokenStandsForAlone) {
   const std::vector<int32_t> snow = t.encode("🌨", false);
   ASSERT_GE(snow.size(), 4u);
   EXPECT_EQ(t.token_bytes(snow.back()), std::string(1, '\xa8'));  // U+1F328 is F0 9F 8C A8
-  EXPECT_EQ(t.token_bytes(t.bos_id()), "<s>");
+  EXPECT_EQ(t.token_bytes(t.bos_id()), "");  // a control token adds no text
+  EXPECT_EQ(t.piece(t.bos_id()), "<s>");
+  EXPECT_EQ(t.piece(snow.back()), "<0xA8>");
   EXPECT_EQ(t.token_bytes(512), "<|512|>");
   EXPECT_EQ(t.token_bytes(-3), "<|-3|>");
 }

@@ -87,11 +87,16 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
   return text;
 }
 
-std::string Tokenizer::token_bytes(int32_t id) const {
+std::string Tokenizer::piece(int32_t id) const {
   if (id < 0 || id >= vocab_size()) return "<|" + std::to_string(id) + "|>";
-  const std::string piece = impl_->sp.IdToPiece(id);
+  return impl_->sp.IdToPiece(id);
+}
+
+std::string Tokenizer::token_bytes(int32_t id) const {
+  const std::string piece = this->piece(id);
+  if (id < 0 || id >= vocab_size() || impl_->sp.IsUnknown(id)) return piece;
+  if (impl_->sp.IsControl(id)) return "";
   if (impl_->sp.IsByte(id)) return std::string(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));  // "<0xNN>"
-  if (impl_->sp.IsControl(id) || impl_->sp.IsUnknown(id)) return piece;
   constexpr std::string_view kWordBoundary = "\xE2\x96\x81";  // U+2581
   std::string out;
   for (size_t i = 0; i < piece.size();) {

@@ -27,9 +27,12 @@ class Tokenizer {
   // What one token stands for on its own, as bytes: its piece with the
   // word-boundary mark as a space, a byte-fallback piece as its one byte
   // (so possibly not valid UTF-8 alone), a control piece (<s>, </s>) as
-  // written; ids outside the vocabulary as decode() shows them. For
+  // nothing; ids outside the vocabulary as decode() shows them. For
   // per-token views (log-probabilities), not for joining into text.
   std::string token_bytes(int32_t id) const;
+  // The piece as the vocabulary spells it ("<s>", "\u2581the", "<0xE2>");
+  // ids outside it as decode() shows them.
+  std::string piece(int32_t id) const;
   int32_t vocab_size() const;
   int32_t bos_id() const;  // -1 when the model has none
   int32_t eos_id() const;

@@ -92,19 +92,30 @@ Generation::Token Generation::next(std::span<const float> logits, bool last_posi
   return {token, text, done, r.logprobs.empty() ? nullptr : &r.logprobs.back()};
 }
 
+std::optional<size_t> Generation::next_scored() const {
+  const size_t at = prompt_begin_ + result_.prompt_logprobs.size();
+  if (options_.prompt_logprobs < 0 || at + 1 >= generated_from_) return std::nullopt;
+  return at;
+}
+
 bool Generation::scores(size_t from, size_t n) const {
-  if (options_.prompt_logprobs < 0) return false;
-  const size_t next = prompt_begin_ + result_.prompt_logprobs.size();  // the position whose logits score the next prompt token
-  return next + 1 < generated_from_ && next >= from && next < from + n;
+  const std::optional<size_t> at = next_scored();
+  return at && *at >= from && *at < from + n;
 }
 
 void Generation::score(size_t from, std::span<const float> rows) {
+  const std::optional<size_t> first = next_scored();
+  if (!first || *first < from) return;
   const auto vocab = static_cast<size_t>(config_->vocab);
-  for (size_t j = 0; j < rows.size() / vocab; ++j) {
-    const size_t at = from + j;
-    if (at == prompt_begin_ + result_.prompt_logprobs.size() && at + 1 < generated_from_)
-      result_.prompt_logprobs.push_back(token_logprobs(rows.subspan(j * vocab, vocab), history_[at + 1], options_.prompt_logprobs));
-  }
+  // Positions first..end-1 of these rows, each a pass over the vocabulary: on every thread.
+  const size_t end = std::min(from + rows.size() / vocab, generated_from_ - 1);
+  if (*first >= end) return;
+  std::vector<TokenLogprobs>& out = result_.prompt_logprobs;
+  const size_t begin_index = out.size();
+  out.resize(begin_index + (end - *first));
+#pragma omp parallel for schedule(dynamic, 8)
+  for (size_t at = *first; at < end; ++at)
+    out[begin_index + (at - *first)] = token_logprobs(rows.subspan((at - from) * vocab, vocab), history_[at + 1], options_.prompt_logprobs);
 }
 
 PromptChunk::PromptChunk(Generation& generation, size_t from, size_t n, bool last, std::vector<float>& logits, std::vector<float>& rows)
@@ -118,7 +129,9 @@ void PromptChunk::take() {
   if (!every_position_) return;
   const auto vocab = static_cast<size_t>(generation_->config().vocab);
   generation_->score(from_, std::span(*rows_).first(n_ * vocab));
-  if (last_) std::copy(rows_->begin() + static_cast<std::ptrdiff_t>((n_ - 1) * vocab), rows_->begin() + static_cast<std::ptrdiff_t>(n_ * vocab), logits_->begin());
+  if (!last_) return;
+  std::copy(rows_->begin() + static_cast<std::ptrdiff_t>((n_ - 1) * vocab), rows_->begin() + static_cast<std::ptrdiff_t>(n_ * vocab), logits_->begin());
+  std::vector<float>().swap(*rows_);  // the prompt is scored: up to a chunk's worth of logits goes back
 }
 
 void Generation::cancel() {

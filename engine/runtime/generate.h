@@ -105,6 +105,9 @@ class Generation {
   const ModelConfig& config() const { return *config_; }
 
  private:
+  // The position whose logits score the next prompt token, if one is left to score.
+  std::optional<size_t> next_scored() const;
+
   const ModelConfig* config_;
   GenerateOptions options_;
   Sampler sampler_;

@@ -25,6 +25,7 @@ TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int32
   const double log_sum = static_cast<double>(max) + std::log(sum);
   auto logprob = [&](int32_t id) { return static_cast<float>(static_cast<double>(logits[static_cast<size_t>(id)]) - log_sum); };
   TokenLogprobs out{logprob(token), {}};
+  if (top <= 0) return out;
   const auto vocab = static_cast<int32_t>(logits.size());
   std::vector<int32_t> ids(static_cast<size_t>(vocab));
   std::iota(ids.begin(), ids.end(), 0);

@@ -163,10 +163,11 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
     else
       metrics.inter_token(seconds_between(channel->last_token, now));
     channel->last_token = now;
-    if (token.logprobs) {
+    // A stream's chunks; a whole answer is written from the result.
+    if (r.stream && token.logprobs) {
       channel->pieces.push_back({std::string(token.text), StreamedToken{token.id, *token.logprobs, channel->token_bytes}});
       channel->token_bytes += token_offset_bytes(r, token.id);
-    } else if (!token.text.empty()) {
+    } else if (r.stream && !token.text.empty()) {
       channel->pieces.push_back({std::string(token.text), std::nullopt});
     }
     channel->changed.notify_all();

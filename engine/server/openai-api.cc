@@ -104,17 +104,19 @@ int32_t parse_logprobs(const json& body, Endpoint endpoint) {
 }
 
 // A token as the logprobs views name it: its own text when that is valid
-// UTF-8, else its bytes escaped as OpenAI writes them ("bytes:\\xe2");
-// "token_id:N" for a model without a tokenizer.
+// UTF-8, else its bytes escaped as OpenAI writes them ("bytes:\\xe2"); a
+// control token (no text) by its piece ("<s>"); "token_id:N" for a model
+// without a tokenizer. `bytes`: what it adds to the text.
 struct TokenName {
   std::string text, bytes;
 };
 TokenName token_name(const Tokenizer* tokenizer, int32_t id) {
   if (!tokenizer) return {"token_id:" + std::to_string(id), ""};
   std::string bytes = tokenizer->token_bytes(id);
-  if (valid_utf8(bytes)) return {bytes, bytes};
+  const std::string shown = bytes.empty() ? tokenizer->piece(id) : bytes;
+  if (valid_utf8(shown)) return {shown, bytes};
   std::string text = "bytes:";
-  for (unsigned char c : bytes) {
+  for (unsigned char c : shown) {
     static constexpr char kHex[] = "0123456789abcdef";
     text += "\\x";
     text += kHex[c >> 4];
@@ -153,7 +155,9 @@ json logprobs_json(const ApiRequest& r, std::span<const int32_t> tokens, std::sp
     if (logprobs[i]) {
       values.push_back(logprobs[i]->logprob);
       json top = json::object();
-      for (const auto& [id, lp] : logprobs[i]->top) top[token_name(r.tokenizer, id).text] = lp;
+      // Highest first: two tokens of one name (a piece and its byte-fallback twin) keep the higher value.
+      for (const auto& [id, lp] : logprobs[i]->top)
+        if (const std::string name = token_name(r.tokenizer, id).text; !top.contains(name)) top[name] = lp;
       tops.push_back(top);
     } else {
       values.push_back(nullptr);
@@ -171,10 +175,18 @@ const Tokenizer& tokenizer_for_text(const Model& model, const char* param) {
   return *t;
 }
 
+// OpenAI's `prompt` may also be a batch (an array of strings or of token
+// arrays); a batch of exactly one prompt is taken as that prompt, as
+// clients such as lm-evaluation-harness send it.
+const json& single_prompt(const json& p) {
+  if (!p.is_array() || p.size() != 1 || !(p[0].is_string() || p[0].is_array())) return p;
+  return p[0];
+}
+
 std::vector<int32_t> parse_prompt(const json& body, const Model& model) {
   const auto it = body.find("prompt");
   if (it == body.end()) throw bad("prompt", "'prompt' is required");
-  const json& p = *it;
+  const json& p = single_prompt(*it);
   if (p.is_string()) return tokenizer_for_text(model, "prompt").encode(p.get<std::string>(), /*add_bos=*/true);
   if (p.is_array() && !p.empty() && std::all_of(p.begin(), p.end(), [](const json& t) { return t.is_number_integer(); })) {
     std::vector<int32_t> ids;
@@ -186,7 +198,8 @@ std::vector<int32_t> parse_prompt(const json& body, const Model& model) {
     }
     return ids;
   }
-  if (p.is_array() && !p.empty() && p[0].is_string()) throw bad("prompt", "one prompt per request: send several requests (they are batched)");
+  if (p.is_array() && !p.empty() && (p[0].is_string() || p[0].is_array()))
+    throw bad("prompt", "one prompt per request: send several requests (they are batched)");
   throw bad("prompt", std::string("'prompt' must be a string or a non-empty array of token ids, not ") + type_name(p));
 }
 
@@ -293,7 +306,8 @@ ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model
   if (endpoint == Endpoint::completions && field<bool>(body, "echo", false, "a boolean")) {
     require(!r.stream, "echo", "'echo' is supported without 'stream' only");
     r.echo = true;
-    r.echo_text = body["prompt"].is_string() ? body["prompt"].get<std::string>() : r.tokenizer ? r.tokenizer->decode(r.prompt) : "";
+    const json& p = single_prompt(body["prompt"]);
+    r.echo_text = p.is_string() ? p.get<std::string>() : r.tokenizer ? r.tokenizer->decode(r.prompt) : "";
     o.prompt_logprobs = o.logprobs;
   }
   if (const auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
@@ -316,10 +330,7 @@ ApiRequest parse_request_body(std::string_view body, Endpoint endpoint, const Mo
 
 std::string finish_reason_name(const std::string& ours) { return ours == "length" || ours == "context" ? "length" : "stop"; }
 
-size_t token_offset_bytes(const ApiRequest& r, int32_t id) {
-  const TokenName name = token_name(r.tokenizer, id);
-  return name.bytes.empty() ? name.text.size() : name.bytes.size();
-}
+size_t token_offset_bytes(const ApiRequest& r, int32_t id) { return token_name(r.tokenizer, id).bytes.size(); }
 
 json usage_json(const ApiRequest& r, size_t completion_tokens) {
   return {{"prompt_tokens", r.prompt.size()}, {"completion_tokens", completion_tokens}, {"total_tokens", r.prompt.size() + completion_tokens}};
@@ -334,13 +345,13 @@ json response_json(const ApiRequest& r, const GenerateResult& result, const Resp
   if (r.options.logprobs >= 0) {
     std::vector<int32_t> tokens;
     std::vector<const TokenLogprobs*> values;
-    if (r.echo) {
-      tokens = r.prompt;
-      values.push_back(nullptr);
-      for (const TokenLogprobs& v : result.prompt_logprobs) values.push_back(&v);
-    }
-    tokens.insert(tokens.end(), result.tokens.begin(), result.tokens.end());
-    for (const TokenLogprobs& v : result.logprobs) values.push_back(&v);
+    // A request cancelled before its prompt was scored has fewer values than tokens: the rest are null.
+    auto append = [&](std::span<const int32_t> run, std::span<const TokenLogprobs> scored, size_t unscored) {
+      tokens.insert(tokens.end(), run.begin(), run.end());
+      for (size_t i = 0; i < run.size(); ++i) values.push_back(i >= unscored && i - unscored < scored.size() ? &scored[i - unscored] : nullptr);
+    };
+    if (r.echo) append(r.prompt, result.prompt_logprobs, 1);
+    append(result.tokens, result.logprobs, 0);
     choice["logprobs"] = logprobs_json(r, tokens, values, 0);
   } else {
     choice["logprobs"] = nullptr;

@@ -67,7 +67,9 @@ nlohmann::json usage_json(const ApiRequest& r, size_t completion_tokens);
 nlohmann::json response_json(const ApiRequest& r, const GenerateResult& result, const ResponseIds& ids);
 // A generated token as a stream sends it when the request asked for
 // logprobs: its id, log-probabilities, and where its bytes start among the
-// bytes of the tokens before it (the completions API's text_offset).
+// bytes of the tokens before it (the completions API's text_offset: each
+// token counts its own bytes, token_bytes; a control token such as <s> or
+// a model without a tokenizer counts its name's, none).
 struct StreamedToken {
   int32_t id = 0;
   TokenLogprobs logprobs;
