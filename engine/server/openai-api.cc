@@ -151,20 +151,21 @@ json logprobs_json(const ApiRequest& r, std::span<const int32_t> tokens, std::sp
   }
   json names = json::array(), values = json::array(), tops = json::array(), offsets = json::array();
   for (size_t i = 0; i < tokens.size(); ++i) {
-    names.push_back(token_name(r.tokenizer, tokens[i]).text);
+    const TokenName name = token_name(r.tokenizer, tokens[i]);
+    names.push_back(name.text);
     if (logprobs[i]) {
       values.push_back(logprobs[i]->logprob);
       json top = json::object();
       // Highest first: two tokens of one name (a piece and its byte-fallback twin) keep the higher value.
       for (const auto& [id, lp] : logprobs[i]->top)
-        if (const std::string name = token_name(r.tokenizer, id).text; !top.contains(name)) top[name] = lp;
+        if (const std::string alt = token_name(r.tokenizer, id).text; !top.contains(alt)) top[alt] = lp;
       tops.push_back(top);
     } else {
       values.push_back(nullptr);
       tops.push_back(nullptr);
     }
     offsets.push_back(offset);
-    offset += token_offset_bytes(r, tokens[i]);
+    offset += name.bytes.size();
   }
   return {{"tokens", names}, {"token_logprobs", values}, {"top_logprobs", tops}, {"text_offset", offsets}};
 }
