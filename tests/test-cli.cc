@@ -165,6 +165,14 @@ TEST(Cli, ModelPipelineAndItsErrors) {
   r = run("run " + model + " --tokens \"1 7 9\" -n 5");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("decode: 5 tokens"), std::string::npos) << r.output;
+  r = run("run " + model + " --tokens \"1 7 9\" -n 5 --frequency-penalty 0.5 --presence-penalty -1");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const std::string flag : {"--frequency-penalty 2.5", "--presence-penalty -3", "--presence-penalty much"}) {
+    r = run("run " + model + " --tokens \"1 7 9\" -n 5 " + flag);
+    EXPECT_NE(r.exit_code, 0) << flag << ": " << r.output;
+    EXPECT_NE(r.output.find(flag.substr(0, flag.find(' ')) + ": Value"), std::string::npos) << flag << ": " << r.output;
+    EXPECT_EQ(r.output.find("decode:"), std::string::npos) << flag << " generated";
+  }
 
   // NUMA placement on a simulated two-node machine, from router statistics.
   std::string calibration;
