@@ -287,9 +287,8 @@ TEST(Generate, GreedyIsDeterministicAndTheSameInsideABatch) {
 
 TEST(Sampler, LogprobsAreTheLogSoftmaxOfTheLogitsAsGiven) {
   const std::vector<float> logits = {2.0f, -1.0f, 0.5f, 2.0f, 7.0f, -30.0f, 1e-3f};
-  long double sum = 0;
-  for (float l : logits) sum += std::exp(static_cast<long double>(l));
-  auto want = [&](size_t id) { return static_cast<double>(static_cast<long double>(logits[id]) - std::log(sum)); };
+  const std::vector<double> reference = testing::log_softmax(logits);
+  auto want = [&](size_t id) { return reference[id]; };
   const TokenLogprobs lp = token_logprobs(logits, 3, 3);
   EXPECT_NEAR(lp.logprob, want(3), 1e-6);
   // Highest first; of the tied 0 and 3, the lower id first.
@@ -363,9 +362,7 @@ TEST(Generate, PromptLogprobsScoreEachPromptTokenByThePositionBefore) {
   }
   const auto vocab = static_cast<size_t>(model->config().vocab);
   auto want = [&](size_t position, int32_t token) {
-    long double sum = 0;
-    for (size_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<long double>(rows[position * vocab + v]));
-    return static_cast<double>(static_cast<long double>(rows[position * vocab + static_cast<size_t>(token)]) - std::log(sum));
+    return testing::log_softmax(std::span(rows).subspan(position * vocab, vocab))[static_cast<size_t>(token)];
   };
 
   Forward forward(model);

@@ -339,9 +339,8 @@ TEST_F(Server, ChatAppliesTheTemplateAndStreamsTheSameAnswer) {
   EXPECT_EQ(read_stream(sres->body, true).first, want.text);
 }
 
-// The model's log-probabilities after `prompt`, worked out here from the
-// forward pass's logits (a log-softmax in long double), not by the server.
-// Position p's distribution over the vocabulary, for every position of the prompt.
+// The model's log-probabilities after each position of `prompt`, worked out
+// here from the forward pass's logits (testing::log_softmax), not by the server.
 std::vector<std::vector<double>> reference_logprobs_at_every_position(const std::vector<int32_t>& prompt) {
   Forward forward(tiny(), BatchPolicy::invariant);
   KvCache cache(tiny()->config(), static_cast<int64_t>(prompt.size()));
@@ -349,13 +348,8 @@ std::vector<std::vector<double>> reference_logprobs_at_every_position(const std:
   std::vector<float> logits(prompt.size() * vocab);
   const SequenceStep step{&cache, prompt, logits.data(), true};
   forward.step(std::span(&step, 1));
-  std::vector<std::vector<double>> out(prompt.size());
-  for (size_t p = 0; p < prompt.size(); ++p) {
-    const std::span<const float> row(logits.data() + p * vocab, vocab);
-    long double sum = 0;
-    for (float l : row) sum += std::exp(static_cast<long double>(l));
-    for (float l : row) out[p].push_back(static_cast<double>(static_cast<long double>(l) - std::log(sum)));
-  }
+  std::vector<std::vector<double>> out;
+  for (size_t p = 0; p < prompt.size(); ++p) out.push_back(testing::log_softmax(std::span(logits).subspan(p * vocab, vocab)));
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <random>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -14,6 +15,17 @@
 #include "sparse/tensor.h"
 
 namespace lacuna::testing {
+
+// An independent log-softmax of one row of logits, summed in long double:
+// the reference for the engine's log-probabilities.
+inline std::vector<double> log_softmax(std::span<const float> logits) {
+  long double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<long double>(l));
+  std::vector<double> out;
+  out.reserve(logits.size());
+  for (float l : logits) out.push_back(static_cast<double>(static_cast<long double>(l) - std::log(sum)));
+  return out;
+}
 
 // A scratch directory for the whole test program, removed at exit.
 inline const std::filesystem::path& scratch() {

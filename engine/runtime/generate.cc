@@ -32,9 +32,8 @@ void validate_request(std::span<const int32_t> prompt, const GenerateOptions& o,
   if (prompt.empty()) throw Error("the prompt is empty");
   if (o.max_tokens < 0) throw Error("max_tokens must be >= 0");
   if (o.prefill_chunk <= 0) throw Error("prefill_chunk must be > 0");
-  if (o.logprobs < -1 || o.logprobs > kMaxTopLogprobs) throw Error("logprobs must be -1 (none) or 0.." + std::to_string(kMaxTopLogprobs));
-  if (o.prompt_logprobs < -1 || o.prompt_logprobs > kMaxTopLogprobs)
-    throw Error("prompt_logprobs must be -1 (none) or 0.." + std::to_string(kMaxTopLogprobs));
+  for (auto [name, value] : {std::pair{"logprobs", o.logprobs}, std::pair{"prompt_logprobs", o.prompt_logprobs}})
+    if (value < -1 || value > kMaxTopLogprobs) throw Error(std::string(name) + " must be -1 (none) or 0.." + std::to_string(kMaxTopLogprobs));
   validate(o.sampling);
   for (size_t i = 0; i < prompt.size(); ++i)
     if (prompt[i] < 0 || prompt[i] >= c.vocab)
