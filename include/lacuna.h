@@ -69,10 +69,10 @@ extern "C" {
 
 #define LACUNA_VERSION_MAJOR 0
 #define LACUNA_VERSION_MINOR 1
-#define LACUNA_VERSION_PATCH 1
-#define LACUNA_VERSION_STRING "0.1.1"
+#define LACUNA_VERSION_PATCH 2
+#define LACUNA_VERSION_STRING "0.1.2"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, as lacuna_version_number() returns. */
-#define LACUNA_VERSION_NUMBER 101
+#define LACUNA_VERSION_NUMBER 102
 /* The shared library's ABI version: liblacuna.so.LACUNA_ABI_VERSION. It changes
  * only when a program built against an earlier header could break. */
 #define LACUNA_ABI_VERSION 0
@@ -333,6 +333,11 @@ typedef struct lacuna_generate_params {
   /* Since 0.1.1 (a 0.1.0 struct, without them, gets the defaults): */
   float frequency_penalty;    /* in [-2, 2], OpenAI's: subtracted from a token's logit per time it was generated; default 0 */
   float presence_penalty;     /* in [-2, 2], OpenAI's: subtracted once if the token was generated; default 0 */
+  /* Since 0.1.2 (an older struct, without them, gets the defaults): */
+  const int32_t *logit_bias_tokens; /* n_logit_bias token ids, each at most once; borrowed for the call */
+  const float *logit_biases;        /* their biases in [-100, 100], added to their logits after the
+                                       penalties (OpenAI's logit_bias: -100 all but bans a token) */
+  size_t n_logit_bias;              /* default 0 */
 } lacuna_generate_params;
 
 typedef enum lacuna_finish_reason {

@@ -173,6 +173,17 @@ TEST(Cli, ModelPipelineAndItsErrors) {
     EXPECT_NE(r.output.find(flag.substr(0, flag.find(' ')) + ": Value"), std::string::npos) << flag << ": " << r.output;
     EXPECT_EQ(r.output.find("decode:"), std::string::npos) << flag << " generated";
   }
+  r = run("run " + model + " --tokens \"1 7 9\" -n 5 --logit-bias 7=-100 --logit-bias 12=2.5");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const auto& [bias, message] : {std::pair{"7", "\"7\" is not TOKEN_ID=BIAS"}, std::pair{"x=1", "\"x=1\" is not TOKEN_ID=BIAS"},
+                                      std::pair{"7=much", "\"7=much\" is not TOKEN_ID=BIAS"}, std::pair{"-3=1", "\"-3=1\" is not TOKEN_ID=BIAS"},
+                                      std::pair{"7=101", "the logit bias of token 7 must be in [-100, 100]"},
+                                      std::pair{"512=1", "logit bias for token 512, outside the vocabulary 0..511"}}) {
+    r = run("run " + model + " --tokens \"1 7 9\" -n 5 --logit-bias " + bias);
+    EXPECT_NE(r.exit_code, 0) << bias << ": " << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << bias << ": " << r.output;
+    EXPECT_EQ(r.output.find("decode:"), std::string::npos) << bias << " generated";
+  }
 
   // NUMA placement on a simulated two-node machine, from router statistics.
   std::string calibration;

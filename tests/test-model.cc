@@ -324,6 +324,40 @@ TEST(Sampler, FrequencyAndPresencePenaltiesCountGeneratedTokensOnly) {
   EXPECT_THROW(Sampler({.presence_penalty = std::nanf("")}), Error);
 }
 
+TEST(Sampler, LogitBiasIsAddedAfterThePenalties) {
+  const std::vector<float> logits = {1.0f, 0.9f, 0.5f, 0.0f};
+  auto greedy_with = [&](std::vector<std::pair<int32_t, float>> bias) {
+    Sampler s({.temperature = 0, .logit_bias = std::move(bias)});
+    return s.sample(logits, {}, 0);
+  };
+  EXPECT_EQ(greedy_with({}), 0);
+  EXPECT_EQ(greedy_with({{0, -0.2f}}), 1);               // 0.8, 0.9, 0.5, 0
+  EXPECT_EQ(greedy_with({{3, 1.01f}}), 3);               // 1, 0.9, 0.5, 1.01
+  EXPECT_EQ(greedy_with({{0, -0.2f}, {1, -0.5f}}), 0);   // 0.8, 0.4, 0.5, 0
+  // After the repetition penalty: token 0 (generated before) reads 1 / 2 - 0.3 = 0.2 < 0.3;
+  // biased first, it would read (1 - 0.3) / 2 = 0.35, or 0.7 if the penalty then missed it.
+  const std::vector<float> two = {1.0f, 0.3f};
+  Sampler penalised({.temperature = 0, .repetition_penalty = 2.0f});
+  EXPECT_EQ(penalised.sample(two, std::vector<int32_t>{0}, 1), 0);
+  Sampler penalised_biased({.temperature = 0, .repetition_penalty = 2.0f, .logit_bias = {{0, -0.3f}}});
+  EXPECT_EQ(penalised_biased.sample(two, std::vector<int32_t>{0}, 1), 1);
+  // Sampled: -100 never comes up, 100 always does.
+  const std::vector<float> flat(8, 0.0f);
+  for (uint64_t seed = 0; seed < 500; ++seed) {
+    Sampler banned({.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = seed, .logit_bias = {{2, -100.0f}}});
+    Sampler forced({.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = seed, .logit_bias = {{5, 100.0f}}});
+    ASSERT_NE(banned.sample(flat, {}, 0), 2) << "seed " << seed;
+    ASSERT_EQ(forced.sample(flat, {}, 0), 5) << "seed " << seed;
+  }
+  EXPECT_THROW(Sampler({.logit_bias = {{1, 100.5f}}}), Error);
+  EXPECT_THROW(Sampler({.logit_bias = {{1, std::nanf("")}}}), Error);
+  EXPECT_THROW(Sampler({.logit_bias = {{1, 1.0f}, {0, 2.0f}, {1, -1.0f}}}), Error);  // token 1 twice
+  Sampler outside({.temperature = 0, .logit_bias = {{4, 1.0f}}});
+  EXPECT_THROW(outside.sample(logits, {}, 0), Error);  // a 4-token vocabulary
+  EXPECT_THROW(validate_logit_bias_tokens({.logit_bias = {{-1, 1.0f}}}, 4), Error);
+  EXPECT_NO_THROW(validate_logit_bias_tokens({.logit_bias = {{3, 1.0f}}}, 4));
+}
+
 TEST(Generate, LogprobsFollowEveryGeneratedTokenOnlyWhenAsked) {
   Forward forward(converted("mixtral", "auto", DType::bf16));
   GenerateRequest r;

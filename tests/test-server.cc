@@ -512,6 +512,38 @@ TEST_F(Server, PenaltiesReachTheSampler) {
   }
 }
 
+TEST_F(Server, LogitBiasReachesTheSampler) {
+  start();
+  const std::vector<int32_t> prompt = prompt_of(5, 12);
+  GenerateOptions plain = greedy(16);
+  plain.stop_at_eos = true;
+  const GenerateResult unbiased = alone(prompt, plain);
+  ASSERT_FALSE(unbiased.tokens.empty());
+  const int32_t first = unbiased.tokens[0];
+  GenerateOptions o = plain;
+  o.sampling.logit_bias = {{first, -100.0f}, {7, 2.5f}};
+  const GenerateResult want = alone(prompt, o);
+  EXPECT_NE(want.tokens[0], first);
+  const json bias = {{std::to_string(first), -100}, {"7", 2.5}};
+  auto res = post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 16}, {"temperature", 0}, {"logit_bias", bias}}.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["choices"][0]["text"], want.text);
+  // Chat takes it too.
+  const json messages = {{{"role", "user"}, {"content", "hello"}}};
+  const std::vector<int32_t> chat_prompt = apply_chat_template(*tiny(), messages);
+  const int32_t chat_first = alone(chat_prompt, plain).tokens.at(0);
+  GenerateOptions chat_o = plain;
+  chat_o.sampling.logit_bias = {{chat_first, -100.0f}};
+  const GenerateResult chat_want = alone(chat_prompt, chat_o);
+  EXPECT_NE(chat_want.tokens.at(0), chat_first);
+  res = post("/v1/chat/completions",
+             json{{"messages", messages}, {"max_tokens", 16}, {"temperature", 0}, {"logit_bias", {{std::to_string(chat_first), -100}}}}.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["choices"][0]["message"]["content"], chat_want.text);
+}
+
 TEST_F(Server, ConcurrentClientsEachGetTheirOwnAnswer) {
   start();
   constexpr int kClients = 12;
@@ -636,6 +668,15 @@ TEST_F(Server, BadRequestsGetClearJsonErrorsAndTheServerKeepsServing) {
       {"{\"prompt\": \"x\", \"logprobs\": \"2\"}", 400, "must be an integer 0..20, not a string", "logprobs"},
       {"{\"prompt\": \"x\", \"logprobs\": true}", 400, "'logprobs' must be an integer 0..20", "logprobs"},
       {"{\"prompt\": \"x\", \"stop\": [1]}", 400, "'stop' must be a string or an array", "stop"},
+      {"{\"prompt\": \"x\", \"logit_bias\": [1]}", 400, "'logit_bias' must be an object", "logit_bias"},
+      {"{\"prompt\": \"x\", \"logit_bias\": {\"a\": 1}}", 400, "key \"a\" is not a token id 0..511", "logit_bias"},
+      {"{\"prompt\": \"x\", \"logit_bias\": {\"512\": 1}}", 400, "key \"512\" is not a token id", "logit_bias"},
+      {"{\"prompt\": \"x\", \"logit_bias\": {\"-1\": 1}}", 400, "key \"-1\" is not a token id", "logit_bias"},
+      {"{\"prompt\": \"x\", \"logit_bias\": {\"5x\": 1}}", 400, "key \"5x\" is not a token id", "logit_bias"},
+      {"{\"prompt\": \"x\", \"logit_bias\": {\"5\": \"1\"}}", 400, "value of token 5 must be a number", "logit_bias"},
+      {"{\"prompt\": \"x\", \"logit_bias\": {\"5\": 101}}", 400, "value of token 5 must be in [-100, 100]", "logit_bias"},
+      {"{\"prompt\": \"x\", \"best_of\": 3}", 400, "'best_of' must be 1", "best_of"},
+      {"{\"prompt\": \"x\", \"suffix\": \"end\"}", 400, "'suffix' (insertion) is not supported", "suffix"},
       {"{\"prompt\": \"caf\xc3\"}", 400, "not valid UTF-8", ""},
       {"{\"prompt\": \"\xff\"}", 400, "not valid UTF-8", ""},
       {oversized_body(), 413, "too large", ""},
@@ -661,6 +702,23 @@ TEST_F(Server, BadRequestsGetClearJsonErrorsAndTheServerKeepsServing) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 400);
   EXPECT_NE(res->body.find("not system, user or assistant"), std::string::npos);
+  // Chat features Lacuna does not have are refused, naming them; their empty forms are not.
+  const json hi = {{{"role", "user"}, {"content", "hi"}}};
+  for (const auto& [field, value, message] :
+       {std::tuple{"tools", json::array({{{"type", "function"}, {"function", {{"name", "f"}}}}}), "'tools' (tool calls) is not supported"},
+        std::tuple{"functions", json::array({{{"name", "f"}}}), "'functions' (tool calls) is not supported"},
+        std::tuple{"response_format", json{{"type", "json_object"}}, "constrained (JSON) output is not supported"},
+        std::tuple{"response_format", json("json"), "'response_format' must be an object, not a string"}}) {
+    res = post("/v1/chat/completions", json{{"messages", hi}, {field, value}}.dump());
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << field;
+    const json e = json::parse(res->body)["error"];
+    EXPECT_EQ(e["param"], field);
+    EXPECT_NE(e["message"].get<std::string>().find(message), std::string::npos) << res->body;
+  }
+  res = post("/v1/chat/completions", json{{"messages", hi}, {"max_tokens", 2}, {"tools", json::array()}, {"response_format", {{"type", "text"}}}}.dump());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
   // Unknown fields are ignored.
   res = post("/v1/completions", json{{"prompt", "x"}, {"max_tokens", 2}, {"user", "someone"}, {"my_extension", {1, 2}}}.dump());
   ASSERT_TRUE(res);

@@ -286,6 +286,8 @@ lacuna_status lacuna_context_generate(lacuna_context* ctx, int32_t seq_id, const
     require(prompt != nullptr || n_prompt == 0, LACUNA_STATUS_INVALID_ARGUMENT, "prompt is NULL");
     require(p.max_tokens >= 0, LACUNA_STATUS_INVALID_ARGUMENT, "params.max_tokens is " + std::to_string(p.max_tokens) + ", must be >= 0");
     require(p.stop != nullptr || p.n_stop == 0, LACUNA_STATUS_INVALID_ARGUMENT, "params.stop is NULL but params.n_stop is not 0");
+    require((p.logit_bias_tokens != nullptr && p.logit_biases != nullptr) || p.n_logit_bias == 0, LACUNA_STATUS_INVALID_ARGUMENT,
+            "params.logit_bias_tokens or params.logit_biases is NULL but params.n_logit_bias is not 0");
     lacuna::GenerateOptions o;
     o.max_tokens = p.max_tokens;
     o.sampling = {.temperature = p.temperature,
@@ -295,8 +297,10 @@ lacuna_status lacuna_context_generate(lacuna_context* ctx, int32_t seq_id, const
                   .seed = p.seed,
                   .frequency_penalty = p.frequency_penalty,
                   .presence_penalty = p.presence_penalty};
+    for (size_t i = 0; i < p.n_logit_bias; ++i) o.sampling.logit_bias.emplace_back(p.logit_bias_tokens[i], p.logit_biases[i]);
     try {
       lacuna::validate(o.sampling);
+      lacuna::validate_logit_bias_tokens(o.sampling, ctx->model->config().vocab);
     } catch (const lacuna::Error& e) {
       throw ApiError{LACUNA_STATUS_INVALID_ARGUMENT, std::string("params: ") + e.what()};
     }

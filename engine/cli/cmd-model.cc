@@ -46,6 +46,28 @@ std::vector<int32_t> parse_tokens(const std::string& text) {
   return ids;
 }
 
+// --logit-bias ID=BIAS, as many times as there are tokens to bias.
+std::vector<std::pair<int32_t, float>> parse_logit_biases(const std::vector<std::string>& given) {
+  std::vector<std::pair<int32_t, float>> biases;
+  for (const std::string& item : given) {
+    const size_t eq = item.find('=');
+    const std::string id = item.substr(0, eq), bias = eq == std::string::npos ? "" : item.substr(eq + 1);
+    size_t id_used = 0, bias_used = 0;
+    long long token = -1;
+    float value = 0;
+    try {
+      token = std::stoll(id, &id_used);
+      value = std::stof(bias, &bias_used);
+    } catch (const std::exception&) {
+      id_used = 0;
+    }
+    if (id.empty() || id_used != id.size() || bias.empty() || bias_used != bias.size() || token < 0 || token > INT32_MAX)
+      throw Error("--logit-bias: \"" + item + "\" is not TOKEN_ID=BIAS");
+    biases.emplace_back(static_cast<int32_t>(token), value);
+  }
+  return biases;
+}
+
 double peak_rss_mb() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -192,6 +214,8 @@ void add_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--presence-penalty", o->sampling.presence_penalty, "Subtracted once from the logit of a token already generated (OpenAI's)")
       ->check(CLI::Range(-2.0, 2.0))
       ->capture_default_str();
+  auto logit_biases = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("--logit-bias", *logit_biases, "TOKEN_ID=BIAS: add BIAS in [-100, 100] to that token's logit (repeatable; -100 all but bans it)");
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--stop", o->stop, "Stop when the output contains this text (repeatable)");
   cmd->add_option("--prefill-chunk", o->prefill_chunk, "Prompt tokens per forward step")->check(CLI::Range(1, 1 << 16))->capture_default_str();
@@ -202,6 +226,7 @@ void add_run(CLI::App& app, int& exit_code) {
     const Tokenizer* tok = model->tokenizer();
     GenerateRequest r;
     r.options = *o;
+    r.options.sampling.logit_bias = parse_logit_biases(*logit_biases);
     if (!tokens->empty()) {
       r.prompt = parse_tokens(*tokens);
     } else {

@@ -35,6 +35,7 @@ void validate_request(std::span<const int32_t> prompt, const GenerateOptions& o,
   for (auto [name, value] : {std::pair{"logprobs", o.logprobs}, std::pair{"prompt_logprobs", o.prompt_logprobs}})
     if (value < -1 || value > kMaxTopLogprobs) throw Error(std::string(name) + " must be -1 (none) or 0.." + std::to_string(kMaxTopLogprobs));
   validate(o.sampling);
+  validate_logit_bias_tokens(o.sampling, c.vocab);
   for (size_t i = 0; i < prompt.size(); ++i)
     if (prompt[i] < 0 || prompt[i] >= c.vocab)
       throw Error("token id " + std::to_string(prompt[i]) + " is outside the vocabulary 0.." + std::to_string(c.vocab - 1) + " (token " +

@@ -16,6 +16,19 @@ void validate(const SamplingParams& p) {
   if (!(p.repetition_penalty > 0) || !std::isfinite(p.repetition_penalty)) throw Error("repetition_penalty must be a finite number > 0");
   if (!(std::abs(p.frequency_penalty) <= 2)) throw Error("frequency_penalty must be in [-2, 2]");
   if (!(std::abs(p.presence_penalty) <= 2)) throw Error("presence_penalty must be in [-2, 2]");
+  std::vector<int32_t> biased;
+  for (auto [id, bias] : p.logit_bias) {
+    if (!(std::abs(bias) <= kMaxLogitBias)) throw Error("the logit bias of token " + std::to_string(id) + " must be in [-100, 100]");
+    biased.push_back(id);
+  }
+  std::sort(biased.begin(), biased.end());
+  if (const auto twice = std::adjacent_find(biased.begin(), biased.end()); twice != biased.end())
+    throw Error("token " + std::to_string(*twice) + " has two logit biases");
+}
+
+void validate_logit_bias_tokens(const SamplingParams& p, int64_t vocab) {
+  for (auto [id, bias] : p.logit_bias)
+    if (id < 0 || id >= vocab) throw Error("logit bias for token " + std::to_string(id) + ", outside the vocabulary 0.." + std::to_string(vocab - 1));
 }
 
 TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int32_t top) {
@@ -63,6 +76,8 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
       i = end;
     }
   }
+  validate_logit_bias_tokens(p_, vocab);
+  for (auto [id, bias] : p_.logit_bias) work_[id] += bias;
   if (p_.temperature == 0) return static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
 
   // Candidates by logit, highest first (ties to the lower id), cut to top_k.

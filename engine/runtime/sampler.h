@@ -1,6 +1,6 @@
 #pragma once
 // Picks the next token from a row of logits: repetition, frequency and
-// presence penalties, then greedy (temperature 0) or temperature, top-k and
+// presence penalties and logit biases, then greedy (temperature 0) or temperature, top-k and
 // top-p sampling. Deterministic for a seed: a sequence samples the same
 // tokens alone or inside a batch. Also the log-probabilities a request may
 // ask for (token_logprobs).
@@ -22,10 +22,19 @@ struct SamplingParams {
   // generated, and presence_penalty once if it was.
   float frequency_penalty = 0.0f;
   float presence_penalty = 0.0f;
+  // OpenAI's logit_bias: (token id, bias in [-100, 100]) pairs, each token
+  // at most once, the bias added to that token's logit after the penalties:
+  // -100 all but bans a token, 100 all but forces it.
+  std::vector<std::pair<int32_t, float>> logit_bias = {};
 };
+inline constexpr float kMaxLogitBias = 100;
 
-// Throws lacuna::Error for parameters out of range.
+// Throws lacuna::Error for parameters out of range (logit_bias: a bias out
+// of range or a token twice; token ids against the vocabulary are the
+// caller's to check, see validate_logit_bias_tokens).
 void validate(const SamplingParams& p);
+// Throws lacuna::Error for a logit bias of a token outside 0..vocab-1.
+void validate_logit_bias_tokens(const SamplingParams& p, int64_t vocab);
 
 // The model's log-probabilities at one position: the log-softmax of its
 // logits as the forward pass gave them, before the repetition penalty,

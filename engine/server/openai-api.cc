@@ -1,6 +1,7 @@
 #include "engine/server/openai-api.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -101,6 +102,47 @@ int32_t parse_logprobs(const json& body, Endpoint endpoint) {
   const bool wanted = field<bool>(body, "logprobs", false, "a boolean");
   require(!given("top_logprobs") || wanted, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
   return wanted ? count("top_logprobs") : -1;
+}
+
+// OpenAI's logit_bias: an object of token ids (as strings, JSON keys) to
+// biases in [-100, 100].
+std::vector<std::pair<int32_t, float>> parse_logit_bias(const json& body, int64_t vocab) {
+  std::vector<std::pair<int32_t, float>> biases;
+  const auto it = body.find("logit_bias");
+  if (it == body.end() || it->is_null()) return biases;
+  if (!it->is_object()) throw bad("logit_bias", std::string("'logit_bias' must be an object of token ids to biases, not ") + type_name(*it));
+  for (const auto& [key, value] : it->items()) {
+    int32_t id = -1;
+    const auto [end, error] = std::from_chars(key.data(), key.data() + key.size(), id);
+    require(error == std::errc() && end == key.data() + key.size() && id >= 0 && id < vocab, "logit_bias",
+            "'logit_bias' key \"" + key + "\" is not a token id 0.." + std::to_string(vocab - 1));
+    require(value.is_number(), "logit_bias", "'logit_bias' value of token " + key + " must be a number, not " + type_name(value));
+    const double bias = value.get<double>();
+    require(std::abs(bias) <= kMaxLogitBias, "logit_bias", "'logit_bias' value of token " + key + " must be in [-100, 100]");
+    biases.emplace_back(id, static_cast<float>(bias));
+  }
+  return biases;
+}
+
+// OpenAI request features Lacuna does not have: refused by name rather
+// than ignored, since ignoring them would answer something else than was asked.
+void refuse_missing_features(const json& body, Endpoint endpoint) {
+  require(field<int64_t>(body, "n", 1, "an integer") == 1, "n", "'n' must be 1: one completion per request");
+  if (endpoint == Endpoint::completions) {
+    require(field<int64_t>(body, "best_of", 1, "an integer") == 1, "best_of", "'best_of' must be 1: one completion per request");
+    require(field<std::string>(body, "suffix", "", "a string").empty(), "suffix", "'suffix' (insertion) is not supported");
+    return;
+  }
+  for (const char* name : {"tools", "functions"}) {
+    const auto it = body.find(name);
+    require(it == body.end() || it->is_null() || (it->is_array() && it->empty()), name, std::string("'") + name + "' (tool calls) is not supported");
+  }
+  if (const auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
+    require(it->is_object(), "response_format", std::string("'response_format' must be an object, not ") + type_name(*it));
+    const auto type = it->find("type");
+    require(type == it->end() || (type->is_string() && *type == "text"), "response_format",
+            "'response_format' type must be \"text\": constrained (JSON) output is not supported");
+  }
 }
 
 // A token as the logprobs views name it: its own text when that is valid
@@ -264,7 +306,7 @@ ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model
     r.prompt = parse_prompt(body, model);
   }
   field<std::string>(body, "model", "", "a string");  // any name: one model is served
-  require(field<int64_t>(body, "n", 1, "an integer") == 1, "n", "'n' must be 1: one completion per request");
+  refuse_missing_features(body, endpoint);
 
   GenerateOptions& o = r.options;
   const int64_t context = model.config().max_context;
@@ -290,6 +332,7 @@ ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model
     *value = static_cast<float>(field<double>(body, penalty, 0.0, "a number"));
     require(std::abs(*value) <= 2, penalty, std::string("'") + penalty + "' must be in [-2, 2]");
   }
+  o.sampling.logit_bias = parse_logit_bias(body, model.config().vocab);
   o.sampling.seed = body.contains("seed") && !body["seed"].is_null() ? static_cast<uint64_t>(field<int64_t>(body, "seed", 0, "an integer")) : seed;
   if (const auto it = body.find("stop"); it != body.end() && !it->is_null()) {
     if (it->is_string()) {

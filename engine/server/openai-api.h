@@ -41,8 +41,9 @@ struct ApiRequest {
 };
 
 // Parses a request body. Unknown fields are ignored; known fields of the
-// wrong type or out of range, features Lacuna does not have (n > 1, echo
-// with stream), an invalid token id,
+// wrong type or out of range, features Lacuna does not have (n above 1;
+// completions: best_of above 1, suffix, echo with stream; chat: tools or
+// functions, a response_format other than text), an invalid token id (in the prompt or logit_bias),
 // and a prompt plus max_tokens beyond the model's context throw HttpError.
 // `seed` seeds sampling when the request has none.
 ApiRequest parse_request(const nlohmann::json& body, Endpoint endpoint, const Model& model, uint64_t seed);

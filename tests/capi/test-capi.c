@@ -426,10 +426,31 @@ static void test_generate(void) {
   CHECK(r.finish_reason == LACUNA_FINISH_REASON_STOP);
   CHECK(strstr(r.text, stop) == NULL && strncmp(r.text, s.text, r.text_len) == 0 && strcmp(s3.text, r.text) == 0);
 
-  /* Seeded sampling repeats itself. */
+  /* A logit bias of -100 on the greedy first token: the next most likely comes first. */
   gp.stop = NULL;
   gp.n_stop = 0;
   gp.on_token = NULL;
+  CHECK_STATUS(lacuna_context_reset(ctx), LACUNA_STATUS_OK);
+  const lacuna_seq_input whole_prompt = {0, 0, prompt, 5};
+  CHECK_STATUS(lacuna_context_eval(ctx, &whole_prompt, 1), LACUNA_STATUS_OK);
+  float biased_row[512];
+  memcpy(biased_row, lacuna_context_logits(ctx, 0, NULL), sizeof biased_row);
+  biased_row[expected[0]] -= 100.0f;
+  const int32_t second = argmax(biased_row, 512);
+  CHECK(second != expected[0]);
+  const int32_t banned[1] = {expected[0]};
+  const float minus_100[1] = {-100.0f};
+  gp.logit_bias_tokens = banned;
+  gp.logit_biases = minus_100;
+  gp.n_logit_bias = 1;
+  gp.max_tokens = 1;
+  CHECK_STATUS(lacuna_context_reset(ctx), LACUNA_STATUS_OK);
+  CHECK_STATUS(lacuna_context_generate(ctx, 0, prompt, 5, &gp, &r, sizeof r), LACUNA_STATUS_OK);
+  CHECK(r.n_tokens == 1 && r.tokens[0] == second);
+  gp.n_logit_bias = 0;
+  gp.max_tokens = 12;
+
+  /* Seeded sampling repeats itself. */
   gp.temperature = 1.0f;
   gp.seed = 42;
   int32_t sampled[12];
@@ -574,6 +595,26 @@ static void test_errors(void) {
   CHECK(strstr(lacuna_last_error(), "presence_penalty") != NULL);
   /* A 0.1.0 caller's struct ends before the penalties: they keep their defaults. */
   gp.struct_size = 80;
+  CHECK_STATUS(lacuna_context_generate(ctx, 1, ok, 3, &gp, &r, sizeof r), LACUNA_STATUS_OK);
+  CHECK_STATUS(lacuna_context_seq_truncate(ctx, 1, 0), LACUNA_STATUS_OK);
+  /* Logit biases: both arrays given, tokens in the vocabulary, biases in [-100, 100]. */
+  lacuna_generate_default_params(&gp, sizeof gp);
+  gp.n_logit_bias = 1;
+  CHECK_STATUS(lacuna_context_generate(ctx, 1, ok, 3, &gp, &r, sizeof r), LACUNA_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(lacuna_last_error(), "n_logit_bias") != NULL);
+  const int32_t outside[1] = {512}, inside[1] = {5};
+  const float one[1] = {1.0f}, too_large[1] = {101.0f};
+  gp.logit_bias_tokens = outside;
+  gp.logit_biases = one;
+  CHECK_STATUS(lacuna_context_generate(ctx, 1, ok, 3, &gp, &r, sizeof r), LACUNA_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(lacuna_last_error(), "outside the vocabulary") != NULL);
+  gp.logit_bias_tokens = inside;
+  gp.logit_biases = too_large;
+  CHECK_STATUS(lacuna_context_generate(ctx, 1, ok, 3, &gp, &r, sizeof r), LACUNA_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(lacuna_last_error(), "[-100, 100]") != NULL);
+  CHECK(lacuna_context_seq_length(ctx, 1) == 0);
+  /* A 0.1.1 caller's struct ends before them: they keep their default, none. */
+  gp.struct_size = 88;
   CHECK_STATUS(lacuna_context_generate(ctx, 1, ok, 3, &gp, &r, sizeof r), LACUNA_STATUS_OK);
   CHECK_STATUS(lacuna_context_seq_truncate(ctx, 1, 0), LACUNA_STATUS_OK);
   lacuna_generate_default_params(&gp, sizeof gp);
