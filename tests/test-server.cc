@@ -255,8 +255,13 @@ class Server : public ::testing::Test {
     return c.send(req, res, error);
   }
   // The text of an SSE stream's chunks, and its finish reason.
-  static std::pair<std::string, std::string> read_stream(const std::string& body, bool chat) {
+  // Each choice's streamed text, its finish reason, and how many chunks gave one.
+  struct StreamedChoice {
     std::string text, finish;
+    int finishes = 0;
+  };
+  static std::vector<StreamedChoice> read_stream_choices(const std::string& body, bool chat) {
+    std::vector<StreamedChoice> choices;
     size_t at = 0;
     bool done = false;
     while ((at = body.find("data: ", at)) != std::string::npos) {
@@ -271,15 +276,29 @@ class Server : public ::testing::Test {
       EXPECT_FALSE(j.contains("error")) << data;
       if (j["choices"].empty()) continue;  // the usage chunk
       const json& c = j["choices"][0];
+      const auto index = c["index"].get<size_t>();
+      if (index >= choices.size()) choices.resize(index + 1);
+      StreamedChoice& choice = choices[index];
+      EXPECT_EQ(choice.finishes, 0) << "a chunk of choice " << index << " after its last: " << data;
       if (chat) {
-        if (c["delta"].contains("content")) text += c["delta"]["content"].get<std::string>();
+        if (c["delta"].contains("content")) choice.text += c["delta"]["content"].get<std::string>();
       } else {
-        text += c["text"].get<std::string>();
+        choice.text += c["text"].get<std::string>();
       }
-      if (!c["finish_reason"].is_null()) finish = c["finish_reason"];
+      if (!c["finish_reason"].is_null()) {
+        choice.finish = c["finish_reason"];
+        ++choice.finishes;
+      }
     }
     EXPECT_TRUE(done) << "no [DONE] in " << body;
-    return {text, finish};
+    EXPECT_EQ(body.find("data: ", at), std::string::npos) << "events after [DONE]";
+    return choices;
+  }
+  static std::pair<std::string, std::string> read_stream(const std::string& body, bool chat) {
+    const std::vector<StreamedChoice> choices = read_stream_choices(body, chat);
+    EXPECT_EQ(choices.size(), 1u) << body;
+    if (choices.empty()) return {};
+    return {choices[0].text, choices[0].finish};
   }
   std::unique_ptr<HttpServer> server_;
   int port_ = 0;
@@ -512,6 +531,71 @@ TEST_F(Server, PenaltiesReachTheSampler) {
   }
 }
 
+TEST_F(Server, EachOfNChoicesSamplesWithItsOwnSeed) {
+  start();
+  const std::vector<int32_t> prompt = prompt_of(3, 20);
+  constexpr int kChoices = 3;
+  std::vector<GenerateResult> want;
+  size_t completion_tokens = 0;
+  for (int i = 0; i < kChoices; ++i) {
+    GenerateOptions o;
+    o.max_tokens = 8;
+    o.sampling = {.temperature = 0.9f, .top_k = 0, .top_p = 1.0f, .repetition_penalty = 1.0f, .seed = 77u + static_cast<uint64_t>(i)};
+    want.push_back(alone(prompt, o));
+    completion_tokens += want.back().tokens.size();
+  }
+  ASSERT_NE(want[0].tokens, want[1].tokens);  // the seeds differ, and so do the samples
+  json request = {{"prompt", prompt}, {"max_tokens", 8}, {"temperature", 0.9}, {"top_k", 0}, {"seed", 77}, {"n", kChoices}, {"logprobs", 2}};
+  auto res = post("/v1/completions", request.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  json j = json::parse(res->body);
+  ASSERT_EQ(j["choices"].size(), static_cast<size_t>(kChoices));
+  for (size_t i = 0; i < kChoices; ++i) {
+    const json& c = j["choices"][i];
+    EXPECT_EQ(c["index"], i);
+    EXPECT_EQ(c["text"], want[i].text) << "choice " << i;
+    EXPECT_EQ(c["finish_reason"], finish_reason_name(want[i].finish_reason));
+    EXPECT_EQ(c["logprobs"]["tokens"].size(), want[i].tokens.size());
+  }
+  EXPECT_EQ(j["usage"]["prompt_tokens"], prompt.size());
+  EXPECT_EQ(j["usage"]["completion_tokens"], completion_tokens);
+  // best_of equal to n asks for the same.
+  request["best_of"] = kChoices;
+  res = post("/v1/completions", request.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["choices"], j["choices"]);
+  // Streamed: each choice's chunks carry its index and end once; the usage counts them all.
+  request["stream"] = true;
+  request["stream_options"] = {{"include_usage", true}};
+  res = post("/v1/completions", request.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const auto streamed = read_stream_choices(res->body, false);
+  ASSERT_EQ(streamed.size(), static_cast<size_t>(kChoices));
+  for (size_t i = 0; i < kChoices; ++i) {
+    EXPECT_EQ(streamed[i].text, want[i].text) << "choice " << i;
+    EXPECT_EQ(streamed[i].finishes, 1);
+    EXPECT_EQ(streamed[i].finish, finish_reason_name(want[i].finish_reason));
+  }
+  EXPECT_NE(res->body.find("\"completion_tokens\":" + std::to_string(completion_tokens) + ","), std::string::npos) << res->body;
+  // Chat: the role first in every choice; greedy choices are all the same answer.
+  const json messages = {{{"role", "user"}, {"content", "hello"}}};
+  GenerateOptions greedy_until_eos = greedy(6);
+  greedy_until_eos.stop_at_eos = true;
+  const GenerateResult greedy_answer = alone(apply_chat_template(*tiny(), messages), greedy_until_eos);
+  res = post("/v1/chat/completions", json{{"messages", messages}, {"max_tokens", 6}, {"temperature", 0}, {"n", 2}, {"stream", true}}.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const auto chat = read_stream_choices(res->body, true);
+  ASSERT_EQ(chat.size(), 2u);
+  for (const StreamedChoice& c : chat) EXPECT_EQ(c.text, greedy_answer.text);
+  size_t roles = 0;
+  for (size_t at = res->body.find("\"role\":\"assistant\""); at != std::string::npos; at = res->body.find("\"role\":\"assistant\"", at + 1)) ++roles;
+  EXPECT_EQ(roles, 2u);
+}
+
 TEST_F(Server, LogitBiasReachesTheSampler) {
   start();
   const std::vector<int32_t> prompt = prompt_of(5, 12);
@@ -633,6 +717,17 @@ TEST_F(Server, AFullQueueAnswers429WithAJsonError) {
   }
   EXPECT_GE(answered, 1);
   EXPECT_GE(refused, 1);
+  // More choices than the queue holds: refused whole, and the choices that
+  // got in are cancelled, so the server soon answers the next request.
+  auto res = post("/v1/completions", json{{"prompt", {1, 5}}, {"max_tokens", 400}, {"temperature", 0}, {"n", 3}}.dump());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 429) << res->body;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  do {
+    res = post("/v1/completions", json{{"prompt", {1, 5}}, {"max_tokens", 2}, {"temperature", 0}}.dump());
+    ASSERT_TRUE(res);
+  } while (res->status == 429 && std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(res->status, 200) << res->body;
 }
 
 std::string oversized_body() {
@@ -661,7 +756,9 @@ TEST_F(Server, BadRequestsGetClearJsonErrorsAndTheServerKeepsServing) {
       {"{\"prompt\": \"x\", \"max_tokens\": 100000}", 400, "exceeds the model's context of 512", "max_tokens"},
       {"{\"prompt\": \"x\", \"temperature\": -1}", 400, "'temperature' must be in [0, 2]", "temperature"},
       {"{\"prompt\": \"x\", \"stream\": \"yes\"}", 400, "must be a boolean", "stream"},
-      {"{\"prompt\": \"x\", \"n\": 2}", 400, "'n' must be 1", "n"},
+      {"{\"prompt\": \"x\", \"n\": 0}", 400, "'n' must be in 1..128", "n"},
+      {"{\"prompt\": \"x\", \"n\": 129}", 400, "'n' must be in 1..128", "n"},
+      {"{\"prompt\": \"x\", \"n\": 2, \"best_of\": 3}", 400, "'best_of' must equal 'n'", "best_of"},
       {"{\"prompt\": \"x\", \"logprobs\": 21}", 400, "'logprobs' must be in 0..20", "logprobs"},
       {"{\"prompt\": \"x\", \"presence_penalty\": 3}", 400, "'presence_penalty' must be in [-2, 2]", "presence_penalty"},
       {"{\"prompt\": \"x\", \"frequency_penalty\": \"a\"}", 400, "must be a number, not a string", "frequency_penalty"},
@@ -675,7 +772,7 @@ TEST_F(Server, BadRequestsGetClearJsonErrorsAndTheServerKeepsServing) {
       {"{\"prompt\": \"x\", \"logit_bias\": {\"5x\": 1}}", 400, "key \"5x\" is not a token id", "logit_bias"},
       {"{\"prompt\": \"x\", \"logit_bias\": {\"5\": \"1\"}}", 400, "value of token 5 must be a number", "logit_bias"},
       {"{\"prompt\": \"x\", \"logit_bias\": {\"5\": 101}}", 400, "value of token 5 must be in [-100, 100]", "logit_bias"},
-      {"{\"prompt\": \"x\", \"best_of\": 3}", 400, "'best_of' must be 1", "best_of"},
+      {"{\"prompt\": \"x\", \"best_of\": 3}", 400, "'best_of' must equal 'n'", "best_of"},
       {"{\"prompt\": \"x\", \"suffix\": \"end\"}", 400, "'suffix' (insertion) is not supported", "suffix"},
       {"{\"prompt\": \"caf\xc3\"}", 400, "not valid UTF-8", ""},
       {"{\"prompt\": \"\xff\"}", 400, "not valid UTF-8", ""},
@@ -841,16 +938,29 @@ TEST(Batch, MalformedLinesAreReportedAndTheRestAnswered) {
     f << json{{"id", "c"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 4}, {"temperature", 0}}.dump() << "\n";
     f << json{{"id", "d"}, {"prompt", "x"}, {"max_tokens", -3}}.dump() << "\n";
     f << json{{"custom_id", "e"}, {"method", "POST"}, {"url", "/v1/completions"}, {"body", {{"prompt", {1, 2}}, {"max_tokens", 3}, {"logprobs", 1}}}}.dump() << "\n";
+    f << json{{"id", "f"}, {"prompt", {1, 5, 9}}, {"max_tokens", 6}, {"temperature", 0.8}, {"top_k", 0}, {"seed", 5}, {"n", 2}}.dump() << "\n";
   }
   BatchOptions o;
   o.progress = false;
   const BatchSummary s = run_batch(tiny(), in.string(), out.string(), o);
-  EXPECT_EQ(s.lines, 5u);
-  EXPECT_EQ(s.succeeded, 3u);
+  EXPECT_EQ(s.lines, 6u);
+  EXPECT_EQ(s.succeeded, 4u);
   EXPECT_EQ(s.failed, 2u);
   std::map<std::string, json> by_id;
   for (const json& j : read_jsonl(out)) by_id[j["id"]] = j;
-  ASSERT_EQ(by_id.size(), 5u);
+  ASSERT_EQ(by_id.size(), 6u);
+  // n = 2: one line, choice i sampled with seed 5 + i.
+  ASSERT_EQ(by_id["f"]["response"]["choices"].size(), 2u);
+  size_t f_tokens = 0;
+  for (size_t i = 0; i < 2; ++i) {
+    GenerateOptions g;
+    g.max_tokens = 6;
+    g.sampling = {.temperature = 0.8f, .top_k = 0, .top_p = 1.0f, .repetition_penalty = 1.0f, .seed = 5u + i};
+    const GenerateResult want = alone({1, 5, 9}, g);
+    EXPECT_EQ(by_id["f"]["response"]["choices"][i]["text"], want.text) << "choice " << i;
+    f_tokens += want.tokens.size();
+  }
+  EXPECT_EQ(by_id["f"]["response"]["usage"]["completion_tokens"], f_tokens);
   EXPECT_EQ(by_id["a"]["response"]["choices"][0]["text"], alone({1, 5, 9}, [] {
               GenerateOptions g = greedy(5);
               g.stop_at_eos = true;

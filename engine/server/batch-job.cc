@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -21,6 +22,14 @@ namespace {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
+
+// A line's choices as they end.
+struct Gathered {
+  explicit Gathered(int32_t n) : results(static_cast<size_t>(n)), remaining(static_cast<size_t>(n)) {}
+  std::vector<GenerateResult> results;
+  size_t remaining;
+  std::string refused;  // why the scheduler refused a choice: the line's error
+};
 
 // The ids an earlier run finished, from its complete lines; a last line cut
 // off by an interruption is removed so that appending starts on a new line.
@@ -149,38 +158,51 @@ BatchSummary run_batch(std::shared_ptr<const Model> model, const std::string& in
     }
     const ResponseIds ids{line.id, std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
                           options.model_name};
-    RequestCallbacks callbacks;
-    callbacks.on_done = [&, request, ids](const GenerateResult& result) {
-      const std::lock_guard lock(mutex);
-      summary.generated_tokens += static_cast<int64_t>(result.tokens.size());
-      if (result.finish_reason == "error")
+    // One sequence per choice; the line is written when the last ends.
+    auto gathered = std::make_shared<Gathered>(request.n);
+    // Called with the mutex held.
+    auto end_choices = [&, request, ids, gathered](size_t count) {
+      if ((gathered->remaining -= count) > 0) return;
+      const auto& results = gathered->results;
+      if (!gathered->refused.empty())
+        write({{"id", ids.id}, {"error", error_body({400, gathered->refused, "invalid_request_error", "", ""})["error"]}}, false);
+      else if (std::any_of(results.begin(), results.end(), [](const GenerateResult& r) { return r.finish_reason == "error"; }))
         write({{"id", ids.id}, {"error", error_body({500, "the forward pass failed", "server_error", "", ""})["error"]}}, false);
       else
-        write({{"id", ids.id}, {"response", response_json(request, result, ids)}}, true);
+        write({{"id", ids.id}, {"response", response_json(request, results, ids)}}, true);
       --in_flight;
       finished.notify_all();
     };
-    // A full queue: wait for a request to end, then try again.
-    for (;;) {
-      try {
-        {
+    {
+      const std::lock_guard lock(mutex);
+      ++in_flight;
+    }
+    for (int32_t choice = 0; choice < request.n; ++choice) {
+      RequestCallbacks callbacks;
+      callbacks.on_done = [&, gathered, end_choices, choice](const GenerateResult& result) {
+        const std::lock_guard lock(mutex);
+        summary.generated_tokens += static_cast<int64_t>(result.tokens.size());
+        gathered->results[static_cast<size_t>(choice)] = result;
+        end_choices(1);
+      };
+      // A full queue: wait for a request to end, then try again.
+      bool refused = false;
+      for (;;) {
+        try {
+          scheduler.submit(request.prompt, choice_options(request, choice), callbacks);
+          break;
+        } catch (const QueueFull&) {
+          std::unique_lock lock(mutex);
+          finished.wait_for(lock, std::chrono::milliseconds(50));
+        } catch (const Error& e) {
           const std::lock_guard lock(mutex);
-          ++in_flight;
+          gathered->refused = e.what();
+          end_choices(static_cast<size_t>(request.n - choice));  // this choice and the ones not submitted
+          refused = true;
+          break;
         }
-        scheduler.submit(request.prompt, request.options, callbacks);
-        break;
-      } catch (const QueueFull&) {
-        std::unique_lock lock(mutex);
-        --in_flight;
-        finished.wait_for(lock, std::chrono::milliseconds(50));
-      } catch (const Error& e) {
-        {
-          const std::lock_guard lock(mutex);
-          --in_flight;
-        }
-        write_error(line.id, {400, e.what(), "invalid_request_error", "", ""});
-        break;
       }
+      if (refused) break;
     }
   }
   {

@@ -28,22 +28,40 @@ constexpr auto kHeartbeat = std::chrono::milliseconds(500);
 // request has ended (a client that stopped reading must not hold it up).
 constexpr auto kStreamsFlush = std::chrono::seconds(10);
 
-// What the scheduler's thread hands to the request's HTTP thread.
+// What the scheduler's thread hands to the request's HTTP thread: each
+// choice's tokens as they come, then its result.
 struct Channel {
+  explicit Channel(size_t n) : choices(n) {}
   std::mutex mutex;
   std::condition_variable changed;
-  // Not yet sent: text, and with logprobs asked, each token (its chunk may carry no text).
+  // Not yet sent, in the order they came: text of choice `index`, and with
+  // logprobs asked, each token (its chunk may carry no text); `last`: the
+  // choice has ended (its result is in `choices`).
   struct Piece {
+    int32_t index = 0;
     std::string text;
     std::optional<StreamedToken> token;
+    bool last = false;
   };
   std::deque<Piece> pieces;
-  bool done = false;
-  GenerateResult result;
-  Clock::time_point arrived = Clock::now(), last_token;
-  size_t tokens = 0;
-  size_t token_bytes = 0;  // text_offset of the next token
+  struct Choice {
+    GenerateResult result;
+    Clock::time_point last_token;
+    size_t tokens = 0;
+    size_t token_bytes = 0;  // text_offset of the next token
+  };
+  std::vector<Choice> choices;
+  size_t ended = 0;
+  Clock::time_point arrived = Clock::now();
+  bool done() const { return ended == choices.size(); }
 };
+
+// What the scheduler ended a choice with when it did not finish it.
+std::optional<HttpError> failure_of(const GenerateResult& result) {
+  if (result.finish_reason == "error") return HttpError{500, "the forward pass failed; the request was ended", "server_error", "", ""};
+  if (result.finish_reason == "cancelled") return HttpError{503, "the server shut down before the request finished", "server_error", "", ""};
+  return std::nullopt;
+}
 
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
@@ -153,59 +171,72 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
   } catch (const HttpError& e) {
     return reply_error(e);
   }
-  auto channel = std::make_shared<Channel>();
-  RequestCallbacks callbacks;
-  callbacks.on_token = [this, channel, r](const Generation::Token& token) {
-    const auto now = Clock::now();
-    const std::lock_guard lock(channel->mutex);
-    if (channel->tokens++ == 0)
-      metrics.first_token(seconds_between(channel->arrived, now));
-    else
-      metrics.inter_token(seconds_between(channel->last_token, now));
-    channel->last_token = now;
-    // A stream's chunks; a whole answer is written from the result.
-    if (r.stream && token.logprobs) {
-      channel->pieces.push_back({std::string(token.text), StreamedToken{token.id, *token.logprobs, channel->token_bytes}});
-      channel->token_bytes += token_offset_bytes(r, token.id);
-    } else if (r.stream && !token.text.empty()) {
-      channel->pieces.push_back({std::string(token.text), std::nullopt});
-    }
-    channel->changed.notify_all();
-    return true;
+  auto channel = std::make_shared<Channel>(static_cast<size_t>(r.n));
+  auto callbacks_of = [this, channel, &r](int32_t index) {
+    RequestCallbacks callbacks;
+    callbacks.on_token = [this, channel, r, index](const Generation::Token& token) {
+      const auto now = Clock::now();
+      const std::lock_guard lock(channel->mutex);
+      Channel::Choice& choice = channel->choices[static_cast<size_t>(index)];
+      if (choice.tokens++ == 0)
+        metrics.first_token(seconds_between(channel->arrived, now));
+      else
+        metrics.inter_token(seconds_between(choice.last_token, now));
+      choice.last_token = now;
+      // A stream's chunks; a whole answer is written from the results.
+      if (r.stream && token.logprobs) {
+        channel->pieces.push_back({index, std::string(token.text), StreamedToken{token.id, *token.logprobs, choice.token_bytes}});
+        choice.token_bytes += token_offset_bytes(r, token.id);
+      } else if (r.stream && !token.text.empty()) {
+        channel->pieces.push_back({index, std::string(token.text), std::nullopt});
+      }
+      channel->changed.notify_all();
+      return true;
+    };
+    callbacks.on_done = [this, channel, index, prompt = r.prompt.size(), stream = r.stream](const GenerateResult& result) {
+      metrics.tokens(prompt, result.tokens.size());
+      const std::lock_guard lock(channel->mutex);
+      channel->choices[static_cast<size_t>(index)].result = result;
+      if (stream) channel->pieces.push_back({index, "", std::nullopt, true});
+      if (++channel->ended == channel->choices.size()) metrics.request_seconds(seconds_between(channel->arrived, Clock::now()));
+      channel->changed.notify_all();
+    };
+    return callbacks;
   };
-  callbacks.on_done = [this, channel, prompt = r.prompt.size()](const GenerateResult& result) {
-    metrics.tokens(prompt, result.tokens.size());
-    const std::lock_guard lock(channel->mutex);
-    metrics.request_seconds(seconds_between(channel->arrived, Clock::now()));
-    channel->result = result;
-    channel->done = true;
-    channel->changed.notify_all();
+  // One sequence per choice; if one cannot start, none does.
+  auto ids_in_scheduler = std::make_shared<std::vector<uint64_t>>();
+  auto cancel_submitted = [&] {
+    for (uint64_t id : *ids_in_scheduler) scheduler.cancel(id);
   };
-  uint64_t id = 0;
   try {
-    id = scheduler.submit(r.prompt, r.options, std::move(callbacks));
+    for (int32_t i = 0; i < r.n; ++i) ids_in_scheduler->push_back(scheduler.submit(r.prompt, choice_options(r, i), callbacks_of(i)));
   } catch (const QueueFull& e) {
+    cancel_submitted();
     return reply_error({429, std::string(e.what()) + "; retry later", "rate_limit_error", "", "queue_full"});
   } catch (const ShuttingDown& e) {
+    cancel_submitted();
     return reply_error({503, e.what(), "server_error", "", ""});
   } catch (const Error& e) {
+    cancel_submitted();
     return reply_error({400, e.what(), "invalid_request_error", "", ""});
   }
   const ResponseIds ids{(endpoint == Endpoint::completions ? "cmpl-" : "chatcmpl-") + std::to_string(next_response++),
                         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
                         options.model_name};
-  // A finished request's status: what the scheduler ended it with.
-  auto failure = [](const GenerateResult& result) -> std::optional<HttpError> {
-    if (result.finish_reason == "error") return HttpError{500, "the forward pass failed; the request was ended", "server_error", "", ""};
-    if (result.finish_reason == "cancelled") return HttpError{503, "the server shut down before the request finished", "server_error", "", ""};
+  // A finished request's status: what the scheduler ended its first failed choice with.
+  auto failure = [](const Channel& c) -> std::optional<HttpError> {
+    for (const Channel::Choice& choice : c.choices)
+      if (auto e = failure_of(choice.result)) return e;
     return std::nullopt;
   };
 
   if (!r.stream) {
     std::unique_lock lock(channel->mutex);
-    channel->changed.wait(lock, [&] { return channel->done; });
-    if (auto e = failure(channel->result)) return reply_error(*e);
-    send_json(res, 200, response_json(r, channel->result, ids));
+    channel->changed.wait(lock, [&] { return channel->done(); });
+    if (auto e = failure(*channel)) return reply_error(*e);
+    std::vector<GenerateResult> results;
+    for (Channel::Choice& choice : channel->choices) results.push_back(std::move(choice.result));
+    send_json(res, 200, response_json(r, results, ids));
     metrics.request_done(name, 200);
     return;
   }
@@ -221,29 +252,36 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
       [this, channel, r, ids, started, failure](size_t, httplib::DataSink& sink) {
         std::string out;
         if (!*started && r.endpoint == Endpoint::chat_completions) {
-          json first = chunk_json(r, "", "", ids);
-          first["choices"][0]["delta"] = {{"role", "assistant"}, {"content", ""}};
-          out += sse(first);
+          for (int32_t i = 0; i < r.n; ++i) {
+            json first = chunk_json(r, i, "", "", ids);
+            first["choices"][0]["delta"] = {{"role", "assistant"}, {"content", ""}};
+            out += sse(first);
+          }
         }
         *started = true;
         bool finished = false;
         {
           std::unique_lock lock(channel->mutex);
-          channel->changed.wait_for(lock, kHeartbeat, [&] { return channel->done || !channel->pieces.empty(); });
-          for (const Channel::Piece& piece : channel->pieces) out += sse(chunk_json(r, piece.text, "", ids, piece.token ? &*piece.token : nullptr));
+          channel->changed.wait_for(lock, kHeartbeat, [&] { return channel->done() || !channel->pieces.empty(); });
+          for (const Channel::Piece& piece : channel->pieces) {
+            const GenerateResult& result = channel->choices[static_cast<size_t>(piece.index)].result;
+            if (!piece.last)
+              out += sse(chunk_json(r, piece.index, piece.text, "", ids, piece.token ? &*piece.token : nullptr));
+            else if (!failure_of(result))
+              out += sse(chunk_json(r, piece.index, "", finish_reason_name(result.finish_reason), ids));
+          }
           channel->pieces.clear();
-          if (channel->done) {
+          if (channel->done()) {
             finished = true;
-            if (auto e = failure(channel->result)) {
+            if (auto e = failure(*channel)) {
               out += sse(error_body(*e));
-            } else {
-              out += sse(chunk_json(r, "", finish_reason_name(channel->result.finish_reason), ids));
-              if (r.include_usage) {
-                json usage = chunk_json(r, "", "", ids);
-                usage["choices"] = json::array();
-                usage["usage"] = usage_json(r, channel->result.tokens.size());
-                out += sse(usage);
-              }
+            } else if (r.include_usage) {
+              size_t completion_tokens = 0;
+              for (const Channel::Choice& choice : channel->choices) completion_tokens += choice.result.tokens.size();
+              json usage = chunk_json(r, 0, "", "", ids);
+              usage["choices"] = json::array();
+              usage["usage"] = usage_json(r, completion_tokens);
+              out += sse(usage);
             }
             out += "data: [DONE]\n\n";
           }
@@ -253,9 +291,10 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
         if (finished) sink.done();
         return true;
       },
-      [this, id, channel](bool success) {
+      [this, ids_in_scheduler](bool success) {
         // The client left before the end: stop generating for it.
-        if (!success) scheduler.cancel(id);
+        if (!success)
+          for (uint64_t id : *ids_in_scheduler) scheduler.cancel(id);
         {
           const std::lock_guard lock(streams_mutex);
           --open_streams;

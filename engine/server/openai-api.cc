@@ -126,10 +126,9 @@ std::vector<std::pair<int32_t, float>> parse_logit_bias(const json& body, int64_
 
 // OpenAI request features Lacuna does not have: refused by name rather
 // than ignored, since ignoring them would answer something else than was asked.
-void refuse_missing_features(const json& body, Endpoint endpoint) {
-  require(field<int64_t>(body, "n", 1, "an integer") == 1, "n", "'n' must be 1: one completion per request");
+void refuse_missing_features(const json& body, Endpoint endpoint, int32_t n) {
   if (endpoint == Endpoint::completions) {
-    require(field<int64_t>(body, "best_of", 1, "an integer") == 1, "best_of", "'best_of' must be 1: one completion per request");
+    require(field<int64_t>(body, "best_of", n, "an integer") == n, "best_of", "'best_of' must equal 'n': choosing the best of more candidates is not supported");
     require(field<std::string>(body, "suffix", "", "a string").empty(), "suffix", "'suffix' (insertion) is not supported");
     return;
   }
@@ -306,7 +305,10 @@ ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model
     r.prompt = parse_prompt(body, model);
   }
   field<std::string>(body, "model", "", "a string");  // any name: one model is served
-  refuse_missing_features(body, endpoint);
+  const int64_t n = field<int64_t>(body, "n", 1, "an integer");
+  require(n >= 1 && n <= kMaxChoices, "n", "'n' must be in 1.." + std::to_string(kMaxChoices));
+  r.n = static_cast<int32_t>(n);
+  refuse_missing_features(body, endpoint, r.n);
 
   GenerateOptions& o = r.options;
   const int64_t context = model.config().max_context;
@@ -380,8 +382,16 @@ json usage_json(const ApiRequest& r, size_t completion_tokens) {
   return {{"prompt_tokens", r.prompt.size()}, {"completion_tokens", completion_tokens}, {"total_tokens", r.prompt.size() + completion_tokens}};
 }
 
-json response_json(const ApiRequest& r, const GenerateResult& result, const ResponseIds& ids) {
-  json choice = {{"index", 0}, {"finish_reason", finish_reason_name(result.finish_reason)}};
+GenerateOptions choice_options(const ApiRequest& r, int32_t index) {
+  GenerateOptions o = r.options;
+  o.sampling.seed += static_cast<uint64_t>(index);
+  return o;
+}
+
+namespace {
+
+json choice_json(const ApiRequest& r, const GenerateResult& result, size_t index) {
+  json choice = {{"index", index}, {"finish_reason", finish_reason_name(result.finish_reason)}};
   if (r.endpoint == Endpoint::chat_completions)
     choice["message"] = {{"role", "assistant"}, {"content", result.text}};
   else
@@ -400,16 +410,29 @@ json response_json(const ApiRequest& r, const GenerateResult& result, const Resp
   } else {
     choice["logprobs"] = nullptr;
   }
+  return choice;
+}
+
+}  // namespace
+
+json response_json(const ApiRequest& r, std::span<const GenerateResult> choices, const ResponseIds& ids) {
+  json list = json::array();
+  size_t completion_tokens = 0;
+  for (size_t i = 0; i < choices.size(); ++i) {
+    list.push_back(choice_json(r, choices[i], i));
+    completion_tokens += choices[i].tokens.size();
+  }
   return {{"id", ids.id},
           {"object", r.endpoint == Endpoint::chat_completions ? "chat.completion" : "text_completion"},
           {"created", ids.created},
           {"model", ids.model},
-          {"choices", json::array({choice})},
-          {"usage", usage_json(r, result.tokens.size())}};
+          {"choices", list},
+          {"usage", usage_json(r, completion_tokens)}};
 }
 
-json chunk_json(const ApiRequest& r, std::string_view text, const std::string& finish_reason, const ResponseIds& ids, const StreamedToken* token) {
-  json choice = {{"index", 0}, {"finish_reason", finish_reason.empty() ? json() : json(finish_reason)}};
+json chunk_json(const ApiRequest& r, int32_t index, std::string_view text, const std::string& finish_reason, const ResponseIds& ids,
+                const StreamedToken* token) {
+  json choice = {{"index", index}, {"finish_reason", finish_reason.empty() ? json() : json(finish_reason)}};
   if (r.endpoint == Endpoint::chat_completions)
     choice["delta"] = finish_reason.empty() ? json{{"content", text}} : json::object();
   else

@@ -4,6 +4,7 @@
 // request per JSONL line): parsing with a clear error per field, the chat
 // template, and the response, stream-chunk and error bodies.
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,11 +39,18 @@ struct ApiRequest {
   std::string echo_text;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  // OpenAI's `n`: that many choices, each its own sequence from the prompt
+  // (choice_options: choice i samples with the request's seed + i).
+  int32_t n = 1;
 };
+inline constexpr int32_t kMaxChoices = 128;  // OpenAI's limit on n
+
+// The options of choice `index` (0..n-1).
+GenerateOptions choice_options(const ApiRequest& r, int32_t index);
 
 // Parses a request body. Unknown fields are ignored; known fields of the
-// wrong type or out of range, features Lacuna does not have (n above 1;
-// completions: best_of above 1, suffix, echo with stream; chat: tools or
+// wrong type or out of range, features Lacuna does not have (completions:
+// best_of other than n, suffix, echo with stream; chat: tools or
 // functions, a response_format other than text), an invalid token id (in the prompt or logit_bias),
 // and a prompt plus max_tokens beyond the model's context throw HttpError.
 // `seed` seeds sampling when the request has none.
@@ -63,9 +71,10 @@ struct ResponseIds {
   std::string model;
 };
 
+// completion_tokens: of every choice.
 nlohmann::json usage_json(const ApiRequest& r, size_t completion_tokens);
-// The whole (non-streamed) response.
-nlohmann::json response_json(const ApiRequest& r, const GenerateResult& result, const ResponseIds& ids);
+// The whole (non-streamed) response: one result per choice, in choice order.
+nlohmann::json response_json(const ApiRequest& r, std::span<const GenerateResult> choices, const ResponseIds& ids);
 // A generated token as a stream sends it when the request asked for
 // logprobs: its id, log-probabilities, and where its bytes start among the
 // bytes of the tokens before it (the completions API's text_offset: each
@@ -76,9 +85,9 @@ struct StreamedToken {
   TokenLogprobs logprobs;
   size_t text_offset = 0;
 };
-// One streamed chunk: `text` added, the finish reason on the last one ("" before), and
+// One streamed chunk of choice `index`: `text` added, the finish reason on the choice's last one ("" before), and
 // the logprobs of the token it carries (nullptr: none asked, or a chunk without a token).
-nlohmann::json chunk_json(const ApiRequest& r, std::string_view text, const std::string& finish_reason, const ResponseIds& ids,
+nlohmann::json chunk_json(const ApiRequest& r, int32_t index, std::string_view text, const std::string& finish_reason, const ResponseIds& ids,
                           const StreamedToken* token = nullptr);
 // How many bytes a token counts for in text_offset.
 size_t token_offset_bytes(const ApiRequest& r, int32_t id);
