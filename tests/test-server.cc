@@ -872,6 +872,53 @@ TEST_F(Server, PlacedExpertsAnswerTheSameAndReportTheirNodes) {
             static_cast<double>(placed_bytes(*o.scheduler.placed)));
 }
 
+TEST_F(Server, TokenizeAndDetokenizeAreTheModelsTokenizer) {
+  start();
+  const Tokenizer& tok = *tiny()->tokenizer();
+  const std::string text = "The night train left at nine.";
+  auto res = post("/tokenize", json{{"prompt", text}}.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  json j = json::parse(res->body);
+  EXPECT_EQ(j["tokens"].get<std::vector<int32_t>>(), tok.encode(text, true));
+  EXPECT_EQ(j["count"], j["tokens"].size());
+  EXPECT_EQ(j["max_model_len"], 512);
+  const std::vector<int32_t> plain = tok.encode(text, false);
+  res = post("/tokenize", json{{"prompt", text}, {"add_special_tokens", false}}.dump());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(json::parse(res->body)["tokens"].get<std::vector<int32_t>>(), plain);
+  // Messages: the chat template's tokens, which a chat completion counts as its prompt.
+  const json messages = {{{"role", "user"}, {"content", "Where is the train?"}}};
+  res = post("/tokenize", json{{"messages", messages}}.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  j = json::parse(res->body);
+  EXPECT_EQ(j["tokens"].get<std::vector<int32_t>>(), apply_chat_template(*tiny(), messages));
+  auto chat = post("/v1/chat/completions", json{{"messages", messages}, {"max_tokens", 1}}.dump());
+  ASSERT_TRUE(chat);
+  EXPECT_EQ(json::parse(chat->body)["usage"]["prompt_tokens"], j["count"]);
+  res = post("/detokenize", json{{"tokens", plain}}.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["prompt"], text);
+  for (const auto& [path, body, message, param] :
+       {std::tuple{"/tokenize", std::string("{}"), "'prompt' (a string) or 'messages' is required", "prompt"},
+        std::tuple{"/tokenize", std::string("{\"prompt\": [1, 2]}"), "'prompt' (a string) or 'messages' is required", "prompt"},
+        std::tuple{"/tokenize", std::string("{\"prompt\": \"x\", \"add_special_tokens\": 1}"), "must be a boolean", "add_special_tokens"},
+        std::tuple{"/tokenize", std::string("{\"messages\": [{\"role\": \"robot\", \"content\": \"hi\"}]}"), "not system, user or assistant", "messages"},
+        std::tuple{"/tokenize", std::string("{\"prompt\": "), "not valid JSON", ""},
+        std::tuple{"/detokenize", std::string("{\"tokens\": [1, 512]}"), "token id 512 is outside the vocabulary 0..511", "tokens"},
+        std::tuple{"/detokenize", std::string("{\"tokens\": \"1 2\"}"), "'tokens' must be an array of token ids", "tokens"},
+        std::tuple{"/detokenize", std::string("[1]"), "must be a JSON object", ""}}) {
+    res = post(path, body);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << path << " " << body;
+    const json e = json::parse(res->body)["error"];
+    EXPECT_NE(e["message"].get<std::string>().find(message), std::string::npos) << res->body;
+    EXPECT_EQ(e["param"], *param ? json(param) : json()) << res->body;
+  }
+}
+
 TEST_F(Server, AnApiKeyIsRequiredWhenSet) {
   ServerOptions o;
   o.api_key = "sesame";
@@ -890,6 +937,9 @@ TEST_F(Server, AnApiKeyIsRequiredWhenSet) {
   auto models = client().Get("/v1/models");
   ASSERT_TRUE(models);
   EXPECT_EQ(models->status, 401);
+  auto tokenize = post("/tokenize", json{{"prompt", "x"}}.dump());
+  ASSERT_TRUE(tokenize);
+  EXPECT_EQ(tokenize->status, 401);
   auto health = client().Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);

@@ -63,6 +63,8 @@ std::optional<HttpError> failure_of(const GenerateResult& result) {
   return std::nullopt;
 }
 
+const HttpError kUnauthorized{401, "a valid API key is required (Authorization: Bearer KEY)", "authentication_error", "", ""};
+
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
   res.set_content(body.dump(), "application/json");
@@ -143,15 +145,29 @@ void HttpServer::Impl::routes() {
     send_json(res, 200, {{"status", "ok"}});
   });
   http.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
-    if (!authorized(req)) return send_error(res, {401, "a valid API key is required (Authorization: Bearer KEY)", "authentication_error", "", ""});
+    if (!authorized(req)) return send_error(res, kUnauthorized);
     res.set_content(metrics.render(scheduler.stats()), "text/plain; version=0.0.4");
   });
   http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
-    if (!authorized(req)) return send_error(res, {401, "a valid API key is required (Authorization: Bearer KEY)", "authentication_error", "", ""});
+    if (!authorized(req)) return send_error(res, kUnauthorized);
     send_json(res, 200,
               {{"object", "list"},
                {"data", json::array({{{"id", options.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "lacuna"}}})}});
   });
+  for (const auto& [path, answer] : {std::pair{"/tokenize", &tokenize_json}, std::pair{"/detokenize", &detokenize_json}})
+    http.Post(path, [this, name = std::string(path + 1), answer](const httplib::Request& req, httplib::Response& res) {
+      auto reply_error = [&](const HttpError& e) {
+        send_error(res, e);
+        metrics.request_done(name, e.status);
+      };
+      if (!authorized(req)) return reply_error(kUnauthorized);
+      try {
+        send_json(res, 200, answer(parse_body(req.body), *model));
+        metrics.request_done(name, 200);
+      } catch (const HttpError& e) {
+        reply_error(e);
+      }
+    });
   http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { complete(req, res, Endpoint::completions); });
   http.Post("/v1/chat/completions",
             [this](const httplib::Request& req, httplib::Response& res) { complete(req, res, Endpoint::chat_completions); });
@@ -163,7 +179,7 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
     send_error(res, e);
     metrics.request_done(name, e.status);
   };
-  if (!authorized(req)) return reply_error({401, "a valid API key is required (Authorization: Bearer KEY)", "authentication_error", "", ""});
+  if (!authorized(req)) return reply_error(kUnauthorized);
   if (draining) return reply_error({503, "the server is shutting down", "server_error", "", ""});
   ApiRequest r;
   try {

@@ -363,15 +363,48 @@ ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model
   return r;
 }
 
-ApiRequest parse_request_body(std::string_view body, Endpoint endpoint, const Model& model, uint64_t seed) {
+nlohmann::json parse_body(std::string_view body) {
   if (!valid_utf8(body)) throw bad("", "the request body is not valid UTF-8");
-  json parsed;
   try {
-    parsed = json::parse(body);
+    return json::parse(body);
   } catch (const json::parse_error& e) {
     throw bad("", std::string("the request body is not valid JSON: ") + e.what());
   }
-  return parse_request(parsed, endpoint, model, seed);
+}
+
+ApiRequest parse_request_body(std::string_view body, Endpoint endpoint, const Model& model, uint64_t seed) {
+  return parse_request(parse_body(body), endpoint, model, seed);
+}
+
+json tokenize_json(const json& body, const Model& model) {
+  if (!body.is_object()) throw bad("", std::string("the request body must be a JSON object, not ") + type_name(body));
+  std::vector<int32_t> tokens;
+  if (const auto messages = body.find("messages"); messages != body.end()) {
+    tokens = apply_chat_template(model, *messages);
+  } else {
+    const auto prompt = body.find("prompt");
+    require(prompt != body.end() && prompt->is_string(), "prompt", "'prompt' (a string) or 'messages' is required");
+    const bool special = field<bool>(body, "add_special_tokens", true, "a boolean");
+    tokens = tokenizer_for_text(model, "prompt").encode(prompt->get<std::string>(), special);
+  }
+  return {{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", model.config().max_context}};
+}
+
+json detokenize_json(const json& body, const Model& model) {
+  if (!body.is_object()) throw bad("", std::string("the request body must be a JSON object, not ") + type_name(body));
+  const auto it = body.find("tokens");
+  require(it != body.end() && it->is_array() && std::all_of(it->begin(), it->end(), [](const json& t) { return t.is_number_integer(); }), "tokens",
+          "'tokens' must be an array of token ids");
+  std::vector<int32_t> ids;
+  for (const json& t : *it) {
+    const int64_t id = t.get<int64_t>();
+    require(id >= 0 && id < model.config().vocab, "tokens",
+            "token id " + std::to_string(id) + " is outside the vocabulary 0.." + std::to_string(model.config().vocab - 1));
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  const Tokenizer* tokenizer = model.tokenizer();
+  require(tokenizer != nullptr, "tokens", "the model has no tokenizer: its tokens have no text");
+  return {{"prompt", tokenizer->decode(ids)}};
 }
 
 std::string finish_reason_name(const std::string& ours) { return ours == "length" || ours == "context" ? "length" : "stop"; }

@@ -58,6 +58,17 @@ ApiRequest parse_request(const nlohmann::json& body, Endpoint endpoint, const Mo
 // The same from raw bytes: invalid UTF-8 and malformed JSON throw HttpError.
 ApiRequest parse_request_body(std::string_view body, Endpoint endpoint, const Model& model, uint64_t seed);
 
+// A request body as JSON: invalid UTF-8 and malformed JSON throw HttpError.
+nlohmann::json parse_body(std::string_view body);
+
+// POST /tokenize (vLLM's shape): {"prompt": text, "add_special_tokens":
+// true (default: the BOS a completion's text prompt gets)} or {"messages":
+// [...]} (the chat template applied) -> {"tokens", "count", "max_model_len"}.
+// POST /detokenize: {"tokens": [ids]} -> {"prompt": text}. Bad input (and a
+// model without a tokenizer) throws HttpError.
+nlohmann::json tokenize_json(const nlohmann::json& body, const Model& model);
+nlohmann::json detokenize_json(const nlohmann::json& body, const Model& model);
+
 // The prompt of a chat: the architecture's template over the messages,
 // ending where the assistant's answer begins (docs/server.md gives them).
 std::vector<int32_t> apply_chat_template(const Model& model, const nlohmann::json& messages);
