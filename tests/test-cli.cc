@@ -366,9 +366,11 @@ TEST(Cli, BenchServeRunsEveryLevelInEachRound) {
     EXPECT_EQ(f[3], "6") << line;  // requests
     EXPECT_EQ(f[4], "0") << line;  // lost
     EXPECT_EQ(f[5], "0") << line;  // wrong
-    // Every request's 32-token prompt went through the steps of its level once
-    // (no preemption here), and its 4 tokens took decode-only steps besides.
-    EXPECT_EQ(f[19], "192") << line;
+    // Every prompt was asked once for the reference answers, so each request
+    // starts from its prompt's first block (16 of 32 tokens), published then,
+    // and the steps of its level evaluate the other 16 once (no preemption
+    // here); its 4 tokens took decode-only steps besides.
+    EXPECT_EQ(f[19], "96") << line;
     EXPECT_GE(std::stoi(f[14]), 3) << line;
   }
   EXPECT_EQ(seen, (std::vector<std::string>{"1/1", "1/3", "2/1", "2/3"}));
@@ -378,8 +380,9 @@ TEST(Cli, BenchServeRunsEveryLevelInEachRound) {
     EXPECT_NE(bad.output.find("--rounds: Value " + rounds + " not in range 1 to 100"), std::string::npos) << bad.output;
     EXPECT_EQ(bad.output.find("load:"), std::string::npos) << rounds << " started the load test";
   }
-  // The server's step budget: 8 prompt tokens a step puts each 32-token prompt over 4 steps.
-  const CliRun small_steps = run("bench serve " + model + " --concurrency 1 --max-tokens 2 --requests 2 --step-tokens 8 --csv " + csv);
+  // The server's step budget: 8 prompt tokens a step puts each 32-token prompt,
+  // evaluated whole without prefix reuse, over 4 steps.
+  const CliRun small_steps = run("bench serve " + model + " --concurrency 1 --max-tokens 2 --requests 2 --step-tokens 8 --no-prefix-reuse --csv " + csv);
   ASSERT_EQ(small_steps.exit_code, 0) << small_steps.output;
   std::ifstream small_csv(csv);
   std::string small_header, small_row;

@@ -184,6 +184,110 @@ TEST(Scheduler, APoolTooSmallForEveryonePreemptsAndStillMatches) {
   }
 }
 
+TEST(KvBlockPool, PublishedBlocksAreFoundByTheirWholePrefixAndGivenNewContentsLast) {
+  KvBlockPool pool(tiny()->config(), 4, 3);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  float* a = pool.acquire();
+  float* b = pool.acquire();
+  pool.publish(std::span(tokens).first(4), a);
+  pool.publish(std::span(tokens).first(8), b);
+  pool.publish(std::span(tokens).first(8), a);  // a second block for a prefix already published: ignored
+  EXPECT_EQ(pool.blocks_published(), 2);
+  pool.release(a);
+  pool.release(b);
+  EXPECT_EQ(pool.blocks_in_use(), 0);  // published and held by none: free to take
+  EXPECT_EQ(pool.lookup(tokens, 5), (std::vector<float*>{a, b}));
+  EXPECT_EQ(pool.blocks_in_use(), 2);
+  EXPECT_EQ(pool.lookup(tokens, 1), (std::vector<float*>{a}));  // a second hold on a
+  std::vector<int32_t> other_second = tokens;
+  other_second[5] = 99;
+  EXPECT_EQ(pool.lookup(other_second, 5), (std::vector<float*>{a}));  // a third
+  std::vector<int32_t> other_first = tokens;
+  other_first[0] = 99;
+  EXPECT_TRUE(pool.lookup(other_first, 5).empty());  // b's block alone matches, but not the prefix before it
+  EXPECT_TRUE(pool.lookup(tokens, 0).empty());
+  for (int i = 0; i < 3; ++i) pool.release(a);
+  EXPECT_EQ(pool.blocks_in_use(), 1);
+  pool.release(b);  // released after a: a gets new contents first
+  // A block never allocated comes before published ones; then the one released longest ago.
+  float* c = pool.acquire();
+  EXPECT_TRUE(c != a && c != b);
+  EXPECT_EQ(pool.acquire(), a);
+  EXPECT_EQ(pool.blocks_published(), 1);
+  EXPECT_TRUE(pool.lookup(tokens, 5).empty());  // the prefix's first block is gone
+  EXPECT_EQ(pool.acquire(), b);
+  EXPECT_EQ(pool.blocks_published(), 0);
+  EXPECT_EQ(pool.acquire(), nullptr);  // all three held
+}
+
+TEST(KvBlockPool, ACacheAdoptsWholePublishedBlocksAndKeepsThemAsTheyAre) {
+  auto pool = std::make_shared<KvBlockPool>(tiny()->config(), 4, 8);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  {
+    KvCache first(tiny()->config(), 16, pool);
+    ASSERT_TRUE(first.reserve(10));
+    first.set_length(10);
+    first.publish(tokens);  // the two full blocks
+    EXPECT_EQ(pool->blocks_published(), 2);
+  }
+  KvCache second(tiny()->config(), 16, pool);
+  EXPECT_EQ(second.adopt(tokens, 9), 8);
+  EXPECT_EQ(second.length(), 8);
+  EXPECT_THROW(second.truncate(7), Error);  // into blocks others may read
+  EXPECT_NO_THROW(second.truncate(8));
+  EXPECT_THROW(second.adopt(tokens, 9), Error);  // not empty
+  KvCache third(tiny()->config(), 16, pool);
+  EXPECT_EQ(third.adopt(tokens, 7), 4);  // whole blocks within the limit
+  EXPECT_EQ(pool->blocks_in_use(), 2);   // two blocks, held three times
+}
+
+// A sequence starts from the KV blocks an earlier one published for the
+// same leading tokens, and answers bit for bit as if it had evaluated them.
+TEST(Scheduler, SequencesStartFromTheBlocksOfTheirPrefixAndAnswerTheSame) {
+  const std::vector<int32_t> shared = prompt_of(3, 70);
+  std::vector<int32_t> branch(shared.begin(), shared.begin() + 50);
+  const std::vector<int32_t> tail = prompt_of(4, 30);
+  branch.insert(branch.end(), tail.begin(), tail.end());
+  GenerateOptions o = greedy(20);
+  o.logprobs = 2;
+  GenerateOptions scored = o;
+  scored.prompt_logprobs = 1;
+  const std::vector<std::pair<std::vector<int32_t>, GenerateOptions>> requests = {
+      {shared, o}, {branch, o}, {shared, o}, {shared, scored}, {prompt_of(5, 40), o}};
+  // Positions each should take from the blocks (of 16) published before it:
+  // none; the 3 whole blocks of the 50 shared tokens; 4 blocks, leaving the
+  // last prompt token to evaluate; none (it scores its prompt); none.
+  const int64_t reused[] = {0, 48, 64, 0, 0};
+  for (bool reuse : {true, false}) {
+    SchedulerOptions so;
+    so.step_tokens = 24;  // prompts in chunks that do not end on block boundaries
+    so.reuse_prefixes = reuse;
+    Scheduler scheduler(tiny(), so);
+    int64_t before = 0;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      std::promise<GenerateResult> done;
+      scheduler.submit(requests[i].first, requests[i].second, {{}, [&done](const GenerateResult& r) { done.set_value(r); }});
+      const GenerateResult got = done.get_future().get();
+      const GenerateResult want = alone(requests[i].first, requests[i].second);
+      EXPECT_EQ(got.tokens, want.tokens) << i;
+      ASSERT_EQ(got.logprobs.size(), want.logprobs.size()) << i;
+      for (size_t k = 0; k < want.logprobs.size(); ++k) {
+        EXPECT_EQ(got.logprobs[k].logprob, want.logprobs[k].logprob) << i << " " << k;
+        EXPECT_EQ(got.logprobs[k].top, want.logprobs[k].top) << i << " " << k;
+      }
+      ASSERT_EQ(got.prompt_logprobs.size(), want.prompt_logprobs.size()) << i;
+      for (size_t k = 0; k < want.prompt_logprobs.size(); ++k) EXPECT_EQ(got.prompt_logprobs[k].logprob, want.prompt_logprobs[k].logprob) << i << " " << k;
+      const SchedulerStats stats = scheduler.stats();
+      EXPECT_EQ(stats.prefix_tokens_reused - before, reuse ? reused[i] : 0) << "request " << i;
+      before = stats.prefix_tokens_reused;
+      EXPECT_EQ(stats.kv_blocks_used, 0) << "blocks still held after request " << i;
+      if (!reuse) {
+        EXPECT_EQ(stats.kv_blocks_published, 0);
+      }
+    }
+  }
+}
+
 TEST(Scheduler, RefusesBadRequestsAndAFullQueue) {
   SchedulerOptions so;
   so.max_running = 1;

@@ -108,8 +108,9 @@ int run_serve_bench(const ServeBenchOptions& o) {
   const CpuInfo& cpu = cpu_info();
   std::printf("machine: %s, %d threads, isa %s\n", cpu.brand.c_str(), omp_get_max_threads(), isa_level_name(cpu.level()));
   std::printf("load: %d distinct prompts of %d tokens, greedy, max_tokens %d, streamed; per level at most %.0f s and %s requests; "
-              "server and clients in this process on 127.0.0.1\n",
-              o.prompts, o.prompt_tokens, o.max_tokens, o.max_seconds, o.requests ? std::to_string(o.requests).c_str() : "4 x clients (>= 8)");
+              "server and clients in this process on 127.0.0.1; prefix reuse %s\n",
+              o.prompts, o.prompt_tokens, o.max_tokens, o.max_seconds, o.requests ? std::to_string(o.requests).c_str() : "4 x clients (>= 8)",
+              o.reuse_prefixes ? "on (repeated prompts start from their published KV blocks)" : "off");
   if (o.rounds > 1) std::printf("%d rounds, each running every level in turn; summary: medians over rounds\n", o.rounds);
   std::ofstream csv;
   if (!o.csv_path.empty()) {
@@ -125,6 +126,7 @@ int run_serve_bench(const ServeBenchOptions& o) {
     so.http_threads = std::max(16, 2 * *std::max_element(o.concurrency.begin(), o.concurrency.end()));
     so.scheduler.max_running = std::max(64, *std::max_element(o.concurrency.begin(), o.concurrency.end()));
     so.scheduler.step_tokens = o.step_tokens;
+    so.scheduler.reuse_prefixes = o.reuse_prefixes;
     std::mutex tally_mutex;
     StepTally tally;
     so.on_step = [&](const StepInfo& step) {

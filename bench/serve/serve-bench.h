@@ -22,6 +22,7 @@ struct ServeBenchOptions {
   double max_seconds = 60;   // per concurrency level
   int rounds = 1;            // every level run this many times in turn; ratios are medians of each round's
   int step_tokens = SchedulerOptions{}.step_tokens;  // the server's prompt tokens per step
+  bool reuse_prefixes = SchedulerOptions{}.reuse_prefixes;
   std::string csv_path;
 };
 

@@ -22,6 +22,7 @@ void add_scheduler_options(CLI::App* cmd, SchedulerOptions& o, std::shared_ptr<i
   cmd->add_option("--step-tokens", o.step_tokens, "Prompt tokens per forward step, beside one per decoding sequence")
       ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
+  cmd->add_flag("!--no-prefix-reuse", o.reuse_prefixes, "Evaluate every prompt whole: no sequence starts from KV blocks another published");
   cmd->add_option("--kv-mb", *kv_mb, "KV cache pool, MiB (blocks of 16 positions, shared by all sequences)")->check(CLI::Range(1, 1 << 24))->capture_default_str();
   add_numa_options(cmd, numa);
 }

@@ -21,27 +21,73 @@ KvBlockPool::~KvBlockPool() {
 float* KvBlockPool::acquire() {
   const std::lock_guard lock(mutex_);
   if (max_blocks_ > 0 && in_use_ >= max_blocks_) return nullptr;
-  ++in_use_;
+  float* b = nullptr;
   if (!free_.empty()) {
-    float* b = free_.back();
+    b = free_.back();
     free_.pop_back();
-    return b;
+  } else if (max_blocks_ == 0 || static_cast<int64_t>(all_.size()) < max_blocks_ || idle_.empty()) {
+    all_.reserve(all_.size() + 1);
+    // new[] without () leaves the pages untouched until written.
+    b = all_.emplace_back(new float[block_floats_]);
+  } else {
+    // Every block exists: the published one released longest ago gets new contents.
+    b = idle_.front();
+    idle_.pop_front();
+    Held& h = held_[b];
+    published_.erase(*h.prefix);
+    h.prefix = nullptr;
   }
-  all_.reserve(all_.size() + 1);
-  // new[] without () leaves the pages untouched until written.
-  all_.push_back(new float[block_floats_]);
-  return all_.back();
+  ++held_[b].holds;
+  ++in_use_;
+  return b;
 }
 
 void KvBlockPool::release(float* block) {
   const std::lock_guard lock(mutex_);
-  free_.push_back(block);
+  Held& h = held_[block];
+  if (--h.holds > 0) return;
   --in_use_;
+  if (h.prefix)
+    h.idle = idle_.insert(idle_.end(), block);
+  else
+    free_.push_back(block);
+}
+
+void KvBlockPool::publish(std::span<const int32_t> tokens, float* block) {
+  const std::lock_guard lock(mutex_);
+  Held& h = held_[block];
+  if (h.prefix) return;
+  const auto [it, added] = published_.emplace(std::vector<int32_t>(tokens.begin(), tokens.end()), block);
+  if (added) h.prefix = &it->first;
+}
+
+std::vector<float*> KvBlockPool::lookup(std::span<const int32_t> tokens, int64_t max_blocks) {
+  const std::lock_guard lock(mutex_);
+  std::vector<float*> found;
+  std::vector<int32_t> prefix;
+  for (int64_t i = 0; i < max_blocks && static_cast<int64_t>(tokens.size()) >= (i + 1) * block_positions_; ++i) {
+    const auto block = tokens.subspan(static_cast<size_t>(i * block_positions_), static_cast<size_t>(block_positions_));
+    prefix.insert(prefix.end(), block.begin(), block.end());
+    const auto it = published_.find(prefix);
+    if (it == published_.end()) break;
+    Held& h = held_[it->second];
+    if (h.holds++ == 0) {
+      idle_.erase(h.idle);
+      ++in_use_;
+    }
+    found.push_back(it->second);
+  }
+  return found;
 }
 
 int64_t KvBlockPool::blocks_in_use() const {
   const std::lock_guard lock(mutex_);
   return in_use_;
+}
+
+int64_t KvBlockPool::blocks_published() const {
+  const std::lock_guard lock(mutex_);
+  return static_cast<int64_t>(published_.size());
 }
 
 KvCache::KvCache(const ModelConfig& c, int64_t capacity)
@@ -73,6 +119,8 @@ KvCache& KvCache::operator=(KvCache&& other) noexcept {
   std::swap(length_, other.length_);
   std::swap(values_offset_, other.values_offset_);
   std::swap(blocks_, other.blocks_);
+  std::swap(adopted_, other.adopted_);
+  std::swap(published_, other.published_);
   return *this;
 }
 
@@ -88,7 +136,22 @@ bool KvCache::reserve(int64_t positions) {
 
 void KvCache::truncate(int64_t length) {
   if (length < 0 || length > length_) throw Error("kv cache: cannot truncate " + std::to_string(length_) + " positions to " + std::to_string(length));
+  if (length < static_cast<int64_t>(adopted_) * block_positions_)
+    throw Error("kv cache: cannot truncate to " + std::to_string(length) + " positions, into blocks shared with other sequences");
   length_ = length;
+}
+
+int64_t KvCache::adopt(std::span<const int32_t> tokens, int64_t max_positions) {
+  if (!blocks_.empty()) throw Error("kv cache: only an empty cache adopts published blocks");
+  blocks_ = pool_->lookup(tokens, std::min(max_positions, capacity_) / block_positions_);
+  adopted_ = published_ = blocks_.size();
+  length_ = static_cast<int64_t>(blocks_.size()) * block_positions_;
+  return length_;
+}
+
+void KvCache::publish(std::span<const int32_t> tokens) {
+  for (; static_cast<int64_t>(published_ + 1) * block_positions_ <= length_; ++published_)
+    pool_->publish(tokens.first(static_cast<size_t>(published_ + 1) * static_cast<size_t>(block_positions_)), blocks_[published_]);
 }
 
 }  // namespace lacuna

@@ -4,8 +4,12 @@
 // tokens a sequence holds, not the length it may reach, and a server's
 // sequences share one bounded pool.
 #include <cstdint>
+#include <list>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/model/config.h"
@@ -14,6 +18,15 @@ namespace lacuna {
 
 // Blocks of `block_positions` positions, every layer's keys and values of
 // those positions in one allocation. Thread-safe.
+//
+// Prefix reuse (as vLLM's automatic prefix caching): a full block can be
+// published under the tokens of the sequence up to its end, since its keys
+// and values are a function of those tokens alone (the server's forward
+// pass gives every token the same bits whatever its batch or chunk). A
+// block is counted in use while a cache holds it; published and held by
+// none, it stays in the pool with its contents for lookup() to hand out
+// again, and is reused for other contents (its entry dropped, least
+// recently released first) only when no never-published block is left.
 class KvBlockPool {
  public:
   // max_blocks 0: no bound (a sequence's own pool).
@@ -24,17 +37,34 @@ class KvBlockPool {
 
   // A block, or nullptr when max_blocks are in use.
   float* acquire();
+  // Gives back one hold on `block` (acquire and lookup each take one).
   void release(float* block);
+  // Publishes `block`, a full block holding the keys and values of the last
+  // block_positions of `tokens` (which start at position 0). Kept once per
+  // prefix: a second block of the same prefix is not published.
+  void publish(std::span<const int32_t> tokens, float* block);
+  // The published blocks of the longest prefix of `tokens` of at most
+  // `max_blocks` whole blocks, block 0 first, each held once for the caller.
+  std::vector<float*> lookup(std::span<const int32_t> tokens, int64_t max_blocks);
   int64_t block_positions() const { return block_positions_; }
   int64_t max_blocks() const { return max_blocks_; }
-  int64_t blocks_in_use() const;
+  int64_t blocks_in_use() const;  // held by a cache; published blocks held by none are free to take
+  int64_t blocks_published() const;
   uint64_t block_bytes() const { return block_floats_ * sizeof(float); }
 
  private:
+  struct Held {
+    int32_t holds = 0;
+    const std::vector<int32_t>* prefix = nullptr;  // the key it is published under
+    std::list<float*>::iterator idle;              // in idle_, when published and held by none
+  };
   int64_t block_positions_, max_blocks_;
   uint64_t block_floats_;
   mutable std::mutex mutex_;
   std::vector<float*> free_, all_;
+  std::unordered_map<float*, Held> held_;
+  std::map<std::vector<int32_t>, float*> published_;
+  std::list<float*> idle_;  // published, held by none: least recently released first
   int64_t in_use_ = 0;
 };
 
@@ -74,7 +104,16 @@ class KvCache {
   void set_length(int64_t length) { length_ = length; }
   // Forget everything after `length` positions (e.g. to reuse a shared
   // prompt). The blocks stay with the cache for the positions to come.
+  // Not into blocks taken with adopt (others may read them).
   void truncate(int64_t length);
+  // An empty cache starts with the pool's published blocks of the longest
+  // prefix of `tokens` it holds, at most `max_positions` positions (whole
+  // blocks); returns the positions now held. The cache writes only after
+  // them, so the blocks stay as published.
+  int64_t adopt(std::span<const int32_t> tokens, int64_t max_positions);
+  // Publishes the blocks filled since the last call; `tokens`: the
+  // sequence's, from position 0 (at least length() of them).
+  void publish(std::span<const int32_t> tokens);
   uint64_t bytes_used() const { return 2 * static_cast<uint64_t>(layers_ * length_ * width()) * sizeof(float); }
 
  private:
@@ -86,6 +125,7 @@ class KvCache {
   int64_t layers_, capacity_, kv_heads_, head_dim_, block_positions_, length_ = 0;
   uint64_t values_offset_;  // within a block, after every layer's keys
   std::vector<float*> blocks_;
+  size_t adopted_ = 0, published_ = 0;  // blocks taken with adopt; blocks published (adopted ones count)
 };
 
 }  // namespace lacuna

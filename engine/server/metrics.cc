@@ -61,6 +61,12 @@ ServerMetrics::ServerMetrics()
                        .Help("Sequences that gave their KV blocks back and were evaluated again")
                        .Register(*registry_)
                        .Add({})),
+      prefix_reused_(prometheus::BuildCounter()
+                         .Name("lacuna_prefix_tokens_reused_total")
+                         .Help("Prompt positions sequences took from published KV blocks instead of evaluating them")
+                         .Register(*registry_)
+                         .Add({})),
+      kv_published_(prometheus::BuildGauge().Name("lacuna_kv_blocks_published").Help("KV cache blocks kept for prefix reuse").Register(*registry_).Add({})),
       ttft_(prometheus::BuildHistogram()
                 .Name("lacuna_time_to_first_token_seconds")
                 .Help("From a request's arrival to its first generated token")
@@ -165,10 +171,13 @@ std::string ServerMetrics::render(const SchedulerStats& s) {
   running_.Set(static_cast<double>(s.running));
   kv_used_.Set(static_cast<double>(s.kv_blocks_used));
   kv_total_.Set(static_cast<double>(s.kv_blocks_total));
+  kv_published_.Set(static_cast<double>(s.kv_blocks_published));
   {
     const std::lock_guard lock(window_mutex_);
     preemptions_.Increment(std::max(0.0, static_cast<double>(s.preemptions) - preemptions_seen_));
     preemptions_seen_ = std::max(preemptions_seen_, static_cast<double>(s.preemptions));
+    prefix_reused_.Increment(std::max(0.0, static_cast<double>(s.prefix_tokens_reused) - prefix_reused_seen_));
+    prefix_reused_seen_ = std::max(prefix_reused_seen_, static_cast<double>(s.prefix_tokens_reused));
     const auto now = std::chrono::steady_clock::now();
     while (!window_.empty() && now - window_.front().first > kRateWindow) window_.pop_front();
     int64_t tokens = 0;

@@ -46,13 +46,14 @@ class ServerMetrics {
   prometheus::Counter& numa_remote_bytes_;
   prometheus::Gauge &numa_imbalance_, &numa_replica_bytes_;
   NumaCounters numa_seen_;  // the counts already added
-  prometheus::Counter &prompt_tokens_, &generated_tokens_, &preemptions_;
+  prometheus::Counter &prompt_tokens_, &generated_tokens_, &preemptions_, &prefix_reused_;
+  prometheus::Gauge& kv_published_;
   prometheus::Histogram &ttft_, &itl_, &duration_, &batch_sequences_, &batch_tokens_, &step_seconds_;
   prometheus::Gauge &queued_, &running_, &kv_used_, &kv_total_, &tokens_per_second_;
   // Generated tokens of the last steps, for tokens/s over a sliding window.
   std::mutex window_mutex_;
   std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> window_;
-  double preemptions_seen_ = 0;
+  double preemptions_seen_ = 0, prefix_reused_seen_ = 0;
 };
 
 }  // namespace lacuna

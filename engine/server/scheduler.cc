@@ -18,6 +18,7 @@ struct Scheduler::Sequence {
            std::shared_ptr<std::atomic<bool>> flag)
       : id(i),
         capacity(std::min<int64_t>(m.config().max_context, static_cast<int64_t>(prompt.size()) + o.max_tokens)),
+        scores_prompt(o.prompt_logprobs >= 0),
         generation(m, o, std::move(prompt)),
         callbacks(std::move(c)),
         cancelled(std::move(flag)) {}
@@ -26,6 +27,7 @@ struct Scheduler::Sequence {
 
   uint64_t id;
   int64_t capacity;
+  bool scores_prompt;  // needs every prompt position's logits: evaluates its whole prompt
   Generation generation;
   RequestCallbacks callbacks;
   std::shared_ptr<std::atomic<bool>> cancelled;
@@ -113,7 +115,8 @@ void Scheduler::drain(std::chrono::milliseconds timeout) {
 }
 
 SchedulerStats Scheduler::stats() const {
-  return {waiting_, running_count_ - waiting_, pool_->blocks_in_use(), pool_->max_blocks(), steps_, preemptions_};
+  return {waiting_, running_count_ - waiting_, pool_->blocks_in_use(), pool_->max_blocks(), steps_, preemptions_, pool_->blocks_published(),
+          prefix_tokens_reused_};
 }
 
 void Scheduler::run() {
@@ -163,6 +166,11 @@ void Scheduler::admit() {
     }
     free_blocks -= needed;
     s->cache = std::make_unique<KvCache>(model_->config(), s->capacity, pool_);
+    if (options_.reuse_prefixes && !s->scores_prompt) {
+      // The last token is evaluated in any case: its logits give the next one.
+      const std::vector<int32_t>& history = s->generation.history();
+      prefix_tokens_reused_ += s->cache->adopt(history, static_cast<int64_t>(history.size()) - 1);
+    }
     --waiting_;
     running_.push_back(std::move(s));
   }
@@ -237,6 +245,7 @@ void Scheduler::step() {
     }
     for (size_t i = 0; i < batch.size(); ++i) {
       Sequence& s = *in_step[i];
+      if (options_.reuse_prefixes) s.cache->publish(s.generation.history());
       chunks[i].take();
       if (!chunks[i].last()) continue;
       const Generation::Token t = s.generation.next(s.logits, s.cache->length() + 1 >= s.capacity);

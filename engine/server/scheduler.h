@@ -4,7 +4,8 @@
 // sequence, then fills a token budget with chunks of prompts (prefill
 // interleaved with decode); KV caches draw blocks from one bounded pool, and
 // when it runs out the youngest sequence is preempted (its blocks freed, its
-// tokens evaluated again later). Requests wait in a bounded queue
+// tokens evaluated again later); full blocks are published for sequences
+// that start with the same tokens to reuse. Requests wait in a bounded queue
 // (tbb::concurrent_bounded_queue); one thread runs the steps, with
 // BatchPolicy::invariant: a request's answer does not depend on the load.
 #include <atomic>
@@ -33,6 +34,10 @@ struct SchedulerOptions {
   int32_t step_tokens = 256;  // prompt tokens per step, beside one token per decoding sequence
   int64_t kv_bytes = 1ll << 30;  // the KV block pool (at least one whole context)
   int64_t kv_block_positions = 16;
+  // A new or returning sequence starts from the KV blocks of the longest
+  // prefix of its tokens that an earlier sequence evaluated and published
+  // (KvBlockPool), evaluating only the rest. Off: every prompt is evaluated.
+  bool reuse_prefixes = true;
   std::shared_ptr<const PlacedExperts> placed;  // experts placed on NUMA nodes; nullptr: the model's own, unbound
 };
 
@@ -54,6 +59,8 @@ struct RequestCallbacks {
 struct SchedulerStats {
   int64_t queued = 0, running = 0, kv_blocks_used = 0, kv_blocks_total = 0;
   int64_t steps = 0, preemptions = 0;
+  int64_t kv_blocks_published = 0;    // blocks kept for prefix reuse (in use or not)
+  int64_t prefix_tokens_reused = 0;   // positions sequences started with instead of evaluating them
 };
 
 // Called after each forward step (on the scheduler's thread).
@@ -105,7 +112,7 @@ class Scheduler {
   tbb::concurrent_bounded_queue<Sequence*> queue_;  // owned: taken back into a unique_ptr when popped; nullptr: stop
   std::atomic<uint64_t> next_id_{1};
   std::atomic<bool> accepting_{true};
-  std::atomic<int64_t> waiting_{0}, running_count_{0}, steps_{0}, preemptions_{0};
+  std::atomic<int64_t> waiting_{0}, running_count_{0}, steps_{0}, preemptions_{0}, prefix_tokens_reused_{0};
 
   // The cancel flag of every accepted, unfinished request.
   std::mutex cancel_mutex_;
