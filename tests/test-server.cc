@@ -288,6 +288,47 @@ TEST(Scheduler, SequencesStartFromTheBlocksOfTheirPrefixAndAnswerTheSame) {
   }
 }
 
+// Sequences admitted together with the same prompt (a request's n choices):
+// one evaluates it, the others wait for its blocks and start from them.
+TEST(Scheduler, ThePromptOfSequencesAdmittedTogetherIsEvaluatedOnce) {
+  for (bool reuse : {true, false}) {
+    SchedulerOptions so;
+    so.step_tokens = 24;
+    so.reuse_prefixes = reuse;
+    Scheduler scheduler(tiny(), so);
+    // The scheduler's thread held inside a step while the four are queued, so that one admit() takes them all.
+    std::promise<void> holding;
+    std::atomic<bool> release{false};
+    std::once_flag once;
+    const uint64_t holder = scheduler.submit(prompt_of(9, 5), greedy(400), {[&](const Generation::Token&) {
+                                                                          std::call_once(once, [&] { holding.set_value(); });
+                                                                          while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                                                                          return true;
+                                                                        },
+                                                                        {}});
+    holding.get_future().wait();
+    const std::vector<int32_t> prompt = prompt_of(6, 70);
+    constexpr int kSame = 4;
+    std::vector<std::promise<GenerateResult>> done(kSame);
+    std::vector<GenerateOptions> options;
+    for (int i = 0; i < kSame; ++i) {
+      GenerateOptions o;
+      o.max_tokens = 12;
+      o.sampling = {.temperature = 0.9f, .top_k = 0, .top_p = 1.0f, .repetition_penalty = 1.0f, .seed = 40u + static_cast<uint64_t>(i)};
+      options.push_back(o);
+      scheduler.submit(prompt, o, {{}, [&done, i](const GenerateResult& r) { done[static_cast<size_t>(i)].set_value(r); }});
+    }
+    release = true;
+    for (int i = 0; i < kSame; ++i) {
+      const GenerateResult got = done[static_cast<size_t>(i)].get_future().get();
+      EXPECT_EQ(got.tokens, alone(prompt, options[static_cast<size_t>(i)]).tokens) << i;
+    }
+    scheduler.cancel(holder);
+    // The first evaluates the 70 tokens; each other starts from their first 64 (4 blocks).
+    EXPECT_EQ(scheduler.stats().prefix_tokens_reused, reuse ? (kSame - 1) * 64 : 0);
+  }
+}
+
 TEST(Scheduler, RefusesBadRequestsAndAFullQueue) {
   SchedulerOptions so;
   so.max_running = 1;

@@ -135,9 +135,29 @@ void Scheduler::run() {
   }
 }
 
+// Whether s should wait for a running sequence still evaluating tokens it
+// shares with s (in whole blocks s could adopt), to start from its published
+// blocks rather than evaluate the same tokens beside it: the choices of a
+// request with n > 1, the same prompt sent twice at once.
+bool Scheduler::shares_unevaluated_prefix(const Sequence& s) const {
+  if (!options_.reuse_prefixes || s.scores_prompt) return false;
+  const std::vector<int32_t>& mine = s.generation.history();
+  const auto block = static_cast<size_t>(options_.kv_block_positions);
+  const size_t reusable = (mine.size() - 1) / block * block;
+  for (const auto& r : running_) {
+    if (!r->cache || r->generation.finished()) continue;
+    const std::vector<int32_t>& theirs = r->generation.history();
+    const size_t limit = std::min(reusable, theirs.size());
+    const size_t shared = static_cast<size_t>(std::mismatch(mine.begin(), mine.begin() + static_cast<std::ptrdiff_t>(limit), theirs.begin()).first - mine.begin());
+    if (shared / block * block > static_cast<size_t>(r->cache->length())) return true;
+  }
+  return false;
+}
+
 void Scheduler::admit() {
   const int64_t positions = options_.kv_block_positions;
   int64_t free_blocks = pool_->max_blocks() - pool_->blocks_in_use();
+  std::vector<std::unique_ptr<Sequence>> waiting_for_prefix;  // back to the front of the line, in order
   while (static_cast<int32_t>(running_.size()) < options_.max_running) {
     std::unique_ptr<Sequence> s;
     if (!ready_.empty()) {
@@ -158,6 +178,10 @@ void Scheduler::admit() {
       finish(*s);
       continue;
     }
+    if (shares_unevaluated_prefix(*s)) {
+      waiting_for_prefix.push_back(std::move(s));
+      continue;
+    }
     // Room for what it holds now and the next token; later growth may preempt.
     const int64_t needed = (static_cast<int64_t>(s->generation.history().size()) + 1 + positions - 1) / positions;
     if (needed > free_blocks) {
@@ -174,6 +198,7 @@ void Scheduler::admit() {
     --waiting_;
     running_.push_back(std::move(s));
   }
+  for (auto it = waiting_for_prefix.rbegin(); it != waiting_for_prefix.rend(); ++it) ready_.push_front(std::move(*it));
 }
 
 // Blocks for `positions` positions of s, preempting the youngest sequences

@@ -100,6 +100,7 @@ class Scheduler {
   void run();
   void take_cancellations();
   void admit();
+  bool shares_unevaluated_prefix(const Sequence& s) const;
   void step();
   bool make_room(Sequence& s, int64_t positions, const std::vector<Sequence*>& in_step);
   void finish(Sequence& s);
