@@ -157,8 +157,10 @@ bool Scheduler::shares_unevaluated_prefix(const Sequence& s) const {
 void Scheduler::admit() {
   const int64_t positions = options_.kv_block_positions;
   int64_t free_blocks = pool_->max_blocks() - pool_->blocks_in_use();
-  std::vector<std::unique_ptr<Sequence>> waiting_for_prefix;  // back to the front of the line, in order
-  while (static_cast<int32_t>(running_.size()) < options_.max_running) {
+  // Back to the front of the line, in order. Counted against max_running, so
+  // that no more than that many requests leave the bounded queue to wait here.
+  std::vector<std::unique_ptr<Sequence>> waiting_for_prefix;
+  while (static_cast<int32_t>(running_.size() + waiting_for_prefix.size()) < options_.max_running) {
     std::unique_ptr<Sequence> s;
     if (!ready_.empty()) {
       s = std::move(ready_.front());
