@@ -863,8 +863,12 @@ TEST_F(Server, AFullQueueAnswers429WithAJsonError) {
   EXPECT_GE(answered, 1);
   EXPECT_GE(refused, 1);
   // More choices than the queue holds: refused whole, and the choices that
-  // got in are cancelled, so the server soon answers the next request.
-  auto res = post("/v1/completions", json{{"prompt", {1, 5}}, {"max_tokens", 400}, {"temperature", 0}, {"n", 3}}.dump());
+  // got in are cancelled, so the server soon answers the next request. The
+  // end-of-sequence token is banned, so that the first choice runs its 500
+  // tokens and cannot end (freeing its place) before the third is submitted.
+  ASSERT_GE(tiny()->config().eos_id, 0);
+  const json no_eos = {{std::to_string(tiny()->config().eos_id), -100}};
+  auto res = post("/v1/completions", json{{"prompt", {1, 5}}, {"max_tokens", 500}, {"temperature", 0}, {"n", 3}, {"logit_bias", no_eos}}.dump());
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 429) << res->body;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
