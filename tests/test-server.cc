@@ -70,6 +70,14 @@ GenerateOptions greedy(int32_t max_tokens) {
   return o;
 }
 
+// A greedy request as the HTTP API and lacuna batch run it: ending at the
+// end-of-sequence token, as they do by default.
+GenerateOptions greedy_to_eos(int32_t max_tokens) {
+  GenerateOptions o = greedy(max_tokens);
+  o.stop_at_eos = true;
+  return o;
+}
+
 std::vector<int32_t> prompt_of(int i, size_t length) {
   std::vector<int32_t> p{1};
   for (size_t k = 1; k < length; ++k) p.push_back(static_cast<int32_t>(3 + (i * 37 + static_cast<int>(k) * 11) % 500));
@@ -458,8 +466,7 @@ TEST_F(Server, CompletionEqualsTheSingleSequenceResultStreamedOrNot) {
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
   const json j = json::parse(res->body);
-  GenerateOptions o = greedy(12);
-  o.stop_at_eos = true;
+  GenerateOptions o = greedy_to_eos(12);
   const GenerateResult want = alone(tiny()->tokenizer()->encode(prompt, true), o);
   EXPECT_EQ(j["object"], "text_completion");
   EXPECT_EQ(j["model"], "tiny");
@@ -489,8 +496,7 @@ TEST_F(Server, ChatAppliesTheTemplateAndStreamsTheSameAnswer) {
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
   const json j = json::parse(res->body);
-  GenerateOptions o = greedy(10);
-  o.stop_at_eos = true;
+  GenerateOptions o = greedy_to_eos(10);
   const GenerateResult want = alone(apply_chat_template(*tiny(), messages), o);
   EXPECT_EQ(j["object"], "chat.completion");
   EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
@@ -531,8 +537,7 @@ TEST_F(Server, LogprobsAreTheModelsAndStreamTheSame) {
   const size_t n = answer["usage"]["completion_tokens"];
   ASSERT_EQ(n, 6u);
   for (const char* list : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) ASSERT_EQ(lp[list].size(), n) << list;
-  GenerateOptions same = greedy(6);
-  same.stop_at_eos = true;
+  GenerateOptions same = greedy_to_eos(6);
   const std::vector<int32_t> answer_tokens = alone(prompt, same).tokens;
   ASSERT_EQ(answer_tokens.size(), n);
   EXPECT_EQ(lp["text_offset"][0], 0);
@@ -658,8 +663,7 @@ TEST_F(Server, EchoWithLogprobsScoresThePrompt) {
 TEST_F(Server, PenaltiesReachTheSampler) {
   start();
   const std::vector<int32_t> prompt = prompt_of(5, 12);
-  GenerateOptions plain = greedy(16);
-  plain.stop_at_eos = true;
+  GenerateOptions plain = greedy_to_eos(16);
   const GenerateResult unpenalised = alone(prompt, plain);
   for (const auto& [frequency, presence] : {std::pair{2.0f, 0.0f}, std::pair{0.5f, 2.0f}}) {
     const json request = {{"prompt", prompt}, {"max_tokens", 16}, {"temperature", 0}, {"frequency_penalty", frequency}, {"presence_penalty", presence}};
@@ -727,9 +731,7 @@ TEST_F(Server, EachOfNChoicesSamplesWithItsOwnSeed) {
   EXPECT_NE(res->body.find("\"completion_tokens\":" + std::to_string(completion_tokens) + ","), std::string::npos) << res->body;
   // Chat: the role first in every choice; greedy choices are all the same answer.
   const json messages = {{{"role", "user"}, {"content", "hello"}}};
-  GenerateOptions greedy_until_eos = greedy(6);
-  greedy_until_eos.stop_at_eos = true;
-  const GenerateResult greedy_answer = alone(apply_chat_template(*tiny(), messages), greedy_until_eos);
+  const GenerateResult greedy_answer = alone(apply_chat_template(*tiny(), messages), greedy_to_eos(6));
   res = post("/v1/chat/completions", json{{"messages", messages}, {"max_tokens", 6}, {"temperature", 0}, {"n", 2}, {"stream", true}}.dump());
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
@@ -744,8 +746,7 @@ TEST_F(Server, EachOfNChoicesSamplesWithItsOwnSeed) {
 TEST_F(Server, LogitBiasReachesTheSampler) {
   start();
   const std::vector<int32_t> prompt = prompt_of(5, 12);
-  GenerateOptions plain = greedy(16);
-  plain.stop_at_eos = true;
+  GenerateOptions plain = greedy_to_eos(16);
   const GenerateResult unbiased = alone(prompt, plain);
   ASSERT_FALSE(unbiased.tokens.empty());
   const int32_t first = unbiased.tokens[0];
@@ -998,8 +999,7 @@ TEST_F(Server, PlacedExpertsAnswerTheSameAndReportTheirNodes) {
   auto res = post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 8}, {"temperature", 0}}.dump());
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
-  GenerateOptions g = greedy(8);
-  g.stop_at_eos = true;
+  GenerateOptions g = greedy_to_eos(8);
   EXPECT_EQ(json::parse(res->body)["choices"][0]["text"], alone(tiny()->tokenizer()->encode(prompt, true), g).text);
   auto metrics = client().Get("/metrics");
   ASSERT_TRUE(metrics);
@@ -1160,12 +1160,7 @@ TEST(Batch, MalformedLinesAreReportedAndTheRestAnswered) {
     f_tokens += want.tokens.size();
   }
   EXPECT_EQ(by_id["f"]["response"]["usage"]["completion_tokens"], f_tokens);
-  EXPECT_EQ(by_id["a"]["response"]["choices"][0]["text"], alone({1, 5, 9}, [] {
-              GenerateOptions g = greedy(5);
-              g.stop_at_eos = true;
-              return g;
-            }())
-                                                             .text);
+  EXPECT_EQ(by_id["a"]["response"]["choices"][0]["text"], alone({1, 5, 9}, greedy_to_eos(5)).text);
   EXPECT_NE(by_id["line-2"]["error"]["message"].get<std::string>().find("not valid JSON"), std::string::npos);
   EXPECT_EQ(by_id["c"]["response"]["object"], "chat.completion");
   EXPECT_EQ(by_id["d"]["error"]["param"], "max_tokens");
