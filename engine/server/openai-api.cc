@@ -54,6 +54,10 @@ void require(bool ok, const char* param, const std::string& message) {
   if (!ok) throw bad(param, message);
 }
 
+void require_object(const json& body) {
+  if (!body.is_object()) throw bad("", std::string("the request body must be a JSON object, not ") + type_name(body));
+}
+
 bool valid_utf8(std::string_view s) {
   for (size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
@@ -294,7 +298,7 @@ std::vector<int32_t> apply_chat_template(const Model& model, const json& message
 }
 
 ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model, uint64_t seed) {
-  if (!body.is_object()) throw bad("", std::string("the request body must be a JSON object, not ") + type_name(body));
+  require_object(body);
   ApiRequest r;
   r.endpoint = endpoint;
   if (endpoint == Endpoint::chat_completions) {
@@ -377,7 +381,7 @@ ApiRequest parse_request_body(std::string_view body, Endpoint endpoint, const Mo
 }
 
 json tokenize_json(const json& body, const Model& model) {
-  if (!body.is_object()) throw bad("", std::string("the request body must be a JSON object, not ") + type_name(body));
+  require_object(body);
   std::vector<int32_t> tokens;
   if (const auto messages = body.find("messages"); messages != body.end()) {
     tokens = apply_chat_template(model, *messages);
@@ -391,7 +395,7 @@ json tokenize_json(const json& body, const Model& model) {
 }
 
 json detokenize_json(const json& body, const Model& model) {
-  if (!body.is_object()) throw bad("", std::string("the request body must be a JSON object, not ") + type_name(body));
+  require_object(body);
   const auto it = body.find("tokens");
   require(it != body.end() && it->is_array() && std::all_of(it->begin(), it->end(), [](const json& t) { return t.is_number_integer(); }), "tokens",
           "'tokens' must be an array of token ids");
