@@ -14,6 +14,7 @@
 #include "kernels/cpu-features.h"
 #include "sparse/model-file.h"
 #include "sparse/quantize.h"
+#include "tests/test-util.h"
 
 namespace lacuna {
 namespace {
@@ -42,9 +43,8 @@ std::vector<std::string> csv_fields(const std::string& line) {
   return f;
 }
 
-std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("lacuna-cli-" + std::to_string(::getpid()) + "-" + name)).string();
-}
+// Files of a test program live in its scratch directory, removed at exit.
+std::string temp_path(const std::string& name) { return (lacuna::testing::scratch() / name).string(); }
 
 TEST(Cli, InfoListsTensorsOfAGoodFile) {
   const std::string path = temp_path("good.lacuna");
@@ -77,8 +77,6 @@ TEST(Cli, InfoListsTensorsOfAGoodFile) {
   const CliRun c = run("info " + bad);
   EXPECT_EQ(c.exit_code, 1) << c.output;
   EXPECT_NE(c.output.find("checksum mismatch"), std::string::npos) << c.output;
-  std::filesystem::remove(path);
-  std::filesystem::remove(bad);
 }
 
 TEST(Cli, MissingFileAndBadArguments) {
@@ -131,7 +129,6 @@ TEST(Cli, BenchSweepRunsATinyGrid) {
   size_t rows = 0;
   for (std::string line; std::getline(in, line);) rows += line.rfind("256->512,", 0) == 0;
   EXPECT_EQ(rows, 2u * 3u);  // bitmap, csr and the planner's row at two batch sizes
-  std::filesystem::remove(csv);
 }
 
 TEST(Cli, SelftestRunsAndEveryKernelMatches) {
@@ -140,7 +137,6 @@ TEST(Cli, SelftestRunsAndEveryKernelMatches) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("every kernel matches the dense product within its tolerance"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("s90.bitmap.int8"), std::string::npos) << r.output;
-  std::filesystem::remove(path);
 }
 
 TEST(Cli, DemoSynthesisesConvertsAndGenerates) {
@@ -218,7 +214,6 @@ TEST(Cli, ModelPipelineAndItsErrors) {
   r = run("run " + model + " --tokens \"1 7 9\" -n 5 --numa experts --numa-calib " + temp_path("no-such-file"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("cannot read the NUMA calibration text"), std::string::npos) << r.output;
-  std::filesystem::remove(placed_logits);
   r = run("numa-plan " + model + " --tokens \"1 2\"", "LACUNA_NUMA_SIMULATE=two ");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("LACUNA_NUMA_SIMULATE=two: expected a node count"), std::string::npos) << r.output;
@@ -240,9 +235,6 @@ TEST(Cli, ModelPipelineAndItsErrors) {
   r = run("convert " + dir + " " + model);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("malformed JSON"), std::string::npos) << r.output;
-  std::filesystem::remove_all(dir);
-  std::filesystem::remove(model);
-  std::filesystem::remove(logits);
 }
 
 // Wanda through the tool on the committed trained model, its refusals, and
@@ -303,7 +295,6 @@ TEST(Cli, WandaConvertPerplexityAndQualityBench) {
   r = run("bench quality " + fixture + " --prune random");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("unknown pruning method 'random'"), std::string::npos) << r.output;
-  for (const std::string& f : {model, text, empty, short_text, csv}) std::filesystem::remove(f);
 }
 
 // `lacuna serve` answers, and stops cleanly on SIGTERM; `lacuna batch`
@@ -338,8 +329,6 @@ TEST(Cli, ServeStopsOnSigtermAndBatchReportsFailures) {
   EXPECT_NE(b.output.find("2 lines: 0 done before, 1 succeeded, 1 failed"), std::string::npos) << b.output;
   const CliRun again = run("batch " + model + " " + in + " " + results);
   EXPECT_NE(again.output.find("2 done before"), std::string::npos) << again.output;
-  for (const std::string& f : {model, log, in, results}) std::filesystem::remove(f);
-  std::filesystem::remove_all(dir);
 }
 
 // The load test over rounds: every level once per round, a CSV row per
@@ -398,8 +387,6 @@ TEST(Cli, BenchServeRunsEveryLevelInEachRound) {
     EXPECT_NE(bad.output.find("--step-tokens"), std::string::npos) << bad.output;
     EXPECT_EQ(bad.output.find("load:"), std::string::npos) << steps << " started the load test";
   }
-  for (const std::string& f : {model, csv}) std::filesystem::remove(f);
-  std::filesystem::remove_all(dir);
 }
 
 // The model benchmark end to end on the tiny preset: one CSV row per model,
@@ -434,8 +421,6 @@ TEST(Cli, BenchModelReportsEachPointAndItsByteRatio) {
   EXPECT_LT(ratio["70% bf16 auto"], 2.0 / 0.725);
   EXPECT_GT(ratio["70% int8 auto"], ratio["70% bf16 auto"]);
   EXPECT_LT(ratio["70% int8 auto"], 2.0 / 0.425);
-  std::filesystem::remove(csv);
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
