@@ -192,40 +192,74 @@ TEST(Scheduler, APoolTooSmallForEveryonePreemptsAndStillMatches) {
   }
 }
 
+// Block i of `tokens` in a pool of four-position blocks.
+std::span<const int32_t> block_of(const std::vector<int32_t>& tokens, size_t i) { return std::span(tokens).subspan(4 * i, 4); }
+
 TEST(KvBlockPool, PublishedBlocksAreFoundByTheirWholePrefixAndGivenNewContentsLast) {
   KvBlockPool pool(tiny()->config(), 4, 3);
   const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
   float* a = pool.acquire();
   float* b = pool.acquire();
-  pool.publish(std::span(tokens).first(4), a);
-  pool.publish(std::span(tokens).first(8), b);
-  pool.publish(std::span(tokens).first(8), a);  // a second block for a prefix already published: ignored
+  const KvBlockPool::PrefixId after_a = pool.publish(KvBlockPool::kEmptyPrefix, block_of(tokens, 0), a);
+  const KvBlockPool::PrefixId after_b = pool.publish(after_a, block_of(tokens, 1), b);
+  EXPECT_NE(after_a, after_b);
+  // A second block for a prefix already published is not published: the first one's prefix is the one to follow.
+  EXPECT_EQ(pool.publish(after_a, block_of(tokens, 1), a), after_b);
+  EXPECT_THROW(pool.publish(after_b, block_of(tokens, 0), a), Error);  // a block under two prefixes
+  EXPECT_THROW(pool.publish(after_b, std::span(tokens).first(3), pool.acquire()), Error);  // not a whole block
   EXPECT_EQ(pool.blocks_published(), 2);
   pool.release(a);
   pool.release(b);
-  EXPECT_EQ(pool.blocks_in_use(), 0);  // published and held by none: free to take
-  EXPECT_EQ(pool.lookup(tokens, 5), (std::vector<float*>{a, b}));
-  EXPECT_EQ(pool.blocks_in_use(), 2);
-  EXPECT_EQ(pool.lookup(tokens, 1), (std::vector<float*>{a}));  // a second hold on a
+  EXPECT_EQ(pool.blocks_in_use(), 1);  // published and held by none: free to take
+  const KvBlockPool::Found whole = pool.lookup(tokens, 5);
+  EXPECT_EQ(whole.blocks, (std::vector<float*>{a, b}));
+  EXPECT_EQ(whole.prefix, after_b);
+  EXPECT_EQ(pool.blocks_in_use(), 3);
+  const KvBlockPool::Found first = pool.lookup(tokens, 1);  // a second hold on a
+  EXPECT_EQ(first.blocks, (std::vector<float*>{a}));
+  EXPECT_EQ(first.prefix, after_a);
   std::vector<int32_t> other_second = tokens;
   other_second[5] = 99;
-  EXPECT_EQ(pool.lookup(other_second, 5), (std::vector<float*>{a}));  // a third
+  EXPECT_EQ(pool.lookup(other_second, 5).blocks, (std::vector<float*>{a}));  // a third
   std::vector<int32_t> other_first = tokens;
   other_first[0] = 99;
-  EXPECT_TRUE(pool.lookup(other_first, 5).empty());  // b's block alone matches, but not the prefix before it
-  EXPECT_TRUE(pool.lookup(tokens, 0).empty());
+  EXPECT_TRUE(pool.lookup(other_first, 5).blocks.empty());  // b's block alone matches, but not the prefix before it
+  const KvBlockPool::Found none = pool.lookup(tokens, 0);
+  EXPECT_TRUE(none.blocks.empty());
+  EXPECT_EQ(none.prefix, KvBlockPool::kEmptyPrefix);
   for (int i = 0; i < 3; ++i) pool.release(a);
-  EXPECT_EQ(pool.blocks_in_use(), 1);
+  EXPECT_EQ(pool.blocks_in_use(), 2);
   pool.release(b);  // released after a: a gets new contents first
-  // A block never allocated comes before published ones; then the one released longest ago.
-  float* c = pool.acquire();
-  EXPECT_TRUE(c != a && c != b);
+  // The third block, held since the refused publish, is the never-published one.
   EXPECT_EQ(pool.acquire(), a);
   EXPECT_EQ(pool.blocks_published(), 1);
-  EXPECT_TRUE(pool.lookup(tokens, 5).empty());  // the prefix's first block is gone
+  EXPECT_TRUE(pool.lookup(tokens, 5).blocks.empty());  // the prefix's first block is gone
   EXPECT_EQ(pool.acquire(), b);
   EXPECT_EQ(pool.blocks_published(), 0);
   EXPECT_EQ(pool.acquire(), nullptr);  // all three held
+}
+
+// A block given new contents and published again under other tokens does
+// not lead to the blocks published after its old contents: their prefix is
+// gone, not changed.
+TEST(KvBlockPool, ABlockGivenNewContentsLeavesTheBlocksAfterItOutOfReach) {
+  KvBlockPool pool(tiny()->config(), 4, 2);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
+  const std::vector<int32_t> other = {9, 9, 9, 9, 5, 6, 7, 8};
+  float* a = pool.acquire();
+  float* b = pool.acquire();
+  pool.publish(pool.publish(KvBlockPool::kEmptyPrefix, block_of(tokens, 0), a), block_of(tokens, 1), b);
+  pool.release(a);
+  pool.release(b);
+  ASSERT_EQ(pool.acquire(), a);
+  pool.publish(KvBlockPool::kEmptyPrefix, block_of(other, 0), a);
+  EXPECT_EQ(pool.lookup(other, 2).blocks, (std::vector<float*>{a}));  // not b: b holds the keys and values after 1 2 3 4
+  EXPECT_TRUE(pool.lookup(tokens, 2).blocks.empty());
+  pool.release(a);
+  pool.release(a);
+  EXPECT_EQ(pool.blocks_published(), 2);
+  EXPECT_EQ(pool.acquire(), b);  // out of reach, released longest ago
+  EXPECT_EQ(pool.blocks_published(), 1);
 }
 
 TEST(KvBlockPool, ACacheAdoptsWholePublishedBlocksAndKeepsThemAsTheyAre) {
@@ -247,6 +281,34 @@ TEST(KvBlockPool, ACacheAdoptsWholePublishedBlocksAndKeepsThemAsTheyAre) {
   KvCache third(tiny()->config(), 16, pool);
   EXPECT_EQ(third.adopt(tokens, 7), 4);  // whole blocks within the limit
   EXPECT_EQ(pool->blocks_in_use(), 2);   // two blocks, held three times
+  ASSERT_TRUE(third.reserve(8));
+  third.set_length(8);
+  third.publish(tokens);  // its second block: the prefix is published already
+  EXPECT_EQ(pool->blocks_published(), 2);
+  EXPECT_THROW(third.truncate(7), Error);  // into a block it published
+}
+
+// A cache gives its blocks back last first, so a full pool gives a prefix's
+// last block new contents before its first.
+TEST(KvBlockPool, ACacheGivesItsLastBlockBackFirst) {
+  auto pool = std::make_shared<KvBlockPool>(tiny()->config(), 4, 2);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  {
+    KvCache first(tiny()->config(), 16, pool);
+    ASSERT_TRUE(first.reserve(8));
+    first.set_length(8);
+    first.publish(tokens);
+  }
+  const KvBlockPool::Found both = pool->lookup(tokens, 2);
+  ASSERT_EQ(both.blocks.size(), 2u);
+  pool->release(both.blocks[0]);
+  pool->release(both.blocks[1]);  // held by none again, in the order a cache gives them back
+  {
+    KvCache first(tiny()->config(), 16, pool);
+    EXPECT_EQ(first.adopt(tokens, 8), 8);
+  }
+  EXPECT_EQ(pool->acquire(), both.blocks[1]);
+  EXPECT_EQ(pool->lookup(tokens, 2).blocks, (std::vector<float*>{both.blocks[0]}));
 }
 
 // A sequence starts from the KV blocks an earlier one published for the

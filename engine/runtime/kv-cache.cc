@@ -34,8 +34,8 @@ float* KvBlockPool::acquire() {
     b = idle_.front();
     idle_.pop_front();
     Held& h = held_[b];
-    published_.erase(*h.prefix);
-    h.prefix = nullptr;
+    published_.erase(*h.key);
+    h.key = nullptr;
   }
   ++held_[b].holds;
   ++in_use_;
@@ -47,35 +47,41 @@ void KvBlockPool::release(float* block) {
   Held& h = held_[block];
   if (--h.holds > 0) return;
   --in_use_;
-  if (h.prefix)
+  if (h.key)
     h.idle = idle_.insert(idle_.end(), block);
   else
     free_.push_back(block);
 }
 
-void KvBlockPool::publish(std::span<const int32_t> tokens, float* block) {
+KvBlockPool::PrefixId KvBlockPool::publish(PrefixId before, std::span<const int32_t> block_tokens, float* block) {
+  if (static_cast<int64_t>(block_tokens.size()) != block_positions_)
+    throw Error("kv block pool: a published block holds " + std::to_string(block_positions_) + " positions, not " + std::to_string(block_tokens.size()));
   const std::lock_guard lock(mutex_);
+  Key key{before, std::vector<int32_t>(block_tokens.begin(), block_tokens.end())};
+  if (const auto it = published_.find(key); it != published_.end()) return it->second.id;
   Held& h = held_[block];
-  if (h.prefix) return;
-  const auto [it, added] = published_.emplace(std::vector<int32_t>(tokens.begin(), tokens.end()), block);
-  if (added) h.prefix = &it->first;
+  if (h.key) throw Error("kv block pool: a block is published once, under one prefix");
+  const auto it = published_.emplace(std::move(key), Entry{block, ++last_id_}).first;
+  h.key = &it->first;
+  return last_id_;
 }
 
-std::vector<float*> KvBlockPool::lookup(std::span<const int32_t> tokens, int64_t max_blocks) {
+KvBlockPool::Found KvBlockPool::lookup(std::span<const int32_t> tokens, int64_t max_blocks) {
   const std::lock_guard lock(mutex_);
-  std::vector<float*> found;
-  std::vector<int32_t> prefix;
+  Found found;
+  Key key{kEmptyPrefix, {}};
   for (int64_t i = 0; i < max_blocks && static_cast<int64_t>(tokens.size()) >= (i + 1) * block_positions_; ++i) {
     const auto block = tokens.subspan(static_cast<size_t>(i * block_positions_), static_cast<size_t>(block_positions_));
-    prefix.insert(prefix.end(), block.begin(), block.end());
-    const auto it = published_.find(prefix);
+    key.tokens.assign(block.begin(), block.end());
+    const auto it = published_.find(key);
     if (it == published_.end()) break;
-    Held& h = held_[it->second];
+    Held& h = held_[it->second.block];
     if (h.holds++ == 0) {
       idle_.erase(h.idle);
       ++in_use_;
     }
-    found.push_back(it->second);
+    found.blocks.push_back(it->second.block);
+    found.prefix = key.before = it->second.id;
   }
   return found;
 }
@@ -106,7 +112,9 @@ KvCache::KvCache(const ModelConfig& c, int64_t capacity, std::shared_ptr<KvBlock
 }
 
 KvCache::~KvCache() {
-  for (float* b : blocks_) pool_->release(b);  // a moved-from cache has none
+  // Last block first: released blocks get new contents in the order they
+  // came back, and a prefix's later blocks are no use without its earlier ones.
+  for (auto b = blocks_.rbegin(); b != blocks_.rend(); ++b) pool_->release(*b);  // a moved-from cache has none
 }
 
 KvCache& KvCache::operator=(KvCache&& other) noexcept {
@@ -119,8 +127,8 @@ KvCache& KvCache::operator=(KvCache&& other) noexcept {
   std::swap(length_, other.length_);
   std::swap(values_offset_, other.values_offset_);
   std::swap(blocks_, other.blocks_);
-  std::swap(adopted_, other.adopted_);
   std::swap(published_, other.published_);
+  std::swap(prefix_, other.prefix_);
   return *this;
 }
 
@@ -136,22 +144,25 @@ bool KvCache::reserve(int64_t positions) {
 
 void KvCache::truncate(int64_t length) {
   if (length < 0 || length > length_) throw Error("kv cache: cannot truncate " + std::to_string(length_) + " positions to " + std::to_string(length));
-  if (length < static_cast<int64_t>(adopted_) * block_positions_)
+  if (length < static_cast<int64_t>(published_) * block_positions_)
     throw Error("kv cache: cannot truncate to " + std::to_string(length) + " positions, into blocks shared with other sequences");
   length_ = length;
 }
 
 int64_t KvCache::adopt(std::span<const int32_t> tokens, int64_t max_positions) {
   if (!blocks_.empty()) throw Error("kv cache: only an empty cache adopts published blocks");
-  blocks_ = pool_->lookup(tokens, std::min(max_positions, capacity_) / block_positions_);
-  adopted_ = published_ = blocks_.size();
+  KvBlockPool::Found found = pool_->lookup(tokens, std::min(max_positions, capacity_) / block_positions_);
+  blocks_ = std::move(found.blocks);
+  published_ = blocks_.size();
+  prefix_ = found.prefix;
   length_ = static_cast<int64_t>(blocks_.size()) * block_positions_;
   return length_;
 }
 
 void KvCache::publish(std::span<const int32_t> tokens) {
+  const auto positions = static_cast<size_t>(block_positions_);
   for (; static_cast<int64_t>(published_ + 1) * block_positions_ <= length_; ++published_)
-    pool_->publish(tokens.first(static_cast<size_t>(published_ + 1) * static_cast<size_t>(block_positions_)), blocks_[published_]);
+    prefix_ = pool_->publish(prefix_, tokens.subspan(published_ * positions, positions), blocks_[published_]);
 }
 
 }  // namespace lacuna

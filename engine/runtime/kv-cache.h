@@ -27,6 +27,13 @@ namespace lacuna {
 // none, it stays in the pool with its contents for lookup() to hand out
 // again, and is reused for other contents (its entry dropped, least
 // recently released first) only when no never-published block is left.
+//
+// A block's key is the prefix before it, named by the id of that prefix's
+// entry, and its own tokens: exact (no hash that could collide) and one
+// block of tokens per entry, where keys holding the whole prefix grew with
+// the square of a sequence's length. Ids are never given twice, so when a
+// block gets new contents the entries published after its prefix can no
+// longer be reached, and are given new contents in their turn.
 class KvBlockPool {
  public:
   // max_blocks 0: no bound (a sequence's own pool).
@@ -39,13 +46,21 @@ class KvBlockPool {
   float* acquire();
   // Gives back one hold on `block` (acquire and lookup each take one).
   void release(float* block);
-  // Publishes `block`, a full block holding the keys and values of the last
-  // block_positions of `tokens` (which start at position 0). Kept once per
-  // prefix: a second block of the same prefix is not published.
-  void publish(std::span<const int32_t> tokens, float* block);
+  // A published prefix of whole blocks: the id of its last block's entry.
+  using PrefixId = uint64_t;
+  static constexpr PrefixId kEmptyPrefix = 0;
+  // Publishes `block`, a full block holding the keys and values of
+  // `block_tokens` (block_positions of them) after the prefix `before`.
+  // Returns the id of the longer prefix: block's, or that of the block
+  // published for the same prefix before (which stays the only one).
+  PrefixId publish(PrefixId before, std::span<const int32_t> block_tokens, float* block);
+  struct Found {
+    std::vector<float*> blocks;         // block 0 first, each held once for the caller
+    PrefixId prefix = kEmptyPrefix;     // the prefix they hold
+  };
   // The published blocks of the longest prefix of `tokens` of at most
-  // `max_blocks` whole blocks, block 0 first, each held once for the caller.
-  std::vector<float*> lookup(std::span<const int32_t> tokens, int64_t max_blocks);
+  // `max_blocks` whole blocks.
+  Found lookup(std::span<const int32_t> tokens, int64_t max_blocks);
   int64_t block_positions() const { return block_positions_; }
   int64_t max_blocks() const { return max_blocks_; }
   int64_t blocks_in_use() const;  // held by a cache; published blocks held by none are free to take
@@ -53,17 +68,27 @@ class KvBlockPool {
   uint64_t block_bytes() const { return block_floats_ * sizeof(float); }
 
  private:
+  struct Key {
+    PrefixId before;
+    std::vector<int32_t> tokens;
+    auto operator<=>(const Key&) const = default;
+  };
+  struct Entry {
+    float* block;
+    PrefixId id;
+  };
   struct Held {
     int32_t holds = 0;
-    const std::vector<int32_t>* prefix = nullptr;  // the key it is published under
-    std::list<float*>::iterator idle;              // in idle_, when published and held by none
+    const Key* key = nullptr;           // the key it is published under
+    std::list<float*>::iterator idle;  // in idle_, when published and held by none
   };
   int64_t block_positions_, max_blocks_;
   uint64_t block_floats_;
   mutable std::mutex mutex_;
   std::vector<float*> free_, all_;
   std::unordered_map<float*, Held> held_;
-  std::map<std::vector<int32_t>, float*> published_;
+  std::map<Key, Entry> published_;
+  PrefixId last_id_ = kEmptyPrefix;
   std::list<float*> idle_;  // published, held by none: least recently released first
   int64_t in_use_ = 0;
 };
@@ -104,7 +129,7 @@ class KvCache {
   void set_length(int64_t length) { length_ = length; }
   // Forget everything after `length` positions (e.g. to reuse a shared
   // prompt). The blocks stay with the cache for the positions to come.
-  // Not into blocks taken with adopt (others may read them).
+  // Not into blocks taken with adopt or published (others may read them).
   void truncate(int64_t length);
   // An empty cache starts with the pool's published blocks of the longest
   // prefix of `tokens` it holds, at most `max_positions` positions (whole
@@ -125,7 +150,8 @@ class KvCache {
   int64_t layers_, capacity_, kv_heads_, head_dim_, block_positions_, length_ = 0;
   uint64_t values_offset_;  // within a block, after every layer's keys
   std::vector<float*> blocks_;
-  size_t adopted_ = 0, published_ = 0;  // blocks taken with adopt; blocks published (adopted ones count)
+  size_t published_ = 0;  // blocks taken with adopt or published since
+  KvBlockPool::PrefixId prefix_ = KvBlockPool::kEmptyPrefix;  // what the first published_ blocks hold
 };
 
 }  // namespace lacuna
