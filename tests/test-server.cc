@@ -469,11 +469,13 @@ class Server : public ::testing::Test {
     httplib::Error error = httplib::Error::Success;
     return c.send(req, res, error);
   }
-  // The text of an SSE stream's chunks, and its finish reason.
-  // Each choice's streamed text, its finish reason, and how many chunks gave one.
+  // Each choice's streamed text, its finish reason, how many chunks gave one,
+  // and (completions) its chunks' logprobs lists joined, with how many chunks carried some.
   struct StreamedChoice {
     std::string text, finish;
     int finishes = 0;
+    json logprobs = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()}, {"text_offset", json::array()}};
+    int scored_chunks = 0;
   };
   static std::vector<StreamedChoice> read_stream_choices(const std::string& body, bool chat) {
     std::vector<StreamedChoice> choices;
@@ -499,6 +501,11 @@ class Server : public ::testing::Test {
         if (c["delta"].contains("content")) choice.text += c["delta"]["content"].get<std::string>();
       } else {
         choice.text += c["text"].get<std::string>();
+        if (!c["logprobs"].is_null()) {
+          ++choice.scored_chunks;
+          for (auto& [list, values] : choice.logprobs.items())
+            for (const json& v : c["logprobs"][list]) values.push_back(v);
+        }
       }
       if (!c["finish_reason"].is_null()) {
         choice.finish = c["finish_reason"];
@@ -635,17 +642,10 @@ TEST_F(Server, LogprobsAreTheModelsAndStreamTheSame) {
   auto sres = post("/v1/completions", streamed.dump());
   ASSERT_TRUE(sres);
   ASSERT_EQ(sres->status, 200);
-  json joined = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()}, {"text_offset", json::array()}};
-  for (size_t at = 0; (at = sres->body.find("data: {", at)) != std::string::npos; ++at) {
-    const json chunk = json::parse(sres->body.substr(at + 6, sres->body.find("\n\n", at) - at - 6));
-    const json& c = chunk["choices"][0]["logprobs"];
-    if (c.is_null()) continue;  // the finishing chunk
-    for (auto& [list, values] : joined.items()) {
-      ASSERT_EQ(c[list].size(), 1u);
-      values.push_back(c[list][0]);
-    }
-  }
-  for (const char* list : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) EXPECT_EQ(joined[list], lp[list]) << list;
+  const std::vector<StreamedChoice> chunks = read_stream_choices(sres->body, false);
+  ASSERT_EQ(chunks.size(), 1u);
+  EXPECT_EQ(chunks[0].scored_chunks, static_cast<int>(n));
+  for (const char* list : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) EXPECT_EQ(chunks[0].logprobs[list], lp[list]) << list;
 
   // The chat API's shape: logprobs true, top_logprobs alternatives.
   const json chat = {{"messages", json::array({{{"role", "user"}, {"content", "Where is the train?"}}})},
@@ -710,16 +710,67 @@ TEST_F(Server, EchoWithLogprobsScoresThePrompt) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 400);
   EXPECT_NE(res->body.find("one prompt per request"), std::string::npos) << res->body;
-  // Echo alone: the text, no logprobs; with a stream: refused.
+  // Echo alone: the text, no logprobs.
   res = post("/v1/completions", json{{"prompt", {"The night train"}}, {"max_tokens", 2}, {"echo", true}}.dump());
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
   EXPECT_EQ(json::parse(res->body)["choices"][0]["text"].get<std::string>().rfind("The night train", 0), 0u);
   EXPECT_TRUE(json::parse(res->body)["choices"][0]["logprobs"].is_null());
-  res = post("/v1/completions", json{{"prompt", "x"}, {"echo", true}, {"stream", true}}.dump());
+
+  // max_tokens 0 scores the prompt alone: the same values, no token.
+  json scored = request;
+  scored["max_tokens"] = 0;
+  res = post("/v1/completions", scored.dump());
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json only = json::parse(res->body);
+  EXPECT_EQ(only["choices"][0]["text"], prompt_text);
+  EXPECT_EQ(only["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(only["usage"]["completion_tokens"], 0);
+  for (const char* list : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) {
+    json want_list = lp[list];
+    want_list.erase(want_list.size() - 1);  // the answer's token
+    EXPECT_EQ(only["choices"][0]["logprobs"][list], want_list) << list;
+  }
+  res = post("/v1/completions", json{{"prompt", "x"}, {"max_tokens", 0}}.dump());
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 400);
-  EXPECT_EQ(json::parse(res->body)["error"]["param"], "echo");
+  EXPECT_NE(res->body.find("0 only with 'echo'"), std::string::npos) << res->body;
+}
+
+// Streamed, echo sends the prompt (and its logprobs) first: the chunks
+// join to the non-streamed answer, with and without logprobs, with tokens
+// and with none (max_tokens 0).
+TEST_F(Server, EchoStreamsThePromptFirst) {
+  start();
+  const std::vector<int32_t> prompt = prompt_of(9, 40);
+  for (const json& request : {json{{"prompt", prompt}, {"max_tokens", 5}, {"temperature", 0}, {"logprobs", 2}, {"echo", true}},
+                              json{{"prompt", prompt}, {"max_tokens", 0}, {"logprobs", 2}, {"echo", true}},
+                              json{{"prompt", "The night train"}, {"max_tokens", 4}, {"temperature", 0}, {"echo", true}}}) {
+    auto res = post("/v1/completions", request.dump());
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    const json want = json::parse(res->body)["choices"][0];
+    json streamed = request;
+    streamed["stream"] = true;
+    auto sres = post("/v1/completions", streamed.dump());
+    ASSERT_TRUE(sres);
+    ASSERT_EQ(sres->status, 200) << sres->body;
+    const std::vector<StreamedChoice> got = read_stream_choices(sres->body, false);
+    ASSERT_EQ(got.size(), 1u) << sres->body;
+    EXPECT_EQ(got[0].text, want["text"]) << request;
+    EXPECT_EQ(got[0].finish, want["finish_reason"]) << request;
+    if (want["logprobs"].is_null()) {
+      EXPECT_EQ(got[0].scored_chunks, 0);
+    } else {
+      for (const char* list : {"tokens", "token_logprobs", "top_logprobs", "text_offset"})
+        EXPECT_EQ(got[0].logprobs[list], want["logprobs"][list]) << request << " " << list;
+    }
+    // The prompt's chunk comes first: a text prompt as given, token ids decoded.
+    const size_t first = sres->body.find("data: ");
+    const json chunk = json::parse(sres->body.substr(first + 6, sres->body.find("\n\n", first) - first - 6));
+    EXPECT_EQ(chunk["choices"][0]["text"], request["prompt"].is_string() ? request["prompt"].get<std::string>() : tiny()->tokenizer()->decode(prompt));
+  }
 }
 
 TEST_F(Server, PenaltiesReachTheSampler) {

@@ -61,7 +61,7 @@ Generation::Generation(const Model& model, const GenerateOptions& options, std::
       generated_from_(history_.size()) {
   if (const Tokenizer* t = model.tokenizer()) stream_.emplace(*t, history_);
   for (const std::string& st : options_.stop) longest_stop_ = std::max(longest_stop_, st.size());
-  if (options_.max_tokens == 0) result_.finish_reason = "length";
+  if (options_.max_tokens == 0 && options_.prompt_logprobs < 0) result_.finish_reason = "length";  // nothing to do
 }
 
 Generation::Generation(Generation&&) noexcept = default;
@@ -89,7 +89,8 @@ Generation::Token Generation::next(std::span<const float> logits, bool last_posi
   const size_t clear = done ? r.text.size() : r.text.size() - stop_prefix_at_end(r.text, options_.stop);
   const std::string_view text = std::string_view(r.text).substr(passed_, clear - std::min(clear, passed_));
   passed_ = std::max(passed_, clear);
-  return {token, text, done, r.logprobs.empty() ? nullptr : &r.logprobs.back()};
+  const std::span<const TokenLogprobs> prompt_logprobs = r.tokens.size() == 1 ? std::span(r.prompt_logprobs) : std::span<const TokenLogprobs>();
+  return {token, text, done, r.logprobs.empty() ? nullptr : &r.logprobs.back(), prompt_logprobs};
 }
 
 std::optional<size_t> Generation::next_scored() const {
@@ -132,6 +133,10 @@ void PromptChunk::take() {
   if (!last_) return;
   std::copy(rows_->begin() + static_cast<std::ptrdiff_t>((n_ - 1) * vocab), rows_->begin() + static_cast<std::ptrdiff_t>(n_ * vocab), logits_->begin());
   std::vector<float>().swap(*rows_);  // the prompt is scored: up to a chunk's worth of logits goes back
+}
+
+void Generation::end_prompt() {
+  if (prompt_only()) result_.finish_reason = "length";
 }
 
 void Generation::cancel() {
@@ -188,6 +193,7 @@ std::vector<GenerateResult> generate(Forward& forward, const std::vector<Generat
     for (PromptChunk& chunk : chunks) chunk.take();
   }
   local.prefill_seconds = seconds_since(prefill_start);
+  for (Running& s : seqs) s.generation.end_prompt();
 
   const auto decode_start = std::chrono::steady_clock::now();
   std::vector<int32_t> next(seqs.size());

@@ -18,6 +18,8 @@ namespace lacuna {
 
 struct GenerateOptions {
   SamplingParams sampling;
+  // 0: none; with prompt_logprobs the prompt is still evaluated and scored
+  // (the completions API's echo with max_tokens 0).
   int32_t max_tokens = 64;
   std::vector<std::string> stop;  // generation ends when the text contains one (it is cut off)
   bool stop_at_eos = true;
@@ -84,6 +86,9 @@ class Generation {
     std::string_view text;  // what it adds to the result's text (see TokenCallback); valid until the next call
     bool finished;
     const TokenLogprobs* logprobs;  // when options.logprobs >= 0 (else nullptr); valid until the next call
+    // With the first token, when options.prompt_logprobs >= 0: the prompt's
+    // (result().prompt_logprobs); empty otherwise.
+    std::span<const TokenLogprobs> prompt_logprobs;
   };
   // Samples the next token. `last_position`: the token would take the
   // cache's last position, so nothing could follow it ("context").
@@ -94,6 +99,11 @@ class Generation {
   // sequence) is not scored twice.
   bool scores(size_t from, size_t n) const;
   void score(size_t from, std::span<const float> rows);
+  // A generation of no tokens that scores its prompt (max_tokens 0,
+  // prompt_logprobs): the loop evaluates the prompt, then calls
+  // end_prompt() where it would call next(), which ends it with "length".
+  bool prompt_only() const { return options_.max_tokens == 0 && !finished(); }
+  void end_prompt();
   // Ends an unfinished generation with "cancelled".
   void cancel();
   // Ends an unfinished generation with "error" (its forward step failed).

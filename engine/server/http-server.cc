@@ -36,12 +36,15 @@ struct Channel {
   std::condition_variable changed;
   // Not yet sent, in the order they came: text of choice `index`, and with
   // logprobs asked, each token (its chunk may carry no text); `last`: the
-  // choice has ended (its result is in `choices`).
+  // choice has ended (its result is in `choices`); `echo`: the prompt, first
+  // (with the prompt's logprobs when asked).
   struct Piece {
     int32_t index = 0;
     std::string text;
     std::optional<StreamedToken> token;
     bool last = false;
+    bool echo = false;
+    std::vector<TokenLogprobs> prompt_logprobs = {};
   };
   std::deque<Piece> pieces;
   struct Choice {
@@ -55,6 +58,17 @@ struct Channel {
   Clock::time_point arrived = Clock::now();
   bool done() const { return ended == choices.size(); }
 };
+
+// A stream with echo: choice `index`'s prompt goes out before its answer,
+// whose text_offsets then count the prompt's bytes. Under channel.mutex.
+void push_echo(Channel& channel, const ApiRequest& r, int32_t index, std::span<const TokenLogprobs> prompt_logprobs) {
+  Channel::Piece piece;
+  piece.index = index;
+  piece.echo = true;
+  piece.prompt_logprobs.assign(prompt_logprobs.begin(), prompt_logprobs.end());
+  channel.pieces.push_back(std::move(piece));
+  channel.choices[static_cast<size_t>(index)].token_bytes = echo_offset_bytes(r);
+}
 
 // What the scheduler ended a choice with when it did not finish it.
 std::optional<HttpError> failure_of(const GenerateResult& result) {
@@ -194,12 +208,14 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
       const auto now = Clock::now();
       const std::lock_guard lock(channel->mutex);
       Channel::Choice& choice = channel->choices[static_cast<size_t>(index)];
-      if (choice.tokens++ == 0)
+      const bool first = choice.tokens++ == 0;
+      if (first)
         metrics.first_token(seconds_between(channel->arrived, now));
       else
         metrics.inter_token(seconds_between(choice.last_token, now));
       choice.last_token = now;
       // A stream's chunks; a whole answer is written from the results.
+      if (r.stream && r.echo && first) push_echo(*channel, r, index, token.prompt_logprobs);
       if (r.stream && token.logprobs) {
         channel->pieces.push_back({index, std::string(token.text), StreamedToken{token.id, *token.logprobs, choice.token_bytes}});
         choice.token_bytes += token_offset_bytes(r, token.id);
@@ -209,11 +225,14 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
       channel->changed.notify_all();
       return true;
     };
-    callbacks.on_done = [this, channel, index, prompt = r.prompt.size(), stream = r.stream](const GenerateResult& result) {
-      metrics.tokens(prompt, result.tokens.size());
+    callbacks.on_done = [this, channel, index, r](const GenerateResult& result) {
+      metrics.tokens(r.prompt.size(), result.tokens.size());
       const std::lock_guard lock(channel->mutex);
-      channel->choices[static_cast<size_t>(index)].result = result;
-      if (stream) channel->pieces.push_back({index, "", std::nullopt, true});
+      Channel::Choice& choice = channel->choices[static_cast<size_t>(index)];
+      choice.result = result;
+      // No token came (max_tokens 0): the prompt is the whole answer.
+      if (r.stream && r.echo && choice.tokens == 0 && !failure_of(result)) push_echo(*channel, r, index, result.prompt_logprobs);
+      if (r.stream) channel->pieces.push_back({index, "", std::nullopt, true});
       if (++channel->ended == channel->choices.size()) metrics.request_seconds(seconds_between(channel->arrived, Clock::now()));
       channel->changed.notify_all();
     };
@@ -281,7 +300,9 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
           channel->changed.wait_for(lock, kHeartbeat, [&] { return channel->done() || !channel->pieces.empty(); });
           for (const Channel::Piece& piece : channel->pieces) {
             const GenerateResult& result = channel->choices[static_cast<size_t>(piece.index)].result;
-            if (!piece.last)
+            if (piece.echo)
+              out += sse(echo_chunk_json(r, piece.index, piece.prompt_logprobs, ids));
+            else if (!piece.last)
               out += sse(chunk_json(r, piece.index, piece.text, "", ids, piece.token ? &*piece.token : nullptr));
             else if (!failure_of(result))
               out += sse(chunk_json(r, piece.index, "", finish_reason_name(result.finish_reason), ids));

@@ -319,7 +319,9 @@ ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model
   const auto prompt_tokens = static_cast<int64_t>(r.prompt.size());
   const int64_t default_max = endpoint == Endpoint::completions ? 16 : std::max<int64_t>(1, context - prompt_tokens);
   const int64_t max_tokens = field<int64_t>(body, "max_tokens", field<int64_t>(body, "max_completion_tokens", default_max, "an integer"), "an integer");
-  require(max_tokens >= 1, "max_tokens", "'max_tokens' must be at least 1");
+  // max_tokens 0 with echo scores the prompt alone (as clients computing a text's log-likelihood send it).
+  r.echo = endpoint == Endpoint::completions && field<bool>(body, "echo", false, "a boolean");
+  require(max_tokens >= 1 || (max_tokens == 0 && r.echo), "max_tokens", "'max_tokens' must be at least 1 (0 only with 'echo')");
   if (prompt_tokens + max_tokens > context)
     throw bad("max_tokens",
               "the prompt (" + std::to_string(prompt_tokens) + " tokens) plus max_tokens (" + std::to_string(max_tokens) +
@@ -353,9 +355,7 @@ ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model
   o.logprobs = parse_logprobs(body, endpoint);
   r.tokenizer = model.tokenizer();
   r.stream = field<bool>(body, "stream", false, "a boolean");
-  if (endpoint == Endpoint::completions && field<bool>(body, "echo", false, "a boolean")) {
-    require(!r.stream, "echo", "'echo' is supported without 'stream' only");
-    r.echo = true;
+  if (r.echo) {
     const json& p = single_prompt(body["prompt"]);
     r.echo_text = p.is_string() ? p.get<std::string>() : r.tokenizer ? r.tokenizer->decode(r.prompt) : "";
     o.prompt_logprobs = o.logprobs;
@@ -427,6 +427,20 @@ GenerateOptions choice_options(const ApiRequest& r, int32_t index) {
 
 namespace {
 
+// Tokens and their values side by side for logprobs_json, a run at a time.
+struct ScoredTokens {
+  std::vector<int32_t> tokens;
+  std::vector<const TokenLogprobs*> values;
+  // `unscored` tokens of the run have no values (an echoed prompt's first);
+  // past `scored`, neither have the rest (a request cancelled before its
+  // prompt was scored).
+  void append(std::span<const int32_t> run, std::span<const TokenLogprobs> scored, size_t unscored) {
+    tokens.insert(tokens.end(), run.begin(), run.end());
+    for (size_t i = 0; i < run.size(); ++i) values.push_back(i >= unscored && i - unscored < scored.size() ? &scored[i - unscored] : nullptr);
+  }
+  void append_prompt(const ApiRequest& r, std::span<const TokenLogprobs> prompt_logprobs) { append(r.prompt, prompt_logprobs, 1); }
+};
+
 json choice_json(const ApiRequest& r, const GenerateResult& result, size_t index) {
   json choice = {{"index", index}, {"finish_reason", finish_reason_name(result.finish_reason)}};
   if (r.endpoint == Endpoint::chat_completions)
@@ -434,16 +448,10 @@ json choice_json(const ApiRequest& r, const GenerateResult& result, size_t index
   else
     choice["text"] = r.echo ? r.echo_text + result.text : result.text;
   if (r.options.logprobs >= 0) {
-    std::vector<int32_t> tokens;
-    std::vector<const TokenLogprobs*> values;
-    // A request cancelled before its prompt was scored has fewer values than tokens: the rest are null.
-    auto append = [&](std::span<const int32_t> run, std::span<const TokenLogprobs> scored, size_t unscored) {
-      tokens.insert(tokens.end(), run.begin(), run.end());
-      for (size_t i = 0; i < run.size(); ++i) values.push_back(i >= unscored && i - unscored < scored.size() ? &scored[i - unscored] : nullptr);
-    };
-    if (r.echo) append(r.prompt, result.prompt_logprobs, 1);
-    append(result.tokens, result.logprobs, 0);
-    choice["logprobs"] = logprobs_json(r, tokens, values, 0);
+    ScoredTokens all;
+    if (r.echo) all.append_prompt(r, result.prompt_logprobs);
+    all.append(result.tokens, result.logprobs, 0);
+    choice["logprobs"] = logprobs_json(r, all.tokens, all.values, 0);
   } else {
     choice["logprobs"] = nullptr;
   }
@@ -465,6 +473,22 @@ json response_json(const ApiRequest& r, std::span<const GenerateResult> choices,
           {"model", ids.model},
           {"choices", list},
           {"usage", usage_json(r, completion_tokens)}};
+}
+
+json echo_chunk_json(const ApiRequest& r, int32_t index, std::span<const TokenLogprobs> prompt_logprobs, const ResponseIds& ids) {
+  json chunk = chunk_json(r, index, r.echo_text, "", ids);
+  if (r.options.logprobs >= 0) {
+    ScoredTokens prompt;
+    prompt.append_prompt(r, prompt_logprobs);
+    chunk["choices"][0]["logprobs"] = logprobs_json(r, prompt.tokens, prompt.values, 0);
+  }
+  return chunk;
+}
+
+size_t echo_offset_bytes(const ApiRequest& r) {
+  size_t bytes = 0;
+  for (int32_t id : r.prompt) bytes += token_offset_bytes(r, id);
+  return bytes;
 }
 
 json chunk_json(const ApiRequest& r, int32_t index, std::string_view text, const std::string& finish_reason, const ResponseIds& ids,

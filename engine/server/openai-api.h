@@ -50,7 +50,7 @@ GenerateOptions choice_options(const ApiRequest& r, int32_t index);
 
 // Parses a request body. Unknown fields are ignored; known fields of the
 // wrong type or out of range, features Lacuna does not have (completions:
-// best_of other than n, suffix, echo with stream; chat: tools or
+// best_of other than n, suffix; chat: tools or
 // functions, a response_format other than text), an invalid token id (in the prompt or logit_bias),
 // and a prompt plus max_tokens beyond the model's context throw HttpError.
 // `seed` seeds sampling when the request has none.
@@ -102,5 +102,10 @@ nlohmann::json chunk_json(const ApiRequest& r, int32_t index, std::string_view t
                           const StreamedToken* token = nullptr);
 // How many bytes a token counts for in text_offset.
 size_t token_offset_bytes(const ApiRequest& r, int32_t id);
+// A stream with echo: choice `index`'s first chunk, the prompt's text, and
+// with logprobs asked its tokens' (the first null: nothing scores it). The
+// answer's text_offsets then start at echo_offset_bytes.
+nlohmann::json echo_chunk_json(const ApiRequest& r, int32_t index, std::span<const TokenLogprobs> prompt_logprobs, const ResponseIds& ids);
+size_t echo_offset_bytes(const ApiRequest& r);
 
 }  // namespace lacuna

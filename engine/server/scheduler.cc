@@ -57,7 +57,6 @@ Scheduler::~Scheduler() { drain(std::chrono::milliseconds(0)); }
 
 uint64_t Scheduler::submit(std::vector<int32_t> prompt, const GenerateOptions& options, RequestCallbacks callbacks) {
   validate_request(prompt, options, nullptr, model_->config());
-  if (options.max_tokens < 1) throw Error("max_tokens must be >= 1");
   if (!accepting_) throw ShuttingDown("the server is shutting down");
   const uint64_t id = next_id_++;
   auto flag = std::make_shared<std::atomic<bool>>(false);
@@ -275,6 +274,10 @@ void Scheduler::step() {
       if (options_.reuse_prefixes) s.cache->publish(s.generation.history());
       chunks[i].take();
       if (!chunks[i].last()) continue;
+      if (s.generation.prompt_only()) {
+        s.generation.end_prompt();
+        continue;
+      }
       const Generation::Token t = s.generation.next(s.logits, s.cache->length() + 1 >= s.capacity);
       bool go_on = true;
       try {
