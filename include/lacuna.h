@@ -69,10 +69,10 @@ extern "C" {
 
 #define LACUNA_VERSION_MAJOR 0
 #define LACUNA_VERSION_MINOR 1
-#define LACUNA_VERSION_PATCH 2
-#define LACUNA_VERSION_STRING "0.1.2"
+#define LACUNA_VERSION_PATCH 3
+#define LACUNA_VERSION_STRING "0.1.3"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, as lacuna_version_number() returns. */
-#define LACUNA_VERSION_NUMBER 102
+#define LACUNA_VERSION_NUMBER 103
 /* The shared library's ABI version: liblacuna.so.LACUNA_ABI_VERSION. It changes
  * only when a program built against an earlier header could break. */
 #define LACUNA_ABI_VERSION 0
@@ -233,6 +233,26 @@ LACUNA_API lacuna_status lacuna_model_tokenize(const lacuna_model *model, const 
  * BUFFER_TOO_SMALL. Thread-safe. */
 LACUNA_API lacuna_status lacuna_model_detokenize(const lacuna_model *model, const int32_t *tokens, size_t n_tokens, char *text,
                                                  size_t capacity, size_t *text_len);
+
+/* One message of a chat. Used in arrays, so its layout is frozen. */
+typedef struct lacuna_chat_message {
+  const char *role;    /* "system", "user" or "assistant", NUL-terminated */
+  const char *content; /* UTF-8, NUL-terminated */
+} lacuna_chat_message;
+
+/* Since 0.1.3. The tokens of a chat through the model's chat template (the
+ * one the server's /v1/chat/completions applies: Mixtral's [INST] ...
+ * [/INST], Grok-1's "Human: ... Assistant:"), BOS first, ending where the
+ * assistant's next answer begins: pass them as the prompt of
+ * lacuna_context_generate. The messages are borrowed for the call. Writes
+ * at most capacity ids to tokens (which may be NULL when capacity is 0) and
+ * the count to *n_tokens; when capacity is too small returns
+ * BUFFER_TOO_SMALL with the count needed in *n_tokens. Errors:
+ * INVALID_ARGUMENT (a NULL pointer, no messages, an unknown role: the
+ * message names the message's index), UNSUPPORTED (no tokenizer),
+ * BUFFER_TOO_SMALL. Thread-safe. */
+LACUNA_API lacuna_status lacuna_model_apply_chat_template(const lacuna_model *model, const lacuna_chat_message *messages,
+                                                          size_t n_messages, int32_t *tokens, size_t capacity, size_t *n_tokens);
 
 /* ---- Context: sequences, their KV caches and evaluation ----------------- */
 

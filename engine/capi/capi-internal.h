@@ -78,7 +78,8 @@ lacuna_status guarded(lacuna_context* ctx, const char* function, lacuna_status o
 // The sizes of the structs in this version. The first version's sizes are
 // the smallest a library accepts, for ever; a change here is an ABI change.
 static_assert(sizeof(lacuna_model_params) == 32 && sizeof(lacuna_model_info) == 136 && sizeof(lacuna_context_params) == 24 &&
-                  sizeof(lacuna_generate_params) == 112 && sizeof(lacuna_generate_result) == 72 && sizeof(lacuna_seq_input) == 24,
+                  sizeof(lacuna_generate_params) == 112 && sizeof(lacuna_generate_result) == 72 && sizeof(lacuna_seq_input) == 24 &&
+                  sizeof(lacuna_chat_message) == 16,
               "the size of a public struct changed: keep the first version's size as its minimum (kMinimumSize)");
 template <class T>
 constexpr size_t kMinimumSize = sizeof(T);  // 0.1 is the first version

@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "engine/capi/capi-internal.h"
+#include "engine/model/chat-template.h"
 #include "engine/numa/topology.h"
 
 using lacuna::capi::ApiError;
@@ -179,6 +180,30 @@ lacuna_status lacuna_model_detokenize(const lacuna_model* model, const int32_t* 
     require(decoded.size() < capacity, LACUNA_STATUS_BUFFER_TOO_SMALL,
             "the text is " + std::to_string(decoded.size()) + " bytes plus its NUL, the buffer holds " + std::to_string(capacity));
     std::memcpy(text, decoded.c_str(), decoded.size() + 1);
+    return LACUNA_STATUS_OK;
+  });
+}
+
+lacuna_status lacuna_model_apply_chat_template(const lacuna_model* model, const lacuna_chat_message* messages, size_t n_messages,
+                                               int32_t* tokens, size_t capacity, size_t* n_tokens) {
+  return guarded(nullptr, __func__, LACUNA_STATUS_INVALID_ARGUMENT, [&] {
+    require(n_tokens != nullptr, LACUNA_STATUS_INVALID_ARGUMENT, "n_tokens is NULL");
+    require(messages != nullptr || n_messages == 0, LACUNA_STATUS_INVALID_ARGUMENT, "messages is NULL");
+    require(n_messages > 0, LACUNA_STATUS_INVALID_ARGUMENT, "a chat needs at least one message");
+    require(tokens != nullptr || capacity == 0, LACUNA_STATUS_INVALID_ARGUMENT, "tokens is NULL but capacity is not 0");
+    tokenizer_of(model);
+    std::vector<lacuna::ChatMessage> chat;
+    for (size_t i = 0; i < n_messages; ++i) {
+      const std::string where = "messages[" + std::to_string(i) + "]";
+      require(messages[i].role != nullptr, LACUNA_STATUS_INVALID_ARGUMENT, where + ".role is NULL");
+      require(messages[i].content != nullptr, LACUNA_STATUS_INVALID_ARGUMENT, where + ".content is NULL");
+      chat.push_back({messages[i].role, messages[i].content});
+    }
+    const std::vector<int32_t> ids = lacuna::apply_chat_template(*model->model, chat);  // an unknown role: INVALID_ARGUMENT
+    *n_tokens = ids.size();
+    require(ids.size() <= capacity, LACUNA_STATUS_BUFFER_TOO_SMALL,
+            "the chat is " + std::to_string(ids.size()) + " tokens, the buffer holds " + std::to_string(capacity));
+    std::copy(ids.begin(), ids.end(), tokens);
     return LACUNA_STATUS_OK;
   });
 }

@@ -6,6 +6,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "engine/model/chat-template.h"
 #include "sparse/error.h"
 
 namespace lacuna {
@@ -258,15 +259,8 @@ json error_body(const HttpError& e) {
 
 std::vector<int32_t> apply_chat_template(const Model& model, const json& messages) {
   if (!messages.is_array() || messages.empty()) throw bad("messages", "'messages' must be a non-empty array");
-  const Tokenizer& tok = tokenizer_for_text(model, "messages");
-  const ModelConfig& c = model.config();
-  std::vector<int32_t> ids;
-  if (c.bos_id >= 0) ids.push_back(c.bos_id);
-  auto append = [&](const std::string& text) {
-    const std::vector<int32_t> t = tok.encode(text, false);
-    ids.insert(ids.end(), t.begin(), t.end());
-  };
-  std::string system;
+  tokenizer_for_text(model, "messages");
+  std::vector<ChatMessage> chat;
   for (size_t i = 0; i < messages.size(); ++i) {
     const json& m = messages[i];
     const std::string where = "messages[" + std::to_string(i) + "]";
@@ -274,27 +268,13 @@ std::vector<int32_t> apply_chat_template(const Model& model, const json& message
     const auto role = m.find("role"), content = m.find("content");
     if (role == m.end() || !role->is_string()) throw bad("messages", where + ".role must be a string");
     if (content == m.end() || !content->is_string()) throw bad("messages", where + ".content must be a string");
-    const std::string r = role->get<std::string>(), text = content->get<std::string>();
-    if (r == "system") {
-      system += text + "\n\n";
-    } else if (r == "user") {
-      // Mixtral's template has no system role: a system message goes before the next user message.
-      if (c.arch == Arch::mixtral) append("[INST] " + system + text + " [/INST]");
-      else append(system + "Human: " + text + "\n\n");
-      system.clear();
-    } else if (r == "assistant") {
-      if (c.arch == Arch::mixtral) {
-        append(text);
-        if (c.eos_id >= 0) ids.push_back(c.eos_id);
-      } else {
-        append("Assistant: " + text + "\n\n");
-      }
-    } else {
-      throw bad("messages", where + ".role is \"" + r + "\", not system, user or assistant");
-    }
+    chat.push_back({role->get_ref<const std::string&>(), content->get_ref<const std::string&>()});
   }
-  if (c.arch != Arch::mixtral) append("Assistant:");
-  return ids;
+  try {
+    return lacuna::apply_chat_template(model, chat);
+  } catch (const Error& e) {
+    throw bad("messages", e.what());
+  }
 }
 
 ApiRequest parse_request(const json& body, Endpoint endpoint, const Model& model, uint64_t seed) {

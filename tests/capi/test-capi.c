@@ -186,6 +186,53 @@ static void test_tokenize(void) {
   lacuna_model_free(model);
 }
 
+/* Appends text's tokens (no BOS) at ids + *n. */
+static void append_tokens(const lacuna_model *model, const char *text, int32_t *ids, size_t *n) {
+  size_t added = 0;
+  CHECK_STATUS(lacuna_model_tokenize(model, text, strlen(text), 0, ids + *n, 512 - *n, &added), LACUNA_STATUS_OK);
+  *n += added;
+}
+
+/* A chat through Mixtral's template, as docs/server.md writes it: BOS, each
+ * user turn "[INST] (system, blank line) text [/INST]", each assistant turn
+ * its text and EOS, each part tokenized on its own. */
+static void test_chat_template(void) {
+  lacuna_model *model = load("model.lacuna");
+  const lacuna_chat_message chat[] = {{"system", "Answer briefly."},
+                                      {"user", "Where does the night train go?"},
+                                      {"assistant", "To the coast."},
+                                      {"user", "When?"}};
+  int32_t want[512] = {1};
+  size_t n_want = 1;
+  append_tokens(model, "[INST] Answer briefly.\n\nWhere does the night train go? [/INST]", want, &n_want);
+  append_tokens(model, "To the coast.", want, &n_want);
+  want[n_want++] = 2;
+  append_tokens(model, "[INST] When? [/INST]", want, &n_want);
+
+  size_t n = 0;
+  CHECK_STATUS(lacuna_model_apply_chat_template(model, chat, 4, NULL, 0, &n), LACUNA_STATUS_BUFFER_TOO_SMALL);
+  CHECK(n == n_want);
+  int32_t got[512];
+  CHECK_STATUS(lacuna_model_apply_chat_template(model, chat, 4, got, n_want - 1, &n), LACUNA_STATUS_BUFFER_TOO_SMALL);
+  CHECK_STATUS(lacuna_model_apply_chat_template(model, chat, 4, got, 512, &n), LACUNA_STATUS_OK);
+  CHECK(n == n_want && memcmp(got, want, n * sizeof *got) == 0);
+
+  const lacuna_chat_message tool[] = {{"user", "Hi"}, {"tool", "{}"}};
+  CHECK_STATUS(lacuna_model_apply_chat_template(model, tool, 2, got, 512, &n), LACUNA_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(lacuna_last_error(), "messages[1].role is \"tool\"") != NULL);
+  const lacuna_chat_message no_content[] = {{"user", NULL}};
+  CHECK_STATUS(lacuna_model_apply_chat_template(model, no_content, 1, got, 512, &n), LACUNA_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(lacuna_last_error(), "messages[0].content is NULL") != NULL);
+  CHECK_STATUS(lacuna_model_apply_chat_template(model, chat, 0, got, 512, &n), LACUNA_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(lacuna_model_apply_chat_template(model, NULL, 1, got, 512, &n), LACUNA_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(lacuna_model_apply_chat_template(model, chat, 4, got, 512, NULL), LACUNA_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(lacuna_model_apply_chat_template(NULL, chat, 4, got, 512, &n), LACUNA_STATUS_INVALID_ARGUMENT);
+  lacuna_model *notok = load("model-notok.lacuna");
+  CHECK_STATUS(lacuna_model_apply_chat_template(notok, chat, 4, got, 512, &n), LACUNA_STATUS_UNSUPPORTED);
+  lacuna_model_free(notok);
+  lacuna_model_free(model);
+}
+
 /* Logits through the C API against the C++ path (`lacuna logits`) and
  * against the independent NumPy reference. */
 static void test_logits(void) {
@@ -857,7 +904,7 @@ int main(int argc, char **argv) {
   static const struct {
     const char *name;
     void (*run)(void);
-  } cases[] = {{"version", test_version}, {"info", test_info},         {"tokenize", test_tokenize}, {"logits", test_logits},
+  } cases[] = {{"version", test_version}, {"info", test_info},         {"tokenize", test_tokenize}, {"chat-template", test_chat_template}, {"logits", test_logits},
                {"batch", test_batch},     {"generate", test_generate}, {"errors", test_errors},     {"misuse", test_misuse}, {"sequences", test_sequences},
                {"threads", test_threads}, {"load_free", test_load_free}, {"numa", test_numa}};
   if (argc != 4) {
