@@ -95,6 +95,35 @@ TEST_P(Ukernel, ComputesOnlyItsRowRange) {
   expect_matches_dense(k, w, n, 10, 10);
 }
 
+// A sparse tensor whose groups are not all sparse: each row has one full run
+// of 64 columns, and runs of exactly 32 and 33 nonzeros, in a tensor of
+// about 10 % density. The int8 bitmap kernel reads a sparse tensor's group
+// values with 32-byte loads where they fit (HalfLoads), 64 where not.
+TEST_P(Ukernel, GroupsDenserThanTheirTensorMatchTheDenseProduct) {
+  const SpmmUkernel& k = GetParam();
+  if (std::string why = cpu_info().why_unavailable(k.features); !why.empty()) GTEST_SKIP() << k.name << " " << why;
+  if (k.format == Format::bsr) GTEST_SKIP() << k.name << " stores blocks, not groups";
+  const size_t rows = 24, cols = 1100;
+  std::vector<float> w = testing::random_sparse(rows, cols, 0.97, false, 5);
+  const auto fill = [&](size_t r, size_t from, size_t count) {
+    for (size_t c = from; c < from + count && c < cols; ++c) w[r * cols + c] = 0.25f + 0.01f * static_cast<float>((r + c) % 50);
+  };
+  for (size_t r = 0; r < rows; ++r) {
+    fill(r, 64 * (r % 17), 64);
+    fill(r, 64 * ((r + 5) % 17), 32);
+    fill(r, 64 * ((r + 9) % 17) + 7, 33);
+  }
+  const Tensor weights = pack(quantize_matrix(w.data(), rows, cols, k.dtype), k.format, BlockShape{});
+  if (k.format == Format::bitmap) {
+    ASSERT_LE(static_cast<double>(weights.desc().nnz), 0.2 * static_cast<double>(rows * cols));
+  }
+  for (size_t n : {1u, 2u, 4u, 5u, 16u, 33u}) {
+    if (n < k.min_n || (k.max_n && n > k.max_n)) continue;
+    expect_matches_dense(k, weights, n, 0, rows);
+    if (HasFatalFailure()) return;
+  }
+}
+
 // What the server's BatchPolicy::invariant relies on: a kernel that takes a
 // single token gives every token of a batch the very bits it gives that token
 // alone, whatever tiles of rows and tokens it walks the batch in (row counts

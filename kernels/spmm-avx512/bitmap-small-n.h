@@ -26,11 +26,16 @@ namespace lacuna::kernels::avx512 {
 // A 64-byte load the compiler may not fold into the instruction that uses it:
 // GCC turns load + VPEXPAND into the memory form of VPEXPAND, which is
 // microcoded and several times slower than load + register-form expand.
-template <class V>
+// kBytes 32: the 32 bytes at p in the register's low half, the high half
+// zero (a 256-bit load clears it).
+template <class V, size_t kBytes = 64>
 inline V load_unfolded(const void* p) {
   V v;
-  static_assert(sizeof(V) == 64);
-  __asm__("vmovdqu64 %1, %0" : "=v"(v) : "m"(*static_cast<const char(*)[64]>(p)));
+  static_assert(sizeof(V) == 64 && (kBytes == 64 || kBytes == 32));
+  if constexpr (kBytes == 64)
+    __asm__("vmovdqu64 %1, %0" : "=v"(v) : "m"(*static_cast<const char(*)[64]>(p)));
+  else
+    __asm__("vmovdqu64 %1, %t0" : "=v"(v) : "m"(*static_cast<const char(*)[32]>(p)));
   return v;
 }
 
@@ -80,8 +85,10 @@ LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", "kmovw", uint16_t, __m512)
 #undef LACUNA_FRESH_EXPAND
 
 // Traits: Value (stored element), Mask, XElem (activation element), kWidth
-// (weights per group), Acc, WVec, XVec, zero(), add(a, b), expand(mask or
-// mask pointer, p), kMaskFromMemory, load_x(p), dot(acc, w, x),
+// (weights per group), Acc, WVec, XVec, Loaded (the register a group's
+// values are loaded into), zero(), add(a, b), expand(mask or mask pointer,
+// loaded values), kMaskFromMemory, kHalfLoads (see HalfLoads), load_x(p),
+// dot(acc, w, x), optionally dot_from_memory(acc, w, p) (see dot_at),
 // finish(acc, row_scale, args, token) -> float, kTokenTile (tokens per
 // register tile), narrower_tile(tokens) (the next tile tried when a tile's
 // activations do not fit the L1 size), splits(tokens), kRowTile (rows per
@@ -116,17 +123,56 @@ inline typename K::Acc sum_splits(const typename K::Acc* acc) {
     return K::add(sum_splits<K, Begin, Count / 2>(acc), sum_splits<K, Begin + Count / 2, Count - Count / 2>(acc));
 }
 
+// A group's values for the expand: 64 bytes from the row's value pointer,
+// or with half loads (HalfLoads below) 32 when they hold the group's values.
+// The pointer moves on by each group's count, so a 64-byte load from it
+// nearly always spans two cache lines and costs two loads; 32 bytes span
+// two about half the time (docs/benchmarks.md, "Half loads").
+template <class K>
+inline typename K::Loaded load_group_values(typename K::Mask loaded, const typename K::Value* p) {
+  if constexpr (K::kHalfLoads) {
+    if (__builtin_expect(static_cast<size_t>(std::popcount(loaded)) * sizeof(typename K::Value) <= 32, 1))
+      return load_unfolded<typename K::Loaded, 32>(p);
+  }
+  return load_unfolded<typename K::Loaded>(p);
+}
+
 // Expands the group at `mask` whose word is already in a general register
 // (`loaded`, read for the popcount anyway): the expand takes the word from
 // there, or from memory when the traits ask for it. A traits reading from
-// memory leaves `loaded` unused, so a caller that loaded it only for this
-// call costs nothing.
+// memory without half loads leaves `loaded` unused, so a caller that loaded
+// it only for this call costs nothing.
 template <class K>
 inline typename K::WVec expand_group(const typename K::Mask* mask, typename K::Mask loaded, const typename K::Value* p) {
+  const typename K::Loaded values = load_group_values<K>(loaded, p);
   if constexpr (K::kMaskFromMemory)
-    return K::expand(mask, p);
+    return K::expand(mask, values);
   else
-    return K::expand(loaded, p);
+    return K::expand(loaded, values);
+}
+
+// Traits with half loads: the same kernel reading each group's values with
+// 32-byte loads where they fit (load_group_values), and with 64 where not, a
+// branch on the group's count. Worth it where few groups hold more than
+// half a vector of values, so the branch is rarely mispredicted: tensors of
+// density at most kHalfLoadDensity (int8 at 35 %: 0.6 % of 64-weight groups
+// hold more than 32 values). The bits are the same, the expand reading only
+// the values the mask asks for.
+template <class K>
+struct HalfLoads : K {
+  static constexpr bool kHalfLoads = true;
+};
+inline constexpr double kHalfLoadDensity = 0.35;
+
+// A token's activations times the expanded group, read from memory by the
+// dot product itself where the traits can (dot_at), one instruction fewer a
+// token and group.
+template <class K>
+inline typename K::Acc dot_at(typename K::Acc acc, const typename K::WVec& w, const typename K::XElem* x) {
+  if constexpr (requires { K::dot_from_memory(acc, w, x); })
+    return K::dot_from_memory(acc, w, x);
+  else
+    return K::dot(acc, w, K::load_x(x));
 }
 
 // Expands the group at `mask` from the row's value pointer `p` and moves `p`
@@ -281,7 +327,7 @@ template <class K, int NT, bool kExpanded>
       request_ahead<K>(masks + g, p);
       wv = expand_and_advance<K>(masks + g, p);
     }
-    unrolled_for<NT>([&](auto j) LACUNA_INLINE_LAMBDA { acc[j][split] = K::dot(acc[j][split], wv, K::load_x(x + j * a.ldx + g * K::kWidth)); });
+    unrolled_for<NT>([&](auto j) LACUNA_INLINE_LAMBDA { acc[j][split] = dot_at<K>(acc[j][split], wv, x + j * a.ldx + g * K::kWidth); });
   };
   uint64_t g = 0;
   for (; g + kSplits <= groups; g += kSplits) unrolled_for<kSplits>([&](auto split) LACUNA_INLINE_LAMBDA { group(g + split, split); });

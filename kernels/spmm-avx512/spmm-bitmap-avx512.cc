@@ -20,6 +20,7 @@ struct FloatAccumulator {
   static constexpr int narrower_tile(int) { return 0; }  // never narrowed: see Bf16
   static constexpr int splits(int) { return 4; }
   static constexpr bool kDense = false;
+  static constexpr bool kHalfLoads = false;
   static Acc zero() { return _mm512_setzero_ps(); }
   static Acc add(Acc a, Acc b) { return _mm512_add_ps(a, b); }
   static float finish(Acc acc, float row_scale, const SpmmArgs&, size_t) { return _mm512_reduce_add_ps(acc) * row_scale; }
@@ -33,11 +34,12 @@ struct F32 : FloatAccumulator {
   static constexpr int kWidth = 16;
   using WVec = __m512;
   using XVec = __m512;
+  using Loaded = __m512;
   static constexpr bool kMaskFromMemory = false;
   static constexpr bool kExpandOnce = false;  // measured slower: see bitmap_small_n
   template <class MaskSource>
-  static WVec expand(MaskSource m, const Value* p) {
-    return kernels::avx512::fresh_expand_ps(m, kernels::avx512::load_unfolded<__m512>(p));
+  static WVec expand(MaskSource m, Loaded values) {
+    return kernels::avx512::fresh_expand_ps(m, values);
   }
   static XVec load_x(const XElem* p) { return _mm512_loadu_ps(p); }
   static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_fmadd_ps(w, x, acc); }
@@ -61,11 +63,12 @@ struct Bf16 : FloatAccumulator {
   static constexpr int kWidth = 32;
   using WVec = __m512i;
   using XVec = __m512i;
+  using Loaded = __m512i;
   static constexpr bool kMaskFromMemory = true;
   static constexpr bool kExpandOnce = true;
   template <class MaskSource>
-  static WVec expand(MaskSource m, const Value* p) {
-    return kernels::avx512::fresh_expand_epi16(m, kernels::avx512::load_unfolded<__m512i>(p));
+  static WVec expand(MaskSource m, Loaded values) {
+    return kernels::avx512::fresh_expand_epi16(m, values);
   }
   static XVec load_x(const XElem* p) { return _mm512_loadu_si512(p); }
   static Acc dot(Acc acc, WVec w, XVec x) { return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)x); }
@@ -99,19 +102,26 @@ struct Int8 {
   static constexpr int splits(int tokens) { return tokens <= 4 ? 4 : tokens <= 8 ? 2 : 1; }
   static constexpr int kRowTile = 1;  // two rows measured slower at 4 tokens (GCC spilled that tile)
   static constexpr bool kDense = false;
+  static constexpr bool kHalfLoads = false;
   static Acc zero() { return _mm512_setzero_si512(); }
   static Acc add(Acc a, Acc b) { return _mm512_add_epi32(a, b); }
+  using Loaded = __m512i;
   static constexpr bool kMaskFromMemory = true;
   static constexpr bool kExpandOnce = true;
   template <class MaskSource>
-  static WVec expand(MaskSource m, const Value* p) {
-    return _mm512_xor_si512(kernels::avx512::fresh_expand_epi8(m, kernels::avx512::load_unfolded<__m512i>(p)), _mm512_set1_epi8(-128));
+  static WVec expand(MaskSource m, Loaded values) {
+    return _mm512_xor_si512(kernels::avx512::fresh_expand_epi8(m, values), _mm512_set1_epi8(-128));
   }
   static XVec load_x(const XElem* p) { return _mm512_loadu_si512(p); }
   // In asm: with the intrinsic, GCC 12 copied all 16 accumulators of the
   // 16-token tile to other registers and back on every group.
   static Acc dot(Acc acc, WVec w, XVec x) {
     __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(w), "v"(x));
+    return acc;
+  }
+  // The activations as VPDPBUSD's memory operand (dot_at).
+  static Acc dot_from_memory(Acc acc, WVec w, const XElem* x) {
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const char(*)[64]>(x)));
     return acc;
   }
   static float finish(Acc acc, float row_scale, const SpmmArgs& a, size_t token) {
@@ -158,11 +168,12 @@ struct Int8WeightOnly : FloatAccumulator {
       default: return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(w, 3)));
     }
   }
+  using Loaded = __m512i;
   static constexpr bool kMaskFromMemory = false;
   static constexpr bool kExpandOnce = true;
   template <class MaskSource>
-  static WVec expand(MaskSource m, const Value* p) {
-    const __m512i w = kernels::avx512::fresh_expand_epi8(m, kernels::avx512::load_unfolded<__m512i>(p));
+  static WVec expand(MaskSource m, Loaded values) {
+    const __m512i w = kernels::avx512::fresh_expand_epi8(m, values);
     // _mm512_cvtne2ps_pbh(a, b) puts b in the low half: weights stay in column order.
     return {(__m512i)_mm512_cvtne2ps_pbh(quarter(w, 1), quarter(w, 0)), (__m512i)_mm512_cvtne2ps_pbh(quarter(w, 3), quarter(w, 2))};
   }
@@ -176,7 +187,13 @@ struct Int8WeightOnly : FloatAccumulator {
 
 void lacuna_spmm_bitmap_f32_ukernel_4x6__avx512f(const SpmmArgs& a) { small_n_product<F32>(a); }
 void lacuna_spmm_bitmap_bf16_ukernel_4x6__avx512bf16(const SpmmArgs& a) { small_n_product<Bf16>(a); }
-void lacuna_spmm_bitmap_int8_ukernel_1x16__avx512vnni(const SpmmArgs& a) { small_n_product<Int8>(a); }
+void lacuna_spmm_bitmap_int8_ukernel_1x16__avx512vnni(const SpmmArgs& a) {
+  const TensorDesc& d = a.w->desc();
+  if (static_cast<double>(d.nnz) <= kernels::avx512::kHalfLoadDensity * static_cast<double>(d.elements()))
+    small_n_product<kernels::avx512::HalfLoads<Int8>>(a);
+  else
+    small_n_product<Int8>(a);
+}
 void lacuna_spmm_bitmap_int8_ukernel_1x6__avx512bf16(const SpmmArgs& a) { small_n_product<Int8WeightOnly>(a); }
 void lacuna_spmm_dense_int8_ukernel_1x16__avx512vnni(const SpmmArgs& a) { small_n_product<DenseInt8>(a); }
 
