@@ -189,7 +189,6 @@ lacuna_status lacuna_model_apply_chat_template(const lacuna_model* model, const 
   return guarded(nullptr, __func__, LACUNA_STATUS_INVALID_ARGUMENT, [&] {
     require(n_tokens != nullptr, LACUNA_STATUS_INVALID_ARGUMENT, "n_tokens is NULL");
     require(messages != nullptr || n_messages == 0, LACUNA_STATUS_INVALID_ARGUMENT, "messages is NULL");
-    require(n_messages > 0, LACUNA_STATUS_INVALID_ARGUMENT, "a chat needs at least one message");
     require(tokens != nullptr || capacity == 0, LACUNA_STATUS_INVALID_ARGUMENT, "tokens is NULL but capacity is not 0");
     tokenizer_of(model);
     std::vector<lacuna::ChatMessage> chat;
@@ -199,7 +198,8 @@ lacuna_status lacuna_model_apply_chat_template(const lacuna_model* model, const 
       require(messages[i].content != nullptr, LACUNA_STATUS_INVALID_ARGUMENT, where + ".content is NULL");
       chat.push_back({messages[i].role, messages[i].content});
     }
-    const std::vector<int32_t> ids = lacuna::apply_chat_template(*model->model, chat);  // an unknown role: INVALID_ARGUMENT
+    // No messages or an unknown role: lacuna::Error, INVALID_ARGUMENT.
+    const std::vector<int32_t> ids = lacuna::apply_chat_template(*model->model, chat);
     *n_tokens = ids.size();
     require(ids.size() <= capacity, LACUNA_STATUS_BUFFER_TOO_SMALL,
             "the chat is " + std::to_string(ids.size()) + " tokens, the buffer holds " + std::to_string(capacity));

@@ -202,9 +202,11 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
     return reply_error(e);
   }
   auto channel = std::make_shared<Channel>(static_cast<size_t>(r.n));
-  auto callbacks_of = [this, channel, &r](int32_t index) {
+  // One copy of the request for every choice's callbacks (it holds the prompt).
+  auto request = std::make_shared<const ApiRequest>(r);
+  auto callbacks_of = [this, channel, request](int32_t index) {
     RequestCallbacks callbacks;
-    callbacks.on_token = [this, channel, r, index](const Generation::Token& token) {
+    callbacks.on_token = [this, channel, request, index](const Generation::Token& token) {
       const auto now = Clock::now();
       const std::lock_guard lock(channel->mutex);
       Channel::Choice& choice = channel->choices[static_cast<size_t>(index)];
@@ -215,24 +217,24 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
         metrics.inter_token(seconds_between(choice.last_token, now));
       choice.last_token = now;
       // A stream's chunks; a whole answer is written from the results.
-      if (r.stream && r.echo && first) push_echo(*channel, r, index, token.prompt_logprobs);
-      if (r.stream && token.logprobs) {
+      if (request->stream && request->echo && first) push_echo(*channel, *request, index, token.prompt_logprobs);
+      if (request->stream && token.logprobs) {
         channel->pieces.push_back({index, std::string(token.text), StreamedToken{token.id, *token.logprobs, choice.token_bytes}});
-        choice.token_bytes += token_offset_bytes(r, token.id);
-      } else if (r.stream && !token.text.empty()) {
+        choice.token_bytes += token_offset_bytes(*request, token.id);
+      } else if (request->stream && !token.text.empty()) {
         channel->pieces.push_back({index, std::string(token.text), std::nullopt});
       }
       channel->changed.notify_all();
       return true;
     };
-    callbacks.on_done = [this, channel, index, r](const GenerateResult& result) {
-      metrics.tokens(r.prompt.size(), result.tokens.size());
+    callbacks.on_done = [this, channel, request, index](const GenerateResult& result) {
+      metrics.tokens(request->prompt.size(), result.tokens.size());
       const std::lock_guard lock(channel->mutex);
       Channel::Choice& choice = channel->choices[static_cast<size_t>(index)];
       choice.result = result;
       // No token came (max_tokens 0): the prompt is the whole answer.
-      if (r.stream && r.echo && choice.tokens == 0 && !failure_of(result)) push_echo(*channel, r, index, result.prompt_logprobs);
-      if (r.stream) channel->pieces.push_back({index, "", std::nullopt, true});
+      if (request->stream && request->echo && choice.tokens == 0 && !failure_of(result)) push_echo(*channel, *request, index, result.prompt_logprobs);
+      if (request->stream) channel->pieces.push_back({index, "", std::nullopt, true});
       if (++channel->ended == channel->choices.size()) metrics.request_seconds(seconds_between(channel->arrived, Clock::now()));
       channel->changed.notify_all();
     };
