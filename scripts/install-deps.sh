@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs Lacuna's build and test dependencies from Debian 12 packages.
 # Idempotent: packages already present are skipped, and `apt-get update` runs
-# only when something is missing.
+# only when something is missing. Arguments name further packages a script
+# needs beside these (scripts/fuzz.sh: clang and LLVM's OpenMP runtime).
 set -euo pipefail
 
 packages=(
@@ -20,6 +21,7 @@ packages=(
   prometheus-cpp-dev   # Prometheus metrics (GET /metrics)
   python3-numpy        # NumPy reference scripts (run with /usr/bin/python3)
   python3-matplotlib   # plots of benchmark sweeps
+  "$@"
 )
 
 missing=()

@@ -132,7 +132,7 @@ json parse_json(std::string_view text, const std::string& what) {
   json j;
   try {
     j = json::parse(text, note_keys);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond double's range
     throw Error(what + " is not valid JSON: " + e.what());
   }
   if (!repeated.empty()) throw Error(what + " repeats the key '" + repeated + "'");

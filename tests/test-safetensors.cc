@@ -528,6 +528,7 @@ std::vector<BadFile> bad_files() {
       {"absurd header", le64(200'000'000) + std::string(64, ' '), {"header size 200000000 is over the 100000000-byte limit"}},
       {"malformed JSON", st_file(R"({"w": {"dtype": "F32",)", ""), {"not valid JSON", "parse error"}},
       {"invalid UTF-8", st_file("{\"w\xff\": 1}", ""), {"not valid JSON"}},
+      {"number beyond double", one(R"({"dtype":"F32","shape":[2,2],"data_offsets":[0,1e999]})"), {"not valid JSON", "number overflow"}},
       {"not an object", st_file("[1, 2]", ""), {"does not start with '{'"}},
       {"duplicate tensor", st_file("{\"w\":" + ok_entry + ",\"w\":" + ok_entry + "}", data16), {"repeats the key 'w'"}},
       {"entry not an object", one("5"), {"tensor 'w'", "not an object"}},

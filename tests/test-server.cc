@@ -1010,6 +1010,9 @@ TEST_F(Server, BadRequestsGetClearJsonErrorsAndTheServerKeepsServing) {
   };
   const std::vector<Case> cases = {
       {"{\"prompt\": \"x\", ", 400, "not valid JSON", ""},
+      {"{\"prompt\": \"x\", \"max_tokens\": 1e999}", 400, "not valid JSON", ""},  // beyond double: nlohmann's out_of_range
+      // The parser's message quotes the first byte of a three-byte character; the error body must still be JSON.
+      {"{\"prompt\": \xe2\x96\x81}", 400, "not valid JSON", ""},
       {"[1, 2]", 400, "must be a JSON object", ""},
       {"{\"max_tokens\": 4}", 400, "'prompt' is required", "prompt"},
       {"{\"prompt\": 7}", 400, "must be a string or a non-empty array of token ids", "prompt"},
@@ -1247,6 +1250,10 @@ TEST(Batch, MalformedLinesAreReportedAndTheRestAnswered) {
     std::ofstream f(in);
     f << json{{"id", "a"}, {"prompt", {1, 5, 9}}, {"max_tokens", 5}, {"temperature", 0}}.dump() << "\n";
     f << "{\"id\": \"b\", \"prompt\": \n";
+    f << "{\"id\": \"g\", \"prompt\": \"x\", \"max_tokens\": 1e999}\n";
+    f << "{\"id\": \"h\", \"prompt\": \"\xff\"}\n";  // the error record quotes no invalid byte
+    f << "\xe2\x96\x81whi\n";  // valid UTF-8, but the parser's message quotes the character's first byte alone
+    f << json{{"custom_id", "i"}, {"url", 5}, {"body", {{"prompt", "x"}}}}.dump() << "\n";
     f << json{{"id", "c"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 4}, {"temperature", 0}}.dump() << "\n";
     f << json{{"id", "d"}, {"prompt", "x"}, {"max_tokens", -3}}.dump() << "\n";
     f << json{{"custom_id", "e"}, {"method", "POST"}, {"url", "/v1/completions"}, {"body", {{"prompt", {1, 2}}, {"max_tokens", 3}, {"logprobs", 1}}}}.dump() << "\n";
@@ -1255,12 +1262,12 @@ TEST(Batch, MalformedLinesAreReportedAndTheRestAnswered) {
   BatchOptions o;
   o.progress = false;
   const BatchSummary s = run_batch(tiny(), in.string(), out.string(), o);
-  EXPECT_EQ(s.lines, 6u);
+  EXPECT_EQ(s.lines, 10u);
   EXPECT_EQ(s.succeeded, 4u);
-  EXPECT_EQ(s.failed, 2u);
+  EXPECT_EQ(s.failed, 6u);
   std::map<std::string, json> by_id;
   for (const json& j : read_jsonl(out)) by_id[j["id"]] = j;
-  ASSERT_EQ(by_id.size(), 6u);
+  ASSERT_EQ(by_id.size(), 10u);
   // n = 2: one line, choice i sampled with seed 5 + i.
   ASSERT_EQ(by_id["f"]["response"]["choices"].size(), 2u);
   size_t f_tokens = 0;
@@ -1275,6 +1282,10 @@ TEST(Batch, MalformedLinesAreReportedAndTheRestAnswered) {
   EXPECT_EQ(by_id["f"]["response"]["usage"]["completion_tokens"], f_tokens);
   EXPECT_EQ(by_id["a"]["response"]["choices"][0]["text"], alone({1, 5, 9}, greedy_to_eos(5)).text);
   EXPECT_NE(by_id["line-2"]["error"]["message"].get<std::string>().find("not valid JSON"), std::string::npos);
+  EXPECT_NE(by_id["line-3"]["error"]["message"].get<std::string>().find("not valid JSON"), std::string::npos);
+  EXPECT_NE(by_id["line-4"]["error"]["message"].get<std::string>().find("not valid UTF-8"), std::string::npos);
+  EXPECT_NE(by_id["line-5"]["error"]["message"].get<std::string>().find("not valid JSON"), std::string::npos);
+  EXPECT_EQ(by_id["i"]["error"]["param"], "url");
   EXPECT_EQ(by_id["c"]["response"]["object"], "chat.completion");
   EXPECT_EQ(by_id["d"]["error"]["param"], "max_tokens");
   EXPECT_EQ(by_id["e"]["response"]["usage"]["completion_tokens"], 3);

@@ -47,7 +47,7 @@ std::set<std::string> finished_ids(const std::string& out_path) {
       const json j = json::parse(line);
       if (j.is_object() && j.contains("id") && j["id"].is_string()) ids.insert(j["id"].get<std::string>());
       complete_bytes = offset;
-    } catch (const json::parse_error&) {
+    } catch (const json::exception&) {  // parse_error, or out_of_range for a number beyond double's range
       break;  // a damaged line: everything from here is done again
     }
   }
@@ -66,15 +66,21 @@ struct Line {
 Line read_line(const std::string& text, size_t number) {
   Line l;
   l.id = "line-" + std::to_string(number);
+  auto refuse = [&](const std::string& message, const std::string& param) {
+    throw std::make_pair(l.id, HttpError{400, message, "invalid_request_error", param, ""});
+  };
   json j;
   try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw std::make_pair(l.id, HttpError{400, std::string("not valid JSON: ") + e.what(), "invalid_request_error", "", ""});
+    // As the server reads a body: the line's bytes must be UTF-8 first, for
+    // the parser's message quotes them and the error record must be JSON.
+    j = parse_body(text);
+  } catch (const HttpError& e) {
+    throw std::make_pair(l.id, e);
   }
-  if (!j.is_object()) throw std::make_pair(l.id, HttpError{400, "a line must be a JSON object", "invalid_request_error", "", ""});
+  if (!j.is_object()) refuse("a line must be a JSON object", "");
   if (j.contains("custom_id") && j.contains("body")) {
     if (j["custom_id"].is_string()) l.id = j["custom_id"].get<std::string>();
+    if (j.contains("url") && !j["url"].is_string()) refuse("'url' must be a string", "url");
     const std::string url = j.value("url", "/v1/completions");
     l.endpoint = url.ends_with("/chat/completions") ? Endpoint::chat_completions : Endpoint::completions;
     l.body = j["body"];

@@ -169,7 +169,7 @@ void HttpServer::Impl::routes() {
                {"data", json::array({{{"id", options.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "lacuna"}}})}});
   });
   for (const auto& [path, answer] : {std::pair{"/tokenize", &tokenize_json}, std::pair{"/detokenize", &detokenize_json}})
-    http.Post(path, [this, name = std::string(path + 1), answer](const httplib::Request& req, httplib::Response& res) {
+    http.Post(path, [this, name = std::string(path + 1), answer = answer](const httplib::Request& req, httplib::Response& res) {
       auto reply_error = [&](const HttpError& e) {
         send_error(res, e);
         metrics.request_done(name, e.status);
@@ -286,7 +286,7 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
   auto started = std::make_shared<bool>(false);
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, channel, r, ids, started, failure](size_t, httplib::DataSink& sink) {
+      [channel, r, ids, started, failure](size_t, httplib::DataSink& sink) {
         std::string out;
         if (!*started && r.endpoint == Endpoint::chat_completions) {
           for (int32_t i = 0; i < r.n; ++i) {

@@ -59,29 +59,49 @@ void require_object(const json& body) {
   if (!body.is_object()) throw bad("", std::string("the request body must be a JSON object, not ") + type_name(body));
 }
 
-bool valid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t n = 0;
-    uint32_t cp = 0, least = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    if ((c & 0xE0) == 0xC0) n = 1, cp = c & 0x1Fu, least = 0x80;
-    else if ((c & 0xF0) == 0xE0) n = 2, cp = c & 0x0Fu, least = 0x800;
-    else if ((c & 0xF8) == 0xF0) n = 3, cp = c & 0x07u, least = 0x10000;
-    else return false;
-    if (s.size() - i <= n) return false;
-    for (size_t k = 1; k <= n; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3Fu);
-    }
-    if (cp < least || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += n + 1;
+// The bytes of the UTF-8 character starting at s[i], or 0 where none does
+// (a stray continuation byte, a cut-off, overlong or surrogate sequence).
+size_t utf8_char_bytes(std::string_view s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  size_t n = 0;
+  uint32_t cp = 0, least = 0;
+  if (c < 0x80) return 1;
+  if ((c & 0xE0) == 0xC0) n = 1, cp = c & 0x1Fu, least = 0x80;
+  else if ((c & 0xF0) == 0xE0) n = 2, cp = c & 0x0Fu, least = 0x800;
+  else if ((c & 0xF8) == 0xF0) n = 3, cp = c & 0x07u, least = 0x10000;
+  else return 0;
+  if (s.size() - i <= n) return 0;
+  for (size_t k = 1; k <= n; ++k) {
+    const auto cc = static_cast<unsigned char>(s[i + k]);
+    if ((cc & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (cc & 0x3Fu);
   }
+  if (cp < least || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return n + 1;
+}
+
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0, n; i < s.size(); i += n)
+    if ((n = utf8_char_bytes(s, i)) == 0) return false;
   return true;
+}
+
+// `s` with each byte that starts no UTF-8 character replaced by U+FFFD: an
+// error message may quote what it was given (nlohmann's parser quotes the
+// bytes it stopped at, which can end inside a character), and the error
+// body must still serialise.
+std::string replacing_invalid_utf8(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    if (const size_t n = utf8_char_bytes(s, i)) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
 }
 
 // GenerateOptions::logprobs from OpenAI's two spellings: the completions
@@ -253,7 +273,7 @@ std::vector<int32_t> parse_prompt(const json& body, const Model& model) {
 }  // namespace
 
 json error_body(const HttpError& e) {
-  return {{"error", {{"message", e.message}, {"type", e.type}, {"param", e.param.empty() ? json() : json(e.param)},
+  return {{"error", {{"message", replacing_invalid_utf8(e.message)}, {"type", e.type}, {"param", e.param.empty() ? json() : json(e.param)},
                      {"code", e.code.empty() ? json() : json(e.code)}}}};
 }
 
@@ -351,7 +371,7 @@ nlohmann::json parse_body(std::string_view body) {
   if (!valid_utf8(body)) throw bad("", "the request body is not valid UTF-8");
   try {
     return json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond double's range
     throw bad("", std::string("the request body is not valid JSON: ") + e.what());
   }
 }

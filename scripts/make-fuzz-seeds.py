@@ -1,0 +1,65 @@
+#!/usr/bin/python3
+"""Write the fuzz targets' seed inputs into tests/fuzz/corpus (docs/fuzzing.md).
+
+Usage:
+  /usr/bin/python3 scripts/make-fuzz-seeds.py [--lacuna build/release/bin/lacuna]
+
+checkpoint: micro checkpoints (hidden 8, one layer, two experts, vocabulary
+16) of each architecture and layout, packed as the target reads them (a
+conversion byte, the config's length, config.json, model.safetensors).
+model-file: those checkpoints converted by `lacuna convert` in each dtype
+and format. The request and batch seeds are written by hand in the corpus
+and left alone here. Seeds are a few KB each, so they are committed.
+"""
+import argparse
+import os
+import struct
+import subprocess
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS = os.path.join(ROOT, "tests", "fuzz", "corpus")
+MICRO = ["--hidden", "8", "--layers", "1", "--heads", "2", "--kv-heads", "1",
+         "--experts", "2", "--top-k", "2", "--ffn", "8", "--vocab", "16"]
+# (name, make-test-checkpoint arguments)
+CHECKPOINTS = [("mixtral", ["--arch", "mixtral"]),
+               ("grok-a", ["--arch", "grok", "--layout", "a"]),
+               ("grok-b", ["--arch", "grok", "--layout", "b", "--sparsity", "0.5"])]
+# The checkpoint target's conversion byte: dtype (f32 0, bf16 1, int8 2) | 4
+# to prune to 50 % | format (dense 0, csr 1, bitmap 2, bsr 3; 7 auto) << 3.
+CONVERSIONS = {"f32-dense": 0 | 0 << 3, "bf16-csr-pruned": 1 | 4 | 1 << 3,
+               "int8-bitmap-pruned": 2 | 4 | 2 << 3, "bf16-bsr": 1 | 3 << 3, "int8-auto": 2 | 7 << 3}
+# The same conversions for `lacuna convert`, whose outputs seed model-file.
+CONVERT_FLAGS = {"f32-dense": ["--dtype", "f32", "--format", "dense"],
+                 "bf16-csr-pruned": ["--dtype", "bf16", "--format", "csr", "--sparsity", "0.5"],
+                 "int8-bitmap-pruned": ["--dtype", "int8", "--format", "bitmap", "--sparsity", "0.5"],
+                 "bf16-bsr": ["--dtype", "bf16", "--format", "bsr"],
+                 "int8-auto": ["--dtype", "int8"]}
+
+
+def write(target, name, data):
+    os.makedirs(os.path.join(CORPUS, target), exist_ok=True)
+    with open(os.path.join(CORPUS, target, "seed-" + name), "wb") as f:
+        f.write(data)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lacuna", default=os.path.join(ROOT, "build", "release", "bin", "lacuna"))
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, args in CHECKPOINTS:
+            hf = os.path.join(tmp, name)
+            subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "make-test-checkpoint.py"), hf,
+                            "--dtype", "bf16"] + args + MICRO, check=True)
+            config = open(os.path.join(hf, "config.json"), "rb").read()
+            weights = open(os.path.join(hf, "model.safetensors"), "rb").read()
+            for conversion, choice in CONVERSIONS.items():
+                write("checkpoint", f"{name}-{conversion}", bytes([choice]) + struct.pack("<I", len(config)) + config + weights)
+                out = os.path.join(tmp, f"{name}-{conversion}.lacuna")
+                subprocess.run([a.lacuna, "convert", hf, out] + CONVERT_FLAGS[conversion], check=True, stdout=subprocess.DEVNULL)
+                write("model-file", f"{name}-{conversion}", open(out, "rb").read())
+
+
+if __name__ == "__main__":
+    main()
