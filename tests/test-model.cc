@@ -730,6 +730,44 @@ TEST_F(BadCheckpoint, MalformedConfig) {
   EXPECT_NE(convert_error(dir).find("multiple of kv_heads"), std::string::npos);
 }
 
+// The .lacuna metadata's config (ModelConfig::from_json): fields must have
+// the types to_json writes, so a file built elsewhere cannot slip a float
+// or an out-of-range integer into a conversion.
+TEST(ModelConfig, MetadataFieldsOfAnotherTypeOrRangeAreRefusedByName) {
+  const nlohmann::json good = synth_config(Arch::mixtral, "tiny").to_json();
+  EXPECT_EQ(ModelConfig::from_json(good).to_json(), good);
+  struct BadField {
+    const char* key;
+    nlohmann::json value;
+    const char* message;
+  };
+  const std::vector<BadField> cases = {
+      {"vocab", 2.5, "\"vocab\" must be an integer"},
+      {"hidden", 1e300, "\"hidden\" must be an integer"},
+      {"layers", "2", "\"layers\" must be an integer"},
+      {"experts", uint64_t{1} << 63, "\"experts\" must be an integer"},
+      {"bos_id", 1e10, "\"bos_id\" must be an integer"},
+      {"eos_id", int64_t{1} << 40, "\"eos_id\" must be an integer in -2147483648..2147483647"},
+      {"bos_id", -7, "bos/eos ids must be -1 (none) or below vocab"},
+      {"rope_theta", "1e4", "\"rope_theta\" must be a number"},
+      {"post_norms", 1, "model metadata"},
+      {"activation", "relu", "unknown activation"},
+  };
+  for (const BadField& c : cases) {
+    nlohmann::json j = good;
+    j[c.key] = c.value;
+    try {
+      ModelConfig::from_json(j);
+      ADD_FAILURE() << c.key << " = " << c.value << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << c.key << ": " << e.what();
+    }
+  }
+  nlohmann::json missing = good;
+  missing.erase("heads");
+  EXPECT_THROW(ModelConfig::from_json(missing), Error);
+}
+
 TEST_F(BadCheckpoint, NoTokenizerStillConvertsAndRunsOnTokenIds) {
   const fs::path dir = copy("no-tokenizer");
   fs::remove(dir / "tokenizer.model");

@@ -1,5 +1,6 @@
 #include "engine/model/config.h"
 
+#include <climits>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -122,7 +123,7 @@ void ModelConfig::validate() const {
   need(top_k <= experts, "top_k (" + std::to_string(top_k) + ") exceeds experts (" + std::to_string(experts) + ")");
   need(norm_eps > 0 && rope_theta > 1 && attn_logit_multiplier > 0 && attn_logit_cap >= 0 && embedding_multiplier > 0 && output_multiplier > 0,
        "eps, rope_theta and the multipliers must be positive");
-  need(bos_id < vocab && eos_id < vocab, "bos/eos ids must be below vocab");
+  need(bos_id >= -1 && eos_id >= -1 && bos_id < vocab && eos_id < vocab, "bos/eos ids must be -1 (none) or below vocab");
 }
 
 uint64_t ModelConfig::parameters() const {
@@ -158,6 +159,27 @@ json ModelConfig::to_json() const {
               {"eos_id", eos_id}};
 }
 
+namespace {
+
+// A metadata field as to_json writes it. A float where an integer belongs,
+// or an integer beyond the field's type, is refused by name: converting it
+// would truncate it silently, or be undefined behaviour beyond the range.
+int64_t metadata_integer(const json& j, const char* key, int64_t least, int64_t most) {
+  const json& v = j.at(key);
+  const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(most)
+                                           : v.is_number_integer() && v.get<int64_t>() >= least && v.get<int64_t>() <= most;
+  if (!fits) throw Error(std::string("model metadata: \"") + key + "\" must be an integer in " + std::to_string(least) + ".." + std::to_string(most) + ", not " + v.dump());
+  return v.get<int64_t>();
+}
+
+double metadata_number(const json& j, const char* key) {
+  const json& v = j.at(key);
+  if (!v.is_number()) throw Error(std::string("model metadata: \"") + key + "\" must be a number, not " + v.dump());
+  return v.get<double>();
+}
+
+}  // namespace
+
 ModelConfig ModelConfig::from_json(const json& j) {
   try {
     ModelConfig m;
@@ -165,19 +187,19 @@ ModelConfig ModelConfig::from_json(const json& j) {
     for (auto [field, key] : {std::pair{&m.vocab, "vocab"}, {&m.hidden, "hidden"}, {&m.ffn, "ffn"}, {&m.layers, "layers"}, {&m.heads, "heads"},
                               {&m.kv_heads, "kv_heads"}, {&m.head_dim, "head_dim"}, {&m.experts, "experts"}, {&m.top_k, "top_k"},
                               {&m.max_context, "max_context"}, {&m.sliding_window, "sliding_window"}})
-      *field = j.at(key).get<int64_t>();
+      *field = metadata_integer(j, key, INT64_MIN, INT64_MAX);
     for (auto [field, key] : {std::pair{&m.norm_eps, "norm_eps"}, {&m.rope_theta, "rope_theta"}, {&m.embedding_multiplier, "embedding_multiplier"},
                               {&m.output_multiplier, "output_multiplier"}, {&m.attn_logit_multiplier, "attn_logit_multiplier"},
                               {&m.attn_logit_cap, "attn_logit_cap"}})
-      *field = j.at(key).get<double>();
+      *field = metadata_number(j, key);
     m.renormalize_top_k = j.at("renormalize_top_k").get<bool>();
     m.post_norms = j.at("post_norms").get<bool>();
     m.tied_embeddings = j.at("tied_embeddings").get<bool>();
     const std::string act = j.at("activation").get<std::string>();
     if (act != "silu" && act != "gelu_tanh") throw Error("unknown activation \"" + act + "\"");
     m.activation = act == "silu" ? ExpertActivation::silu : ExpertActivation::gelu_tanh;
-    m.bos_id = j.at("bos_id").get<int32_t>();
-    m.eos_id = j.at("eos_id").get<int32_t>();
+    m.bos_id = static_cast<int32_t>(metadata_integer(j, "bos_id", INT32_MIN, INT32_MAX));
+    m.eos_id = static_cast<int32_t>(metadata_integer(j, "eos_id", INT32_MIN, INT32_MAX));
     m.validate();
     return m;
   } catch (const json::exception& e) {
