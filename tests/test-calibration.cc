@@ -201,6 +201,11 @@ TEST(Wanda, ConvertRefusesMissingOrMisshapedNormsAndUnknownLayers) {
   EXPECT_NE(exception_text([&] { convert_checkpoint(fixture().string(), out.string(), layers); }).find("layer 4"), std::string::npos);
   layers.layer_sparsity = {{0, 1.0}};
   EXPECT_THROW(convert_checkpoint(fixture().string(), out.string(), layers), Error);
+  layers.layer_sparsity = {{0, std::nan("")}};
+  EXPECT_THROW(convert_checkpoint(fixture().string(), out.string(), layers), Error);
+  ConvertOptions nan_sparsity;
+  nan_sparsity.sparsity = std::nan("");
+  EXPECT_THROW(convert_checkpoint(fixture().string(), out.string(), nan_sparsity), Error);
 }
 
 double heldout_perplexity(const ConvertOptions& o, const std::string& name) {

@@ -272,6 +272,7 @@ TEST(Cli, WandaConvertPerplexityAndQualityBench) {
            {"--layer-sparsity 2-x=0.5", "--layer-sparsity: \"2-x=0.5\" is not LAYER=SPARSITY"},
            {"--layer-sparsity 0.5", "is not LAYER=SPARSITY"},
            {"--layer-sparsity 9=0.5", "a sparsity is given for layer 9; the model has layers 0..3"},
+           {"--layer-sparsity 1=nan", "the sparsity of layer 1 must be in [0, 1)"},
        }) {
     r = run("convert " + fixture + " " + model + " " + args + " --no-progress");
     EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.output;

@@ -109,12 +109,12 @@ ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& 
   auto log = [&](const std::string& line) {
     if (o.log) o.log(line);
   };
-  if (o.sparsity < 0 || o.sparsity >= 1) throw Error("convert: sparsity must be in [0, 1)");
+  if (!(o.sparsity >= 0 && o.sparsity < 1)) throw Error("convert: sparsity must be in [0, 1)");  // NaN too
   const ModelConfig config = ModelConfig::from_hf(read_config(hf_dir));
   for (const auto& [layer, sparsity] : o.layer_sparsity) {
     if (layer < 0 || layer >= config.layers)
       throw Error("convert: a sparsity is given for layer " + std::to_string(layer) + "; the model has layers 0.." + std::to_string(config.layers - 1));
-    if (sparsity < 0 || sparsity >= 1) throw Error("convert: the sparsity of layer " + std::to_string(layer) + " must be in [0, 1)");
+    if (!(sparsity >= 0 && sparsity < 1)) throw Error("convert: the sparsity of layer " + std::to_string(layer) + " must be in [0, 1)");
   }
   if (o.prune == PruneMethod::wanda && o.input_norms.empty()) throw Error("convert: Wanda pruning needs calibration (activation norms)");
   const SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open(hf_dir);

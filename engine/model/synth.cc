@@ -109,7 +109,7 @@ ModelConfig synth_config(Arch arch, const std::string& preset) {
 }
 
 void synthesize_checkpoint(const std::string& dir, const SynthOptions& o) {
-  if (o.sparsity < 0 || o.sparsity >= 1) throw Error("synth: sparsity must be in [0, 1)");
+  if (!(o.sparsity >= 0 && o.sparsity < 1)) throw Error("synth: sparsity must be in [0, 1)");  // NaN too
   const ModelConfig c = synth_config(o.arch, o.preset);
   const HfLayout layout = o.arch == Arch::mixtral ? HfLayout::mixtral : o.grok_layout;
   std::filesystem::create_directories(dir);
