@@ -1196,9 +1196,16 @@ TEST_F(Server, AnApiKeyIsRequiredWhenSet) {
   auto wrong = post("/v1/completions", body, {{"Authorization", "Bearer open"}});
   ASSERT_TRUE(wrong);
   EXPECT_EQ(wrong->status, 401);
-  auto right = post("/v1/completions", body, {{"Authorization", "Bearer sesame"}});
-  ASSERT_TRUE(right);
-  EXPECT_EQ(right->status, 200);
+  for (const char* near_miss : {"Bearer sesamf", "Bearer sesam", "Bearer sesamee", "Bearersesame", "Basic sesame"}) {
+    auto refused = post("/v1/completions", body, {{"Authorization", near_miss}});
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, 401) << near_miss;
+  }
+  for (const char* accepted : {"Bearer sesame", "bearer sesame", "BEARER sesame"}) {  // the scheme's case does not matter
+    auto right = post("/v1/completions", body, {{"Authorization", accepted}});
+    ASSERT_TRUE(right);
+    EXPECT_EQ(right->status, 200) << accepted;
+  }
   auto models = client().Get("/v1/models");
   ASSERT_TRUE(models);
   EXPECT_EQ(models->status, 401);

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cctype>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -113,8 +114,18 @@ struct HttpServer::Impl {
   std::mt19937_64 seeds{std::random_device{}()};
   std::mutex seeds_mutex;
 
+  // `Authorization: Bearer KEY`, the scheme in any case (RFC 7235). The key
+  // is compared in time independent of where it differs, so that response
+  // times do not reveal how much of a guess was right.
   bool authorized(const httplib::Request& req) const {
-    return options.api_key.empty() || req.get_header_value("Authorization") == "Bearer " + options.api_key;
+    if (options.api_key.empty()) return true;
+    const std::string header = req.get_header_value("Authorization");
+    constexpr std::string_view kScheme = "bearer ";
+    if (header.size() != kScheme.size() + options.api_key.size()) return false;
+    unsigned char differs = 0;
+    for (size_t i = 0; i < kScheme.size(); ++i) differs |= static_cast<unsigned char>(std::tolower(static_cast<unsigned char>(header[i])) ^ kScheme[i]);
+    for (size_t i = 0; i < options.api_key.size(); ++i) differs |= static_cast<unsigned char>(header[kScheme.size() + i] ^ options.api_key[i]);
+    return differs == 0;
   }
 
   uint64_t fresh_seed() {
