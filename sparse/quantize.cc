@@ -55,7 +55,9 @@ float quantize_int8_symmetric(const float* x, size_t n, int8_t* out) {
     return NAN;
   }
   const float scale = amax / 127.0f;
-  const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+  // A subnormal scale's inverse overflows to infinity, and 0 * inf is NaN:
+  // values that small quantise to zero.
+  const float inv = scale >= std::numeric_limits<float>::min() ? 1.0f / scale : 0.0f;
   // Adding and removing 1.5 * 2^23 rounds to the nearest integer, ties to
   // even (as nearbyint in the default mode), for |v| <= 2^22.
   constexpr float kRound = 12582912.0f;

@@ -160,6 +160,12 @@ TEST(Quantize, SymmetricInt8HasNoScaleForNonFiniteValues) {
   const float zeros[3] = {0.0f, 0.0f, 0.0f};
   EXPECT_EQ(quantize_int8_symmetric(zeros, 3, q), 0.0f);
   EXPECT_EQ(q[0], 0);
+  // A subnormal scale (1 / scale overflows, and 0 * inf is NaN): zeros, as
+  // the values are at int8 precision; found by fuzzing a checkpoint.
+  const float tiny[3] = {0.0f, 1e-40f, -3e-39f};
+  q[0] = q[1] = q[2] = 1;
+  EXPECT_EQ(quantize_int8_symmetric(tiny, 3, q), 3e-39f / 127.0f);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(q[i], 0) << i;
 }
 
 TEST(Quantize, SymmetricInt8RoundsToNearestEven) {

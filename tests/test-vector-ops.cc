@@ -97,6 +97,9 @@ TEST_P(VectorOpsTest, QuantiseS8MatchesTheScalarQuantiserExactly) {
     check(x, "halves n=" + std::to_string(n));
     if (n == 0) continue;
     check(std::vector<float>(n, 0.0f), "zeros n=" + std::to_string(n));
+    std::vector<float> subnormal(n, 0.0f);
+    subnormal[n / 2] = -2e-39f;  // a subnormal scale
+    check(subnormal, "subnormal n=" + std::to_string(n));
     for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
       x[n - 1] = bad;
       check(x, "non-finite last n=" + std::to_string(n));
