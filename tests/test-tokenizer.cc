@@ -168,6 +168,23 @@ TEST(Tokenizer, MalformedModelsThrow) {
   }
 }
 
+// A piece starting with a NUL byte appended to a good model (a repeated
+// protobuf field may come anywhere): libsentencepiece's double-array
+// builder reads it as a key of zero length and throws its own exception,
+// which must leave as lacuna::Error (found by fuzzing a .lacuna file's
+// tokenizer).
+TEST(Tokenizer, APieceStartingWithNulIsAMalformedModel) {
+  std::vector<std::byte> model = small_model();
+  // pieces { piece: "\0x" score: 0 type: NORMAL }
+  for (const int b : {0x0A, 0x0B, 0x0A, 0x02, 0x00, 0x78, 0x15, 0x00, 0x00, 0x00, 0x00, 0x18, 0x01}) model.push_back(static_cast<std::byte>(b));
+  try {
+    Tokenizer::from_bytes(model);
+    FAIL() << "no error for the piece";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("malformed SentencePiece model"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Tokenizer, FromFileLoadsAndNamesTheMissingPath) {
   const std::filesystem::path path =
       std::filesystem::temp_directory_path() / ("lacuna-test-tokenizer-" + std::to_string(getpid()) + ".model");
