@@ -2,9 +2,9 @@
 // batch` take it: parsed for both endpoints against the synthetic `tiny`
 // model (its tokenizer and chat template), run for at most three tokens a
 // choice, and answered in every shape the server sends (the response, its
-// stream chunks, the echo chunk, usage, the error body); and as /tokenize and /detokenize
-// bodies. Every answer is serialised as the server sends it (dump() with
-// its default, strict UTF-8 handling).
+// stream chunks, the echo chunk, usage, the error body); and as /tokenize
+// and /detokenize bodies. Every answer is serialised as the server sends
+// it (dump() with its default, strict UTF-8 handling).
 #include <algorithm>
 
 #include "engine/server/openai-api.h"
