@@ -71,8 +71,8 @@ Line read_line(const std::string& text, size_t number) {
   };
   json j;
   try {
-    // As the server reads a body: the line's bytes must be UTF-8 first, for
-    // the parser's message quotes them and the error record must be JSON.
+    // As the server reads a body: UTF-8 checked first, then JSON (a number
+    // beyond double's range is malformed too), each refusal an HttpError.
     j = parse_body(text);
   } catch (const HttpError& e) {
     throw std::make_pair(l.id, e);
