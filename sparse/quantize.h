@@ -17,8 +17,8 @@ Tensor quantize_matrix(const float* w, size_t rows, size_t cols, DType dtype);
 // Symmetric int8 quantisation of x[0..n), shared by weights (per row) and
 // activations (per token): returns the scale max|x| / 127 and writes
 // round(x / scale) clamped to [-127, 127] (zeros when every x is zero, or
-// when the scale is subnormal, below 127 x FLT_MIN). A NaN or infinite
-// value leaves no scale: it returns NaN and writes zeros.
+// when max|x| is below 127 x FLT_MIN, so that the scale is subnormal). A NaN
+// or infinite value leaves no scale: it returns NaN and writes zeros.
 float quantize_int8_symmetric(const float* x, size_t n, int8_t* out);
 
 // The f32 value of every element, row-major [rows, cols], for any format

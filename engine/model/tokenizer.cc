@@ -30,8 +30,9 @@ void check(const sentencepiece::util::Status& status, std::string_view what) {
 }
 
 // libsentencepiece reports most damage in a Status, but its double-array
-// builder (darts-clone) throws its own exception for some (a piece of zero
-// length: found by fuzzing), which must leave as lacuna::Error too.
+// builder (darts-clone) throws its own exception for some (a piece starting
+// with NUL, a key of zero length to it: found by fuzzing), which must leave
+// as lacuna::Error too.
 void load(sentencepiece::SentencePieceProcessor& sp, std::string_view bytes, const std::string& what) {
   try {
     check(sp.LoadFromSerializedProto(bytes), what);
