@@ -1184,6 +1184,60 @@ TEST_F(Server, TokenizeAndDetokenizeAreTheModelsTokenizer) {
   }
 }
 
+// Byte ranges are defined for GET alone (RFC 9110, 14.2) and every answer is
+// made per request: a Range header is ignored, never cuts an answer or an
+// error; one httplib cannot parse is refused with a JSON 416. An endpoint
+// asked with another method answers 405 naming its own.
+TEST_F(Server, RangeHeadersAreIgnoredAndOtherMethodsAnswer405) {
+  start();
+  const std::string body = json{{"prompt", "The night train"}, {"max_tokens", 6}, {"temperature", 0}}.dump();
+  auto plain = post("/v1/completions", body);
+  ASSERT_TRUE(plain);
+  ASSERT_EQ(plain->status, 200) << plain->body;
+  for (const char* range : {"bytes=5-", "bytes=0-0,3-4", "bytes=500000-", "bytes=-10"}) {
+    auto res = post("/v1/completions", body, {{"Range", range}});
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200) << range;
+    EXPECT_FALSE(res->has_header("Content-Range")) << range;
+    EXPECT_EQ(res->get_header_value("Content-Type"), "application/json") << range;
+    EXPECT_EQ(json::parse(res->body)["choices"][0]["text"], json::parse(plain->body)["choices"][0]["text"]) << range;
+    auto error = post("/v1/completions", "{\"prompt\": ", {{"Range", range}});
+    ASSERT_TRUE(error);
+    EXPECT_EQ(error->status, 400) << range;
+    EXPECT_NE(json::parse(error->body)["error"]["message"].get<std::string>().find("not valid JSON"), std::string::npos) << error->body;
+  }
+  json streamed = json::parse(body);
+  streamed["stream"] = true;
+  auto sres = post("/v1/completions", streamed.dump(), {{"Range", "bytes=0-10"}});
+  ASSERT_TRUE(sres);
+  EXPECT_EQ(sres->status, 200);
+  EXPECT_EQ(read_stream(sres->body, false).first, json::parse(plain->body)["choices"][0]["text"]);
+  auto metrics = client().Get("/metrics", {{"Range", "bytes=0-5"}});
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_NE(metrics->body.find("lacuna_requests_total"), std::string::npos);
+  auto malformed = post("/v1/completions", body, {{"Range", "bytes=abc"}});
+  ASSERT_TRUE(malformed);
+  EXPECT_EQ(malformed->status, 416);
+  EXPECT_NE(json::parse(malformed->body)["error"]["message"].get<std::string>().find("Range header is malformed"), std::string::npos);
+  auto head = client().Head("/health");
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->get_header_value("Accept-Ranges"), "none");
+
+  auto get = client().Get("/v1/completions");
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->status, 405);
+  EXPECT_EQ(get->get_header_value("Allow"), "POST");
+  EXPECT_NE(json::parse(get->body)["error"]["message"].get<std::string>().find("/v1/completions takes POST, not GET"), std::string::npos);
+  auto put = client().Put("/health", "x", "text/plain");
+  ASSERT_TRUE(put);
+  EXPECT_EQ(put->status, 405);
+  EXPECT_EQ(put->get_header_value("Allow"), "GET");
+  auto unknown = client().Get("/v1/nothing");
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(unknown->status, 404);
+}
+
 TEST_F(Server, AnApiKeyIsRequiredWhenSet) {
   ServerOptions o;
   o.api_key = "sesame";

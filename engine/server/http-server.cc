@@ -7,6 +7,7 @@
 #include <cctype>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <random>
 
@@ -111,6 +112,7 @@ struct HttpServer::Impl {
   int open_streams = 0;
   std::atomic<uint64_t> next_response{1};
   std::mutex shutdown_mutex;
+  std::map<std::string, std::string> endpoint_methods;  // path -> the one method it answers
   std::mt19937_64 seeds{std::random_device{}()};
   std::mutex seeds_mutex;
 
@@ -147,11 +149,29 @@ void HttpServer::Impl::routes() {
   });
   http.new_task_queue = [n = options.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
   http.set_payload_max_length(options.max_body_bytes);
-  // Errors httplib answers itself (404, 413, 400 on a broken request line) get a JSON body too.
-  http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+  // Byte ranges are defined for GET alone (RFC 9110, 14.2), and every answer
+  // here is made for its request, so a Range header is ignored. Left to
+  // httplib, it cut answers and errors alike to the range (a 200 with half a
+  // JSON body, or a 416 after the completion had run). The handlers see the
+  // request const, but it is httplib's own non-const object. A Range header
+  // httplib cannot parse it refuses with 416 before any handler runs. Every
+  // answer says so (httplib would otherwise offer "bytes" to HEAD requests).
+  http.set_default_headers({{"Accept-Ranges", "none"}});
+  http.set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
+    const_cast<httplib::Request&>(req).ranges.clear();
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  // Errors httplib answers itself (404, 413, 400 on a broken request line) get a JSON body too;
+  // an endpoint asked with another method than its own gets 405 naming it.
+  http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
+    if (const auto own = endpoint_methods.find(req.path); res.status == 404 && own != endpoint_methods.end()) {
+      res.set_header("Allow", own->second);
+      return send_json(res, 405, error_body({405, req.path + " takes " + own->second + ", not " + req.method, "invalid_request_error", "", ""}));
+    }
     const std::string message = res.status == 404   ? "no such endpoint"
                                 : res.status == 413 ? "the request body is too large"
+                                : res.status == 416 ? "the Range header is malformed (byte ranges are not served: send the request without one)"
                                                     : "the request failed (HTTP " + std::to_string(res.status) + ")";
     send_json(res, res.status, error_body({res.status, message, res.status == 404 ? "not_found_error" : "invalid_request_error", "", ""}));
   });
@@ -165,22 +185,30 @@ void HttpServer::Impl::routes() {
     }
     send_json(res, 500, error_body({500, "internal error: " + what, "server_error", "", ""}));
   });
-  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+  const auto get = [this](const char* path, httplib::Server::Handler handler) {
+    http.Get(path, std::move(handler));
+    endpoint_methods[path] = "GET";
+  };
+  const auto post = [this](const char* path, httplib::Server::Handler handler) {
+    http.Post(path, std::move(handler));
+    endpoint_methods[path] = "POST";
+  };
+  get("/health", [this](const httplib::Request&, httplib::Response& res) {
     if (draining) return send_json(res, 503, {{"status", "shutting down"}});
     send_json(res, 200, {{"status", "ok"}});
   });
-  http.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
+  get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
     if (!authorized(req)) return send_error(res, kUnauthorized);
     res.set_content(metrics.render(scheduler.stats()), "text/plain; version=0.0.4");
   });
-  http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
+  get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
     if (!authorized(req)) return send_error(res, kUnauthorized);
     send_json(res, 200,
               {{"object", "list"},
                {"data", json::array({{{"id", options.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "lacuna"}}})}});
   });
   for (const auto& [path, answer] : {std::pair{"/tokenize", &tokenize_json}, std::pair{"/detokenize", &detokenize_json}})
-    http.Post(path, [this, name = std::string(path + 1), answer = answer](const httplib::Request& req, httplib::Response& res) {
+    post(path, [this, name = std::string(path + 1), answer = answer](const httplib::Request& req, httplib::Response& res) {
       auto reply_error = [&](const HttpError& e) {
         send_error(res, e);
         metrics.request_done(name, e.status);
@@ -193,9 +221,8 @@ void HttpServer::Impl::routes() {
         reply_error(e);
       }
     });
-  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { complete(req, res, Endpoint::completions); });
-  http.Post("/v1/chat/completions",
-            [this](const httplib::Request& req, httplib::Response& res) { complete(req, res, Endpoint::chat_completions); });
+  post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { complete(req, res, Endpoint::completions); });
+  post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { complete(req, res, Endpoint::chat_completions); });
 }
 
 void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& res, Endpoint endpoint) {
