@@ -2,7 +2,7 @@
 # Fuzzes Lacuna's readers of untrusted input with libFuzzer, under ASan and
 # UBSan (docs/fuzzing.md):
 #   scripts/fuzz.sh [SECONDS] [TARGET ...]
-# Each target (default: all of model-file checkpoint api-request batch) runs
+# Each target (default: all of model-file checkpoint api-request batch http) runs
 # SECONDS (default 300) from its committed corpus, tests/fuzz/corpus/TARGET.
 # New inputs go to /tmp/lacuna-fuzz/corpus/TARGET, findings (the input that
 # crashed, leaked or timed out) to /tmp/lacuna-fuzz/findings/TARGET. Exits
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-300}"
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(model-file checkpoint api-request batch)
+((${#targets[@]})) || targets=(model-file checkpoint api-request batch http)
 bash scripts/install-deps.sh clang libomp-dev
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz

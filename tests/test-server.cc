@@ -1238,6 +1238,35 @@ TEST_F(Server, RangeHeadersAreIgnoredAndOtherMethodsAnswer405) {
   EXPECT_EQ(unknown->status, 404);
 }
 
+// answer_connection (the HTTP fuzz target's way in) reads kept-alive
+// requests one after another and answers each as over a socket; a client
+// that stops reading ends its stream there.
+TEST_F(Server, AConnectionInMemoryIsAnsweredAsASocketIs) {
+  start();
+  const std::string body = json{{"prompt", "The night train"}, {"max_tokens", 5}, {"temperature", 0}}.dump();
+  auto over_socket = post("/v1/completions", body);
+  ASSERT_TRUE(over_socket);
+  const std::string request = "POST /v1/completions HTTP/1.1\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  const std::vector<std::string> answers = server_->answer_connection("GET /health HTTP/1.1\r\n\r\n" + request + "GET /nowhere HTTP/1.1\r\n\r\n");
+  ASSERT_EQ(answers.size(), 3u);
+  EXPECT_TRUE(answers[0].starts_with("HTTP/1.1 200 OK\r\n")) << answers[0];
+  EXPECT_NE(answers[0].find("\r\n\r\n{\"status\":\"ok\"}"), std::string::npos) << answers[0];
+  ASSERT_TRUE(answers[1].starts_with("HTTP/1.1 200 OK\r\n")) << answers[1];
+  const json in_memory = json::parse(answers[1].substr(answers[1].find("\r\n\r\n") + 4));
+  EXPECT_EQ(in_memory["choices"][0]["text"], json::parse(over_socket->body)["choices"][0]["text"]);
+  EXPECT_TRUE(answers[2].starts_with("HTTP/1.1 404 Not Found\r\n")) << answers[2];
+
+  json streamed = json::parse(body);
+  streamed["stream"] = true;
+  streamed["max_tokens"] = 200;
+  const std::string stream_body = streamed.dump();
+  const std::vector<std::string> cut = server_->answer_connection(
+      "POST /v1/completions HTTP/1.1\r\nContent-Length: " + std::to_string(stream_body.size()) + "\r\n\r\n" + stream_body + request, 300);
+  ASSERT_EQ(cut.size(), 1u);  // the client left in the first answer: the second request is not read
+  EXPECT_EQ(cut[0].size(), 300u);
+  EXPECT_TRUE(cut[0].starts_with("HTTP/1.1 200 OK\r\n")) << cut[0];
+}
+
 TEST_F(Server, AnApiKeyIsRequiredWhenSet) {
   ServerOptions o;
   o.api_key = "sesame";

@@ -82,10 +82,12 @@ static_assert(sizeof(lacuna_model_params) == 32 && sizeof(lacuna_model_info) == 
                   sizeof(lacuna_chat_message) == 16,
               "the size of a public struct changed: keep the first version's size as its minimum (kMinimumSize)");
 template <class T>
-constexpr size_t kMinimumSize = sizeof(T);  // 0.1 is the first version
-// 0.1.1 added the frequency and presence penalties at its end, 0.1.2 the logit biases.
+inline constexpr size_t kMinimumSize = sizeof(T);  // 0.1 is the first version
+// 0.1.1 added the frequency and presence penalties at its end, 0.1.2 the logit
+// biases. Inline: an explicit specialisation is not by itself, and each file
+// including this one would define it (clang's linker refused the second).
 template <>
-constexpr size_t kMinimumSize<lacuna_generate_params> = 80;
+inline constexpr size_t kMinimumSize<lacuna_generate_params> = 80;
 // A struct_size beyond this is not a size (an uninitialised struct).
 constexpr size_t kLargestStruct = 4096;
 

@@ -3,13 +3,16 @@
 #include <httplib.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <random>
+#include <utility>
 
 #include "engine/server/metrics.h"
 #include "engine/server/openai-api.h"
@@ -79,6 +82,55 @@ std::optional<HttpError> failure_of(const GenerateResult& result) {
   return std::nullopt;
 }
 
+// httplib's server, with a connection that is not a socket answered as a
+// socket's would be (HttpServer::answer_connection).
+class ConnectionServer : public httplib::Server {
+ public:
+  // As httplib's own loop over a kept-alive socket: at most
+  // keep_alive_max_count requests, the last answered with Connection: close.
+  template <class OnAnswer>
+  void answer(httplib::Stream& connection, OnAnswer&& on_answer) {
+    bool closed = false;
+    for (size_t left = keep_alive_max_count_; left > 0 && !closed; --left) {
+      const bool ok = process_request(connection, left == 1, closed, nullptr);
+      if (!on_answer() || !ok) break;
+    }
+  }
+};
+
+// A connection in memory: reads `requests`, then the end of the stream (the
+// client closed its side); writes go to `written` until the client has read
+// `client_reads` bytes, and fail from there (the client left).
+class MemoryConnection final : public httplib::Stream {
+ public:
+  MemoryConnection(std::string_view requests, size_t client_reads) : requests_(requests), client_reads_(client_reads) {}
+  bool is_readable() const override { return true; }
+  bool is_writable() const override { return total_written_ < client_reads_; }
+  ssize_t read(char* p, size_t n) override {
+    n = std::min(n, requests_.size());
+    std::memcpy(p, requests_.data(), n);
+    requests_.remove_prefix(n);
+    return static_cast<ssize_t>(n);
+  }
+  ssize_t write(const char* p, size_t n) override {
+    const size_t accepted = std::min(n, client_reads_ - total_written_);
+    written.append(p, accepted);
+    total_written_ += accepted;
+    return accepted == n ? static_cast<ssize_t>(n) : -1;
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override { ip = "127.0.0.1", port = 0; }
+  void get_local_ip_and_port(std::string& ip, int& port) const override { ip = "127.0.0.1", port = 0; }
+  socket_t socket() const override { return INVALID_SOCKET; }
+  bool hung_up() const { return total_written_ == client_reads_; }
+
+  std::string written;  // since the last answer was taken
+
+ private:
+  std::string_view requests_;
+  size_t client_reads_;
+  size_t total_written_ = 0;
+};
+
 const HttpError kUnauthorized{401, "a valid API key is required (Authorization: Bearer KEY)", "authentication_error", "", ""};
 
 void send_json(httplib::Response& res, int status, const json& body) {
@@ -103,7 +155,7 @@ struct HttpServer::Impl {
   ServerOptions options;
   ServerMetrics metrics;
   Scheduler scheduler;
-  httplib::Server http;
+  ConnectionServer http;
   std::atomic<bool> draining{false};
   std::atomic<int> listening{-1};
   // Streams whose last events may still be on their way: stop() would cut them.
@@ -396,6 +448,16 @@ int HttpServer::bind() {
 }
 
 void HttpServer::serve() { impl_->http.listen_after_bind(); }
+
+std::vector<std::string> HttpServer::answer_connection(std::string_view requests, size_t client_reads) {
+  MemoryConnection connection(requests, client_reads);
+  std::vector<std::string> answers;
+  impl_->http.answer(connection, [&] {
+    if (!connection.written.empty()) answers.push_back(std::exchange(connection.written, {}));
+    return !connection.hung_up();
+  });
+  return answers;
+}
 
 void HttpServer::shutdown() {
   Impl& m = *impl_;

@@ -4,9 +4,12 @@
 // /v1/chat/completions (JSON or server-sent events), GET /v1/models,
 // /health, /metrics (Prometheus text, prometheus-cpp). docs/server.md.
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "engine/server/scheduler.h"
 
@@ -41,6 +44,16 @@ class HttpServer {
   // the shutdown timeout, cancels the rest, stops listening. Thread-safe;
   // also from a signal-watching thread.
   void shutdown();
+
+  // One connection without a socket, for tests and fuzzing of the HTTP
+  // layer: the requests in `requests` are read one after another as a
+  // keep-alive connection's, and what the server wrote in answer to each is
+  // returned, one string per request (a streamed answer whole, when it
+  // ends). A client that stops reading after `client_reads` bytes is one
+  // that hung up: the write that passes it fails. Call while serve() runs
+  // (httplib ends streams when its server is not running); thread-safe as
+  // concurrent connections are.
+  std::vector<std::string> answer_connection(std::string_view requests, size_t client_reads = SIZE_MAX);
 
  private:
   struct Impl;
