@@ -204,25 +204,31 @@ void HttpServer::Impl::routes() {
   // Byte ranges are defined for GET alone (RFC 9110, 14.2), and every answer
   // here is made for its request, so a Range header is ignored. Left to
   // httplib, it cut answers and errors alike to the range (a 200 with half a
-  // JSON body, or a 416 after the completion had run). The handlers see the
-  // request const, but it is httplib's own non-const object. A Range header
-  // httplib cannot parse it refuses with 416 before any handler runs. Every
-  // answer says so (httplib would otherwise offer "bytes" to HEAD requests).
+  // JSON body, or a 416 after the completion had run). A Range header
+  // httplib cannot parse it refuses with 416 before routing, keeping the
+  // ranges it read before the bad one, so the error handler drops them too.
+  // The handlers see the request const, but it is httplib's own non-const
+  // object. Every answer says so (httplib would otherwise offer "bytes" to
+  // HEAD requests).
+  const auto ignore_ranges = [](const httplib::Request& req) { const_cast<httplib::Request&>(req).ranges.clear(); };
   http.set_default_headers({{"Accept-Ranges", "none"}});
-  http.set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
-    const_cast<httplib::Request&>(req).ranges.clear();
+  http.set_pre_routing_handler([ignore_ranges](const httplib::Request& req, httplib::Response&) {
+    ignore_ranges(req);
     return httplib::Server::HandlerResponse::Unhandled;
   });
   // Errors httplib answers itself (404, 413, 400 on a broken request line) get a JSON body too;
   // an endpoint asked with another method than its own gets 405 naming it.
-  http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+  http.set_error_handler([this, ignore_ranges](const httplib::Request& req, httplib::Response& res) {
+    ignore_ranges(req);
     if (!res.body.empty()) return;
     if (const auto own = endpoint_methods.find(req.path); res.status == 404 && own != endpoint_methods.end()) {
       res.set_header("Allow", own->second);
       return send_json(res, 405, error_body({405, req.path + " takes " + own->second + ", not " + req.method, "invalid_request_error", "", ""}));
     }
     const std::string message = res.status == 404   ? "no such endpoint"
+                                : res.status == 400 ? "the HTTP request is malformed (its request line, a header, or the body's encoding)"
                                 : res.status == 413 ? "the request body is too large"
+                                : res.status == 414 ? "the request line is too long"
                                 : res.status == 416 ? "the Range header is malformed (byte ranges are not served: send the request without one)"
                                                     : "the request failed (HTTP " + std::to_string(res.status) + ")";
     send_json(res, res.status, error_body({res.status, message, res.status == 404 ? "not_found_error" : "invalid_request_error", "", ""}));
