@@ -30,6 +30,11 @@ MachineModel MachineModel::for_bandwidth(double bytes_per_s, int threads) {
   m.bitmap_row_group = 1.6e-9;
   m.bitmap_row_group_token = 0.4e-9;
   m.bitmap_widen_row_group = 1.2e-9;
+  // AMX int8: `lacuna bench sweep`, cold 2048->5632 at 70 % on the Intel
+  // Xeon (AMX) host, 0.46 ms at 16 tokens and 0.54 at 32 on two threads
+  // (docs/benchmarks.md, "AMX int8 tiles").
+  m.amx_row_group = 4.0e-9;
+  m.amx_tile_row_group = 1.0e-9;
   m.csr_nonzero_token = 0.5e-9;
   m.pair_tile = 0.55e-9;
   m.pair_group = 2.9e-9;
@@ -82,6 +87,8 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
     double compute = 0;
     if (k.features == 0) {  // the scalar reference: visits every stored weight once per token
       compute = static_cast<double>(f == Format::dense ? rows * cols : nonzeros) * nn * m.scalar_weight_token;
+    } else if (k.features & kAmxInt8) {  // every group expanded once, then one tile product per 16 tokens
+      compute = static_cast<double>(rows * group_count(desc)) * (m.amx_row_group + tiles * m.amx_tile_row_group);
     } else switch (k.act) {
       case ActLayout::bf16_padded:
       case ActLayout::s8_padded:
@@ -152,8 +159,8 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
         plan.considered.push_back(d);
       }
       // Where the runtime takes the VNNI tiles instead (kDenseInt8TileTokens).
-      const SpmmUkernel* tiles_kernel = dense_int8_tile_kernel(TensorDesc::matrix(f, dtype, rows, cols), cpu);
-      if (tiles_kernel && n <= kDenseInt8TileTokens) plan.considered.push_back(kernel_option(f, *tiles_kernel));
+      if (const SpmmUkernel* tiles_kernel = dense_int8_tile_kernel(TensorDesc::matrix(f, dtype, rows, cols), n, cpu))
+        plan.considered.push_back(kernel_option(f, *tiles_kernel));
       continue;
     }
     if (f == Format::bsr) continue;  // block-sparse needs the block pattern; chosen at conversion, not here

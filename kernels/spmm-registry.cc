@@ -72,9 +72,9 @@ SpmmChoice choose_spmm(const TensorDesc& w, size_t n, const CpuInfo& cpu) {
   throw Error(std::string("no spmm kernel for ") + format_name(w.format) + " " + dtype_name(w.dtype) + " n=" + std::to_string(n));
 }
 
-const SpmmUkernel* dense_int8_tile_kernel(const TensorDesc& w, const CpuInfo& cpu) {
-  if (w.format != Format::dense || w.dtype != DType::int8) return nullptr;
-  const SpmmUkernel* k = choose_spmm(w, 1, cpu).kernel;
+const SpmmUkernel* dense_int8_tile_kernel(const TensorDesc& w, size_t n, const CpuInfo& cpu) {
+  if (w.format != Format::dense || w.dtype != DType::int8 || n == 0 || n > kDenseInt8TileTokens) return nullptr;
+  const SpmmUkernel* k = choose_spmm(w, n, cpu).kernel;
   return k && k->act == ActLayout::s8_padded ? k : nullptr;
 }
 

@@ -87,10 +87,11 @@ SpmmChoice choose_spmm(const TensorDesc& w, size_t n, const CpuInfo& cpu = cpu_i
 // (docs/benchmarks.md, "Dense int8 on the VNNI tiles").
 inline constexpr size_t kDenseInt8TileTokens = 64;
 
-// The VNNI tile kernel for a dense int8 weight, or null for other weights or
-// where the CPU lacks it (the broadcast fallback dispatch would give is far
-// slower than oneDNN).
-const SpmmUkernel* dense_int8_tile_kernel(const TensorDesc& w, const CpuInfo& cpu = cpu_info());
+// The tile kernel (VNNI, or AMX from its minimum batch) for a dense int8
+// weight at n tokens, or null for other weights, for n beyond the tiles, or
+// where the CPU lacks them (the broadcast fallback dispatch would give is
+// far slower than oneDNN).
+const SpmmUkernel* dense_int8_tile_kernel(const TensorDesc& w, size_t n, const CpuInfo& cpu = cpu_info());
 
 // y[n, out] = x[n, in] · Wᵀ with `kernel`: converts x to the kernel's layout,
 // then splits the rows over the OpenMP threads by stored bytes (not row

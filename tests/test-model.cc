@@ -23,6 +23,7 @@
 #include "engine/runtime/forward.h"
 #include "engine/runtime/generate.h"
 #include "engine/runtime/linear.h"
+#include "kernels/dense-onednn/onednn-matmul.h"
 #include "kernels/instruction-rates.h"
 #include "sparse/convert.h"
 #include "sparse/error.h"
@@ -594,8 +595,13 @@ TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
                                                                          << "/13 zeros n=" << n << " token " << t << " row " << r << " ("
                                                                          << linear.describe(n) << ")";
             }
-          const bool widened = dtype == DType::bf16 && f32_outruns_bf16_dot();
-          const size_t from = dtype == DType::int8 ? 24 : widened ? (zeros_in_13 >= 12 ? 0 : zeros_in_13 >= 9 ? 256 : 64) : (zeros_in_13 >= 12 ? 0 : 16);
+          // int8 keeps the AMX tiles up to their 64 tokens; bf16 stays bf16 and expands from 16 where oneDNN runs on AMX.
+          const bool amx_int8 = cpu_info().why_unavailable(kAmxTile | kAmxInt8).empty();
+          const bool widened = dtype == DType::bf16 && f32_outruns_bf16_dot() && !onednn_runs_amx();
+          const size_t from = dtype == DType::int8 ? (amx_int8 ? 65 : 24)
+                              : onednn_runs_amx() ? 16
+                              : widened ? (zeros_in_13 >= 12 ? 0 : zeros_in_13 >= 9 ? 256 : 64)
+                                        : (zeros_in_13 >= 12 ? 0 : 16);
           const bool expanded = format == Format::bitmap && from && n >= from;
           EXPECT_EQ(linear.describe(n).find("expanded") != std::string::npos, expanded) << zeros_in_13 << "/13 zeros: " << linear.describe(n);
           if (expanded) {

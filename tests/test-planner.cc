@@ -39,7 +39,7 @@ TEST(Planner, SparseWinsAtBatchOneAndPicksTheFormatBySparsity) {
 }
 
 TEST(Planner, UnprunedInt8StaysDenseOnTheVnniTilesWhereTheRuntimeRunsThem) {
-  const SpmmUkernel* tiles = dense_int8_tile_kernel(TensorDesc::matrix(Format::dense, DType::int8, kRows, kCols), cpu_info().with_cap(IsaLevel::avx512_core_bf16));
+  const SpmmUkernel* tiles = dense_int8_tile_kernel(TensorDesc::matrix(Format::dense, DType::int8, kRows, kCols), 1, cpu_info().with_cap(IsaLevel::avx512_core_bf16));
   if (!tiles) GTEST_SKIP() << "needs the AVX-512 VNNI kernels";
   // One byte a weight dense against 1.125 in a bitmap: at batch 1 the tiles stream it dense.
   const LinearPlan p = plan(DType::int8, 0.0, 1);

@@ -241,14 +241,51 @@ TEST(Dispatch, S8ActivationKernelsDeclineRowsTooWideForTheirInt32Sums) {
     all.reported = all.usable = all.features = k.features;
     const TensorDesc fits = TensorDesc::matrix(k.format, k.dtype, 8, kS8PaddedMaxColumns);
     const TensorDesc too_wide = TensorDesc::matrix(k.format, k.dtype, 8, kS8PaddedMaxColumns + 64);
-    EXPECT_EQ(spmm_decline_reason(k, fits, 1, all), "") << k.name;
-    EXPECT_NE(spmm_decline_reason(k, too_wide, 1, all).find("1048640 columns overflow its int32 sums"), std::string::npos) << k.name;
-    const SpmmChoice choice = choose_spmm(too_wide, 1, all);
+    EXPECT_EQ(spmm_decline_reason(k, fits, k.min_n, all), "") << k.name;
+    EXPECT_NE(spmm_decline_reason(k, too_wide, k.min_n, all).find("1048640 columns overflow its int32 sums"), std::string::npos) << k.name;
+    const SpmmChoice choice = choose_spmm(too_wide, k.min_n, all);
     EXPECT_NE(choice.kernel, &k) << k.name;
     EXPECT_NE(choice.kernel->act, ActLayout::s8_padded) << k.name;
     ++checked;
   }
   if (checked == 0) GTEST_SKIP() << "no kernel on s8 activations is compiled in";
+}
+
+// BatchPolicy::invariant also lets a kernel on s8 activations hand a batch
+// to another such kernel (Linear::choice_under): the AMX tiles must give
+// each token the bits the single-token VNNI kernel gives it alone.
+TEST(Dispatch, KernelsOnS8ActivationsGiveEveryTokenTheSingleTokenKernelsBits) {
+  int checked = 0;
+  for (const SpmmUkernel& k : spmm_ukernels()) {
+    if (k.act != ActLayout::s8_padded || k.min_n == 1 || !cpu_info().why_unavailable(k.features).empty()) continue;
+    const SpmmUkernel* single = nullptr;
+    for (const SpmmUkernel& s : spmm_ukernels())
+      if (!single && s.format == k.format && s.dtype == k.dtype && s.act == k.act && s.min_n == 1 && cpu_info().why_unavailable(s.features).empty())
+        single = &s;
+    ASSERT_NE(single, nullptr) << "no single-token kernel on s8 activations beside " << k.name;
+    // 40 x 1024: whole groups, which dense AMX tiles read in place (but in the last, short block of rows).
+    for (auto [rows, cols] : {std::pair<uint64_t, uint64_t>{45, 300}, {9, 2600}, {150, 2600}, {40, 1024}}) {
+      const Tensor w = make_weights(k, rows, cols, 0.7, true, 11);
+      for (size_t n : {6u, 7u, 10u, 16u, 17u, 33u, 64u}) {
+        if (n < k.min_n || (k.max_n && n > k.max_n)) continue;
+        const auto x = testing::random_activations(n, cols, n + 2000);
+        std::vector<float> batch(n * rows), alone(rows);
+        for (auto [begin, end] : {std::pair<uint64_t, uint64_t>{0, rows}, {3, rows - 3}}) {
+          const kernels::PreparedActivations xp = kernels::prepare_activations(k.act, x.data(), n, cols);
+          k.fn(SpmmArgs{&w, xp.data, xp.ld, xp.scale, batch.data(), rows, n, begin, end, xp.sum});
+          for (size_t t = 0; t < n; ++t) {
+            const kernels::PreparedActivations xt = kernels::prepare_activations(single->act, x.data() + t * cols, 1, cols);
+            single->fn(SpmmArgs{&w, xt.data, xt.ld, xt.scale, alone.data(), rows, 1, begin, end, xt.sum});
+            for (uint64_t r = begin; r < end; ++r)
+              ASSERT_EQ(std::bit_cast<uint32_t>(batch[t * rows + r]), std::bit_cast<uint32_t>(alone[r]))
+                  << k.name << " against " << single->name << " n=" << n << " token " << t << " row " << r;
+          }
+        }
+      }
+    }
+    ++checked;
+  }
+  if (checked == 0) GTEST_SKIP() << "no batch kernel on s8 activations runs on this CPU (AMX)";
 }
 
 // At the widest row they accept, the largest products (weights +-127, moved
@@ -264,6 +301,7 @@ TEST(Dispatch, S8ActivationKernelsSumTheWidestRowsTheyAcceptExactly) {
     if (k.act != ActLayout::s8_padded || !cpu_info().why_unavailable(k.features).empty()) continue;
     const Tensor weights = pack(quantize_matrix(w.data(), 2, cols, k.dtype), k.format, BlockShape{});
     for (size_t n : {1, 4, 7, 8, 16}) {
+      if (n < k.min_n) continue;
       std::vector<float> x(n * cols);
       for (size_t t = 0; t < n; ++t) std::fill(x.begin() + t * cols, x.begin() + (t + 1) * cols, t % 2 ? 1.0f : -1.0f);
       std::vector<float> y(n * 2);

@@ -52,18 +52,35 @@ constexpr double kNominalBandwidth = 30e9;
 // "Instruction rates"); that host was not available to measure them again.
 // Fixed thresholds rather than the planner's estimate: the planner's
 // large-batch rates were measured on another host.
+// Where oneDNN runs on AMX (onednn_runs_amx), whatever VDPBF16PS's rate,
+// its bf16 matmul runs on tiles: the weight stays bf16 and is expanded from
+// 16 tokens at every sparsity. On the Intel (AMX) host, warm 2048->11264 at
+// 70 %, 16 / 32 / 64 tokens: expanded bf16 2.28 / 2.00 / 3.17 ms, widened to
+// f32 6.16 / 8.64 / 13.19, the small-batch kernel 4.65 / 8.60 / 16.58, the
+// column-pair kernel 4.76 / 5.93 / 11.17; at 90 % expanded 2.14 / 1.86 /
+// 3.01 against column pairs 2.20 / 3.08 / 4.98 (bench-densify,
+// docs/benchmarks.md, "AMX int8 tiles").
+// int8 weights where the AMX tiles run (spmm-int8-amx.cc) keep them up to
+// their 64 tokens: 70 % at 32 / 64 tokens 0.89 / 1.30 ms against 1.35 /
+// 1.74 expanded (same run).
 constexpr double kSparsityWidenedFrom256Bf16 = 0.65;
 constexpr double kSparsestWidenedBf16 = 0.85;
 constexpr double kSparsestKeptBf16 = 0.75;
 
+// Batches above this run either one kernel over all tokens or a small-batch
+// kernel over chunks of this many tokens, whichever the planner predicts faster
+// (csr and bsr weights; bitmap ones are expanded for oneDNN before this size).
+constexpr size_t kChunk = 64;
+
 // Whether an expanded weight is widened to f32 (see above).
-bool widened(const TensorDesc& d) { return d.dtype == DType::bf16 && f32_outruns_bf16_dot(); }
+bool widened(const TensorDesc& d) { return d.dtype == DType::bf16 && f32_outruns_bf16_dot() && !onednn_runs_amx(); }
 DType expanded_type(const TensorDesc& d) { return widened(d) ? DType::f32 : d.dtype; }
 
 size_t densify_from(const TensorDesc& d) {
   constexpr size_t kNever = std::numeric_limits<size_t>::max();
-  if (d.dtype == DType::int8) return 24;
+  if (d.dtype == DType::int8) return cpu_info().why_unavailable(kAmxTile | kAmxInt8).empty() ? kChunk + 1 : 24;
   if (d.dtype != DType::bf16) return 16;
+  if (onednn_runs_amx()) return 16;
   const double weights = static_cast<double>(d.rows()) * static_cast<double>(d.cols());
   const double sparsity = 1.0 - static_cast<double>(d.nnz) / weights;
   if (widened(d)) return sparsity >= kSparsestWidenedBf16 ? kNever : sparsity >= kSparsityWidenedFrom256Bf16 ? 256 : 64;
@@ -75,22 +92,21 @@ bool expanded_at(const TensorDesc& d, size_t n) { return d.format == Format::bit
 }  // namespace
 
 Linear::Linear() : mutex_(std::make_unique<std::mutex>()) {}
-Linear::Linear(Tensor weight)
-    : weight_(std::move(weight)), mutex_(std::make_unique<std::mutex>()), dense_int8_kernel_(dense_int8_tile_kernel(weight_.desc())) {}
+Linear::Linear(Tensor weight) : weight_(std::move(weight)), mutex_(std::make_unique<std::mutex>()) {
+  if (dense_int8_tile_kernel(weight_.desc(), 1)) {
+    dense_int8_kernels_.resize(kDenseInt8TileTokens + 1);
+    for (size_t n = 1; n <= kDenseInt8TileTokens; ++n) dense_int8_kernels_[n] = dense_int8_tile_kernel(weight_.desc(), n);
+  }
+}
 Linear::~Linear() = default;
 Linear::Linear(Linear&&) noexcept = default;
 Linear& Linear::operator=(Linear&&) noexcept = default;
 
 OnednnMatmul& Linear::dense() const {
   if (!dense_)
-    dense_ = std::make_unique<OnednnMatmul>(weight_, dense_int8_kernel_ ? OnednnMatmul::Weights::in_place : OnednnMatmul::Weights::packed);
+    dense_ = std::make_unique<OnednnMatmul>(weight_, !dense_int8_kernels_.empty() ? OnednnMatmul::Weights::in_place : OnednnMatmul::Weights::packed);
   return *dense_;
 }
-
-// Batches above this run either one kernel over all tokens or a small-batch
-// kernel over chunks of this many tokens, whichever the planner predicts faster
-// (csr and bsr weights; bitmap ones are expanded for oneDNN before this size).
-constexpr size_t kChunk = 64;
 
 Linear::Choice Linear::choice_for(size_t n) const {
   const int threads = omp_get_max_threads();
@@ -112,7 +128,7 @@ Linear::Choice Linear::choice_for(size_t n) const {
   return c;
 }
 
-bool Linear::reads_weight_in_place(const TensorDesc& d) { return d.format != Format::dense || dense_int8_tile_kernel(d); }
+bool Linear::reads_weight_in_place(const TensorDesc& d) { return d.format != Format::dense || dense_int8_tile_kernel(d, 1); }
 
 bool Linear::prepare() {
   if (reads_weight_in_place(weight_.desc())) return false;
@@ -121,23 +137,25 @@ bool Linear::prepare() {
 }
 
 // Invariant: the single-token kernel for every n, over as many tokens as it
-// takes at once. Except that the VNNI kernels (s8 activations) may give way
-// to the weight expanded for oneDNN: both sum the same quantised
-// activations exactly in integers and then take the same float steps
-// (OnednnMatmul::run), so a token gets the same bits either way.
+// takes at once. Except that a kernel on s8 activations (VNNI) may give way
+// to n's own choice where that is one too (AMX), or to the weight expanded
+// for oneDNN: all sum the same quantised activations exactly in integers and
+// then take the same float steps (OnednnMatmul::run), so a token gets the
+// same bits either way.
 Linear::Choice Linear::choice_under(BatchPolicy policy, size_t n) const {
   Choice c = choice_for(policy == BatchPolicy::invariant ? 1 : n);
-  if (policy == BatchPolicy::invariant && c.kernel->act == ActLayout::s8_padded) c.densify = expanded_at(weight_.desc(), n);
-  if (policy == BatchPolicy::invariant) c.tokens = c.kernel->max_n ? std::min(n, c.kernel->max_n) : n;
+  if (policy == BatchPolicy::fastest) return c;
+  if (c.kernel->act == ActLayout::s8_padded) {
+    if (const SpmmUkernel* batch = choice_for(n).kernel; batch->act == ActLayout::s8_padded) c.kernel = batch;
+    c.densify = expanded_at(weight_.desc(), n);
+  }
+  c.tokens = c.kernel->max_n ? std::min(n, c.kernel->max_n) : n;
   return c;
 }
 
 const SpmmUkernel* Linear::single_kernel(size_t n, BatchPolicy policy) const {
   if (n == 0) return nullptr;
-  if (weight_.desc().format == Format::dense) {
-    const SpmmUkernel* kernel = dense_int8_kernel_;
-    return kernel && n <= kDenseInt8TileTokens && (!kernel->max_n || n <= kernel->max_n) ? kernel : nullptr;
-  }
+  if (weight_.desc().format == Format::dense) return dense_int8_kernel(n);
   const Choice c = choice_under(policy, n);
   return !c.densify && c.tokens >= n ? c.kernel : nullptr;
 }
@@ -154,12 +172,7 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
   if (weight_.desc().format == Format::dense) {
     // The VNNI tiles and oneDNN's s8 product give the same bits (see below),
     // so the invariant policy takes either.
-    const SpmmUkernel* kernel = dense_int8_kernel_;
-    if (kernel && n <= kDenseInt8TileTokens) {
-      const size_t chunk = kernel->max_n ? kernel->max_n : end - begin;
-      for (size_t at = begin; at < end; at += chunk) spmm_run(*kernel, weight_, x + at * cols(), std::min(chunk, end - at), y + at * rows());
-      return;
-    }
+    if (dense_int8_kernel(n)) return spmm_run(*dense_int8_kernel(end - begin), weight_, xp, end - begin, yp);
     const std::lock_guard lock(*mutex_);
     return dense().run(xp, end - begin, yp);
   }
@@ -168,15 +181,20 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
   for (size_t at = 0; at < n; at += c.tokens) {
     const size_t count = std::min(c.tokens, n - at), from = std::max(at, begin), to = std::min(at + count, end);
     if (from >= to) continue;
-    // A shorter last chunk gets its own choice (a kernel may not accept it),
-    // unless the kernel must stay the same (the single-token one takes any count).
-    const SpmmUkernel& kernel = count == c.tokens || policy == BatchPolicy::invariant ? *c.kernel : *choice_for(count).kernel;
-    spmm_run(kernel, weight_, x + from * cols(), to - from, y + from * rows());
+    // A shorter last chunk gets its own choice under the policy (invariant:
+    // the same kernel, or another on s8 activations, with the same bits). A
+    // part of a chunk runs as the whole chunk would, unless the chunk's
+    // kernel does not take that few tokens (AMX): then by its own choice,
+    // which for a kernel on s8 activations gives the same bits.
+    const size_t tokens = to - from;
+    const SpmmUkernel* kernel = count == c.tokens ? c.kernel : choice_under(policy, count).kernel;
+    if (tokens < kernel->min_n) kernel = choice_under(policy, tokens).kernel;
+    spmm_run(*kernel, weight_, x + from * cols(), tokens, y + from * rows());
   }
 }
 
 std::string Linear::describe(size_t n) const {
-  if (dense_int8_kernel_ && n <= kDenseInt8TileTokens) return dense_int8_kernel_->name;
+  if (const SpmmUkernel* tiles = dense_int8_kernel(n)) return tiles->name;
   if (weight_.desc().format == Format::dense) return std::string("onednn dense ") + dtype_name(weight_.desc().dtype);
   const Choice c = choice_for(n);
   if (c.densify) return std::string("onednn dense ") + dtype_name(expanded_type(weight_.desc())) + " on the weight expanded per call";

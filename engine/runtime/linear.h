@@ -74,9 +74,11 @@ class Linear {
   // The planner's choice per (threads, n), filled on first use: contexts
   // with different thread counts share the weight and may choose differently.
   mutable std::map<std::pair<int, size_t>, Choice> choices_;
-  // Dense int8 weights: the VNNI kernel that runs them at small batch (null
-  // for other weights, or where the CPU lacks it), looked up once.
-  const SpmmUkernel* dense_int8_kernel_ = nullptr;
+  // Dense int8 weights: the tile kernel that runs them at n tokens, index n
+  // (VNNI, AMX from its minimum batch), up to kDenseInt8TileTokens; empty for
+  // other weights, or where the CPU lacks the tiles. Looked up once.
+  std::vector<const SpmmUkernel*> dense_int8_kernels_;
+  const SpmmUkernel* dense_int8_kernel(size_t n) const { return n < dense_int8_kernels_.size() ? dense_int8_kernels_[n] : nullptr; }
 };
 
 }  // namespace lacuna

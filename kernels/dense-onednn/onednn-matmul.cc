@@ -356,4 +356,9 @@ void OnednnMatmul::run(const OnednnSource& source, float* y, size_t ldy) {
   }
 }
 
+bool onednn_runs_amx() {
+  static const bool amx = dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx512_core_amx;
+  return amx;
+}
+
 }  // namespace lacuna

@@ -32,6 +32,10 @@ struct OnednnSource {
   mutable std::mutex packing;
 };
 
+// Whether oneDNN's own CPU dispatch reaches AMX (its effective ISA, which
+// LACUNA_MAX_ISA does not cap): its bf16 and s8 matmuls then run on tiles.
+bool onednn_runs_amx();
+
 class OnednnMatmul {
  public:
   // How the weights reach oneDNN: repacked into its preferred layout (a

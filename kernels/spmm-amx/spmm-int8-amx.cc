@@ -1,0 +1,281 @@
+// int8 weights x s8 activations on AMX tiles (TDPBSSD), for bitmap and dense
+// rows at 6 (dense) or 10 (bitmap) to 64 tokens. Compiled with -mamx-tile -mamx-int8 and the AVX-512
+// flags of the bitmap expansion; dispatch runs it only where Linux granted
+// AMX tile data (cpu-features.cc).
+//
+// The VNNI tiles (spmm-bitmap-avx512.cc) spend one VPDPBUSD per token on
+// each expanded 64-weight group, so a step of 16 tokens costs about 16x one
+// token's compute. Here a group of 16 weight rows is one 16 x 64-byte tile
+// and one TDPBSSD multiplies it by 16 tokens at once: the cost per group is
+// the expansion (as in the VNNI tiles) and a share of a tile instruction
+// whatever the token count up to 16.
+//
+// Layout: tile A is 16 weight rows x 64 columns, expanded from the bitmap
+// into a per-thread buffer a strip at a time (row_blocks), or read in place
+// from dense rows of whole groups; tile B is the
+// activations of 16 tokens over the same 64 columns in AMX's four-byte
+// interleave (B[k/4][token*4 + k%4]), packed once per call; tile C is 16
+// rows x 16 tokens of int32 sums. Both operands signed: no +128 shift and no
+// correction. Integer sums are exact in any order, so every token gets the
+// VNNI tiles' integer and the same float steps after it: the same bits.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <vector>
+
+#include "kernels/common/unrolled-for.h"
+#include "kernels/spmm-avx512/bitmap-small-n.h"
+#include "kernels/spmm-ukernels.h"
+
+namespace lacuna {
+namespace {
+
+using kernels::unrolled_for;
+using namespace kernels::avx512;
+
+constexpr int kTileRows = 16;    // weight rows of tile A, output rows of tile C
+constexpr int kTileTokens = 16;  // tokens of tiles B and C
+constexpr int kGroupBytes = 64;  // columns of tile A: one bitmap group
+constexpr int kMaxTokenTiles = 4;
+// Tiles 0-3 accumulate (row_blocks); A alternates between tiles 4 and 5 and
+// B between 6 and 7 from one load to the next, so a load need not wait for
+// the product still reading the tile it would overwrite.
+constexpr int kAccumulators = 4, kFirstA = 4, kFirstB = 6;
+// A tile's int32 sums of |w x| <= 128 x 127 stay exact over 2^17 columns;
+// wider rows are summed in chunks of that many (a whole number of strips),
+// each chunk's sums added in int64.
+constexpr uint64_t kChunkGroups = (uint64_t{1} << 17) / kGroupBytes;
+// Groups per strip (row_blocks) and the strip's row stride: one group more
+// than a row holds, so that its rows do not share L1 sets.
+constexpr uint64_t kStripGroups = 16;
+constexpr uint64_t kStripStride = (kStripGroups + 1) * kGroupBytes, kStripBytes = kTileRows * kStripStride;
+static_assert(kChunkGroups % kStripGroups == 0);
+
+// The tile instructions with the tile numbers as template arguments: GCC's
+// _tile_* macros paste their argument's spelling into the assembly, so they
+// take only literal numbers. Loads and stores name memory as clobbered: the
+// compiler must not move the buffer's ordinary stores past a tile load that
+// reads them.
+template <int T>
+inline void tile_zero() {
+  __asm__ volatile("tilezero %%tmm%c0" : : "i"(T));
+}
+template <int T>
+inline void tile_load(const void* base, uint64_t stride) {
+  __asm__ volatile("tileloadd (%0,%1,1), %%tmm%c2" : : "r"(base), "r"(stride), "i"(T) : "memory");
+}
+template <int T>
+inline void tile_store(void* base, uint64_t stride) {
+  __asm__ volatile("tilestored %%tmm%c2, (%0,%1,1)" : : "r"(base), "r"(stride), "i"(T) : "memory");
+}
+// C += A x B, signed bytes, int32 sums.
+template <int C, int A, int B>
+inline void tile_dpbssd() {
+  __asm__ volatile("tdpbssd %%tmm%c2, %%tmm%c1, %%tmm%c0" : : "i"(C), "i"(A), "i"(B));
+}
+
+// One cache line, for buffers that tiles and aligned vector stores read and write.
+struct alignas(64) Line {
+  int8_t bytes[64];
+};
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Every tile has 16 rows. A holds 64 bytes a row; B and C hold 4 bytes for
+// each token of a token tile: `tile_tokens`, the batch when it fits one
+// tile, else 16 (the last token tile zero-padded). Row blocks short of 16
+// rows are padded with zeros too. Released at the end of each call, so a
+// thread holds no tile state between products.
+class TileSession {
+ public:
+  explicit TileSession(int tile_tokens) {
+    TileConfig config;
+    for (int t = 0; t < 8; ++t) {
+      config.bytes_per_row[t] = static_cast<uint16_t>(t == kFirstA || t == kFirstA + 1 ? kGroupBytes : 4 * tile_tokens);
+      config.rows[t] = kTileRows;
+    }
+    _tile_loadconfig(&config);
+  }
+  ~TileSession() { _tile_release(); }
+  TileSession(const TileSession&) = delete;
+  TileSession& operator=(const TileSession&) = delete;
+};
+
+template <bool Dense>
+struct Int8Rows {
+  using Mask = uint64_t;
+  using Value = int8_t;
+  static constexpr bool kDense = Dense;
+  static constexpr int kWidth = kGroupBytes;
+};
+
+// Where one weight row's walk has reached: its next group's mask and values.
+struct RowCursor {
+  const uint64_t* mask;
+  const int8_t* values;
+};
+
+// Groups g0 .. g1 - 1 of one weight row, expanded (or, dense, copied with
+// the last group's columns past the row's end zeroed) into `out`.
+template <class K>
+void expand_strip(const WeightRows<K>& b, RowCursor& row, uint64_t g0, uint64_t g1, int8_t* out) {
+  const int8_t* p = row.values;
+  if constexpr (K::kDense) {
+    for (uint64_t g = g0; g < g1; ++g, out += kGroupBytes) {
+      request_ahead<K>(nullptr, p + g * kGroupBytes);
+      _mm512_store_si512(out, _mm512_maskz_loadu_epi8(b.dense_columns(g), p + g * kGroupBytes));
+    }
+  } else {
+    const uint64_t* masks = row.mask;
+    for (uint64_t g = g0; g < g1; ++g, ++masks, out += kGroupBytes) {
+      request_ahead<K>(masks, p);
+      // The mask in a general register for the popcount, and from memory for
+      // the expand, as the VNNI tiles take it (kMaskFromMemory): 2-6 % faster here.
+      const uint64_t m = load_mask(masks);
+      _mm512_store_si512(out, fresh_expand_epi8(masks, load_unfolded<__m512i>(p)));
+      p += std::popcount(m);
+    }
+    row = {masks, p};
+  }
+}
+
+// The activations of token tile `tile`, group g, in tile B's layout: row k/4
+// holds each of the tile's `tile_tokens` tokens' four columns k..k+3 (tokens
+// past n are zeros).
+void pack_activations(const SpmmArgs& a, uint64_t groups, int tiles, int tile_tokens, uint32_t* out) {
+  const auto* x = static_cast<const int8_t*>(a.x);
+  const uint64_t tile_dwords = static_cast<uint64_t>(kTileRows) * static_cast<uint64_t>(tile_tokens);
+  for (int tile = 0; tile < tiles; ++tile) {
+    const size_t n0 = static_cast<size_t>(tile) * kTileTokens;
+    const size_t tokens = std::min<size_t>(kTileTokens, a.n - n0);
+    const __mmask16 present = static_cast<__mmask16>((1u << tokens) - 1);
+    // Byte offsets of each token's row; the gather reads four bytes at each.
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(static_cast<int>(a.ldx)));
+    const int8_t* tile_x = x + n0 * a.ldx;
+    for (uint64_t g = 0; g < groups; ++g) {
+      uint32_t* dst = out + (static_cast<uint64_t>(tile) * groups + g) * tile_dwords;
+      for (int k4 = 0; k4 < kTileRows; ++k4)
+        _mm512_mask_storeu_epi32(dst + k4 * tile_tokens, static_cast<__mmask16>((1u << tile_tokens) - 1),
+                                 _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), present, rows, tile_x + g * kGroupBytes + 4 * k4, 1));
+    }
+  }
+}
+
+// Tiles 0-3 accumulate: token tile t's sums of the groups g with
+// g % Splits == s in tile t x Splits + s. One tile per token tile made each
+// TDPBSSD wait for the one before it (its latency, several times its
+// throughput); integer sums split over groups add up to the same total.
+// A block of 16 rows goes in strips of kStripGroups groups: each strip's rows
+// are expanded into `strip` (kStripStride apart, 17 KB, which stays in L1)
+// and multiplied before the next strip is expanded. Whole rows expanded
+// first (66 KB at 4096 columns, beyond L1) ran about 5 % slower; expanding
+// a strip ahead into a second buffer, so that no tile load read lines just
+// stored, 10 % slower (warm 4096x4096, one token).
+template <int Tiles, class K>
+void row_blocks(const WeightRows<K>& b, const uint32_t* packed, int tile_tokens, int8_t* strip) {
+  constexpr int kSplits = kAccumulators / Tiles;
+  // A group a turn per split, and at least two, so that A and B alternate between their two tiles.
+  constexpr int kUnroll = kSplits < 2 ? 2 : kSplits;
+  const SpmmArgs& a = b.a;
+  alignas(64) int32_t sums[Tiles * kSplits][kTileRows][kTileTokens] = {};  // columns past tile_tokens stay 0
+  int64_t totals[Tiles][kTileRows][kTileTokens];
+  const uint64_t b_bytes = 4 * static_cast<uint64_t>(tile_tokens);       // a row of tile B
+  const uint64_t b_dwords = kTileRows * static_cast<uint64_t>(tile_tokens);  // uint32s of one tile B in `packed`
+  const uint64_t tile_stride = b.groups * b_dwords;                      // uint32s between token tiles of `packed`
+  auto zero_accumulators = [] { unrolled_for<Tiles * kSplits>([&](auto c) LACUNA_INLINE_LAMBDA { tile_zero<decltype(c)::value>(); }); };
+  auto add_accumulators = [&] {
+    unrolled_for<Tiles * kSplits>([&](auto c) LACUNA_INLINE_LAMBDA { tile_store<decltype(c)::value>(sums[decltype(c)::value], kTileTokens * 4); });
+    for (int c = 0; c < Tiles * kSplits; ++c)
+      for (int i = 0; i < kTileRows; ++i)
+        for (int j = 0; j < kTileTokens; ++j) totals[c / kSplits][i][j] += sums[c][i][j];
+  };
+  auto group = [&](uint64_t g, const int8_t* weights, uint64_t weight_stride, auto turn) LACUNA_INLINE_LAMBDA {
+    constexpr int kTurn = decltype(turn)::value, kA = kFirstA + kTurn % 2;
+    tile_load<kA>(weights, weight_stride);
+    unrolled_for<Tiles>([&](auto t) LACUNA_INLINE_LAMBDA {
+      constexpr int kT = decltype(t)::value, kB = kFirstB + (kT + kTurn) % 2;
+      tile_load<kB>(packed + kT * tile_stride + g * b_dwords, b_bytes);
+      tile_dpbssd<kT * kSplits + kTurn % kSplits, kA, kB>();
+    });
+  };
+  for (uint64_t r0 = a.row_begin; r0 < a.row_end; r0 += kTileRows) {
+    const int rows = static_cast<int>(std::min<uint64_t>(kTileRows, a.row_end - r0));
+    RowCursor cursor[kTileRows];
+    for (int i = 0; i < rows; ++i) cursor[i] = {K::kDense ? nullptr : b.row_masks(r0 + i), b.row_values(r0 + i)};
+    if (rows < kTileRows) std::memset(strip + rows * kStripStride, 0, (kTileRows - rows) * kStripStride);
+    std::memset(totals, 0, sizeof totals);
+    zero_accumulators();
+    // Dense rows of whole groups are read by the tile loads in place: copied
+    // first, one token took 1.5x the time (warm 4096x4096, 1.13 against 0.74 ms).
+    const bool in_place = K::kDense && b.cols % kGroupBytes == 0 && rows == kTileRows;
+    const int8_t* first_row = in_place ? b.row_values(r0) : strip;
+    const uint64_t row_stride = in_place ? b.cols : kStripStride;
+    for (uint64_t g0 = 0; g0 < b.groups; g0 += kStripGroups) {
+      const uint64_t g1 = std::min(b.groups, g0 + kStripGroups);
+      if (!in_place)
+        for (int i = 0; i < rows; ++i) expand_strip(b, cursor[i], g0, g1, strip + i * kStripStride);
+      // Group g's 64 columns of the block's first row.
+      const auto at = [&](uint64_t g) { return first_row + (in_place ? g : g - g0) * kGroupBytes; };
+      uint64_t g = g0;
+      for (; g + kUnroll <= g1; g += kUnroll)
+        unrolled_for<kUnroll>([&](auto turn) LACUNA_INLINE_LAMBDA { group(g + turn, at(g + turn), row_stride, turn); });
+      unrolled_for<kUnroll - 1>([&](auto turn) LACUNA_INLINE_LAMBDA {
+        if (g + turn < g1) group(g + turn, at(g + turn), row_stride, turn);
+      });
+      if (g1 == b.groups || g1 % kChunkGroups == 0) {
+        add_accumulators();
+        if (g1 < b.groups) zero_accumulators();
+      }
+    }
+    // Token by token: the rows of one token are one cache line of y, where
+    // row by row each store went to another token's line, ldy apart (at
+    // 4096 rows all in one L1 set).
+    float row_scales[kTileRows];
+    for (int i = 0; i < rows; ++i) row_scales[i] = b.row_scale(r0 + static_cast<uint64_t>(i));
+    for (size_t token = 0; token < a.n; ++token) {
+      const int64_t(&dots)[kTileRows][kTileTokens] = totals[token / kTileTokens];
+      float* y = a.y + token * a.ldy + r0;
+      for (int i = 0; i < rows; ++i) y[i] = static_cast<float>(dots[i][token % kTileTokens]) * row_scales[i] * a.x_scale[token];
+    }
+  }
+}
+
+template <bool Dense>
+void amx_product(const SpmmArgs& a) {
+  using K = Int8Rows<Dense>;
+  const WeightRows<K> b(a);
+  const int tiles = static_cast<int>((a.n + kTileTokens - 1) / kTileTokens);
+  // One token tile holds just the batch: its B tiles, read from L2 once per
+  // block of rows, were 16 tokens wide whatever the batch, and at 1-4
+  // tokens those loads cost more than the products.
+  const int tile_tokens = tiles == 1 ? static_cast<int>(a.n) : kTileTokens;
+  thread_local std::vector<Line> strip(kStripBytes / sizeof(Line)), packed;
+  const size_t packed_bytes = static_cast<size_t>(tiles) * b.groups * kTileRows * static_cast<size_t>(tile_tokens) * 4;
+  packed.resize((packed_bytes + sizeof(Line) - 1) / sizeof(Line));
+  auto* packed_x = reinterpret_cast<uint32_t*>(packed.data());
+  pack_activations(a, b.groups, tiles, tile_tokens, packed_x);
+  auto* strip_rows = reinterpret_cast<int8_t*>(strip.data());
+  const TileSession session(tile_tokens);
+  switch (tiles) {
+    case 1: return row_blocks<1>(b, packed_x, tile_tokens, strip_rows);
+    case 2: return row_blocks<2>(b, packed_x, tile_tokens, strip_rows);
+    case 3: return row_blocks<3>(b, packed_x, tile_tokens, strip_rows);
+    default: return row_blocks<kMaxTokenTiles>(b, packed_x, tile_tokens, strip_rows);
+  }
+}
+
+}  // namespace
+
+void lacuna_spmm_bitmap_int8_ukernel_16x64__amx(const SpmmArgs& a) { amx_product<false>(a); }
+void lacuna_spmm_dense_int8_ukernel_16x64__amx(const SpmmArgs& a) { amx_product<true>(a); }
+
+}  // namespace lacuna
