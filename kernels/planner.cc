@@ -158,7 +158,7 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
         d.predicted_ms = 1e3 * (int8 ? memory + compute : std::max(memory, compute));
         plan.considered.push_back(d);
       }
-      // Where the runtime takes the VNNI tiles instead (kDenseInt8TileTokens).
+      // Where the runtime takes the tiles instead (VNNI, or AMX from its minimum batch; kDenseInt8TileTokens).
       if (const SpmmUkernel* tiles_kernel = dense_int8_tile_kernel(TensorDesc::matrix(f, dtype, rows, cols), n, cpu))
         plan.considered.push_back(kernel_option(f, *tiles_kernel));
       continue;

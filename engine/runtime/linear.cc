@@ -170,8 +170,8 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
   const float* xp = x + begin * cols();
   float* yp = y + begin * rows();
   if (weight_.desc().format == Format::dense) {
-    // The VNNI tiles and oneDNN's s8 product give the same bits (see below),
-    // so the invariant policy takes either.
+    // The tiles (VNNI, AMX) and oneDNN's s8 product give the same bits (see
+    // below), so the invariant policy takes any of them.
     if (dense_int8_kernel(n)) return spmm_run(*dense_int8_kernel(end - begin), weight_, xp, end - begin, yp);
     const std::lock_guard lock(*mutex_);
     return dense().run(xp, end - begin, yp);
