@@ -124,6 +124,27 @@ TEST_P(Ukernel, GroupsDenserThanTheirTensorMatchTheDenseProduct) {
   }
 }
 
+// `batch` over n tokens gives every token the bits `single` gives it alone,
+// over all rows and over a range that leaves rows over at both ends.
+void expect_single_token_bits(const SpmmUkernel& batch_kernel, const SpmmUkernel& single, const Tensor& w, size_t n, uint64_t seed) {
+  const uint64_t rows = w.desc().rows(), cols = w.desc().cols();
+  const auto x = testing::random_activations(n, cols, seed);
+  std::vector<float> batch(n * rows), alone(rows);
+  for (auto [begin, end] : {std::pair<uint64_t, uint64_t>{0, rows}, {3, rows - 3}}) {
+    // Prepared again for each range: preparing one token reuses the buffer.
+    const kernels::PreparedActivations xp = kernels::prepare_activations(batch_kernel.act, x.data(), n, cols);
+    batch_kernel.fn(SpmmArgs{&w, xp.data, xp.ld, xp.scale, batch.data(), rows, n, begin, end, xp.sum});
+    for (size_t t = 0; t < n; ++t) {
+      const kernels::PreparedActivations xt = kernels::prepare_activations(single.act, x.data() + t * cols, 1, cols);
+      single.fn(SpmmArgs{&w, xt.data, xt.ld, xt.scale, alone.data(), rows, 1, begin, end, xt.sum});
+      for (uint64_t r = begin; r < end; ++r)
+        ASSERT_EQ(std::bit_cast<uint32_t>(batch[t * rows + r]), std::bit_cast<uint32_t>(alone[r]))
+            << batch_kernel.name << " against " << single.name << " n=" << n << " token " << t << " row " << r << " rows [" << begin << ", "
+            << end << ")";
+    }
+  }
+}
+
 // What the server's BatchPolicy::invariant relies on: a kernel that takes a
 // single token gives every token of a batch the very bits it gives that token
 // alone, whatever tiles of rows and tokens it walks the batch in (row counts
@@ -138,20 +159,8 @@ TEST_P(Ukernel, EveryTokenOfABatchGetsItsSingleTokenBits) {
     const Tensor w = make_weights(k, rows, cols, 0.7, true, 7);
     for (size_t n : {2u, 3u, 5u, 7u, 13u, 17u}) {
       if (k.max_n && n > k.max_n) continue;
-      const auto x = testing::random_activations(n, cols, n + 1000);
-      std::vector<float> batch(n * rows), alone(rows);
-      for (auto [begin, end] : {std::pair<uint64_t, uint64_t>{0, rows}, {3, rows - 3}}) {
-        // Prepared again for each range: preparing one token reuses the buffer.
-        const kernels::PreparedActivations xp = kernels::prepare_activations(k.act, x.data(), n, cols);
-        k.fn(SpmmArgs{&w, xp.data, xp.ld, xp.scale, batch.data(), rows, n, begin, end, xp.sum});
-        for (size_t t = 0; t < n; ++t) {
-          const kernels::PreparedActivations xt = kernels::prepare_activations(k.act, x.data() + t * cols, 1, cols);
-          k.fn(SpmmArgs{&w, xt.data, xt.ld, xt.scale, alone.data(), rows, 1, begin, end, xt.sum});
-          for (uint64_t r = begin; r < end; ++r)
-            ASSERT_EQ(std::bit_cast<uint32_t>(batch[t * rows + r]), std::bit_cast<uint32_t>(alone[r]))
-                << k.name << " n=" << n << " token " << t << " row " << r << " rows [" << begin << ", " << end << ")";
-        }
-      }
+      expect_single_token_bits(k, k, w, n, n + 1000);
+      if (HasFatalFailure()) return;
     }
   }
 }
@@ -268,19 +277,8 @@ TEST(Dispatch, KernelsOnS8ActivationsGiveEveryTokenTheSingleTokenKernelsBits) {
       const Tensor w = make_weights(k, rows, cols, 0.7, true, 11);
       for (size_t n : {6u, 7u, 10u, 16u, 17u, 33u, 64u}) {
         if (n < k.min_n || (k.max_n && n > k.max_n)) continue;
-        const auto x = testing::random_activations(n, cols, n + 2000);
-        std::vector<float> batch(n * rows), alone(rows);
-        for (auto [begin, end] : {std::pair<uint64_t, uint64_t>{0, rows}, {3, rows - 3}}) {
-          const kernels::PreparedActivations xp = kernels::prepare_activations(k.act, x.data(), n, cols);
-          k.fn(SpmmArgs{&w, xp.data, xp.ld, xp.scale, batch.data(), rows, n, begin, end, xp.sum});
-          for (size_t t = 0; t < n; ++t) {
-            const kernels::PreparedActivations xt = kernels::prepare_activations(single->act, x.data() + t * cols, 1, cols);
-            single->fn(SpmmArgs{&w, xt.data, xt.ld, xt.scale, alone.data(), rows, 1, begin, end, xt.sum});
-            for (uint64_t r = begin; r < end; ++r)
-              ASSERT_EQ(std::bit_cast<uint32_t>(batch[t * rows + r]), std::bit_cast<uint32_t>(alone[r]))
-                  << k.name << " against " << single->name << " n=" << n << " token " << t << " row " << r;
-          }
-        }
+        expect_single_token_bits(k, *single, w, n, n + 2000);
+        if (HasFatalFailure()) return;
       }
     }
     ++checked;
