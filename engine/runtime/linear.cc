@@ -78,7 +78,8 @@ DType expanded_type(const TensorDesc& d) { return widened(d) ? DType::f32 : d.dt
 
 size_t densify_from(const TensorDesc& d) {
   constexpr size_t kNever = std::numeric_limits<size_t>::max();
-  if (d.dtype == DType::int8) return cpu_info().why_unavailable(kAmxTile | kAmxInt8).empty() ? kChunk + 1 : 24;
+  constexpr uint64_t kAmxInt8Tiles = kAmxTile | kAmxInt8;
+  if (d.dtype == DType::int8) return (cpu_info().features & kAmxInt8Tiles) == kAmxInt8Tiles ? kChunk + 1 : 24;
   if (d.dtype != DType::bf16) return 16;
   if (onednn_runs_amx()) return 16;
   const double weights = static_cast<double>(d.rows()) * static_cast<double>(d.cols());
