@@ -33,6 +33,9 @@ MachineModel MachineModel::for_bandwidth(double bytes_per_s, int threads) {
   // AMX int8: `lacuna bench sweep`, cold 2048->5632 at 70 % on the Intel
   // Xeon (AMX) host, 0.46 ms at 16 tokens and 0.54 at 32 on two threads
   // (docs/benchmarks.md, "AMX int8 tiles").
+  // bf16 (32-column groups) the same per group: warm 2048->11264 at 70 %
+  // on two threads took 1.16 ms at 16 tokens and 4.51 at 128 (bench-densify)
+  // where these predict 1.8 and 4.3.
   m.amx_row_group = 4.0e-9;
   m.amx_tile_row_group = 1.0e-9;
   m.csr_nonzero_token = 0.5e-9;
@@ -87,7 +90,7 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
     double compute = 0;
     if (k.features == 0) {  // the scalar reference: visits every stored weight once per token
       compute = static_cast<double>(f == Format::dense ? rows * cols : nonzeros) * nn * m.scalar_weight_token;
-    } else if (k.features & kAmxInt8) {  // every group expanded once, then one tile product per 16 tokens
+    } else if (k.features & kAmxTile) {  // every group expanded once, then one tile product per 16 tokens
       compute = static_cast<double>(rows * group_count(desc)) * (m.amx_row_group + tiles * m.amx_tile_row_group);
     } else switch (k.act) {
       case ActLayout::bf16_padded:

@@ -595,10 +595,13 @@ TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
                                                                          << "/13 zeros n=" << n << " token " << t << " row " << r << " ("
                                                                          << linear.describe(n) << ")";
             }
-          // int8 keeps the AMX tiles up to their 64 tokens; bf16 stays bf16 and expands from 16 where oneDNN runs on AMX.
+          // int8 keeps the AMX tiles up to their 64 tokens; bf16 keeps its AMX tiles at every batch, and where
+          // only oneDNN runs on AMX stays bf16 and expands from 16.
           const bool amx_int8 = cpu_info().why_unavailable(kAmxTile | kAmxInt8).empty();
+          const bool amx_bf16 = cpu_info().why_unavailable(kAmxTile | kAmxBf16).empty();
           const bool widened = dtype == DType::bf16 && f32_outruns_bf16_dot() && !onednn_runs_amx();
           const size_t from = dtype == DType::int8 ? (amx_int8 ? 65 : 24)
+                              : amx_bf16 ? 0
                               : onednn_runs_amx() ? 16
                               : widened ? (zeros_in_13 >= 12 ? 0 : zeros_in_13 >= 9 ? 256 : 64)
                                         : (zeros_in_13 >= 12 ? 0 : 16);
@@ -616,21 +619,27 @@ TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
 // block of rows on all threads, the last block shorter; every block's
 // outputs must land in its own columns.
 TEST(Linear, ExpandedWeightsLargerThanABlockMatchTheDenseProduct) {
-  constexpr size_t kRows = 4100, kCols = 2100, kTokens = 64;  // 17 MB in bf16, 34 MB widened to f32
+  constexpr size_t kRows = 4100, kCols = 2100, kTokens = 80;  // 17 MB in bf16, 34 MB widened to f32, 8.6 MB in int8
   std::vector<float> wf(kRows * kCols);
   for (size_t i = 0; i < wf.size(); ++i) wf[i] = (i * 7919 % 13 < 6) ? 0.0f : static_cast<float>(static_cast<int>(i * 31 % 17) - 8) / 8.0f;
-  const Linear linear(pack(quantize_matrix(wf.data(), kRows, kCols, DType::bf16), Format::bitmap));
-  ASSERT_NE(linear.describe(kTokens).find("expanded"), std::string::npos) << linear.describe(kTokens);
-  const std::vector<float> w = dequantize(linear.weight());
   std::vector<float> x(kTokens * kCols), y(kTokens * kRows);
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(i * 13 % 29) - 14) / 14.0f;
-  linear.run(x.data(), kTokens, y.data());
-  for (size_t t = 0; t < kTokens; t += 7)
-    for (size_t r = 0; r < kRows; ++r) {
-      double want = 0, magnitude = 0;
-      for (size_t c = 0; c < kCols; ++c) want += double{x[t * kCols + c]} * w[r * kCols + c], magnitude += std::fabs(double{x[t * kCols + c]} * w[r * kCols + c]);
-      ASSERT_NEAR(y[t * kRows + r], want, 1e-2 * magnitude + 1e-5) << "token " << t << " row " << r;
-    }
+  // Each dtype where this host expands it at this batch (int8 on every host; bf16 where its AMX tiles do not run).
+  int expanded = 0;
+  for (DType dtype : {DType::bf16, DType::int8}) {
+    const Linear linear(pack(quantize_matrix(wf.data(), kRows, kCols, dtype), Format::bitmap));
+    if (linear.describe(kTokens).find("expanded") == std::string::npos) continue;
+    ++expanded;
+    const std::vector<float> w = dequantize(linear.weight());
+    linear.run(x.data(), kTokens, y.data());
+    for (size_t t = 0; t < kTokens; t += 7)
+      for (size_t r = 0; r < kRows; ++r) {
+        double want = 0, magnitude = 0;
+        for (size_t c = 0; c < kCols; ++c) want += double{x[t * kCols + c]} * w[r * kCols + c], magnitude += std::fabs(double{x[t * kCols + c]} * w[r * kCols + c]);
+        ASSERT_NEAR(y[t * kRows + r], want, 1e-2 * magnitude + 1e-5) << dtype_name(dtype) << " token " << t << " row " << r;
+      }
+  }
+  EXPECT_GT(expanded, 0);
 }
 
 // Bad checkpoints: each is the good tiny checkpoint with one thing broken.

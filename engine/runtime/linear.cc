@@ -60,9 +60,13 @@ constexpr double kNominalBandwidth = 30e9;
 // column-pair kernel 4.76 / 5.93 / 11.17; at 90 % expanded 2.14 / 1.86 /
 // 3.01 against column pairs 2.20 / 3.08 / 4.98 (bench-densify,
 // docs/benchmarks.md, "AMX int8 tiles").
-// int8 weights where the AMX tiles run (spmm-int8-amx.cc) keep them up to
+// int8 weights where the AMX tiles run (spmm-amx.cc) keep them up to
 // their 64 tokens: 70 % at 32 / 64 tokens 0.89 / 1.30 ms against 1.35 /
 // 1.74 expanded (same run).
+// bf16 weights where the AMX bf16 tiles run are never expanded: warm
+// 2048->11264 (bench-densify) at 50 / 70 / 90 %, the tiles took 0.65-0.94x
+// the expanded product's time at every batch of 16-256 tokens (70 %: 1.16 /
+// 1.49 / 2.20 / 4.51 / 9.21 ms against 2.38 / 2.07 / 3.20 / 5.48 / 10.21).
 constexpr double kSparsityWidenedFrom256Bf16 = 0.65;
 constexpr double kSparsestWidenedBf16 = 0.85;
 constexpr double kSparsestKeptBf16 = 0.75;
@@ -76,11 +80,14 @@ constexpr size_t kChunk = 64;
 bool widened(const TensorDesc& d) { return d.dtype == DType::bf16 && f32_outruns_bf16_dot() && !onednn_runs_amx(); }
 DType expanded_type(const TensorDesc& d) { return widened(d) ? DType::f32 : d.dtype; }
 
+// Whether this process runs the AMX tiles of `kind` (kAmxInt8 or kAmxBf16).
+bool amx_tiles(uint64_t kind) { return (cpu_info().features & (kAmxTile | kind)) == (kAmxTile | kind); }
+
 size_t densify_from(const TensorDesc& d) {
   constexpr size_t kNever = std::numeric_limits<size_t>::max();
-  constexpr uint64_t kAmxInt8Tiles = kAmxTile | kAmxInt8;
-  if (d.dtype == DType::int8) return (cpu_info().features & kAmxInt8Tiles) == kAmxInt8Tiles ? kChunk + 1 : 24;
+  if (d.dtype == DType::int8) return amx_tiles(kAmxInt8) ? kChunk + 1 : 24;
   if (d.dtype != DType::bf16) return 16;
+  if (amx_tiles(kAmxBf16)) return kNever;
   if (onednn_runs_amx()) return 16;
   const double weights = static_cast<double>(d.rows()) * static_cast<double>(d.cols());
   const double sparsity = 1.0 - static_cast<double>(d.nnz) / weights;

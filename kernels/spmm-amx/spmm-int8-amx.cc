@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "kernels/common/unrolled-for.h"
-#include "kernels/spmm-avx512/bitmap-small-n.h"
+#include "kernels/spmm-amx/amx-tiles.h"
 #include "kernels/spmm-ukernels.h"
 
 namespace lacuna {
@@ -34,80 +34,20 @@ namespace {
 
 using kernels::unrolled_for;
 using namespace kernels::avx512;
+using namespace kernels::amx;
 
-constexpr int kTileRows = 16;    // weight rows of tile A, output rows of tile C
-constexpr int kTileTokens = 16;  // tokens of tiles B and C
-constexpr int kGroupBytes = 64;  // columns of tile A: one bitmap group
-constexpr int kMaxTokenTiles = 4;
-// Tiles 0-3 accumulate (row_blocks); A alternates between tiles 4 and 5 and
-// B between 6 and 7 from one load to the next, so a load need not wait for
-// the product still reading the tile it would overwrite.
-constexpr int kAccumulators = 4, kFirstA = 4, kFirstB = 6;
 // A tile's int32 sums of |w x| <= 128 x 127 stay exact over 2^17 columns;
 // wider rows are summed in chunks of that many (a whole number of strips),
 // each chunk's sums added in int64.
 constexpr uint64_t kChunkGroups = (uint64_t{1} << 17) / kGroupBytes;
-// Groups per strip (row_blocks) and the strip's row stride: one group more
-// than a row holds, so that its rows do not share L1 sets.
-constexpr uint64_t kStripGroups = 16;
-constexpr uint64_t kStripStride = (kStripGroups + 1) * kGroupBytes, kStripBytes = kTileRows * kStripStride;
+constexpr int kMaxTokenTiles = 4;
 static_assert(kChunkGroups % kStripGroups == 0);
 
-// The tile instructions with the tile numbers as template arguments: GCC's
-// _tile_* macros paste their argument's spelling into the assembly, so they
-// take only literal numbers. Loads and stores name memory as clobbered: the
-// compiler must not move the buffer's ordinary stores past a tile load that
-// reads them.
-template <int T>
-inline void tile_zero() {
-  __asm__ volatile("tilezero %%tmm%c0" : : "i"(T));
-}
-template <int T>
-inline void tile_load(const void* base, uint64_t stride) {
-  __asm__ volatile("tileloadd (%0,%1,1), %%tmm%c2" : : "r"(base), "r"(stride), "i"(T) : "memory");
-}
-template <int T>
-inline void tile_store(void* base, uint64_t stride) {
-  __asm__ volatile("tilestored %%tmm%c2, (%0,%1,1)" : : "r"(base), "r"(stride), "i"(T) : "memory");
-}
 // C += A x B, signed bytes, int32 sums.
 template <int C, int A, int B>
 inline void tile_dpbssd() {
   __asm__ volatile("tdpbssd %%tmm%c2, %%tmm%c1, %%tmm%c0" : : "i"(C), "i"(A), "i"(B));
 }
-
-// One cache line, for buffers that tiles and aligned vector stores read and write.
-struct alignas(64) Line {
-  int8_t bytes[64];
-};
-
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t bytes_per_row[16] = {};
-  uint8_t rows[16] = {};
-};
-
-// Every tile has 16 rows. A holds 64 bytes a row; B and C hold 4 bytes for
-// each token of a token tile: `tile_tokens`, the batch when it fits one
-// tile, else 16 (the last token tile zero-padded). Row blocks short of 16
-// rows are padded with zeros too. Released at the end of each call, so a
-// thread holds no tile state between products.
-class TileSession {
- public:
-  explicit TileSession(int tile_tokens) {
-    TileConfig config;
-    for (int t = 0; t < 8; ++t) {
-      config.bytes_per_row[t] = static_cast<uint16_t>(t == kFirstA || t == kFirstA + 1 ? kGroupBytes : 4 * tile_tokens);
-      config.rows[t] = kTileRows;
-    }
-    _tile_loadconfig(&config);
-  }
-  ~TileSession() { _tile_release(); }
-  TileSession(const TileSession&) = delete;
-  TileSession& operator=(const TileSession&) = delete;
-};
 
 template <bool Dense>
 struct Int8Rows {
@@ -115,37 +55,8 @@ struct Int8Rows {
   using Value = int8_t;
   static constexpr bool kDense = Dense;
   static constexpr int kWidth = kGroupBytes;
+  static __m512i expand(const Mask* mask, const Value* p) { return fresh_expand_epi8(mask, load_unfolded<__m512i>(p)); }
 };
-
-// Where one weight row's walk has reached: its next group's mask and values.
-struct RowCursor {
-  const uint64_t* mask;
-  const int8_t* values;
-};
-
-// Groups g0 .. g1 - 1 of one weight row, expanded (or, dense, copied with
-// the last group's columns past the row's end zeroed) into `out`.
-template <class K>
-void expand_strip(const WeightRows<K>& b, RowCursor& row, uint64_t g0, uint64_t g1, int8_t* out) {
-  const int8_t* p = row.values;
-  if constexpr (K::kDense) {
-    for (uint64_t g = g0; g < g1; ++g, out += kGroupBytes) {
-      request_ahead<K>(nullptr, p + g * kGroupBytes);
-      _mm512_store_si512(out, _mm512_maskz_loadu_epi8(b.dense_columns(g), p + g * kGroupBytes));
-    }
-  } else {
-    const uint64_t* masks = row.mask;
-    for (uint64_t g = g0; g < g1; ++g, ++masks, out += kGroupBytes) {
-      request_ahead<K>(masks, p);
-      // The mask in a general register for the popcount, and from memory for
-      // the expand, as the VNNI tiles take it (kMaskFromMemory): 2-6 % faster here.
-      const uint64_t m = load_mask(masks);
-      _mm512_store_si512(out, fresh_expand_epi8(masks, load_unfolded<__m512i>(p)));
-      p += std::popcount(m);
-    }
-    row = {masks, p};
-  }
-}
 
 // The activations of token tile `tile`, group g, in tile B's layout: row k/4
 // holds each of the tile's `tile_tokens` tokens' four columns k..k+3 (tokens
@@ -209,7 +120,7 @@ void row_blocks(const WeightRows<K>& b, const uint32_t* packed, int tile_tokens,
   };
   for (uint64_t r0 = a.row_begin; r0 < a.row_end; r0 += kTileRows) {
     const int rows = static_cast<int>(std::min<uint64_t>(kTileRows, a.row_end - r0));
-    RowCursor cursor[kTileRows];
+    RowCursor<K> cursor[kTileRows];
     for (int i = 0; i < rows; ++i) cursor[i] = {K::kDense ? nullptr : b.row_masks(r0 + i), b.row_values(r0 + i)};
     if (rows < kTileRows) std::memset(strip + rows * kStripStride, 0, (kTileRows - rows) * kStripStride);
     std::memset(totals, 0, sizeof totals);
