@@ -33,11 +33,13 @@ MachineModel MachineModel::for_bandwidth(double bytes_per_s, int threads) {
   // AMX int8: `lacuna bench sweep`, cold 2048->5632 at 70 % on the Intel
   // Xeon (AMX) host, 0.46 ms at 16 tokens and 0.54 at 32 on two threads
   // (docs/benchmarks.md, "AMX int8 tiles").
-  // bf16 (32-column groups) the same per group: warm 2048->11264 at 70 %
-  // on two threads took 1.16 ms at 16 tokens and 4.51 at 128 (bench-densify)
-  // where these predict 1.8 and 4.3.
   m.amx_row_group = 4.0e-9;
   m.amx_tile_row_group = 1.0e-9;
+  // AMX bf16 (32-column groups, so twice the groups of a row): the same
+  // sweep at 16 tokens, 0.84-0.94 ms (this predicts 0.83), and 128 tokens
+  // 2.45-2.52 ms (2.1); from 7 tokens it beat the VDPBF16PS tiles at 50, 70
+  // and 90 % (docs/benchmarks.md, "AMX bf16 tiles").
+  m.amx_bf16_row_group = 2.9e-9;
   m.csr_nonzero_token = 0.5e-9;
   m.pair_tile = 0.55e-9;
   m.pair_group = 2.9e-9;
@@ -91,7 +93,8 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
     if (k.features == 0) {  // the scalar reference: visits every stored weight once per token
       compute = static_cast<double>(f == Format::dense ? rows * cols : nonzeros) * nn * m.scalar_weight_token;
     } else if (k.features & kAmxTile) {  // every group expanded once, then one tile product per 16 tokens
-      compute = static_cast<double>(rows * group_count(desc)) * (m.amx_row_group + tiles * m.amx_tile_row_group);
+      const double expand = dtype == DType::bf16 ? m.amx_bf16_row_group : m.amx_row_group;
+      compute = static_cast<double>(rows * group_count(desc)) * (expand + tiles * m.amx_tile_row_group);
     } else switch (k.act) {
       case ActLayout::bf16_padded:
       case ActLayout::s8_padded:
@@ -118,6 +121,7 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
       case ActLayout::f32:
         compute = static_cast<double>(nonzeros) * nn * m.csr_nonzero_token;
         break;
+      case ActLayout::bf16_pair_tiles:  // only the AMX tiles, modelled above
       case ActLayout::bf16_pairs: {
         const double live_pairs = static_cast<double>(rows * cols) / 2 * (1 - (1 - density) * (1 - density));
         // Each row's groups are expanded and its live pairs listed once, for all its token tiles.

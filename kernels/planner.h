@@ -22,7 +22,8 @@ struct MachineModel {
   double bitmap_row_group = 0;      // small batch, one row x one group, first token
   double bitmap_row_group_token = 0;  // each further token, per dot-product instruction (32 weights; 64 for VNNI)
   double bitmap_widen_row_group = 0;  // int8 weight-only: widening one row x group to bf16, once per row
-  double amx_row_group = 0;          // AMX: one row x group expanded into the tiles' buffer, once per row
+  double amx_row_group = 0;          // AMX int8: one row x group expanded into the tiles' buffer, once per row
+  double amx_bf16_row_group = 0;     // AMX bf16: the same for one row x group of 32 bf16 columns
   double amx_tile_row_group = 0;     // AMX: one row x group's share of a 16-token tile product (1/16 of a TDPBSSD or TDPBF16PS and its B load)
   double csr_nonzero_token = 0;     // small batch, one stored weight x one token
   double pair_tile = 0;             // large batch bf16: one live column pair x 16 tokens

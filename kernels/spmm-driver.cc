@@ -77,7 +77,7 @@ void spmm_run(const SpmmUkernel& kernel, const Tensor& w, const float* x, size_t
 
 void spmm_run_all(std::span<const SpmmJob> jobs) {
   for (const SpmmJob& j : jobs)
-    if (std::string why = j.n == 0 ? std::string() : spmm_decline_reason(*j.kernel, j.w->desc(), j.n, cpu_info()); !why.empty())
+    if (std::string why = j.n == 0 ? std::string() : spmm_refusal_reason(*j.kernel, j.w->desc(), j.n, cpu_info()); !why.empty())
       throw Error(std::string(j.kernel->name) + " cannot run this product: " + why);
   // Per job: its activations, in buffers of its own (every job's must stay
   // valid until the region ends), and its rows' stored bytes. Kept per

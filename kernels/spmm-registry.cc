@@ -39,13 +39,17 @@ void log_choice_once(const TensorDesc& w, size_t n, const SpmmChoice& choice) {
 std::span<const SpmmUkernel> spmm_ukernels() { return kUkernels; }
 
 std::string spmm_decline_reason(const SpmmUkernel& k, const TensorDesc& w, size_t n, const CpuInfo& cpu) {
+  if (n < k.min_n) return "batch " + std::to_string(n) + " is outside " + std::to_string(k.min_n) + ".." + (k.max_n ? std::to_string(k.max_n) : "");
+  return spmm_refusal_reason(k, w, n, cpu);
+}
+
+std::string spmm_refusal_reason(const SpmmUkernel& k, const TensorDesc& w, size_t n, const CpuInfo& cpu) {
   if (k.format != w.format) return std::string("weights are ") + format_name(w.format) + ", not " + format_name(k.format);
   if (k.dtype != w.dtype) return std::string("weights are ") + dtype_name(w.dtype) + ", not " + dtype_name(k.dtype);
   if (k.block_rows && (w.block_rows != k.block_rows || w.block_cols != k.block_cols))
     return "blocks are " + std::to_string(w.block_rows) + "x" + std::to_string(w.block_cols) + ", not " + std::to_string(k.block_rows) + "x" +
            std::to_string(k.block_cols);
-  if (n < k.min_n || (k.max_n && n > k.max_n))
-    return "batch " + std::to_string(n) + " is outside " + std::to_string(k.min_n) + ".." + (k.max_n ? std::to_string(k.max_n) : "");
+  if (k.max_n && n > k.max_n) return "batch " + std::to_string(n) + " is outside 1.." + std::to_string(k.max_n);
   if (k.act == ActLayout::s8_padded && w.cols() > kS8PaddedMaxColumns)
     return std::to_string(w.cols()) + " columns overflow its int32 sums (at most " + std::to_string(kS8PaddedMaxColumns) + ")";
   return cpu.why_unavailable(k.features);

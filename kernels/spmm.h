@@ -23,6 +23,7 @@ enum class ActLayout : uint8_t {
   f32_transposed,  // [in][ld] f32, ld = n rounded up to 16, zero tail: one token per vector lane
   bf16_pairs,      // [tiles][ceil(in/2)][ld][2] bf16: a column pair of one token per dword lane, the tokens in
                    // tiles of ld = min(n rounded up to 16, kPairTileTokens), zero tail
+  bf16_pair_tiles,  // bf16_pairs in tiles of ld = 16 tokens: each 16 column pairs of a tile are one 1 KB AMX tile B
 };
 // The tokens of one bf16_pairs tile: a kernel's widest register tile, so that
 // each tile's activations lie contiguous (their column blocks stay in L1).
@@ -56,7 +57,7 @@ struct SpmmUkernel {
   DType dtype;
   ActLayout act;
   uint64_t features;  // CpuFeature bits the kernel's instructions need
-  size_t min_n;       // batch sizes it is written for
+  size_t min_n;       // the batch from which dispatch prefers it (it computes any batch up to max_n)
   size_t max_n;       // 0: no upper bound
   uint32_t row_tile;  // rows it computes together; row ranges handed to it start at a multiple
   uint16_t block_rows;  // bsr block shape it is written for; 0 = any
@@ -69,6 +70,12 @@ std::span<const SpmmUkernel> spmm_ukernels();
 
 // Why `k` declines the problem, or "" when it accepts it.
 std::string spmm_decline_reason(const SpmmUkernel& k, const TensorDesc& w, size_t n, const CpuInfo& cpu);
+// Why `k` cannot compute the problem at all, or "": as spmm_decline_reason
+// but for min_n, which is where dispatch starts to prefer a kernel (every
+// kernel computes any batch from one token to its max_n). A caller that has
+// chosen a kernel for a batch may run it on a part of that batch
+// (Linear::run_part) and get the whole batch's bits for the part's tokens.
+std::string spmm_refusal_reason(const SpmmUkernel& k, const TensorDesc& w, size_t n, const CpuInfo& cpu);
 
 struct SpmmChoice {
   const SpmmUkernel* kernel = nullptr;

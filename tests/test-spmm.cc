@@ -85,6 +85,24 @@ TEST_P(Ukernel, MatchesDenseProduct) {
       }
 }
 
+// min_n is where dispatch starts to prefer a kernel, not a limit: a part of
+// a batch may run on the batch's kernel (Linear::run_part), so every kernel
+// must compute any batch from one token.
+TEST_P(Ukernel, ComputesBatchesBelowItsMinimum) {
+  const SpmmUkernel& k = GetParam();
+  if (std::string why = cpu_info().why_unavailable(k.features); !why.empty()) GTEST_SKIP() << k.name << " " << why;
+  if (k.min_n == 1) GTEST_SKIP() << k.name << " starts at one token";
+  uint64_t seed = 7;
+  for (auto [rows, cols] : {std::pair<size_t, size_t>{37, 70}, {19, 1100}})
+    for (size_t n : {size_t{1}, size_t{2}, k.min_n - 1}) {
+      expect_matches_dense(k, make_weights(k, rows, cols, 0.7, false, ++seed), n, 0, rows);
+      if (HasFatalFailure()) return;
+    }
+  const TensorDesc& d = make_weights(k, 8, 64, 0.5, false, 1).desc();
+  EXPECT_EQ(spmm_refusal_reason(k, d, 1, cpu_info()), "") << k.name;
+  EXPECT_NE(spmm_decline_reason(k, d, 1, cpu_info()), "") << k.name;
+}
+
 TEST_P(Ukernel, ComputesOnlyItsRowRange) {
   const SpmmUkernel& k = GetParam();
   if (std::string why = cpu_info().why_unavailable(k.features); !why.empty()) GTEST_SKIP() << k.name << " " << why;
@@ -149,15 +167,16 @@ void expect_single_token_bits(const SpmmUkernel& batch_kernel, const SpmmUkernel
 // single token gives every token of a batch the very bits it gives that token
 // alone, whatever tiles of rows and tokens it walks the batch in (row counts
 // and ranges that leave rows over, token counts that leave tokens over).
+// The AMX tiles too, which Linear::run_part runs on parts of a batch.
 TEST_P(Ukernel, EveryTokenOfABatchGetsItsSingleTokenBits) {
   const SpmmUkernel& k = GetParam();
   if (std::string why = cpu_info().why_unavailable(k.features); !why.empty()) GTEST_SKIP() << k.name << " " << why;
-  if (k.min_n != 1) GTEST_SKIP() << k.name << " never runs one token";
+  if (k.min_n != 1 && !(k.features & kAmxTile)) GTEST_SKIP() << k.name << " is not chosen for one token";
   // 9 x 2600: activation rows too wide for the widest token tiles (with_token_tile).
   // 150 x 2600: more tokens than a tile, over several blocks of rows (kRowBlockBytes).
   for (auto [rows, cols] : {std::pair<uint64_t, uint64_t>{45, 300}, {9, 2600}, {150, 2600}}) {
     const Tensor w = make_weights(k, rows, cols, 0.7, true, 7);
-    for (size_t n : {2u, 3u, 5u, 7u, 13u, 17u}) {
+    for (size_t n : {2u, 3u, 5u, 7u, 13u, 17u, 40u}) {
       if (k.max_n && n > k.max_n) continue;
       expect_single_token_bits(k, k, w, n, n + 1000);
       if (HasFatalFailure()) return;

@@ -191,12 +191,13 @@ void Linear::run_part(const float* x, size_t n, size_t begin, size_t end, float*
     if (from >= to) continue;
     // A shorter last chunk gets its own choice under the policy (invariant:
     // the same kernel, or another on s8 activations, with the same bits). A
-    // part of a chunk runs as the whole chunk would, unless the chunk's
-    // kernel does not take that few tokens (AMX): then by its own choice,
-    // which for a kernel on s8 activations gives the same bits.
+    // part of a chunk runs on the whole chunk's kernel, which gives each
+    // token the bits the whole chunk would (spmm_refusal_reason), except a
+    // part too small for that kernel to be worth it on s8 activations (AMX
+    // int8 below its min_n): its own choice there gives the same bits.
     const size_t tokens = to - from;
     const SpmmUkernel* kernel = count == c.tokens ? c.kernel : choice_under(policy, count).kernel;
-    if (tokens < kernel->min_n) kernel = choice_under(policy, tokens).kernel;
+    if (tokens < kernel->min_n && kernel->act == ActLayout::s8_padded) kernel = choice_under(policy, tokens).kernel;
     spmm_run(*kernel, weight_, x + from * cols(), tokens, y + from * rows());
   }
 }

@@ -61,8 +61,10 @@ PreparedActivations prepare_activations(ActLayout layout, const float* x, size_t
       }
       return {out, ld, scale, sum};
     }
-    case ActLayout::bf16_pairs: {
-      const size_t width = std::min(round_up(n, 16), kPairTileTokens), tiles = (n + width - 1) / width, pairs = (in + 1) / 2;
+    case ActLayout::bf16_pairs:
+    case ActLayout::bf16_pair_tiles: {
+      const size_t width = layout == ActLayout::bf16_pair_tiles ? 16 : std::min(round_up(n, 16), kPairTileTokens);
+      const size_t tiles = (n + width - 1) / width, pairs = (in + 1) / 2;
       auto* out = static_cast<uint32_t*>(into.values.get(tiles * pairs * width * sizeof(uint32_t)));
       // Blocks of 8 column pairs: one cache line of each token's row.
       constexpr size_t kBlockPairs = 8;
@@ -102,7 +104,8 @@ namespace lacuna {
 double act_layout_rounding(ActLayout layout) {
   switch (layout) {
     case ActLayout::bf16_padded:
-    case ActLayout::bf16_pairs: return 0x1p-9;
+    case ActLayout::bf16_pairs:
+    case ActLayout::bf16_pair_tiles: return 0x1p-9;
     case ActLayout::s8_padded: return 0.5 / 127.0;
     default: return 0.0;
   }
@@ -116,6 +119,7 @@ const char* act_layout_name(ActLayout layout) {
     case ActLayout::s8_padded: return "s8_padded";
     case ActLayout::f32_transposed: return "f32_transposed";
     case ActLayout::bf16_pairs: return "bf16_pairs";
+    case ActLayout::bf16_pair_tiles: return "bf16_pair_tiles";
   }
   return "?";
 }

@@ -1,15 +1,17 @@
-// bf16 bitmap weights x bf16 activations on AMX tiles (TDPBF16PS), from 16
+// bf16 bitmap weights x bf16 activations on AMX tiles (TDPBF16PS), from 7
 // tokens on. The structure of the int8 tiles (spmm-int8-amx.cc, and
 // amx-tiles.h for what they share): tile A is 16 weight rows x one group of
 // 32 bf16 columns, expanded from the bitmap a strip at a time; tile B is 16
-// tokens' activations over the group's 16 column pairs, which is the
-// bf16_pairs layout (B[k/2][token*2 + k%2]) read in place; tile C is 16 rows
-// x 16 tokens of f32 sums.
-// Beyond 64 tokens (four accumulator tiles) the token tiles go in passes
-// over each expanded strip, each pass's sums stored after a strip and
-// loaded before the next. Float sums follow the tiles' order, which no
-// other kernel shares, so a token's bits depend on the batch it runs in:
-// the runtime's batch-invariant policy never picks this kernel (Linear).
+// tokens' activations over the group's 16 column pairs (B[k/2][token*2 +
+// k%2]), read in place from ActLayout::bf16_pair_tiles, where each is 1 KB
+// of consecutive lines; tile C is 16 rows x 16 tokens of f32 sums.
+// A pass multiplies an expanded strip by four token tiles; more tokens take
+// more passes over it, each pass's sums stored after a strip and loaded
+// before the next. Each token's sum is made the same way in any batch
+// (kPassTiles), so a part of a batch gets the whole batch's bits
+// (Linear::run_part); they are not the VDPBF16PS tiles' bits, so the
+// runtime's batch-invariant policy, which runs every batch on the
+// single-token kernel, never picks this one.
 // Compiled with -mamx-tile -mamx-bf16 and the AVX-512 flags of the bitmap
 // expansion; dispatch runs it only where Linux granted AMX tile data.
 #include <immintrin.h>
@@ -45,68 +47,62 @@ inline void tile_dpbf16ps() {
   __asm__ volatile("tdpbf16ps %%tmm%c2, %%tmm%c1, %%tmm%c0" : : "i"(C), "i"(A), "i"(B));
 }
 
-// The activations as B tiles: token tile t's tile for group g. Token tiles
-// come in blocks of `block_tiles` (ld = 16 x block_tiles tokens to a row of
-// four-byte lanes, group g's 16 rows at g x 16 x ld), blocks `block` dwords
-// apart. A group whose rows run past the activations' end (rows not a whole
-// number of groups) is read from `tail`, the same rows zero-padded.
+// The activations (ActLayout::bf16_pair_tiles) as B tiles: token tile t's
+// column pairs at `data` + t x `tile_dwords`, 16 dwords (its 16 tokens) a
+// pair, so group g's B tile is the 1 KB at 256 x g dwords from there. A
+// group whose pairs run past the activations' end (rows not a whole number
+// of groups) is read from `tail`: each token tile's pairs of that group,
+// zero-padded to 16 (garbage times a pruned weight's zero could be NaN).
 struct ActivationTiles {
+  static constexpr uint64_t kStride = 4 * kTileTokens;                 // bytes from one pair to the next
+  static constexpr uint64_t kGroupDwords = kTileRows * kTileTokens;  // one B tile
   const uint32_t* data = nullptr;
-  uint64_t ld = 0, block = 0, block_tiles = 1;
+  uint64_t tile_dwords = 0;
   const uint32_t* tail = nullptr;
   uint64_t tail_group = std::numeric_limits<uint64_t>::max();
 
-  // Token tile t's B tile of group 0 (of the tail group: tail_at).
-  const uint32_t* at(uint64_t tile) const { return data + tile / block_tiles * block + tile % block_tiles * kTileTokens; }
-  const uint32_t* tail_at(uint64_t tile) const { return tail + tile / block_tiles * kTileRows * ld + tile % block_tiles * kTileTokens; }
-  uint64_t group_dwords() const { return kTileRows * ld; }
-  uint64_t stride() const { return 4 * ld; }
+  // Token tile t's B tile of group 0, and of the tail group.
+  const uint32_t* at(uint64_t tile) const { return data + tile * tile_dwords; }
+  const uint32_t* tail_at(uint64_t tile) const { return tail + tile * kGroupDwords; }
 };
 
-// The bf16_pairs layout is tile B's: blocks of ld tokens (a multiple
-// of 16), row c of a block holding column pair c of each of its tokens.
-ActivationTiles bf16_pair_tiles(const SpmmArgs& a, uint64_t groups, std::vector<Line>& tail_buffer) {
-  const uint64_t pairs = (a.w->desc().cols() + 1) / 2;
-  ActivationTiles t{static_cast<const uint32_t*>(a.x), a.ldx, pairs * a.ldx, a.ldx / kTileTokens};
+ActivationTiles activation_tiles(const SpmmArgs& a, uint64_t groups, std::vector<Line>& tail_buffer) {
+  const uint64_t pairs = (a.w->desc().cols() + 1) / 2, tiles = (a.n + kTileTokens - 1) / kTileTokens;
+  ActivationTiles t{static_cast<const uint32_t*>(a.x), pairs * kTileTokens};
   const uint64_t whole = pairs / kTileRows;
   if (whole < groups) {
-    const uint64_t blocks = (a.n + a.ldx - 1) / a.ldx, rows = pairs - whole * kTileRows, block_dwords = kTileRows * a.ldx;
-    tail_buffer.assign((blocks * block_dwords * 4 + sizeof(Line) - 1) / sizeof(Line), Line{});
+    tail_buffer.assign((tiles * ActivationTiles::kGroupDwords * 4 + sizeof(Line) - 1) / sizeof(Line), Line{});
     auto* tail = reinterpret_cast<uint32_t*>(tail_buffer.data());
-    for (uint64_t block = 0; block < blocks; ++block)
-      std::memcpy(tail + block * block_dwords, t.data + block * t.block + whole * kTileRows * a.ldx, rows * a.ldx * 4);
+    for (uint64_t tile = 0; tile < tiles; ++tile)
+      std::memcpy(tail + tile * ActivationTiles::kGroupDwords, t.at(tile) + whole * ActivationTiles::kGroupDwords,
+                  (pairs - whole * kTileRows) * kTileTokens * 4);
     t.tail = tail;
     t.tail_group = whole;
   }
   return t;
 }
 
-// Tiles 0-3 accumulate: in a pass of Tiles token tiles, token tile t's sums
-// of the groups g with g % Splits == s in tile t x Splits + s. One tile per
-// token tile made each product wait for the one before it (its latency,
-// several times its throughput).
-template <int Tiles>
-constexpr int splits() {
-  return kAccumulators / Tiles;
-}
+// A pass multiplies a strip by up to four token tiles, each summing every
+// group in order into one accumulator tile: a token's sum is made the same
+// way in any batch. Splitting the groups over two accumulators when fewer
+// tiles run (as the int8 tiles do) would change a token's bits with the
+// batch; one accumulator at one token tile measured 3-5 % slower than four
+// (cold 2048->5632 at 70 %, 16 tokens: 0.89-0.92 against 0.83-0.88 ms).
+constexpr int kPassTiles = kAccumulators;
 
 // One pass's accumulator tiles in memory: between strips when a block of
-// rows has more token tiles than one pass holds, and at the block's end.
+// rows has more token tiles than one pass holds, and at the block's end
+// (its sums, read into y).
 struct PassSums {
   alignas(64) float tiles[kAccumulators][kTileRows][kTileTokens];
-};
-// One token tile's sums over a block of rows, its splits added.
-struct TileTotals {
-  alignas(64) float dots[kTileRows][kTileTokens];
 };
 
 // One strip (groups g0 .. g1 - 1 of a block of 16 rows, rows kStripStride
 // apart in `strip`) times token tiles first_tile .. first_tile + Tiles - 1.
 template <int Tiles>
 void multiply_strip(const ActivationTiles& x, uint64_t first_tile, uint64_t g0, uint64_t g1, const int8_t* strip) {
-  constexpr int kSplits = splits<Tiles>();
-  // A group a turn per split, and at least two, so that A and B alternate between their two tiles.
-  constexpr int kUnroll = kSplits < 2 ? 2 : kSplits;
+  // Two groups a turn: A and B alternate between their two tiles.
+  constexpr int kUnroll = 2;
   // Each token tile's B tile of group 0, worked out once per strip, not at every load.
   const uint32_t* b_first[Tiles];
   const uint32_t* b_tail[Tiles];
@@ -114,15 +110,15 @@ void multiply_strip(const ActivationTiles& x, uint64_t first_tile, uint64_t g0, 
     b_first[t] = x.at(first_tile + static_cast<uint64_t>(t));
     b_tail[t] = x.tail ? x.tail_at(first_tile + static_cast<uint64_t>(t)) : nullptr;
   }
-  const uint64_t group_dwords = x.group_dwords(), b_stride = x.stride(), tail_group = x.tail_group;
+  const uint64_t tail_group = x.tail_group;
   auto group = [&](uint64_t g, auto turn) LACUNA_INLINE_LAMBDA {
     constexpr int kTurn = decltype(turn)::value, kA = kFirstA + kTurn % 2;
     tile_load<kA>(strip + (g - g0) * kGroupBytes, kStripStride);
     const bool tail = g == tail_group;
     unrolled_for<Tiles>([&](auto t) LACUNA_INLINE_LAMBDA {
       constexpr int kT = decltype(t)::value, kB = kFirstB + (kT + kTurn) % 2;
-      tile_load<kB>(tail ? b_tail[kT] : b_first[kT] + g * group_dwords, b_stride);
-      tile_dpbf16ps<kT * kSplits + kTurn % kSplits, kA, kB>();
+      tile_load<kB>(tail ? b_tail[kT] : b_first[kT] + g * ActivationTiles::kGroupDwords, ActivationTiles::kStride);
+      tile_dpbf16ps<kT, kA, kB>();
     });
   };
   uint64_t g = g0;
@@ -132,79 +128,78 @@ void multiply_strip(const ActivationTiles& x, uint64_t first_tile, uint64_t g0, 
   });
 }
 
-// Calls f(std::integral_constant<int, Tiles>) for a pass of `tiles` token tiles (1-4).
-template <class F>
-void with_pass_tiles(uint64_t tiles, F&& f) {
-  switch (tiles) {
-    case 1: return f(std::integral_constant<int, 1>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    default: return f(std::integral_constant<int, kAccumulators>{});
-  }
-}
-
-// A block of 16 rows goes in strips of kStripGroups groups: each strip's
-// rows are expanded into `strip` (17 KB, in L1) and multiplied by every
-// token tile, in passes of up to four, before the next strip is expanded.
-void row_blocks(const WeightRows<K>& b, const ActivationTiles& x, int8_t* strip, std::vector<PassSums>& pass_buffer,
-                std::vector<TileTotals>& totals_buffer) {
+// A block of 16 rows goes in strips of kStripGroups groups (17 KB, in L1):
+// each strip's rows are expanded into `strip` and multiplied by every token
+// tile before the next strip is expanded. Strips of 32 groups, halving the
+// passes' stores and loads of their sums, measured no faster at 128 and 256
+// tokens.
+void row_blocks(const WeightRows<K>& b, const ActivationTiles& x, int8_t* strip, std::vector<PassSums>& pass_buffer) {
   const SpmmArgs& a = b.a;
   const uint64_t tiles = (a.n + kTileTokens - 1) / kTileTokens;
-  const uint64_t passes = (tiles + kAccumulators - 1) / kAccumulators;
+  const uint64_t passes = (tiles + kPassTiles - 1) / kPassTiles;
   pass_buffer.resize(passes);
-  totals_buffer.resize(tiles);
   PassSums* const pass_sums = pass_buffer.data();
-  TileTotals* const totals = totals_buffer.data();
   for (uint64_t r0 = a.row_begin; r0 < a.row_end; r0 += kTileRows) {
     const int rows = static_cast<int>(std::min<uint64_t>(kTileRows, a.row_end - r0));
     RowCursor<K> cursor[kTileRows];
     for (int i = 0; i < rows; ++i) cursor[i] = {b.row_masks(r0 + i), b.row_values(r0 + i)};
     if (rows < kTileRows) std::memset(strip + rows * kStripStride, 0, (kTileRows - rows) * kStripStride);
-    std::memset(static_cast<void*>(totals), 0, tiles * sizeof(TileTotals));
     for (uint64_t g0 = 0; g0 < b.groups; g0 += kStripGroups) {
       const uint64_t g1 = std::min(b.groups, g0 + kStripGroups);
       for (int i = 0; i < rows; ++i) expand_strip(b, cursor[i], g0, g1, strip + i * kStripStride);
       const bool last = g1 == b.groups;
       for (uint64_t p = 0; p < passes; ++p) {
-        with_pass_tiles(std::min<uint64_t>(kAccumulators, tiles - p * kAccumulators), [&](auto pass_tiles) {
-          constexpr int kTiles = decltype(pass_tiles)::value, kSplits = splits<kTiles>();
+        const auto pass = [&](auto pass_tiles) {
+          constexpr int kTiles = decltype(pass_tiles)::value;
           PassSums& sums = pass_sums[p];
           // One pass keeps its sums in the tiles from strip to strip.
           if (g0 == 0)
-            unrolled_for<kTiles * kSplits>([&](auto c) LACUNA_INLINE_LAMBDA { tile_zero<decltype(c)::value>(); });
+            unrolled_for<kTiles>([&](auto c) LACUNA_INLINE_LAMBDA { tile_zero<decltype(c)::value>(); });
           else if (passes > 1)
-            unrolled_for<kTiles * kSplits>([&](auto c) LACUNA_INLINE_LAMBDA { tile_load<decltype(c)::value>(sums.tiles[decltype(c)::value], kTileTokens * 4); });
-          multiply_strip<kTiles>(x, p * kAccumulators, g0, g1, strip);
+            unrolled_for<kTiles>([&](auto c) LACUNA_INLINE_LAMBDA { tile_load<decltype(c)::value>(sums.tiles[decltype(c)::value], kTileTokens * 4); });
+          multiply_strip<kTiles>(x, p * kPassTiles, g0, g1, strip);
           if (passes > 1 || last)
-            unrolled_for<kTiles * kSplits>([&](auto c) LACUNA_INLINE_LAMBDA { tile_store<decltype(c)::value>(sums.tiles[decltype(c)::value], kTileTokens * 4); });
-          if (!last) return;
-          for (int c = 0; c < kTiles * kSplits; ++c) {
-            auto& dots = totals[p * kAccumulators + static_cast<uint64_t>(c / kSplits)].dots;
-            for (int i = 0; i < kTileRows; ++i)
-              for (int j = 0; j < kTileTokens; ++j) dots[i][j] += sums.tiles[c][i][j];
-          }
-        });
+            unrolled_for<kTiles>([&](auto c) LACUNA_INLINE_LAMBDA { tile_store<decltype(c)::value>(sums.tiles[decltype(c)::value], kTileTokens * 4); });
+        };
+        switch (std::min<uint64_t>(kPassTiles, tiles - p * kPassTiles)) {
+          case 1: pass(std::integral_constant<int, 1>{}); break;
+          case 2: pass(std::integral_constant<int, 2>{}); break;
+          case 3: pass(std::integral_constant<int, 3>{}); break;
+          default: pass(std::integral_constant<int, 4>{}); break;
+        }
       }
     }
     // Token by token: the rows of one token are one cache line of y.
     for (size_t token = 0; token < a.n; ++token) {
       float* y = a.y + token * a.ldy + r0;
-      const auto& dots = totals[token / kTileTokens].dots;
+      const uint64_t tile = token / kTileTokens;
+      const auto& dots = pass_sums[tile / kPassTiles].tiles[tile % kPassTiles];
       for (int i = 0; i < rows; ++i) y[i] = dots[i][token % kTileTokens];
     }
   }
 }
 
+// Each block of rows reads every token's activations, so the tokens go in
+// chunks whose activations stay in L2 (2 MB here); the rows are expanded
+// again for each chunk.
+constexpr uint64_t kChunkActivationBytes = uint64_t{1} << 20;
+
 }  // namespace
 
 void lacuna_spmm_bitmap_bf16_ukernel_16x64__amx(const SpmmArgs& a) {
-  const WeightRows<K> b(a);
   thread_local std::vector<Line> strip(kStripBytes / sizeof(Line)), tail;
   thread_local std::vector<PassSums> pass_sums;
-  thread_local std::vector<TileTotals> totals;
-  const ActivationTiles x = bf16_pair_tiles(a, b.groups, tail);
+  const uint64_t tile_dwords = (a.w->desc().cols() + 1) / 2 * kTileTokens;
+  const size_t chunk = kTileTokens * std::max<size_t>(1, kChunkActivationBytes / (4 * tile_dwords));
   const TileSession session(kTileTokens);
-  row_blocks(b, x, reinterpret_cast<int8_t*>(strip.data()), pass_sums, totals);
+  for (size_t n0 = 0; n0 < a.n; n0 += chunk) {
+    SpmmArgs part = a;
+    part.x = static_cast<const uint32_t*>(a.x) + n0 / kTileTokens * tile_dwords;
+    part.n = std::min(chunk, a.n - n0);
+    part.y = a.y + n0 * a.ldy;
+    const WeightRows<K> b(part);
+    row_blocks(b, activation_tiles(part, b.groups, tail), reinterpret_cast<int8_t*>(strip.data()), pass_sums);
+  }
 }
 
 }  // namespace lacuna
