@@ -60,13 +60,15 @@ constexpr double kNominalBandwidth = 30e9;
 // column-pair kernel 4.76 / 5.93 / 11.17; at 90 % expanded 2.14 / 1.86 /
 // 3.01 against column pairs 2.20 / 3.08 / 4.98 (bench-densify,
 // docs/benchmarks.md, "AMX int8 tiles").
-// int8 weights where the AMX tiles run (spmm-amx.cc) keep them up to
+// int8 weights where the AMX tiles run (spmm-int8-amx.cc) keep them up to
 // their 64 tokens: 70 % at 32 / 64 tokens 0.89 / 1.30 ms against 1.35 /
 // 1.74 expanded (same run).
-// bf16 weights where the AMX bf16 tiles run are never expanded: warm
-// 2048->11264 (bench-densify) at 50 / 70 / 90 %, the tiles took 0.65-0.94x
-// the expanded product's time at every batch of 16-256 tokens (70 %: 1.16 /
-// 1.49 / 2.20 / 4.51 / 9.21 ms against 2.38 / 2.07 / 3.20 / 5.48 / 10.21).
+// bf16 weights where the AMX bf16 tiles run (spmm-bf16-amx.cc) are never
+// expanded: warm 2048->11264 and 5632->2048 (bench-densify) at 50 / 70 /
+// 90 %, the tiles took 0.36-0.91x the expanded product's time at every
+// batch of 16-256 tokens (2048->11264 at 70 %, 16 / 32 / 64 / 128 / 256
+// tokens: 1.17 / 1.38 / 2.11 / 4.03 / 8.57 ms against 2.66 / 2.21 / 3.40 /
+// 5.74 / 11.56; docs/benchmarks.md, "AMX bf16 tiles").
 constexpr double kSparsityWidenedFrom256Bf16 = 0.65;
 constexpr double kSparsestWidenedBf16 = 0.85;
 constexpr double kSparsestKeptBf16 = 0.75;
