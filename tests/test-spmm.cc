@@ -98,9 +98,9 @@ TEST_P(Ukernel, ComputesBatchesBelowItsMinimum) {
       expect_matches_dense(k, make_weights(k, rows, cols, 0.7, false, ++seed), n, 0, rows);
       if (HasFatalFailure()) return;
     }
-  const TensorDesc& d = make_weights(k, 8, 64, 0.5, false, 1).desc();
-  EXPECT_EQ(spmm_refusal_reason(k, d, 1, cpu_info()), "") << k.name;
-  EXPECT_NE(spmm_decline_reason(k, d, 1, cpu_info()), "") << k.name;
+  const Tensor w = make_weights(k, 8, 64, 0.5, false, 1);
+  EXPECT_EQ(spmm_refusal_reason(k, w.desc(), 1, cpu_info()), "") << k.name;
+  EXPECT_NE(spmm_decline_reason(k, w.desc(), 1, cpu_info()), "") << k.name;
 }
 
 TEST_P(Ukernel, ComputesOnlyItsRowRange) {
