@@ -68,7 +68,12 @@ class TileSession {
       config.bytes_per_row[t] = static_cast<uint16_t>(t == kFirstA || t == kFirstA + 1 ? kGroupBytes : 4 * tile_tokens);
       config.rows[t] = kTileRows;
     }
-    _tile_loadconfig(&config);
+    // In asm with the whole configuration as its operand: through
+    // _tile_loadconfig, GCC 12 saw no read of the rows and widths and dropped
+    // their stores once the constructor was inlined into a caller (only the
+    // zeroing and the palette were left, so the first tile instruction
+    // raised SIGILL).
+    __asm__ volatile("ldtilecfg %0" : : "m"(config));
   }
   ~TileSession() { _tile_release(); }
   TileSession(const TileSession&) = delete;
