@@ -10,34 +10,19 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
 #include "bench/common/stats.h"
 #include "kernels/cpu-features.h"
+#include "kernels/spmm-amx/amx-tiles.h"
 
 namespace {
 
-// Tile numbers are part of the instruction, so they are template arguments.
-template <int T>
-void tile_load(const void* base, uint64_t stride) {
-  __asm__ volatile("tileloadd (%0,%1,1), %%tmm%c2" : : "r"(base), "r"(stride), "i"(T) : "memory");
-}
-template <int C, int A, int B>
-void tile_dpbf16ps() {
-  __asm__ volatile("tdpbf16ps %%tmm%c2, %%tmm%c1, %%tmm%c0" : : "i"(C), "i"(A), "i"(B));
-}
-void prefetch_t0(const char* p) { __asm__ volatile("prefetcht0 %0" : : "m"(*p)); }
+using namespace lacuna::kernels::amx;
+using lacuna::kernels::avx512::prefetch_t0;
 
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0, reserved[14] = {};
-  uint16_t bytes_per_row[16] = {};
-  uint8_t rows[16] = {};
-};
-
-constexpr uint64_t kTile = 1024, kRow = 64;
-constexpr uint64_t kStripStride = 17 * kRow;        // the kernel's expanded strip: 16 rows of 16 groups, one spare
+constexpr uint64_t kTile = 1024, kRow = kGroupBytes;  // every tile is 16 rows of 64 bytes
 constexpr uint64_t kGroups = 256;                   // groups of B streamed per pass: 256 x 4 KB, beyond L1
 constexpr long kPasses = 40;
 
@@ -46,10 +31,10 @@ struct Operands {
   std::vector<uint16_t> storage;
   const char* strips;
   const char* b;
-  Operands() : storage((2 * 16 * kStripStride + kGroups * 4 * kTile + 4096) / 2, 0x3f80) {
+  Operands() : storage((2 * kStripBytes + kGroups * 4 * kTile + 4096) / 2, 0x3f80) {
     const auto base = reinterpret_cast<uintptr_t>(storage.data());
     strips = reinterpret_cast<const char*>((base + 4095) / 4096 * 4096);
-    b = strips + 2 * 16 * kStripStride;
+    b = strips + 2 * kStripBytes;
   }
 };
 
@@ -92,7 +77,7 @@ double two_blocks_two_token_tiles(const Operands& m) {
     for (uint64_t g = 0; g < 2 * kGroups; ++g) {
       const char* a = m.strips + (g % 16) * kRow;
       const char* b = m.b + g * 2 * kTile;
-      tile_load<4>(a, kStripStride), tile_load<5>(a + 16 * kStripStride, kStripStride);
+      tile_load<4>(a, kStripStride), tile_load<5>(a + kStripBytes, kStripStride);
       tile_load<6>(b, kRow), tile_load<7>(b + kTile, kRow);
       tile_dpbf16ps<0, 4, 6>(), tile_dpbf16ps<1, 4, 7>(), tile_dpbf16ps<2, 5, 6>(), tile_dpbf16ps<3, 5, 7>();
     }
@@ -128,19 +113,16 @@ int main(int argc, char** argv) {
   }
   std::printf("machine: %s, 1 thread; %d rounds, alternated; B streamed: %llu groups x 4 KB\n\n", cpu.brand.c_str(), rounds,
               static_cast<unsigned long long>(kGroups));
-  TileConfig config;
-  for (int t = 0; t < 8; ++t) config.bytes_per_row[t] = kRow, config.rows[t] = 16;
-  __asm__ volatile("ldtilecfg %0" : : "m"(config));
   const Operands operands;
   const size_t count = std::size(kCases);
   std::vector<std::vector<double>> ns(count);
+  const TileSession session(kTileTokens);
   for (int r = 0; r < rounds; ++r)
     for (size_t i = 0; i < count; ++i) {
       const auto start = std::chrono::steady_clock::now();
       const double products = kCases[i].run(operands);
       ns[i].push_back(std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count() / products);
     }
-  __asm__ volatile("tilerelease");
   const double base = bench::median(ns[0]);
   std::printf("%-42s %18s %16s\n", "case", "ns per TDPBF16PS", "vs products only");
   for (size_t i = 0; i < count; ++i) std::printf("%-42s %18.2f %15.2fx\n", kCases[i].name, bench::median(ns[i]), bench::median(ns[i]) / base);

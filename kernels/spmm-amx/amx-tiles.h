@@ -43,6 +43,17 @@ inline void tile_store(void* base, uint64_t stride) {
   __asm__ volatile("tilestored %%tmm%c2, (%0,%1,1)" : : "r"(base), "r"(stride), "i"(T) : "memory");
 }
 
+// C += A x B, signed bytes, int32 sums.
+template <int C, int A, int B>
+inline void tile_dpbssd() {
+  __asm__ volatile("tdpbssd %%tmm%c2, %%tmm%c1, %%tmm%c0" : : "i"(C), "i"(A), "i"(B));
+}
+// C += A x B, bf16 pairs, f32 sums.
+template <int C, int A, int B>
+inline void tile_dpbf16ps() {
+  __asm__ volatile("tdpbf16ps %%tmm%c2, %%tmm%c1, %%tmm%c0" : : "i"(C), "i"(A), "i"(B));
+}
+
 // One cache line, for buffers that tiles and aligned vector stores read and write.
 struct alignas(64) Line {
   int8_t bytes[64];

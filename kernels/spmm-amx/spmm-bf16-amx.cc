@@ -41,12 +41,6 @@ struct Bf16Rows {
 };
 using K = Bf16Rows;
 
-// C += A x B, bf16 pairs, f32 sums.
-template <int C, int A, int B>
-inline void tile_dpbf16ps() {
-  __asm__ volatile("tdpbf16ps %%tmm%c2, %%tmm%c1, %%tmm%c0" : : "i"(C), "i"(A), "i"(B));
-}
-
 // The activations (ActLayout::bf16_pair_tiles) as B tiles: token tile t's
 // column pairs at `data` + t x `tile_dwords`, 16 dwords (its 16 tokens) a
 // pair, so group g's B tile is the 1 KB at 256 x g dwords from there. A

@@ -43,12 +43,6 @@ constexpr uint64_t kChunkGroups = (uint64_t{1} << 17) / kGroupBytes;
 constexpr int kMaxTokenTiles = 4;
 static_assert(kChunkGroups % kStripGroups == 0);
 
-// C += A x B, signed bytes, int32 sums.
-template <int C, int A, int B>
-inline void tile_dpbssd() {
-  __asm__ volatile("tdpbssd %%tmm%c2, %%tmm%c1, %%tmm%c0" : : "i"(C), "i"(A), "i"(B));
-}
-
 template <bool Dense>
 struct Int8Rows {
   using Mask = uint64_t;
