@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "kernels/spmm-ukernels.h"
+
 namespace lacuna {
 namespace {
 
@@ -40,6 +42,11 @@ MachineModel MachineModel::for_bandwidth(double bytes_per_s, int threads) {
   // 2.45-2.52 ms (2.1); from 7 tokens it beat the VDPBF16PS tiles at 50, 70
   // and 90 % (docs/benchmarks.md, "AMX bf16 tiles").
   m.amx_bf16_row_group = 2.9e-9;
+  // bf16 with packed activations: `bench-spmm-ukernels`, warm 4096x4096 on
+  // the Intel Xeon (AMX) host, two threads: 283 / 564 us at 90 / 50 % and one
+  // token, 1035 / 2033 at four (docs/benchmarks.md, "Packed activations").
+  m.packed_row_group_token = 0.8e-9;
+  m.packed_nonzero_token = 0.084e-9;
   m.csr_nonzero_token = 0.5e-9;
   m.pair_tile = 0.55e-9;
   m.pair_group = 2.9e-9;
@@ -54,6 +61,8 @@ MachineModel MachineModel::for_bandwidth(double bytes_per_s, int threads) {
   m.onednn_int8_bandwidth_share = 0.45;
   return m;
 }
+
+bool works_per_token(const SpmmUkernel& k) { return k.fn == &lacuna_spmm_bitmap_bf16_ukernel_1x8__avx512vbmi2; }
 
 uint64_t stored_bytes(Format format, DType dtype, uint64_t rows, uint64_t cols, uint64_t nonzeros) {
   TensorDesc d = TensorDesc::matrix(format, dtype, rows, cols);
@@ -95,6 +104,11 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
     } else if (k.features & kAmxTile) {  // every group expanded once, then one tile product per 16 tokens
       const double expand = dtype == DType::bf16 ? m.amx_bf16_row_group : m.amx_row_group;
       compute = static_cast<double>(rows * group_count(desc)) * (expand + tiles * m.amx_tile_row_group);
+    } else if (works_per_token(k)) {
+      // Every token packs every group of every row; the dot products follow the nonzeros.
+      compute = (static_cast<double>(rows * group_count(desc)) * m.packed_row_group_token +
+                 static_cast<double>(nonzeros) * m.packed_nonzero_token) *
+                nn;
     } else switch (k.act) {
       case ActLayout::bf16_padded:
       case ActLayout::s8_padded:

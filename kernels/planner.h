@@ -25,6 +25,8 @@ struct MachineModel {
   double amx_row_group = 0;          // AMX int8: one row x group expanded into the tiles' buffer, once per row
   double amx_bf16_row_group = 0;     // AMX bf16: the same for one row x group of 32 bf16 columns
   double amx_tile_row_group = 0;     // AMX: one row x group's share of a 16-token tile product (1/16 of a TDPBSSD or TDPBF16PS and its B load)
+  double packed_row_group_token = 0;  // bf16 packed activations: one row x group x token (compress and store)
+  double packed_nonzero_token = 0;    // the same kernel: one stored weight x one token (its share of a dot product)
   double csr_nonzero_token = 0;     // small batch, one stored weight x one token
   double pair_tile = 0;             // large batch bf16: one live column pair x 16 tokens
   double pair_group = 0;            // large batch bf16: one row x one group, once per row (expand, list the live pairs)
@@ -62,6 +64,13 @@ struct LinearPlan {
 // values, at batch n, restricted to `formats` (oneDNN counts as dense).
 LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonzeros, size_t n, const std::vector<Format>& formats,
                        const MachineModel& model, const CpuInfo& cpu = cpu_info());
+
+// Whether a kernel does all its work again for each token of a batch (the
+// bf16 kernel packing each token's activations): fastest for one token of
+// very sparse weights, slower than the kernels sharing work across tokens
+// from about two. A batch-invariant run, which keeps one kernel at every
+// batch size, leaves such kernels out.
+bool works_per_token(const SpmmUkernel& k);
 
 // Bytes a format stores for such a weight (what a batch-1 product streams).
 uint64_t stored_bytes(Format format, DType dtype, uint64_t rows, uint64_t cols, uint64_t nonzeros);

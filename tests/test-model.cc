@@ -25,6 +25,7 @@
 #include "engine/runtime/linear.h"
 #include "kernels/dense-onednn/onednn-matmul.h"
 #include "kernels/instruction-rates.h"
+#include "kernels/planner.h"
 #include "sparse/convert.h"
 #include "sparse/error.h"
 #include "tests/test-util.h"
@@ -612,6 +613,38 @@ TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
           }
         }
       }
+  }
+}
+
+// One token of a 92 % sparse bf16 weight runs fastest on the kernel that
+// packs the activations, but it packs them again for every token of a
+// batch: the server's invariant policy, which keeps one kernel at every
+// batch size, takes the fastest of the others, and its products still
+// match the dense product at every batch.
+TEST(Linear, TheInvariantPolicyLeavesOutKernelsThatWorkPerToken) {
+  constexpr size_t kRows = 2048, kCols = 2048;
+  std::vector<float> wf(kRows * kCols);
+  for (size_t i = 0; i < wf.size(); ++i) wf[i] = (i * 7919 % 25 < 23) ? 0.0f : static_cast<float>(static_cast<int>(i * 31 % 17) - 8) / 8.0f;
+  const Linear linear(pack(quantize_matrix(wf.data(), kRows, kCols, DType::bf16), Format::bitmap));
+  const SpmmUkernel* fastest = linear.single_kernel(1);
+  if (!fastest || !works_per_token(*fastest)) GTEST_SKIP() << "one token does not run on a per-token kernel here";
+  const SpmmUkernel* invariant = linear.single_kernel(1, BatchPolicy::invariant);
+  ASSERT_NE(invariant, nullptr);
+  EXPECT_FALSE(works_per_token(*invariant)) << invariant->name;
+  const std::vector<float> w = dequantize(linear.weight());
+  for (size_t n : {1, 4, 9}) {
+    std::vector<float> x(n * kCols), y(n * kRows);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(i * 13 % 29) - 14) / 14.0f;
+    for (BatchPolicy policy : {BatchPolicy::fastest, BatchPolicy::invariant}) {
+      linear.run(x.data(), n, y.data(), policy);
+      for (size_t t = 0; t < n; ++t)
+        for (size_t r = 0; r < kRows; r += 7) {
+          double want = 0, magnitude = 0;
+          for (size_t c = 0; c < kCols; ++c)
+            want += double{x[t * kCols + c]} * w[r * kCols + c], magnitude += std::fabs(double{x[t * kCols + c]} * w[r * kCols + c]);
+          ASSERT_NEAR(y[t * kRows + r], want, 1e-2 * magnitude + 1e-5) << "n=" << n << " token " << t << " row " << r;
+        }
+    }
   }
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "kernels/planner.h"
+#include "kernels/spmm-ukernels.h"
 #include "sparse/convert.h"
 #include "sparse/stats.h"
 #include "tests/test-util.h"
@@ -36,6 +37,19 @@ TEST(Planner, SparseWinsAtBatchOneAndPicksTheFormatBySparsity) {
   const LinearPlan p95 = plan(DType::bf16, 0.95, 1);
   EXPECT_EQ(p95.chosen.format, Format::csr) << p95.why();
   EXPECT_EQ(plan(DType::int8, 0.7, 1).chosen.format, Format::bitmap) << plan(DType::int8, 0.7, 1).why();
+}
+
+// One token of very sparse bf16: packing the activations (a compress per 32
+// columns, a dot product per 32 nonzeros) beats expanding the weights (a
+// dot product per 32 columns), cold 6144->32768 at 90 % 4.30 against 6.01
+// ms; at 50 % and from a few tokens the expanding tiles stay faster
+// (docs/benchmarks.md, "Packed activations").
+TEST(Planner, VerySparseBf16PacksTheActivationsForOneToken) {
+  if (!avx512_bf16()) GTEST_SKIP() << "the rates are for the AVX-512 BF16 kernels";
+  const auto packs = [](const LinearPlan& p) { return p.chosen.kernel && p.chosen.kernel->fn == &lacuna_spmm_bitmap_bf16_ukernel_1x8__avx512vbmi2; };
+  EXPECT_TRUE(packs(plan(DType::bf16, 0.9, 1))) << plan(DType::bf16, 0.9, 1).why();
+  EXPECT_FALSE(packs(plan(DType::bf16, 0.5, 1))) << plan(DType::bf16, 0.5, 1).why();
+  EXPECT_FALSE(packs(plan(DType::bf16, 0.9, 4))) << plan(DType::bf16, 0.9, 4).why();
 }
 
 TEST(Planner, UnprunedInt8StaysDenseOnTheVnniTilesWhereTheRuntimeRunsThem) {

@@ -118,20 +118,26 @@ OnednnMatmul& Linear::dense() const {
   return *dense_;
 }
 
-Linear::Choice Linear::choice_for(size_t n) const {
+Linear::Choice Linear::choice_for(size_t n, bool any_batch) const {
   const int threads = omp_get_max_threads();
   const std::lock_guard lock(*mutex_);
-  Choice& c = choices_[{threads, n}];
+  Choice& c = choices_[{threads, n, any_batch}];
   if (!c.kernel) {
     const TensorDesc& d = weight_.desc();
     const MachineModel machine = MachineModel::for_bandwidth(kNominalBandwidth, threads);
-    auto plan = [&](size_t batch) { return plan_linear(d.dtype, d.rows(), d.cols(), d.nnz, batch, {d.format}, machine); };
-    const LinearPlan whole = plan(n);
-    c = {whole.chosen.kernel ? whole.chosen.kernel : choose_spmm(d, n).kernel, n};
-    if (n > kChunk && whole.chosen.kernel) {
-      const LinearPlan part = plan(kChunk);
+    // The plan's fastest option, or with any_batch its fastest that may run every batch size.
+    auto plan = [&](size_t batch) {
+      const LinearPlan p = plan_linear(d.dtype, d.rows(), d.cols(), d.nnz, batch, {d.format}, machine);
+      const auto allowed = std::find_if(p.considered.begin(), p.considered.end(),
+                                        [&](const PlanOption& o) { return !any_batch || !o.kernel || !works_per_token(*o.kernel); });
+      return allowed == p.considered.end() ? p.chosen : *allowed;
+    };
+    const PlanOption whole = plan(n);
+    c = {whole.kernel ? whole.kernel : choose_spmm(d, n).kernel, n};
+    if (n > kChunk && whole.kernel) {
+      const PlanOption part = plan(kChunk);
       const double chunks = static_cast<double>((n + kChunk - 1) / kChunk);
-      if (part.chosen.kernel && chunks * part.chosen.predicted_ms < whole.chosen.predicted_ms) c = {part.chosen.kernel, kChunk};
+      if (part.kernel && chunks * part.predicted_ms < whole.predicted_ms) c = {part.kernel, kChunk};
     }
     c.densify = expanded_at(d, n);
   }
@@ -147,13 +153,16 @@ bool Linear::prepare() {
 }
 
 // Invariant: the single-token kernel for every n, over as many tokens as it
-// takes at once. Except that a kernel on s8 activations (VNNI) may give way
+// takes at once, chosen among the kernels that may run every batch size:
+// the packed bf16 kernel, the one-token choice for very sparse bf16, slowed
+// a 16-client server on a 90 % bf16 model to 0.76x (docs/benchmarks.md,
+// "Packed activations"). Except that a kernel on s8 activations (VNNI) may give way
 // to n's own choice where that is one too (AMX), or to the weight expanded
 // for oneDNN: all sum the same quantised activations exactly in integers and
 // then take the same float steps (OnednnMatmul::run), so a token gets the
 // same bits either way.
 Linear::Choice Linear::choice_under(BatchPolicy policy, size_t n) const {
-  Choice c = choice_for(policy == BatchPolicy::invariant ? 1 : n);
+  Choice c = choice_for(policy == BatchPolicy::invariant ? 1 : n, policy == BatchPolicy::invariant);
   if (policy == BatchPolicy::fastest) return c;
   if (c.kernel->act == ActLayout::s8_padded) {
     if (const SpmmUkernel* batch = choice_for(n).kernel; batch->act == ActLayout::s8_padded) c.kernel = batch;

@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kernels/spmm.h"
@@ -62,7 +63,9 @@ class Linear {
     size_t tokens = 0;      // tokens per call: n, or fewer when chunks of the batch run faster
     bool densify = false;   // expand the bitmap weight into dense rows and run oneDNN instead
   };
-  Choice choice_for(size_t n) const;
+  // The planner's choice at n; with `any_batch`, among the kernels that may
+  // run every batch size (not works_per_token), for the invariant policy.
+  Choice choice_for(size_t n, bool any_batch = false) const;
   Choice choice_under(BatchPolicy policy, size_t n) const;  // choice_for as `policy` adjusts it
   OnednnMatmul& dense() const;
 
@@ -71,9 +74,9 @@ class Linear {
   // choices_; held in a pointer so that Linear stays movable.
   std::unique_ptr<std::mutex> mutex_;
   mutable std::unique_ptr<OnednnMatmul> dense_;
-  // The planner's choice per (threads, n), filled on first use: contexts
+  // The planner's choice per (threads, n, any_batch), filled on first use: contexts
   // with different thread counts share the weight and may choose differently.
-  mutable std::map<std::pair<int, size_t>, Choice> choices_;
+  mutable std::map<std::tuple<int, size_t, bool>, Choice> choices_;
   // Dense int8 weights: the tile kernel that runs them at n tokens, index n
   // (VNNI, AMX from its minimum batch), up to kDenseInt8TileTokens; empty for
   // other weights, or where the CPU lacks the tiles. Looked up once.

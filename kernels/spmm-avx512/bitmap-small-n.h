@@ -82,6 +82,10 @@ inline M load_mask(const M* p) {
 LACUNA_FRESH_EXPAND(fresh_expand_epi8, "vpexpandb", "kmovq", uint64_t, __m512i)
 LACUNA_FRESH_EXPAND(fresh_expand_epi16, "vpexpandw", "kmovd", uint32_t, __m512i)
 LACUNA_FRESH_EXPAND(fresh_expand_ps, "vexpandps", "kmovw", uint16_t, __m512)
+// The inverse move, VPCOMPRESSW in its register form (the memory form is
+// microcoded too), for the kernel that packs activations instead of
+// expanding weights (spmm-bitmap-bf16-packed-avx512.cc).
+LACUNA_FRESH_EXPAND(fresh_compress_epi16, "vpcompressw", "kmovd", uint32_t, __m512i)
 #undef LACUNA_FRESH_EXPAND
 
 // Traits: Value (stored element), Mask, XElem (activation element), kWidth
