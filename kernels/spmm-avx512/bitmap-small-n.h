@@ -303,6 +303,23 @@ inline void request_ahead(const typename K::Mask* mask, const typename K::Value*
   if constexpr (!K::kDense) prefetch_t0(reinterpret_cast<const char*>(mask) + kMasksAhead);
 }
 
+// The same for the group at `split` of a tile's turn of kSplits groups.
+// Traits with half loads (int8 of at most 35 % density: about 19 bytes of
+// values and 8 of masks a group at 70 % sparsity) request the values every
+// second group and the masks every fourth, where a request at every group
+// mostly named a line already asked for: on the Intel host, cold 70 % int8
+// products at 1-8 tokens took 2-4 % less time, warm 1-6 % (docs/benchmarks.md,
+// "Fewer requests ahead").
+template <class K, int kSplits, int kSplit>
+inline void request_ahead_in_turn(const typename K::Mask* mask, const typename K::Value* p) {
+  if constexpr (!K::kHalfLoads || kSplits == 1) {
+    request_ahead<K>(mask, p);
+  } else {
+    if constexpr (kSplit % 2 == 0) prefetch_t0(reinterpret_cast<const char*>(p) + kValuesAhead);
+    if constexpr (kSplit == 0) prefetch_t0(reinterpret_cast<const char*>(mask) + kMasksAhead);
+  }
+}
+
 // Each tile is a function of its own: inlined into small_n_product, the one-token
 // tile's loop got worse registers and ran 25 % slower. With kExpanded the
 // tile reads its rows' groups from `expanded` (expand_rows) and steps
@@ -328,7 +345,7 @@ template <class K, int NT, bool kExpanded>
       request_ahead<K>(nullptr, p + g * K::kWidth);
       wv = K::load_dense(b.dense_columns(g), p + g * K::kWidth);
     } else {
-      request_ahead<K>(masks + g, p);
+      request_ahead_in_turn<K, kSplits, decltype(split)::value>(masks + g, p);
       wv = expand_and_advance<K>(masks + g, p);
     }
     unrolled_for<NT>([&](auto j) LACUNA_INLINE_LAMBDA { acc[j][split] = dot_at<K>(acc[j][split], wv, x + j * a.ldx + g * K::kWidth); });
