@@ -91,6 +91,46 @@ class TileSession {
   TileSession& operator=(const TileSession&) = delete;
 };
 
+// The columns of a 16 x 16 matrix held as 16 row vectors: columns[j][i] =
+// rows[i][j]. A C tile's column is one token's 16 rows, which are one
+// vector of y. Written row by row from the stored tile (16 strided loads
+// and 16 scalar stores a token, each behind a branch on the block's row
+// count), y had about a tenth of the bf16 kernel's samples at 128 tokens;
+// by columns the cold 2048->5632 product at 128 tokens took 2.38-2.44 ms
+// against 2.42-2.53 (the int8 tiles: docs/benchmarks.md, "The int8 tiles'
+// sums by columns").
+inline void transpose_16x16(__m512 (&rows)[kTileRows], __m512 (&columns)[kTileTokens]) {
+  static_assert(kTileRows == 16 && kTileTokens == 16);
+  __m512 t[16];
+  __m512* r = rows;
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+  }
+  for (int i = 0; i < 16; i += 8)
+    for (int k = 0; k < 4; ++k) {
+      t[i + k] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0x88);
+      t[i + k + 4] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0xdd);
+    }
+  for (int k = 0; k < 8; ++k) {
+    columns[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+    columns[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
+  }
+}
+
+// The same from a stored tile.
+inline void transpose_16x16(const float (&m)[kTileRows][kTileTokens], __m512 (&columns)[kTileTokens]) {
+  __m512 rows[kTileRows];
+  for (int i = 0; i < kTileRows; ++i) rows[i] = _mm512_load_ps(m[i]);
+  transpose_16x16(rows, columns);
+}
+
 // Where one weight row's walk has reached: its next group's mask and values.
 template <class K>
 struct RowCursor {

@@ -122,37 +122,6 @@ void multiply_strip(const ActivationTiles& x, uint64_t first_tile, uint64_t g0, 
   });
 }
 
-// The columns of a row-major 16 x 16 matrix: columns[j][i] = m[i][j].
-// Written row by row from the stored tile (16 strided loads and 16 scalar
-// stores a token, each behind a branch on the block's row count), y had
-// about a tenth of the kernel's samples at 128 tokens, part of them
-// probably the wait for the tile stores before it; by columns the cold
-// 2048->5632 product at 128 tokens took 2.38-2.44 ms against 2.42-2.53.
-void columns_16x16(const float (&m)[kTileRows][kTileTokens], __m512 (&columns)[kTileTokens]) {
-  static_assert(kTileRows == 16 && kTileTokens == 16);
-  __m512 r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(m[i]);
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-  }
-  for (int i = 0; i < 16; i += 8)
-    for (int k = 0; k < 4; ++k) {
-      t[i + k] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0x88);
-      t[i + k + 4] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0xdd);
-    }
-  for (int k = 0; k < 8; ++k) {
-    columns[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
-    columns[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
-  }
-}
-
 // A block of 16 rows goes in strips of kStripGroups groups (17 KB, in L1):
 // each strip's rows are expanded into `strip` and multiplied by every token
 // tile before the next strip is expanded. Strips of 32 groups, halving the
@@ -198,7 +167,7 @@ void row_blocks(const WeightRows<K>& b, const ActivationTiles& x, int8_t* strip,
     const auto row_mask = static_cast<__mmask16>((1u << rows) - 1);
     for (uint64_t tile = 0; tile < tiles; ++tile) {
       __m512 columns[kTileTokens];
-      columns_16x16(pass_sums[tile / kPassTiles].tiles[tile % kPassTiles], columns);
+      transpose_16x16(pass_sums[tile / kPassTiles].tiles[tile % kPassTiles], columns);
       const size_t n0 = tile * kTileTokens, tokens = std::min<size_t>(kTileTokens, a.n - n0);
       for (size_t j = 0; j < tokens; ++j) _mm512_mask_storeu_ps(a.y + (n0 + j) * a.ldy + r0, row_mask, columns[j]);
     }

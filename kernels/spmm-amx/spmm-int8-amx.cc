@@ -97,11 +97,40 @@ void row_blocks(const WeightRows<K>& b, const uint32_t* packed, int tile_tokens,
   const uint64_t b_dwords = kTileRows * static_cast<uint64_t>(tile_tokens);  // uint32s of one tile B in `packed`
   const uint64_t tile_stride = b.groups * b_dwords;                      // uint32s between token tiles of `packed`
   auto zero_accumulators = [] { unrolled_for<Tiles * kSplits>([&](auto c) LACUNA_INLINE_LAMBDA { tile_zero<decltype(c)::value>(); }); };
-  auto add_accumulators = [&] {
+  auto store_accumulators = [&] {
     unrolled_for<Tiles * kSplits>([&](auto c) LACUNA_INLINE_LAMBDA { tile_store<decltype(c)::value>(sums[decltype(c)::value], kTileTokens * 4); });
+  };
+  auto add_accumulators = [&] {
+    store_accumulators();
     for (int c = 0; c < Tiles * kSplits; ++c)
       for (int i = 0; i < kTileRows; ++i)
         for (int j = 0; j < kTileTokens; ++j) totals[c / kSplits][i][j] += sums[c][i][j];
+  };
+  // Rows of one chunk (all but the widest) need no int64 totals: their
+  // splits cover the chunk's columns once, so their sum fits int32 as each
+  // split's does. Each token tile's splits are then added as vectors and
+  // written a token at a time from the columns of the sum: the int64 totals
+  // and a scalar loop over rows and tokens were a third of the time of a
+  // 16-token 2048->2048 product (docs/benchmarks.md, "The int8 tiles' sums
+  // by columns"). The float steps are the same, so the bits are too.
+  const bool one_chunk = b.groups <= kChunkGroups;
+  auto write_one_chunk = [&](uint64_t r0, int rows) {
+    const auto row_mask = static_cast<__mmask16>((1u << rows) - 1);
+    const __m512 row_scales = _mm512_maskz_loadu_ps(row_mask, b.scales + r0);
+    for (int t = 0; t < Tiles; ++t) {
+      __m512 dots[kTileRows], columns[kTileTokens];
+      for (int i = 0; i < kTileRows; ++i) {
+        __m512i sum = _mm512_load_si512(sums[t * kSplits][i]);
+        for (int split = 1; split < kSplits; ++split) sum = _mm512_add_epi32(sum, _mm512_load_si512(sums[t * kSplits + split][i]));
+        dots[i] = _mm512_castsi512_ps(sum);
+      }
+      transpose_16x16(dots, columns);
+      const size_t n0 = static_cast<size_t>(t) * kTileTokens, tokens = std::min<size_t>(kTileTokens, a.n - n0);
+      for (size_t j = 0; j < tokens; ++j) {
+        const __m512 y = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_castps_si512(columns[j])), row_scales), _mm512_set1_ps(a.x_scale[n0 + j]));
+        _mm512_mask_storeu_ps(a.y + (n0 + j) * a.ldy + r0, row_mask, y);
+      }
+    }
   };
   auto group = [&](uint64_t g, const int8_t* weights, uint64_t weight_stride, auto turn) LACUNA_INLINE_LAMBDA {
     constexpr int kTurn = decltype(turn)::value, kA = kFirstA + kTurn % 2;
@@ -117,7 +146,7 @@ void row_blocks(const WeightRows<K>& b, const uint32_t* packed, int tile_tokens,
     RowCursor<K> cursor[kTileRows];
     for (int i = 0; i < rows; ++i) cursor[i] = {K::kDense ? nullptr : b.row_masks(r0 + i), b.row_values(r0 + i)};
     if (rows < kTileRows) std::memset(strip + rows * kStripStride, 0, (kTileRows - rows) * kStripStride);
-    std::memset(totals, 0, sizeof totals);
+    if (!one_chunk) std::memset(totals, 0, sizeof totals);
     zero_accumulators();
     // Dense rows of whole groups are read by the tile loads in place: copied
     // first, one token took 1.5x the time (warm 4096x4096, 1.13 against 0.74 ms).
@@ -136,10 +165,16 @@ void row_blocks(const WeightRows<K>& b, const uint32_t* packed, int tile_tokens,
       unrolled_for<kUnroll - 1>([&](auto turn) LACUNA_INLINE_LAMBDA {
         if (g + turn < g1) group(g + turn, at(g + turn), row_stride, turn);
       });
-      if (g1 == b.groups || g1 % kChunkGroups == 0) {
+      if (one_chunk) {
+        if (g1 == b.groups) store_accumulators();
+      } else if (g1 == b.groups || g1 % kChunkGroups == 0) {
         add_accumulators();
         if (g1 < b.groups) zero_accumulators();
       }
+    }
+    if (one_chunk) {
+      write_one_chunk(r0, rows);
+      continue;
     }
     // Token by token: the rows of one token are one cache line of y, where
     // row by row each store went to another token's line, ldy apart (at
