@@ -54,23 +54,26 @@ struct Int8Rows {
 
 // The activations of token tile `tile`, group g, in tile B's layout: row k/4
 // holds each of the tile's `tile_tokens` tokens' four columns k..k+3 (tokens
-// past n are zeros).
+// past n are zeros). A group of 16 tokens is a 16 x 16 matrix of four-byte
+// columns, so B is its transpose. Every call packs every group (each block
+// of rows reads them all); with a gather per row of B, the packing of the
+// parts of a 16-token 2048->2048 product took about a tenth of its time
+// (docs/benchmarks.md, "The int8 tiles' sums by columns").
 void pack_activations(const SpmmArgs& a, uint64_t groups, int tiles, int tile_tokens, uint32_t* out) {
   const auto* x = static_cast<const int8_t*>(a.x);
   const uint64_t tile_dwords = static_cast<uint64_t>(kTileRows) * static_cast<uint64_t>(tile_tokens);
+  const auto b_row = static_cast<__mmask16>((1u << tile_tokens) - 1);
   for (int tile = 0; tile < tiles; ++tile) {
     const size_t n0 = static_cast<size_t>(tile) * kTileTokens;
     const size_t tokens = std::min<size_t>(kTileTokens, a.n - n0);
-    const __mmask16 present = static_cast<__mmask16>((1u << tokens) - 1);
-    // Byte offsets of each token's row; the gather reads four bytes at each.
-    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                            _mm512_set1_epi32(static_cast<int>(a.ldx)));
     const int8_t* tile_x = x + n0 * a.ldx;
     for (uint64_t g = 0; g < groups; ++g) {
+      __m512 columns[kTileTokens], b[kTileRows];
+      for (size_t j = 0; j < kTileTokens; ++j)
+        columns[j] = j < tokens ? _mm512_castsi512_ps(_mm512_loadu_si512(tile_x + j * a.ldx + g * kGroupBytes)) : _mm512_setzero_ps();
+      transpose_16x16(columns, b);
       uint32_t* dst = out + (static_cast<uint64_t>(tile) * groups + g) * tile_dwords;
-      for (int k4 = 0; k4 < kTileRows; ++k4)
-        _mm512_mask_storeu_epi32(dst + k4 * tile_tokens, static_cast<__mmask16>((1u << tile_tokens) - 1),
-                                 _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), present, rows, tile_x + g * kGroupBytes + 4 * k4, 1));
+      for (int k4 = 0; k4 < kTileRows; ++k4) _mm512_mask_storeu_epi32(dst + k4 * tile_tokens, b_row, _mm512_castps_si512(b[k4]));
     }
   }
 }
