@@ -308,29 +308,32 @@ TEST(Dispatch, KernelsOnS8ActivationsGiveEveryTokenTheSingleTokenKernelsBits) {
 // At the widest row they accept, the largest products (weights +-127, moved
 // to 255 and 1, times activations of +-127) must not overflow their int32
 // lanes or the row's total, one token alone or in tiles of 4, 7, 8 and 16.
+// Also at 2^17 columns, the widest row whose total the AMX tiles keep in
+// int32 (one chunk, spmm-int8-amx.cc): 2^17 x 127 x 127 is just below 2^31.
 TEST(Dispatch, S8ActivationKernelsSumTheWidestRowsTheyAcceptExactly) {
-  const size_t cols = kS8PaddedMaxColumns;
-  std::vector<float> w(2 * cols);
-  std::fill(w.begin(), w.begin() + cols, 1.0f);
-  std::fill(w.begin() + cols, w.end(), -1.0f);
   int checked = 0;
-  for (const SpmmUkernel& k : spmm_ukernels()) {
-    if (k.act != ActLayout::s8_padded || !cpu_info().why_unavailable(k.features).empty()) continue;
-    const Tensor weights = pack(quantize_matrix(w.data(), 2, cols, k.dtype), k.format, BlockShape{});
-    for (size_t n : {1, 4, 7, 8, 16}) {
-      if (n < k.min_n) continue;
-      std::vector<float> x(n * cols);
-      for (size_t t = 0; t < n; ++t) std::fill(x.begin() + t * cols, x.begin() + (t + 1) * cols, t % 2 ? 1.0f : -1.0f);
-      std::vector<float> y(n * 2);
-      const kernels::PreparedActivations xp = kernels::prepare_activations(k.act, x.data(), n, cols);
-      k.fn(SpmmArgs{&weights, xp.data, xp.ld, xp.scale, y.data(), 2, n, 0, 2, xp.sum});
-      for (size_t t = 0; t < n; ++t) {
-        const double x_sign = t % 2 ? 1.0 : -1.0;
-        EXPECT_NEAR(y[t * 2], x_sign * static_cast<double>(cols), 1e-5 * cols) << k.name << " n=" << n << " token " << t;
-        EXPECT_NEAR(y[t * 2 + 1], -x_sign * static_cast<double>(cols), 1e-5 * cols) << k.name << " n=" << n << " token " << t;
+  for (const size_t cols : {size_t{1} << 17, size_t{kS8PaddedMaxColumns}}) {
+    std::vector<float> w(2 * cols);
+    std::fill(w.begin(), w.begin() + cols, 1.0f);
+    std::fill(w.begin() + cols, w.end(), -1.0f);
+    for (const SpmmUkernel& k : spmm_ukernels()) {
+      if (k.act != ActLayout::s8_padded || !cpu_info().why_unavailable(k.features).empty()) continue;
+      const Tensor weights = pack(quantize_matrix(w.data(), 2, cols, k.dtype), k.format, BlockShape{});
+      for (size_t n : {1, 4, 7, 8, 16}) {
+        if (n < k.min_n) continue;
+        std::vector<float> x(n * cols);
+        for (size_t t = 0; t < n; ++t) std::fill(x.begin() + t * cols, x.begin() + (t + 1) * cols, t % 2 ? 1.0f : -1.0f);
+        std::vector<float> y(n * 2);
+        const kernels::PreparedActivations xp = kernels::prepare_activations(k.act, x.data(), n, cols);
+        k.fn(SpmmArgs{&weights, xp.data, xp.ld, xp.scale, y.data(), 2, n, 0, 2, xp.sum});
+        for (size_t t = 0; t < n; ++t) {
+          const double x_sign = t % 2 ? 1.0 : -1.0;
+          EXPECT_NEAR(y[t * 2], x_sign * static_cast<double>(cols), 1e-5 * static_cast<double>(cols)) << k.name << " n=" << n << " token " << t;
+          EXPECT_NEAR(y[t * 2 + 1], -x_sign * static_cast<double>(cols), 1e-5 * static_cast<double>(cols)) << k.name << " n=" << n << " token " << t;
+        }
       }
+      ++checked;
     }
-    ++checked;
   }
   if (checked == 0) GTEST_SKIP() << "no kernel on s8 activations runs on this CPU";
 }
