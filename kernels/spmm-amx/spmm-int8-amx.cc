@@ -56,9 +56,9 @@ struct Int8Rows {
 // holds each of the tile's `tile_tokens` tokens' four columns k..k+3 (tokens
 // past n are zeros). A group of 16 tokens is a 16 x 16 matrix of four-byte
 // columns, so B is its transpose. Every call packs every group (each block
-// of rows reads them all); with a gather per row of B, the packing of the
-// parts of a 16-token 2048->2048 product took about a tenth of its time
-// (docs/benchmarks.md, "The int8 tiles' sums by columns").
+// of rows reads them all); packed by a gather per row of B, cold products
+// of 40-64 tokens took 2-10 % longer (docs/benchmarks.md, "The int8 tiles'
+// sums by columns").
 void pack_activations(const SpmmArgs& a, uint64_t groups, int tiles, int tile_tokens, uint32_t* out) {
   const auto* x = static_cast<const int8_t*>(a.x);
   const uint64_t tile_dwords = static_cast<uint64_t>(kTileRows) * static_cast<uint64_t>(tile_tokens);
@@ -112,10 +112,12 @@ void row_blocks(const WeightRows<K>& b, const uint32_t* packed, int tile_tokens,
   // Rows of one chunk (all but the widest) need no int64 totals: their
   // splits cover the chunk's columns once, so their sum fits int32 as each
   // split's does. Each token tile's splits are then added as vectors and
-  // written a token at a time from the columns of the sum: the int64 totals
-  // and a scalar loop over rows and tokens were a third of the time of a
-  // 16-token 2048->2048 product (docs/benchmarks.md, "The int8 tiles' sums
-  // by columns"). The float steps are the same, so the bits are too.
+  // written a token at a time from the columns of the sum. The int64 totals,
+  // a scalar loop over rows and tokens and the packing of B together took
+  // a third of a 16-token 2048->2048 product; without the first two, cold
+  // products of 16-64 tokens took 7-10 % less time (docs/benchmarks.md,
+  // "The int8 tiles' sums by columns"). The float steps are the same, so
+  // the bits are too.
   const bool one_chunk = b.groups <= kChunkGroups;
   auto write_one_chunk = [&](uint64_t r0, int rows) {
     const auto row_mask = static_cast<__mmask16>((1u << rows) - 1);
