@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "kernels/common/activations.h"
 #include "kernels/spmm.h"
@@ -140,17 +141,35 @@ void spmm_run_all(std::span<const SpmmJob> jobs) {
   // More blocks than threads, taken as threads come free: a thread that
   // runs slower (a busy sibling, a preempted vCPU) takes fewer, instead of
   // keeping the others waiting at the end of the region.
+  // The jobs go widest batch first, and the threads take blocks from both
+  // ends: even threads from the front, odd from the back. Products of many
+  // tokens are bound by the core, those of few by memory; run side by side,
+  // one thread's computing overlaps the other's streaming.
+  std::stable_sort(prepared.begin(), prepared.end(), [&](const Prepared& a, const Prepared& b) { return a.args.n > b.args.n; });
   const size_t parts = static_cast<size_t>(threads) * kBlocksPerThread;
-  const auto blocks = static_cast<int64_t>(prepared.size() * parts);
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const Prepared& p = prepared[static_cast<size_t>(b) / parts];
-    const size_t t = static_cast<size_t>(b) % parts;
-    SpmmArgs a = p.args;
-    const uint64_t rows = a.w->desc().rows();
-    a.row_begin = split_row(p.bytes_before_row, rows, p.total, t, parts, p.kernel->row_tile);
-    a.row_end = split_row(p.bytes_before_row, rows, p.total, t + 1, parts, p.kernel->row_tile);
-    if (a.row_begin < a.row_end) p.kernel->fn(a);
+  const auto blocks = static_cast<uint32_t>(prepared.size() * parts);
+  std::atomic<uint64_t> ends{uint64_t{blocks} << 32};  // front in the low half, back (one past) in the high
+  const auto take = [&](bool front) -> int64_t {
+    uint64_t e = ends.load(std::memory_order_relaxed);
+    for (;;) {
+      const uint64_t f = e & 0xffffffffu, b = e >> 32;
+      if (f >= b) return -1;
+      const uint64_t next = front ? e + 1 : e - (uint64_t{1} << 32);
+      if (ends.compare_exchange_weak(e, next, std::memory_order_relaxed)) return static_cast<int64_t>(front ? f : b - 1);
+    }
+  };
+#pragma omp parallel num_threads(threads)
+  {
+    const bool front = omp_get_thread_num() % 2 == 0;
+    for (int64_t b; (b = take(front)) >= 0;) {
+      const Prepared& p = prepared[static_cast<size_t>(b) / parts];
+      const size_t t = static_cast<size_t>(b) % parts;
+      SpmmArgs a = p.args;
+      const uint64_t rows = a.w->desc().rows();
+      a.row_begin = split_row(p.bytes_before_row, rows, p.total, t, parts, p.kernel->row_tile);
+      a.row_end = split_row(p.bytes_before_row, rows, p.total, t + 1, parts, p.kernel->row_tile);
+      if (a.row_begin < a.row_end) p.kernel->fn(a);
+    }
   }
 }
 

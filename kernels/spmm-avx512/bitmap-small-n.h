@@ -97,7 +97,9 @@ LACUNA_FRESH_EXPAND(fresh_compress_epi16, "vpcompressw", "kmovd", uint32_t, __m5
 // register tile), narrower_tile(tokens) (the next tile tried when a tile's
 // activations do not fit the L1 size), splits(tokens), kRowTile (rows per
 // tile: 1, or at most kRowTile, with row_tile(tokens) the rows of a tile
-// of that many tokens), kExpandOnce (see small_n_product).
+// of that many tokens), rows_in_one_pass(tokens) (rows of a one-pass tile,
+// see bitmap_row_tile; more than 1 only where sums do not depend on their
+// order), kExpandOnce (see small_n_product).
 //
 // One row at a time, each (row, token) summing its groups into
 // K::splits(NT) accumulators (group g into g % splits, added pairwise at the
@@ -325,38 +327,64 @@ inline void request_ahead_in_turn(const typename K::Mask* mask, const typename K
 // tile reads its rows' groups from `expanded` (expand_rows) and steps
 // `next_block` on, otherwise it expands them from the bitmap (or loads them,
 // dense rows), requesting its streams ahead.
-template <class K, int NT, bool kExpanded>
+// NR rows in one pass (traits whose sums do not depend on their order, see
+// rows_in_one_pass): each token's activation vector is loaded once for the
+// NR rows, and the tile keeps K::splits(NR * NT) accumulators a (row,
+// token), as many registers as a one-row tile of NR * NT tokens.
+template <class K, int NR, int NT, bool kExpanded>
 [[gnu::noinline]] void bitmap_row_tile(const WeightRows<K>& b, uint64_t r, size_t n0, RowPrefetch<K>& next_block, const ExpandedGroup<K>* expanded) {
   const SpmmArgs& a = b.a;
   const uint64_t groups = b.groups;
-  const typename K::Mask* masks = K::kDense ? nullptr : b.row_masks(r);
+  const typename K::Mask* masks[NR];
+  const typename K::Value* p[NR];
+  unrolled_for<NR>([&](auto i) LACUNA_INLINE_LAMBDA {
+    masks[i] = K::kDense ? nullptr : b.row_masks(r + i);
+    p[i] = b.row_values(r + i);
+  });
   const auto* x = static_cast<const typename K::XElem*>(a.x) + n0 * a.ldx;
-  const typename K::Value* p = b.row_values(r);
-  constexpr int kSplits = K::splits(NT);
-  typename K::Acc acc[NT][kSplits];
-  unrolled_for<NT>([&](auto j) LACUNA_INLINE_LAMBDA { unrolled_for<kSplits>([&](auto s) LACUNA_INLINE_LAMBDA { acc[j][s] = K::zero(); }); });
-  // `split` and `j` are compile-time indices: a run-time one would move the tile to memory.
+  constexpr int kSplits = K::splits(NR * NT);
+  typename K::Acc acc[NR][NT][kSplits];
+  unrolled_for<NR>([&](auto i) LACUNA_INLINE_LAMBDA {
+    unrolled_for<NT>([&](auto j) LACUNA_INLINE_LAMBDA { unrolled_for<kSplits>([&](auto s) LACUNA_INLINE_LAMBDA { acc[i][j][s] = K::zero(); }); });
+  });
+  // `split`, `i` and `j` are compile-time indices: a run-time one would move the tile to memory.
   auto group = [&](uint64_t g, auto split) LACUNA_INLINE_LAMBDA {
-    typename K::WVec wv;
+    typename K::WVec wv[NR];
     if constexpr (kExpanded) {
       next_block.step();
-      wv = expanded[g].w;
+      unrolled_for<NR>([&](auto i) LACUNA_INLINE_LAMBDA { wv[i] = expanded[i * expanded_row_stride(groups) + g].w; });
     } else if constexpr (K::kDense) {
-      request_ahead<K>(nullptr, p + g * K::kWidth);
-      wv = K::load_dense(b.dense_columns(g), p + g * K::kWidth);
+      static_assert(NR == 1, "dense rows go one at a time");
+      request_ahead<K>(nullptr, p[0] + g * K::kWidth);
+      wv[0] = K::load_dense(b.dense_columns(g), p[0] + g * K::kWidth);
     } else {
-      request_ahead_in_turn<K, kSplits, decltype(split)::value>(masks + g, p);
-      wv = expand_and_advance<K>(masks + g, p);
+      // Each row's streams: together they request the lines the tile reads, as far ahead.
+      unrolled_for<NR>([&](auto i) LACUNA_INLINE_LAMBDA {
+        request_ahead_in_turn<K, kSplits, decltype(split)::value>(masks[i] + g, p[i]);
+        wv[i] = expand_and_advance<K>(masks[i] + g, p[i]);
+      });
     }
-    unrolled_for<NT>([&](auto j) LACUNA_INLINE_LAMBDA { acc[j][split] = dot_at<K>(acc[j][split], wv, x + j * a.ldx + g * K::kWidth); });
+    unrolled_for<NT>([&](auto j) LACUNA_INLINE_LAMBDA {
+      const typename K::XElem* xj = x + j * a.ldx + g * K::kWidth;
+      if constexpr (NR == 1) {
+        acc[0][j][split] = dot_at<K>(acc[0][j][split], wv[0], xj);
+      } else {
+        const typename K::XVec xv = K::load_x(xj);
+        unrolled_for<NR>([&](auto i) LACUNA_INLINE_LAMBDA { acc[i][j][split] = K::dot(acc[i][j][split], wv[i], xv); });
+      }
+    });
   };
   uint64_t g = 0;
   for (; g + kSplits <= groups; g += kSplits) unrolled_for<kSplits>([&](auto split) LACUNA_INLINE_LAMBDA { group(g + split, split); });
   unrolled_for<kSplits - 1>([&](auto split) LACUNA_INLINE_LAMBDA {
     if (g < groups) group(g++, split);
   });
-  const float row_scale = b.row_scale(r);
-  unrolled_for<NT>([&](auto j) LACUNA_INLINE_LAMBDA { a.y[(n0 + j) * a.ldy + r] = K::finish(sum_splits<K, 0, kSplits>(acc[j]), row_scale, a, n0 + j); });
+  unrolled_for<NR>([&](auto i) LACUNA_INLINE_LAMBDA {
+    const float row_scale = b.row_scale(r + i);
+    unrolled_for<NT>([&](auto j) LACUNA_INLINE_LAMBDA {
+      a.y[(n0 + j) * a.ldy + r + i] = K::finish(sum_splits<K, 0, kSplits>(acc[i][j]), row_scale, a, n0 + j);
+    });
+  });
 }
 
 // How far a row's values advance over groups g .. g+3: the popcount of their four masks.
@@ -531,7 +559,10 @@ void small_n_product(const SpmmArgs& a) {
         }
         if (r < end)
           for_token_tiles<max_tile>(a.n, [&](auto tile, size_t n0) {
-            for (uint64_t q = r; q < end; ++q) bitmap_row_tile<K, tile, kept>(b, q, n0, ahead, groups_of(q));
+            constexpr int kRows = K::rows_in_one_pass(tile);
+            uint64_t q = r;
+            for (; q + kRows <= end; q += kRows) bitmap_row_tile<K, kRows, tile, kept>(b, q, n0, ahead, groups_of(q));
+            for (; q < end; ++q) bitmap_row_tile<K, 1, tile, kept>(b, q, n0, ahead, groups_of(q));
           });
       }
     };

@@ -19,6 +19,7 @@ struct FloatAccumulator {
   static constexpr int row_tile(int tokens) { return tokens <= 6 ? 4 : 2; }
   static constexpr int narrower_tile(int) { return 0; }  // never narrowed: see Bf16
   static constexpr int splits(int) { return 4; }
+  static constexpr int rows_in_one_pass(int) { return 1; }
   static constexpr bool kDense = false;
   static constexpr bool kHalfLoads = false;
   static Acc zero() { return _mm512_setzero_ps(); }
@@ -89,6 +90,15 @@ struct Bf16 : FloatAccumulator {
 // With four splits at every size the tile stopped at 4 tokens, and a
 // server's experts, which see 1-15 tokens each at 16 clients, ran 2-4 tiles
 // over every row, each loading every group again.
+// From 4 to 8 tokens two rows go through the tile in one pass
+// (rows_in_one_pass), each token's activations loaded once for both: the
+// tile is bound by its loads there (eight VPDPBUSD took 4.6 cycles a group
+// on registers, 7.0 with their activations loaded). Cold 2048->11264 at 70
+// %, 4 / 6 / 8 tokens: 0.48 / 0.59 / 0.70 ms -> 0.44-0.46 / 0.53-0.54 /
+// 0.63-0.64 ms; 2-3 tokens were no faster, three rows slower
+// (docs/benchmarks.md, "Two rows in one pass"). The row tiles of the float
+// traits (kRowTile) walk their rows once per split, which for int8 was
+// slower than one row (GCC spilled that tile).
 struct Int8 {
   using Value = int8_t;
   using Mask = uint64_t;
@@ -100,7 +110,8 @@ struct Int8 {
   static constexpr int kTokenTile = 16;
   static constexpr int narrower_tile(int tokens) { return tokens / 2; }
   static constexpr int splits(int tokens) { return tokens <= 4 ? 4 : tokens <= 8 ? 2 : 1; }
-  static constexpr int kRowTile = 1;  // two rows measured slower at 4 tokens (GCC spilled that tile)
+  static constexpr int kRowTile = 1;
+  static constexpr int rows_in_one_pass(int tokens) { return tokens >= 4 && tokens <= 8 ? 2 : 1; }
   static constexpr bool kDense = false;
   static constexpr bool kHalfLoads = false;
   static Acc zero() { return _mm512_setzero_si512(); }
@@ -141,6 +152,7 @@ struct Int8 {
 // of a bitmap row.
 struct DenseInt8 : Int8 {
   static constexpr bool kDense = true;
+  static constexpr int rows_in_one_pass(int) { return 1; }
   static constexpr bool kExpandOnce = false;  // a plain load costs no more than reading an expanded copy
   static WVec load_dense(Mask columns, const Value* p) { return _mm512_xor_si512(_mm512_maskz_loadu_epi8(columns, p), _mm512_set1_epi8(-128)); }
 };
