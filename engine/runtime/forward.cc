@@ -256,8 +256,12 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
     first += len;
   }
   const auto blocks_count = static_cast<int64_t>(query_blocks.size());
-  // RoPE on this step's queries and keys, then the keys and values join the caches.
-#pragma omp parallel for if (s.tokens * c.heads * d > static_cast<int64_t>(kParallelFloats))
+  // RoPE on this step's queries and keys, then the keys and values join the
+  // caches. On every thread from an eighth of the other per-token loops'
+  // work: each copy goes to cache lines not yet read, and on one thread a
+  // 16-sequence decode step of the mini model spent 1.0-1.1 ms here, on
+  // two 0.6 (docs/benchmarks.md, "Two rows in one pass").
+#pragma omp parallel for if (s.tokens * (c.heads + 2 * c.kv_heads) * d > static_cast<int64_t>(kParallelFloats / 8))
   for (int64_t b = 0; b < blocks_count; ++b) {
     const QueryBlock& qb = query_blocks[static_cast<size_t>(b)];
     for (int64_t t = qb.first; t < qb.first + qb.tokens; ++t) {
