@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <span>
 
 #include "kernels/vector/vector-ops.h"
 #include "sparse/dtype.h"
@@ -188,21 +189,30 @@ TEST_P(VectorOpsTest, DequantizeRowTakesTheTilesFloatStepsExactly) {
   }
 }
 
-TEST_P(VectorOpsTest, ToBf16MatchesTheScalarConversionExactly) {
-  const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
-  for (const size_t n : {size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{2051}}) {
-    std::vector<float> x = testing::random_activations(1, n, 21 + n);
-    // Ties (both parities), the largest finite values rounding to infinity, infinities, NaNs, zeros, denormals.
-    const float special[] = {std::bit_cast<float>(0x3f808000u), std::bit_cast<float>(0x3f818000u), std::numeric_limits<float>::max(),
-                             -std::numeric_limits<float>::max(), std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
-                             std::numeric_limits<float>::quiet_NaN(), std::bit_cast<float>(0x7f800001u), -0.0f, std::bit_cast<float>(0x00018000u)};
+// ops' conversion `convert` of rows of every length in `lengths`, random
+// with a value of `special` at every third element, gives `scalar`'s bits
+// and writes nothing past the row.
+void expect_scalar_bits(const kernels::VectorOps& ops, void (*convert)(const float*, uint16_t*, size_t), uint16_t (*scalar)(float),
+                        std::span<const float> special, std::initializer_list<size_t> lengths, uint64_t seed) {
+  for (const size_t n : lengths) {
+    std::vector<float> x = testing::random_activations(1, n, seed + n);
     for (size_t i = 0; i < n; ++i)
-      if (i % 3 == 0) x[i] = special[(i / 3) % std::size(special)];
+      if (i % 3 == 0) x[i] = special[(i / 3) % special.size()];
     std::vector<uint16_t> got(n + 1, 0xabcd);
-    ops.to_bf16(x.data(), got.data(), n);
-    for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], f32_to_bf16(x[i])) << ops.isa << " n=" << n << " i=" << i << " x bits " << std::bit_cast<uint32_t>(x[i]);
+    convert(x.data(), got.data(), n);
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], scalar(x[i])) << ops.isa << " n=" << n << " i=" << i << " x bits " << std::bit_cast<uint32_t>(x[i]);
     EXPECT_EQ(got[n], 0xabcd) << ops.isa << " wrote past n=" << n;
   }
+}
+
+// Ties (both parities), the largest finite values rounding to infinity,
+// infinities, NaNs, zeros, denormals.
+TEST_P(VectorOpsTest, ToBf16MatchesTheScalarConversionExactly) {
+  const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
+  const float special[] = {std::bit_cast<float>(0x3f808000u), std::bit_cast<float>(0x3f818000u), std::numeric_limits<float>::max(),
+                           -std::numeric_limits<float>::max(), std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                           std::numeric_limits<float>::quiet_NaN(), std::bit_cast<float>(0x7f800001u), -0.0f, std::bit_cast<float>(0x00018000u)};
+  expect_scalar_bits(ops, ops.to_bf16, f32_to_bf16, special, {1, 15, 16, 17, 2051}, 21);
 }
 
 // The hardware conversion (AVX-512, F16C) and the scalar tail give
@@ -211,18 +221,10 @@ TEST_P(VectorOpsTest, ToBf16MatchesTheScalarConversionExactly) {
 // subnormals and values below half the smallest of them.
 TEST_P(VectorOpsTest, ToF16MatchesTheScalarConversionExactly) {
   const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
-  for (const size_t n : {size_t{1}, size_t{7}, size_t{8}, size_t{15}, size_t{16}, size_t{17}, size_t{2051}}) {
-    std::vector<float> x = testing::random_activations(1, n, 23 + n);
-    const float special[] = {std::bit_cast<float>(0x3f801000u), std::bit_cast<float>(0x3f803000u), 65504.0f, 65519.0f, 65520.0f,
-                             -1e6f, std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(), std::bit_cast<float>(0x7f800001u),
-                             -0.0f, 3e-6f, -6e-8f, 2e-8f, std::bit_cast<float>(0x00018000u)};
-    for (size_t i = 0; i < n; ++i)
-      if (i % 3 == 0) x[i] = special[(i / 3) % std::size(special)];
-    std::vector<uint16_t> got(n + 1, 0xabcd);
-    ops.to_f16(x.data(), got.data(), n);
-    for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], f32_to_f16(x[i])) << ops.isa << " n=" << n << " i=" << i << " x bits " << std::bit_cast<uint32_t>(x[i]);
-    EXPECT_EQ(got[n], 0xabcd) << ops.isa << " wrote past n=" << n;
-  }
+  const float special[] = {std::bit_cast<float>(0x3f801000u), std::bit_cast<float>(0x3f803000u), 65504.0f, 65519.0f, 65520.0f, -1e6f,
+                           std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(), std::bit_cast<float>(0x7f800001u),
+                           -0.0f, 3e-6f, -6e-8f, 2e-8f, std::bit_cast<float>(0x00018000u)};
+  expect_scalar_bits(ops, ops.to_f16, f32_to_f16, special, {1, 7, 8, 15, 16, 17, 2051}, 23);
 }
 
 // Every element lands at its transposed place with its bits (NaN payloads
