@@ -1,8 +1,8 @@
 #pragma once
-// Attention keys and values (f32 or f16: ModelConfig::kv_type) in blocks of positions taken from a pool as
-// a sequence grows (paged, as vLLM's PagedAttention): memory follows the
-// tokens a sequence holds, not the length it may reach, and a server's
-// sequences share one bounded pool.
+// Attention keys and values (f32 or f16: ModelConfig::kv_type) in blocks of
+// positions taken from a pool as a sequence grows (paged, as vLLM's
+// PagedAttention): memory follows the tokens a sequence holds, not the
+// length it may reach, and a server's sequences share one bounded pool.
 #include <cstddef>
 #include <cstdint>
 #include <list>
