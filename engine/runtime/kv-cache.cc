@@ -6,9 +6,6 @@
 #include "sparse/error.h"
 
 namespace lacuna {
-namespace {
-uint64_t kv_element_bytes(KvType t) { return t == KvType::f16 ? 2 : 4; }
-}  // namespace
 
 KvBlockPool::KvBlockPool(const ModelConfig& c, int64_t block_positions, int64_t max_blocks)
     : block_positions_(block_positions),
@@ -110,8 +107,7 @@ KvCache::KvCache(const ModelConfig& c, int64_t capacity, std::shared_ptr<KvBlock
       head_dim_(c.head_dim),
       block_positions_(pool_->block_positions()),
       type_(c.kv_type),
-      element_bytes_(kv_element_bytes(c.kv_type)),
-      values_offset_(static_cast<uint64_t>(layers_ * block_positions_ * width()) * element_bytes_) {
+      values_offset_(static_cast<uint64_t>(layers_ * block_positions_ * width()) * kv_element_bytes(type_)) {
   if (capacity <= 0 || capacity > c.max_context)
     throw Error("kv cache capacity " + std::to_string(capacity) + " must be in 1.." + std::to_string(c.max_context) + " (the model's context)");
 }
@@ -131,7 +127,6 @@ KvCache& KvCache::operator=(KvCache&& other) noexcept {
   std::swap(block_positions_, other.block_positions_);
   std::swap(length_, other.length_);
   std::swap(type_, other.type_);
-  std::swap(element_bytes_, other.element_bytes_);
   std::swap(values_offset_, other.values_offset_);
   std::swap(blocks_, other.blocks_);
   std::swap(published_, other.published_);

@@ -17,6 +17,9 @@
 
 namespace lacuna {
 
+// Bytes of one stored key or value element.
+inline uint64_t kv_element_bytes(KvType t) { return t == KvType::f16 ? 2 : 4; }
+
 // Blocks of `block_positions` positions, every layer's keys and values of
 // those positions in one allocation. Thread-safe.
 //
@@ -142,17 +145,16 @@ class KvCache {
   // Publishes the blocks filled since the last call; `tokens`: the
   // sequence's, from position 0 (at least length() of them).
   void publish(std::span<const int32_t> tokens);
-  uint64_t bytes_used() const { return 2 * static_cast<uint64_t>(layers_ * length_ * width()) * element_bytes_; }
+  uint64_t bytes_used() const { return 2 * static_cast<uint64_t>(layers_ * length_ * width()) * kv_element_bytes(type_); }
 
  private:
   std::byte* at(int64_t layer, int64_t position, int64_t head) const {
     return blocks_[static_cast<size_t>(position / block_positions_)] +
-           static_cast<uint64_t>(((layer * kv_heads_ + head) * block_positions_ + position % block_positions_) * head_dim_) * element_bytes_;
+           static_cast<uint64_t>(((layer * kv_heads_ + head) * block_positions_ + position % block_positions_) * head_dim_) * kv_element_bytes(type_);
   }
   std::shared_ptr<KvBlockPool> pool_;
   int64_t layers_, capacity_, kv_heads_, head_dim_, block_positions_, length_ = 0;
   KvType type_;
-  uint64_t element_bytes_;
   uint64_t values_offset_;  // bytes within a block, after every layer's keys
   std::vector<std::byte*> blocks_;
   size_t published_ = 0;  // blocks taken with adopt or published since
