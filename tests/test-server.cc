@@ -198,8 +198,8 @@ std::span<const int32_t> block_of(const std::vector<int32_t>& tokens, size_t i) 
 TEST(KvBlockPool, PublishedBlocksAreFoundByTheirWholePrefixAndGivenNewContentsLast) {
   KvBlockPool pool(tiny()->config(), 4, 3);
   const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
-  std::byte* a = pool.acquire();
-  std::byte* b = pool.acquire();
+  float* a = pool.acquire();
+  float* b = pool.acquire();
   const KvBlockPool::PrefixId after_a = pool.publish(KvBlockPool::kEmptyPrefix, block_of(tokens, 0), a);
   const KvBlockPool::PrefixId after_b = pool.publish(after_a, block_of(tokens, 1), b);
   EXPECT_NE(after_a, after_b);
@@ -212,15 +212,15 @@ TEST(KvBlockPool, PublishedBlocksAreFoundByTheirWholePrefixAndGivenNewContentsLa
   pool.release(b);
   EXPECT_EQ(pool.blocks_in_use(), 1);  // published and held by none: free to take
   const KvBlockPool::Found whole = pool.lookup(tokens, 5);
-  EXPECT_EQ(whole.blocks, (std::vector<std::byte*>{a, b}));
+  EXPECT_EQ(whole.blocks, (std::vector<float*>{a, b}));
   EXPECT_EQ(whole.prefix, after_b);
   EXPECT_EQ(pool.blocks_in_use(), 3);
   const KvBlockPool::Found first = pool.lookup(tokens, 1);  // a second hold on a
-  EXPECT_EQ(first.blocks, (std::vector<std::byte*>{a}));
+  EXPECT_EQ(first.blocks, (std::vector<float*>{a}));
   EXPECT_EQ(first.prefix, after_a);
   std::vector<int32_t> other_second = tokens;
   other_second[5] = 99;
-  EXPECT_EQ(pool.lookup(other_second, 5).blocks, (std::vector<std::byte*>{a}));  // a third
+  EXPECT_EQ(pool.lookup(other_second, 5).blocks, (std::vector<float*>{a}));  // a third
   std::vector<int32_t> other_first = tokens;
   other_first[0] = 99;
   EXPECT_TRUE(pool.lookup(other_first, 5).blocks.empty());  // b's block alone matches, but not the prefix before it
@@ -246,14 +246,14 @@ TEST(KvBlockPool, ABlockGivenNewContentsLeavesTheBlocksAfterItOutOfReach) {
   KvBlockPool pool(tiny()->config(), 4, 2);
   const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
   const std::vector<int32_t> other = {9, 9, 9, 9, 5, 6, 7, 8};
-  std::byte* a = pool.acquire();
-  std::byte* b = pool.acquire();
+  float* a = pool.acquire();
+  float* b = pool.acquire();
   pool.publish(pool.publish(KvBlockPool::kEmptyPrefix, block_of(tokens, 0), a), block_of(tokens, 1), b);
   pool.release(a);
   pool.release(b);
   ASSERT_EQ(pool.acquire(), a);
   pool.publish(KvBlockPool::kEmptyPrefix, block_of(other, 0), a);
-  EXPECT_EQ(pool.lookup(other, 2).blocks, (std::vector<std::byte*>{a}));  // not b: b holds the keys and values after 1 2 3 4
+  EXPECT_EQ(pool.lookup(other, 2).blocks, (std::vector<float*>{a}));  // not b: b holds the keys and values after 1 2 3 4
   EXPECT_TRUE(pool.lookup(tokens, 2).blocks.empty());
   pool.release(a);
   pool.release(a);
@@ -308,7 +308,7 @@ TEST(KvBlockPool, ACacheGivesItsLastBlockBackFirst) {
     EXPECT_EQ(first.adopt(tokens, 8), 8);
   }
   EXPECT_EQ(pool->acquire(), both.blocks[1]);
-  EXPECT_EQ(pool->lookup(tokens, 2).blocks, (std::vector<std::byte*>{both.blocks[0]}));
+  EXPECT_EQ(pool->lookup(tokens, 2).blocks, (std::vector<float*>{both.blocks[0]}));
 }
 
 // A sequence starts from the KV blocks an earlier one published for the

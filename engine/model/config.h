@@ -14,9 +14,6 @@ const char* arch_name(Arch a);  // "grok-1", "mixtral"
 Arch parse_arch(const std::string& name);  // throws lacuna::Error naming the known ones
 
 enum class ExpertActivation : uint8_t { gelu_tanh, silu };
-// What a KV cache stores: f32, or IEEE f16 (half the bytes that attention
-// streams at every step; see Model::open for which models use it).
-enum class KvType : uint8_t { f32, f16 };
 
 struct ModelConfig {
   Arch arch = Arch::mixtral;
@@ -43,9 +40,6 @@ struct ModelConfig {
   bool tied_embeddings = false;
   ExpertActivation activation = ExpertActivation::silu;
   int32_t bos_id = -1, eos_id = -1;
-  // Not part of the model's description (to_json leaves it out): set by
-  // Model::open from the dtype its weights are stored in.
-  KvType kv_type = KvType::f32;
 
   // From a Hugging Face config.json; refuses unknown architectures and
   // missing or inconsistent fields with lacuna::Error naming the field.

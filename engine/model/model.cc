@@ -90,17 +90,6 @@ std::shared_ptr<const Model> Model::open(const std::string& path, const OpenOpti
       l.down.emplace_back(in_memory(take(), true));
     }
   }
-  // Keys and values in f16 where the projections that make them are
-  // stored in bf16 or int8, whose products already round their activations
-  // to bf16 or int8: attention then reads half the bytes. f16, not bf16: a
-  // key's rounding is 8x finer, and bf16 keys made a sequence's logits in a
-  // batch differ from its own alone by up to 6 % of the largest (the tiny
-  // Grok-1 model, pruned bitmap bf16, AVX2 kernels), against 0.4 % in f32.
-  // f32 models keep f32.
-  bool f32_attention = false;
-  for (const LayerWeights& l : m->layers_)
-    for (const Linear* p : {&l.k, &l.v}) f32_attention = f32_attention || p->weight().desc().dtype == DType::f32;
-  m->config_.kv_type = f32_attention ? KvType::f32 : KvType::f16;
   m->final_norm_ = dequantize(take());
   m->output_ = Linear(c.tied_embeddings ? m->embedding_ : in_memory(take(), false));
   // Dense weights are packed for oneDNN at load, and the file pages the

@@ -10,25 +10,25 @@ namespace lacuna {
 KvBlockPool::KvBlockPool(const ModelConfig& c, int64_t block_positions, int64_t max_blocks)
     : block_positions_(block_positions),
       max_blocks_(max_blocks),
-      block_bytes_(2 * static_cast<uint64_t>(c.layers * block_positions * c.kv_heads * c.head_dim) * kv_element_bytes(c.kv_type)) {
+      block_floats_(2 * static_cast<uint64_t>(c.layers * block_positions * c.kv_heads * c.head_dim)) {
   if (block_positions <= 0 || max_blocks < 0) throw Error("kv block pool: block_positions must be > 0 and max_blocks >= 0");
 }
 
 KvBlockPool::~KvBlockPool() {
-  for (std::byte* b : all_) delete[] b;
+  for (float* b : all_) delete[] b;
 }
 
-std::byte* KvBlockPool::acquire() {
+float* KvBlockPool::acquire() {
   const std::lock_guard lock(mutex_);
   if (max_blocks_ > 0 && in_use_ >= max_blocks_) return nullptr;
-  std::byte* b = nullptr;
+  float* b = nullptr;
   if (!free_.empty()) {
     b = free_.back();
     free_.pop_back();
   } else if (max_blocks_ == 0 || static_cast<int64_t>(all_.size()) < max_blocks_ || idle_.empty()) {
     all_.reserve(all_.size() + 1);
     // new[] without () leaves the pages untouched until written.
-    b = all_.emplace_back(new std::byte[block_bytes_]);
+    b = all_.emplace_back(new float[block_floats_]);
   } else {
     // Every block exists: the published one released longest ago gets new contents.
     b = idle_.front();
@@ -42,7 +42,7 @@ std::byte* KvBlockPool::acquire() {
   return b;
 }
 
-void KvBlockPool::release(std::byte* block) {
+void KvBlockPool::release(float* block) {
   const std::lock_guard lock(mutex_);
   Held& h = held_[block];
   if (--h.holds > 0) return;
@@ -53,7 +53,7 @@ void KvBlockPool::release(std::byte* block) {
     free_.push_back(block);
 }
 
-KvBlockPool::PrefixId KvBlockPool::publish(PrefixId before, std::span<const int32_t> block_tokens, std::byte* block) {
+KvBlockPool::PrefixId KvBlockPool::publish(PrefixId before, std::span<const int32_t> block_tokens, float* block) {
   if (static_cast<int64_t>(block_tokens.size()) != block_positions_)
     throw Error("kv block pool: a published block holds " + std::to_string(block_positions_) + " positions, not " + std::to_string(block_tokens.size()));
   const std::lock_guard lock(mutex_);
@@ -106,8 +106,7 @@ KvCache::KvCache(const ModelConfig& c, int64_t capacity, std::shared_ptr<KvBlock
       kv_heads_(c.kv_heads),
       head_dim_(c.head_dim),
       block_positions_(pool_->block_positions()),
-      type_(c.kv_type),
-      values_offset_(static_cast<uint64_t>(layers_ * block_positions_ * width()) * kv_element_bytes(type_)) {
+      values_offset_(static_cast<uint64_t>(layers_ * block_positions_ * width())) {
   if (capacity <= 0 || capacity > c.max_context)
     throw Error("kv cache capacity " + std::to_string(capacity) + " must be in 1.." + std::to_string(c.max_context) + " (the model's context)");
 }
@@ -126,7 +125,6 @@ KvCache& KvCache::operator=(KvCache&& other) noexcept {
   std::swap(head_dim_, other.head_dim_);
   std::swap(block_positions_, other.block_positions_);
   std::swap(length_, other.length_);
-  std::swap(type_, other.type_);
   std::swap(values_offset_, other.values_offset_);
   std::swap(blocks_, other.blocks_);
   std::swap(published_, other.published_);
@@ -137,7 +135,7 @@ KvCache& KvCache::operator=(KvCache&& other) noexcept {
 bool KvCache::reserve(int64_t positions) {
   positions = std::min(positions, capacity_);
   while (reserved() < positions) {
-    std::byte* b = pool_->acquire();
+    float* b = pool_->acquire();
     if (!b) return false;
     blocks_.push_back(b);
   }

@@ -1,9 +1,8 @@
 #pragma once
-// Attention keys and values (f32 or f16: ModelConfig::kv_type) in blocks of
-// positions taken from a pool as a sequence grows (paged, as vLLM's
-// PagedAttention): memory follows the tokens a sequence holds, not the
-// length it may reach, and a server's sequences share one bounded pool.
-#include <cstddef>
+// Attention keys and values, f32, in blocks of positions taken from a pool as
+// a sequence grows (paged, as vLLM's PagedAttention): memory follows the
+// tokens a sequence holds, not the length it may reach, and a server's
+// sequences share one bounded pool.
 #include <cstdint>
 #include <list>
 #include <map>
@@ -16,9 +15,6 @@
 #include "engine/model/config.h"
 
 namespace lacuna {
-
-// Bytes of one stored key or value element.
-inline uint64_t kv_element_bytes(KvType t) { return t == KvType::f16 ? 2 : 4; }
 
 // Blocks of `block_positions` positions, every layer's keys and values of
 // those positions in one allocation. Thread-safe.
@@ -47,9 +43,9 @@ class KvBlockPool {
   KvBlockPool& operator=(const KvBlockPool&) = delete;
 
   // A block, or nullptr when max_blocks are in use.
-  std::byte* acquire();
+  float* acquire();
   // Gives back one hold on `block` (acquire and lookup each take one).
-  void release(std::byte* block);
+  void release(float* block);
   // A published prefix of whole blocks: the id of its last block's entry.
   using PrefixId = uint64_t;
   static constexpr PrefixId kEmptyPrefix = 0;
@@ -57,9 +53,9 @@ class KvBlockPool {
   // `block_tokens` (block_positions of them) after the prefix `before`.
   // Returns the id of the longer prefix: block's, or that of the block
   // published for the same prefix before (which stays the only one).
-  PrefixId publish(PrefixId before, std::span<const int32_t> block_tokens, std::byte* block);
+  PrefixId publish(PrefixId before, std::span<const int32_t> block_tokens, float* block);
   struct Found {
-    std::vector<std::byte*> blocks;     // block 0 first, each held once for the caller
+    std::vector<float*> blocks;         // block 0 first, each held once for the caller
     PrefixId prefix = kEmptyPrefix;     // the prefix they hold
   };
   // The published blocks of the longest prefix of `tokens` of at most
@@ -69,7 +65,7 @@ class KvBlockPool {
   int64_t max_blocks() const { return max_blocks_; }
   int64_t blocks_in_use() const;  // held by a cache; published blocks held by none are free to take
   int64_t blocks_published() const;
-  uint64_t block_bytes() const { return block_bytes_; }
+  uint64_t block_bytes() const { return block_floats_ * sizeof(float); }
 
  private:
   struct Key {
@@ -78,22 +74,22 @@ class KvBlockPool {
     auto operator<=>(const Key&) const = default;
   };
   struct Entry {
-    std::byte* block;
+    float* block;
     PrefixId id;
   };
   struct Held {
     int32_t holds = 0;
     const Key* key = nullptr;           // the key it is published under
-    std::list<std::byte*>::iterator idle;  // in idle_, when published and held by none
+    std::list<float*>::iterator idle;  // in idle_, when published and held by none
   };
   int64_t block_positions_, max_blocks_;
-  uint64_t block_bytes_;
+  uint64_t block_floats_;
   mutable std::mutex mutex_;
-  std::vector<std::byte*> free_, all_;
-  std::unordered_map<std::byte*, Held> held_;
+  std::vector<float*> free_, all_;
+  std::unordered_map<float*, Held> held_;
   std::map<Key, Entry> published_;
   PrefixId last_id_ = kEmptyPrefix;
-  std::list<std::byte*> idle_;  // published, held by none: least recently released first
+  std::list<float*> idle_;  // published, held by none: least recently released first
   int64_t in_use_ = 0;
 };
 
@@ -113,19 +109,17 @@ class KvCache {
   int64_t capacity() const { return capacity_; }
   int64_t width() const { return kv_heads_ * head_dim_; }
   int64_t block_positions() const { return block_positions_; }
-  KvType type() const { return type_; }
-  // Key-value head `head`'s key or value at `position`: head_dim elements
-  // of type(), floats or the bits of f16 values (uint16_t), valid for
-  // positions below reserved(). Within a block a head's positions
-  // lie head_dim elements apart (for p and p + 1 in one block), so a query
+  // Key-value head `head`'s key or value (head_dim floats) at `position`,
+  // valid for positions below reserved(). Within a block a head's positions
+  // lie head_dim floats apart (for p and p + 1 in one block), so a query
   // streams its head's keys and values contiguously. With positions
   // outermost they lay kv_heads x head_dim floats apart, 4 KB in mini: every
   // key row of a head fell into the same L1 sets, and a 512-token prefill
   // spent 22 % of its samples reading them from L2.
-  void* keys(int64_t layer, int64_t position, int64_t head) { return at(layer, position, head); }
-  void* values(int64_t layer, int64_t position, int64_t head) { return at(layer, position, head) + values_offset_; }
-  const void* keys(int64_t layer, int64_t position, int64_t head) const { return at(layer, position, head); }
-  const void* values(int64_t layer, int64_t position, int64_t head) const { return at(layer, position, head) + values_offset_; }
+  float* keys(int64_t layer, int64_t position, int64_t head) { return at(layer, position, head); }
+  float* values(int64_t layer, int64_t position, int64_t head) { return at(layer, position, head) + values_offset_; }
+  const float* keys(int64_t layer, int64_t position, int64_t head) const { return at(layer, position, head); }
+  const float* values(int64_t layer, int64_t position, int64_t head) const { return at(layer, position, head) + values_offset_; }
   // Takes blocks until `positions` fit (at most capacity). False when the
   // pool ran out (the blocks taken so far stay with the cache).
   bool reserve(int64_t positions);
@@ -145,18 +139,17 @@ class KvCache {
   // Publishes the blocks filled since the last call; `tokens`: the
   // sequence's, from position 0 (at least length() of them).
   void publish(std::span<const int32_t> tokens);
-  uint64_t bytes_used() const { return 2 * static_cast<uint64_t>(layers_ * length_ * width()) * kv_element_bytes(type_); }
+  uint64_t bytes_used() const { return 2 * static_cast<uint64_t>(layers_ * length_ * width()) * sizeof(float); }
 
  private:
-  std::byte* at(int64_t layer, int64_t position, int64_t head) const {
+  float* at(int64_t layer, int64_t position, int64_t head) const {
     return blocks_[static_cast<size_t>(position / block_positions_)] +
-           static_cast<uint64_t>(((layer * kv_heads_ + head) * block_positions_ + position % block_positions_) * head_dim_) * kv_element_bytes(type_);
+           static_cast<uint64_t>(((layer * kv_heads_ + head) * block_positions_ + position % block_positions_) * head_dim_);
   }
   std::shared_ptr<KvBlockPool> pool_;
   int64_t layers_, capacity_, kv_heads_, head_dim_, block_positions_, length_ = 0;
-  KvType type_;
-  uint64_t values_offset_;  // bytes within a block, after every layer's keys
-  std::vector<std::byte*> blocks_;
+  uint64_t values_offset_;  // within a block, after every layer's keys
+  std::vector<float*> blocks_;
   size_t published_ = 0;  // blocks taken with adopt or published since
   KvBlockPool::PrefixId prefix_ = KvBlockPool::kEmptyPrefix;  // what the first published_ blocks hold
 };

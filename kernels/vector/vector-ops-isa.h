@@ -6,7 +6,6 @@
 
 #include "kernels/common/unrolled-for.h"
 #include "kernels/vector/vector-ops.h"
-#include "sparse/dtype.h"
 
 namespace lacuna::kernels {
 
