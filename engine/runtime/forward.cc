@@ -260,7 +260,7 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
   // caches. On every thread from an eighth of the other per-token loops'
   // work: each copy goes to cache lines not yet read, and on one thread a
   // 16-sequence decode step of the mini model spent 1.0-1.1 ms here, on
-  // two 0.6 (docs/benchmarks.md, "Two rows in one pass").
+  // two 0.6 (docs/benchmarks.md, "RoPE and the cache copies on both threads").
 #pragma omp parallel for if (s.tokens * (c.heads + 2 * c.kv_heads) * d > static_cast<int64_t>(kParallelFloats / 8))
   for (int64_t b = 0; b < blocks_count; ++b) {
     const QueryBlock& qb = query_blocks[static_cast<size_t>(b)];
