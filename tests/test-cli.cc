@@ -388,6 +388,16 @@ TEST(Cli, BenchServeRunsEveryLevelInEachRound) {
     EXPECT_NE(bad.output.find("--step-tokens"), std::string::npos) << bad.output;
     EXPECT_EQ(bad.output.find("load:"), std::string::npos) << steps << " started the load test";
   }
+  // The server's KV cache type: f16 unless asked for f32, and nothing else.
+  EXPECT_NE(r.output.find("KV cache f16"), std::string::npos) << r.output;
+  const CliRun f32 = run("bench serve " + model + " --concurrency 1 --max-tokens 2 --requests 2 --kv-type f32");
+  ASSERT_EQ(f32.exit_code, 0) << f32.output;
+  EXPECT_NE(f32.output.find("KV cache f32"), std::string::npos) << f32.output;
+  EXPECT_NE(f32.output.find(" 0      0 "), std::string::npos) << f32.output;  // none lost, none wrong
+  const CliRun bad_kv = run("bench serve " + model + " --kv-type bf16");
+  EXPECT_NE(bad_kv.exit_code, 0) << bad_kv.output;
+  EXPECT_NE(bad_kv.output.find("--kv-type"), std::string::npos) << bad_kv.output;
+  EXPECT_EQ(bad_kv.output.find("load:"), std::string::npos) << "bf16 started the load test";
 }
 
 // The model benchmark end to end on the tiny preset: one CSV row per model,

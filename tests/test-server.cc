@@ -50,15 +50,18 @@ std::shared_ptr<const Model> tiny() {
 }
 
 // What one sequence generates alone, with the kernels the server runs (the
-// batch-invariant policy): the reference every batched answer must equal.
+// batch-invariant policy) and its KV cache type: the reference every
+// batched answer must equal.
 // The fastest policy may run other kernels on a long prompt (oneDNN on the
 // weight widened to f32, say), whose sums differ in their last bits and can
 // flip a near-tied greedy choice of this random model.
-GenerateResult alone(const std::vector<int32_t>& prompt, const GenerateOptions& o) {
+GenerateResult alone(const std::vector<int32_t>& prompt, const GenerateOptions& o, KvType kv_type = SchedulerOptions{}.kv_type) {
   Forward forward(tiny(), BatchPolicy::invariant);
+  KvCache cache(tiny()->config(), static_cast<int64_t>(prompt.size()) + o.max_tokens, kv_type);
   GenerateRequest r;
   r.prompt = prompt;
   r.options = o;
+  r.cache = &cache;
   return generate(forward, {r})[0];
 }
 
@@ -152,21 +155,24 @@ TEST(Scheduler, BatchedRequestsOfDifferentLengthsMatchEachAlone) {
     if (i % 3 == 1) o.sampling = {.temperature = 0.9f, .top_k = 20, .top_p = 0.9f, .repetition_penalty = 1.1f, .seed = 100u + static_cast<uint64_t>(i)};
     requests.push_back({prompt_of(i, 3 + static_cast<size_t>(i) * 17), o});
   }
-  SchedulerOptions so;
-  so.step_tokens = 24;  // long prompts go in several chunks, interleaved with the others' decoding
-  const auto results = schedule(so, requests);
-  for (size_t i = 0; i < requests.size(); ++i) {
-    const GenerateResult want = alone(requests[i].first, requests[i].second);
-    EXPECT_EQ(results[i].tokens, want.tokens) << "request " << i;
-    EXPECT_EQ(results[i].text, want.text) << "request " << i;
-    EXPECT_EQ(results[i].finish_reason, "length");
+  for (KvType kv_type : {KvType::f16, KvType::f32}) {
+    SchedulerOptions so;
+    so.step_tokens = 24;  // long prompts go in several chunks, interleaved with the others' decoding
+    so.kv_type = kv_type;
+    const auto results = schedule(so, requests);
+    for (size_t i = 0; i < requests.size(); ++i) {
+      const GenerateResult want = alone(requests[i].first, requests[i].second, kv_type);
+      EXPECT_EQ(results[i].tokens, want.tokens) << "request " << i << ", " << kv_type_name(kv_type);
+      EXPECT_EQ(results[i].text, want.text) << "request " << i << ", " << kv_type_name(kv_type);
+      EXPECT_EQ(results[i].finish_reason, "length");
+    }
   }
 }
 
 TEST(Scheduler, APoolTooSmallForEveryonePreemptsAndStillMatches) {
   const ModelConfig& c = tiny()->config();
-  const KvBlockPool probe(c, 16, 1);
   SchedulerOptions so;
+  const KvBlockPool probe(c, 16, 1, so.kv_type);
   so.kv_bytes = static_cast<int64_t>(probe.block_bytes()) * (c.max_context / 16 + 4);  // one context and 4 blocks
   std::vector<std::pair<std::vector<int32_t>, GenerateOptions>> requests;
   for (int i = 0; i < 6; ++i) {
@@ -198,8 +204,8 @@ std::span<const int32_t> block_of(const std::vector<int32_t>& tokens, size_t i) 
 TEST(KvBlockPool, PublishedBlocksAreFoundByTheirWholePrefixAndGivenNewContentsLast) {
   KvBlockPool pool(tiny()->config(), 4, 3);
   const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
-  float* a = pool.acquire();
-  float* b = pool.acquire();
+  std::byte* a = pool.acquire();
+  std::byte* b = pool.acquire();
   const KvBlockPool::PrefixId after_a = pool.publish(KvBlockPool::kEmptyPrefix, block_of(tokens, 0), a);
   const KvBlockPool::PrefixId after_b = pool.publish(after_a, block_of(tokens, 1), b);
   EXPECT_NE(after_a, after_b);
@@ -212,15 +218,15 @@ TEST(KvBlockPool, PublishedBlocksAreFoundByTheirWholePrefixAndGivenNewContentsLa
   pool.release(b);
   EXPECT_EQ(pool.blocks_in_use(), 1);  // published and held by none: free to take
   const KvBlockPool::Found whole = pool.lookup(tokens, 5);
-  EXPECT_EQ(whole.blocks, (std::vector<float*>{a, b}));
+  EXPECT_EQ(whole.blocks, (std::vector<std::byte*>{a, b}));
   EXPECT_EQ(whole.prefix, after_b);
   EXPECT_EQ(pool.blocks_in_use(), 3);
   const KvBlockPool::Found first = pool.lookup(tokens, 1);  // a second hold on a
-  EXPECT_EQ(first.blocks, (std::vector<float*>{a}));
+  EXPECT_EQ(first.blocks, (std::vector<std::byte*>{a}));
   EXPECT_EQ(first.prefix, after_a);
   std::vector<int32_t> other_second = tokens;
   other_second[5] = 99;
-  EXPECT_EQ(pool.lookup(other_second, 5).blocks, (std::vector<float*>{a}));  // a third
+  EXPECT_EQ(pool.lookup(other_second, 5).blocks, (std::vector<std::byte*>{a}));  // a third
   std::vector<int32_t> other_first = tokens;
   other_first[0] = 99;
   EXPECT_TRUE(pool.lookup(other_first, 5).blocks.empty());  // b's block alone matches, but not the prefix before it
@@ -246,14 +252,14 @@ TEST(KvBlockPool, ABlockGivenNewContentsLeavesTheBlocksAfterItOutOfReach) {
   KvBlockPool pool(tiny()->config(), 4, 2);
   const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
   const std::vector<int32_t> other = {9, 9, 9, 9, 5, 6, 7, 8};
-  float* a = pool.acquire();
-  float* b = pool.acquire();
+  std::byte* a = pool.acquire();
+  std::byte* b = pool.acquire();
   pool.publish(pool.publish(KvBlockPool::kEmptyPrefix, block_of(tokens, 0), a), block_of(tokens, 1), b);
   pool.release(a);
   pool.release(b);
   ASSERT_EQ(pool.acquire(), a);
   pool.publish(KvBlockPool::kEmptyPrefix, block_of(other, 0), a);
-  EXPECT_EQ(pool.lookup(other, 2).blocks, (std::vector<float*>{a}));  // not b: b holds the keys and values after 1 2 3 4
+  EXPECT_EQ(pool.lookup(other, 2).blocks, (std::vector<std::byte*>{a}));  // not b: b holds the keys and values after 1 2 3 4
   EXPECT_TRUE(pool.lookup(tokens, 2).blocks.empty());
   pool.release(a);
   pool.release(a);
@@ -308,7 +314,7 @@ TEST(KvBlockPool, ACacheGivesItsLastBlockBackFirst) {
     EXPECT_EQ(first.adopt(tokens, 8), 8);
   }
   EXPECT_EQ(pool->acquire(), both.blocks[1]);
-  EXPECT_EQ(pool->lookup(tokens, 2).blocks, (std::vector<float*>{both.blocks[0]}));
+  EXPECT_EQ(pool->lookup(tokens, 2).blocks, (std::vector<std::byte*>{both.blocks[0]}));
 }
 
 // A sequence starts from the KV blocks an earlier one published for the
@@ -582,7 +588,7 @@ TEST_F(Server, ChatAppliesTheTemplateAndStreamsTheSameAnswer) {
 // here from the forward pass's logits (testing::log_softmax), not by the server.
 std::vector<std::vector<double>> reference_logprobs_at_every_position(const std::vector<int32_t>& prompt) {
   Forward forward(tiny(), BatchPolicy::invariant);
-  KvCache cache(tiny()->config(), static_cast<int64_t>(prompt.size()));
+  KvCache cache(tiny()->config(), static_cast<int64_t>(prompt.size()), SchedulerOptions{}.kv_type);
   const auto vocab = static_cast<size_t>(tiny()->config().vocab);
   std::vector<float> logits(prompt.size() * vocab);
   const SequenceStep step{&cache, prompt, logits.data(), true};

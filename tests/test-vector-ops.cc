@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <span>
 
 #include "kernels/vector/vector-ops.h"
 #include "sparse/dtype.h"
@@ -38,40 +39,54 @@ TEST_P(VectorOpsTest, DotAndAxpyMatchDoubleSumsForEveryLengthAndTail) {
 // of a cache block), and those rows weighted into each head's output (the
 // values), for groups of 1-6 heads (taken as 4, 2 and 1), row counts of
 // whole and partial tiles at every ISA's width, and every tail of the
-// outputs' vector blocks, against double sums.
+// outputs' vector blocks, against double sums; rows in f32 and in f16 (an
+// f16 KV cache: the sums of the rows' f16 values).
 TEST_P(VectorOpsTest, DotRowsAndWeightedRowSumMatchDoubleSums) {
   const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
-  for (const size_t queries : {size_t{1}, size_t{2}, size_t{3}, size_t{6}})
-    for (const size_t n : {size_t{1}, size_t{17}, size_t{64}, size_t{128}, size_t{2051}})
-      for (const size_t count : {size_t{1}, size_t{3}, size_t{4}, size_t{7}, size_t{16}, size_t{17}, size_t{33}, size_t{40}}) {
-        const size_t stride = n + 5, q_stride = n + 3, out_stride = count + 2, w_stride = count + 1;
-        const uint64_t seed = 100 * queries + n + count;
-        const std::vector<float> q = testing::random_activations(queries, q_stride, seed), rows = testing::random_activations(count, stride, 3 * seed);
-        const std::vector<float> w = testing::random_activations(queries, w_stride, 7 * seed), start = testing::random_activations(queries, q_stride, 5 * seed);
-        std::vector<float> scores(queries * out_stride, -1.0f), out = start;
-        ops.dot_rows(q.data(), queries, q_stride, rows.data(), stride, count, n, scores.data(), out_stride);
-        ops.weighted_row_sum(w.data(), queries, w_stride, rows.data(), stride, count, n, out.data(), q_stride);
-        const std::string what = std::string(ops.isa) + " queries=" + std::to_string(queries) + " n=" + std::to_string(n) + " count=" + std::to_string(count);
-        for (size_t g = 0; g < queries; ++g) {
-          for (size_t r = 0; r < count; ++r) {
-            double expected = 0, magnitude = 0;
-            for (size_t i = 0; i < n; ++i) {
-              expected += static_cast<double>(q[g * q_stride + i]) * rows[r * stride + i];
-              magnitude += std::abs(static_cast<double>(q[g * q_stride + i]) * rows[r * stride + i]);
-            }
-            EXPECT_NEAR(scores[g * out_stride + r], expected, 1e-6 * magnitude + 1e-30) << what << " query " << g << " row " << r;
+  for (const bool f16 : {false, true})
+    for (const size_t queries : {size_t{1}, size_t{2}, size_t{3}, size_t{6}})
+      for (const size_t n : {size_t{1}, size_t{17}, size_t{64}, size_t{128}, size_t{2051}})
+        for (const size_t count : {size_t{1}, size_t{3}, size_t{4}, size_t{7}, size_t{16}, size_t{17}, size_t{33}, size_t{40}}) {
+          const size_t stride = n + 5, q_stride = n + 3, out_stride = count + 2, w_stride = count + 1;
+          const uint64_t seed = 100 * queries + n + count;
+          const std::vector<float> q = testing::random_activations(queries, q_stride, seed);
+          std::vector<float> rows = testing::random_activations(count, stride, 3 * seed);
+          std::vector<uint16_t> rows_f16(rows.size());
+          for (size_t i = 0; i < rows.size(); ++i) {
+            rows_f16[i] = f32_to_f16(rows[i]);
+            if (f16) rows[i] = f16_to_f32(rows_f16[i]);  // what the f16 rows hold
           }
-          for (size_t r = count; r < out_stride; ++r) EXPECT_EQ(scores[g * out_stride + r], -1.0f) << what << " wrote past count";
-          for (size_t i = 0; i < q_stride; ++i) {
-            double expected = start[g * q_stride + i], magnitude = std::abs(start[g * q_stride + i]);
-            for (size_t r = 0; r < count && i < n; ++r) {
-              expected += static_cast<double>(w[g * w_stride + r]) * rows[r * stride + i];
-              magnitude += std::abs(static_cast<double>(w[g * w_stride + r]) * rows[r * stride + i]);
+          const std::vector<float> w = testing::random_activations(queries, w_stride, 7 * seed), start = testing::random_activations(queries, q_stride, 5 * seed);
+          std::vector<float> scores(queries * out_stride, -1.0f), out = start;
+          if (f16) {
+            ops.dot_rows_f16(q.data(), queries, q_stride, rows_f16.data(), stride, count, n, scores.data(), out_stride);
+            ops.weighted_row_sum_f16(w.data(), queries, w_stride, rows_f16.data(), stride, count, n, out.data(), q_stride);
+          } else {
+            ops.dot_rows(q.data(), queries, q_stride, rows.data(), stride, count, n, scores.data(), out_stride);
+            ops.weighted_row_sum(w.data(), queries, w_stride, rows.data(), stride, count, n, out.data(), q_stride);
+          }
+          const std::string what = std::string(ops.isa) + (f16 ? " f16" : " f32") + " queries=" + std::to_string(queries) + " n=" + std::to_string(n) +
+                                   " count=" + std::to_string(count);
+          for (size_t g = 0; g < queries; ++g) {
+            for (size_t r = 0; r < count; ++r) {
+              double expected = 0, magnitude = 0;
+              for (size_t i = 0; i < n; ++i) {
+                expected += static_cast<double>(q[g * q_stride + i]) * rows[r * stride + i];
+                magnitude += std::abs(static_cast<double>(q[g * q_stride + i]) * rows[r * stride + i]);
+              }
+              EXPECT_NEAR(scores[g * out_stride + r], expected, 1e-6 * magnitude + 1e-30) << what << " query " << g << " row " << r;
             }
-            ASSERT_NEAR(out[g * q_stride + i], expected, 1e-6 * magnitude + 1e-30) << what << " query " << g << " i=" << i;
+            for (size_t r = count; r < out_stride; ++r) EXPECT_EQ(scores[g * out_stride + r], -1.0f) << what << " wrote past count";
+            for (size_t i = 0; i < q_stride; ++i) {
+              double expected = start[g * q_stride + i], magnitude = std::abs(start[g * q_stride + i]);
+              for (size_t r = 0; r < count && i < n; ++r) {
+                expected += static_cast<double>(w[g * w_stride + r]) * rows[r * stride + i];
+                magnitude += std::abs(static_cast<double>(w[g * w_stride + r]) * rows[r * stride + i]);
+              }
+              ASSERT_NEAR(out[g * q_stride + i], expected, 1e-6 * magnitude + 1e-30) << what << " query " << g << " i=" << i;
+            }
           }
         }
-      }
 }
 
 // The same bytes, scale bits and byte sum as quantize_int8_symmetric, so a
@@ -174,21 +189,42 @@ TEST_P(VectorOpsTest, DequantizeRowTakesTheTilesFloatStepsExactly) {
   }
 }
 
-TEST_P(VectorOpsTest, ToBf16MatchesTheScalarConversionExactly) {
-  const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
-  for (const size_t n : {size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{2051}}) {
-    std::vector<float> x = testing::random_activations(1, n, 21 + n);
-    // Ties (both parities), the largest finite values rounding to infinity, infinities, NaNs, zeros, denormals.
-    const float special[] = {std::bit_cast<float>(0x3f808000u), std::bit_cast<float>(0x3f818000u), std::numeric_limits<float>::max(),
-                             -std::numeric_limits<float>::max(), std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
-                             std::numeric_limits<float>::quiet_NaN(), std::bit_cast<float>(0x7f800001u), -0.0f, std::bit_cast<float>(0x00018000u)};
+// ops' conversion `convert` of rows of every length in `lengths`, random
+// with a value of `special` at every third element, gives `scalar`'s bits
+// and writes nothing past the row.
+void expect_scalar_bits(const kernels::VectorOps& ops, void (*convert)(const float*, uint16_t*, size_t), uint16_t (*scalar)(float),
+                        std::span<const float> special, std::initializer_list<size_t> lengths, uint64_t seed) {
+  for (const size_t n : lengths) {
+    std::vector<float> x = testing::random_activations(1, n, seed + n);
     for (size_t i = 0; i < n; ++i)
-      if (i % 3 == 0) x[i] = special[(i / 3) % std::size(special)];
+      if (i % 3 == 0) x[i] = special[(i / 3) % special.size()];
     std::vector<uint16_t> got(n + 1, 0xabcd);
-    ops.to_bf16(x.data(), got.data(), n);
-    for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], f32_to_bf16(x[i])) << ops.isa << " n=" << n << " i=" << i << " x bits " << std::bit_cast<uint32_t>(x[i]);
+    convert(x.data(), got.data(), n);
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], scalar(x[i])) << ops.isa << " n=" << n << " i=" << i << " x bits " << std::bit_cast<uint32_t>(x[i]);
     EXPECT_EQ(got[n], 0xabcd) << ops.isa << " wrote past n=" << n;
   }
+}
+
+// Ties (both parities), the largest finite values rounding to infinity,
+// infinities, NaNs, zeros, denormals.
+TEST_P(VectorOpsTest, ToBf16MatchesTheScalarConversionExactly) {
+  const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
+  const float special[] = {std::bit_cast<float>(0x3f808000u), std::bit_cast<float>(0x3f818000u), std::numeric_limits<float>::max(),
+                           -std::numeric_limits<float>::max(), std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                           std::numeric_limits<float>::quiet_NaN(), std::bit_cast<float>(0x7f800001u), -0.0f, std::bit_cast<float>(0x00018000u)};
+  expect_scalar_bits(ops, ops.to_bf16, f32_to_bf16, special, {1, 15, 16, 17, 2051}, 21);
+}
+
+// The hardware conversion (AVX-512, F16C) and the scalar tail give
+// f32_to_f16's bits: ties of both parities, values rounding up to 65504 and
+// to infinity, infinities, NaNs (quiet and signalling), zeros, f16
+// subnormals and values below half the smallest of them.
+TEST_P(VectorOpsTest, ToF16MatchesTheScalarConversionExactly) {
+  const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
+  const float special[] = {std::bit_cast<float>(0x3f801000u), std::bit_cast<float>(0x3f803000u), 65504.0f, 65519.0f, 65520.0f, -1e6f,
+                           std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(), std::bit_cast<float>(0x7f800001u),
+                           -0.0f, 3e-6f, -6e-8f, 2e-8f, std::bit_cast<float>(0x00018000u)};
+  expect_scalar_bits(ops, ops.to_f16, f32_to_f16, special, {1, 7, 8, 15, 16, 17, 2051}, 23);
 }
 
 // Every element lands at its transposed place with its bits (NaN payloads

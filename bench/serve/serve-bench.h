@@ -23,6 +23,7 @@ struct ServeBenchOptions {
   int rounds = 1;            // every level run this many times in turn; ratios are medians of each round's
   int step_tokens = SchedulerOptions{}.step_tokens;  // the server's prompt tokens per step
   bool reuse_prefixes = SchedulerOptions{}.reuse_prefixes;
+  KvType kv_type = SchedulerOptions{}.kv_type;
   std::string csv_path;
 };
 

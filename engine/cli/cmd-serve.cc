@@ -13,6 +13,15 @@
 #include "sparse/error.h"
 
 namespace lacuna::cli {
+
+void add_kv_type_option(CLI::App* cmd, KvType& type) {
+  cmd->add_option_function<std::string>(
+         "--kv-type", [&type](const std::string& name) { type = name == kv_type_name(KvType::f16) ? KvType::f16 : KvType::f32; },
+         "Keys and values stored as f16 (half the bytes attention reads) or f32")
+      ->check(CLI::IsMember({kv_type_name(KvType::f16), kv_type_name(KvType::f32)}))
+      ->default_str(kv_type_name(type));
+}
+
 namespace {
 
 // The scheduler's options, shared by both commands.
@@ -24,6 +33,7 @@ void add_scheduler_options(CLI::App* cmd, SchedulerOptions& o, std::shared_ptr<i
       ->capture_default_str();
   cmd->add_flag("!--no-prefix-reuse", o.reuse_prefixes, "Evaluate every prompt whole: no sequence starts from KV blocks another published");
   cmd->add_option("--kv-mb", *kv_mb, "KV cache pool, MiB (blocks of 16 positions, shared by all sequences)")->check(CLI::Range(1, 1 << 24))->capture_default_str();
+  add_kv_type_option(cmd, o.kv_type);
   add_numa_options(cmd, numa);
 }
 

@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "engine/runtime/kv-cache.h"
+
 namespace lacuna::cli {
 
 void add_info_command(CLI::App& app, int& exit_code);
@@ -12,6 +14,9 @@ void add_selftest_command(CLI::App& app, int& exit_code);
 void add_bench_command(CLI::App& app, int& exit_code);
 void add_model_commands(CLI::App& app, int& exit_code);  // demo, synth, convert, run, logits, numa-plan, perplexity
 void add_serve_commands(CLI::App& app, int& exit_code);  // serve, batch
+
+// --kv-type f16|f32, for the commands that run the scheduler.
+void add_kv_type_option(CLI::App* cmd, KvType& type);
 
 // Prints the per-tensor table of an open model file; shared by `info` and `selftest`.
 int print_model_info(const std::string& path, bool verify_checksums);

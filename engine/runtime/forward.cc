@@ -111,6 +111,14 @@ void rope(float* head, const float* cos, const float* sin, int64_t half) {
   }
 }
 
+// One key or value row (d floats) into the cache, in its type.
+void store_kv(const KvCache& cache, const float* row, size_t d, void* into) {
+  if (cache.type() == KvType::f16)
+    kernels::vector_ops().to_f16(row, static_cast<uint16_t*>(into), d);
+  else
+    std::copy_n(row, d, static_cast<float*>(into));
+}
+
 // Rows [begin, end) of gate/up outputs (row i: `width` gate values then
 // `width` up values) -> act(gate) * up, row i written at a + i * a_stride.
 void activate_rows(const float* h, size_t width, size_t begin, size_t end, float* a, size_t a_stride, bool gelu) {
@@ -268,8 +276,8 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
       for (int64_t hq = 0; hq < c.heads; ++hq) rope(&s.q[(t * c.heads + hq) * d], &s.cos[t * half], &s.sin[t * half], half);
       for (int64_t hk = 0; hk < c.kv_heads; ++hk) rope(&s.k[(t * c.kv_heads + hk) * d], &s.cos[t * half], &s.sin[t * half], half);
       for (int64_t hk = 0; hk < c.kv_heads; ++hk) {
-        std::copy_n(&s.k[t * kv_width + hk * d], d, qb.cache->keys(layer, s.position[t], hk));
-        std::copy_n(&s.v[t * kv_width + hk * d], d, qb.cache->values(layer, s.position[t], hk));
+        store_kv(*qb.cache, &s.k[t * kv_width + hk * d], static_cast<size_t>(d), qb.cache->keys(layer, s.position[t], hk));
+        store_kv(*qb.cache, &s.v[t * kv_width + hk * d], static_cast<size_t>(d), qb.cache->values(layer, s.position[t], hk));
       }
     }
   }
@@ -308,8 +316,13 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
           u = end;
         }
       };
+      const bool f16 = cache.type() == KvType::f16;
       cache_blocks([&](int64_t i, int64_t u, size_t count) {
-        ops.dot_rows(query(i), heads, dim, cache.keys(layer, u, hk), dim, count, dim, score_row(i) + u, positions);
+        const void* keys = cache.keys(layer, u, hk);
+        if (f16)
+          ops.dot_rows_f16(query(i), heads, dim, static_cast<const uint16_t*>(keys), dim, count, dim, score_row(i) + u, positions);
+        else
+          ops.dot_rows(query(i), heads, dim, static_cast<const float*>(keys), dim, count, dim, score_row(i) + u, positions);
       });
       // Softmax over each token's own positions; the others weigh exactly 0.
       for (int64_t i = 0; i < qb.tokens; ++i)
@@ -321,7 +334,11 @@ void Forward::attention(int64_t layer, std::span<const SequenceStep> batch, Scra
         }
       for (int64_t i = 0; i < qb.tokens; ++i) std::fill_n(output(i), dim * heads, 0.0f);
       cache_blocks([&](int64_t i, int64_t u, size_t count) {
-        ops.weighted_row_sum(score_row(i) + u, heads, positions, cache.values(layer, u, hk), dim, count, dim, output(i), dim);
+        const void* values = cache.values(layer, u, hk);
+        if (f16)
+          ops.weighted_row_sum_f16(score_row(i) + u, heads, positions, static_cast<const uint16_t*>(values), dim, count, dim, output(i), dim);
+        else
+          ops.weighted_row_sum(score_row(i) + u, heads, positions, static_cast<const float*>(values), dim, count, dim, output(i), dim);
       });
     }
   }

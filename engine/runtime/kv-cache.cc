@@ -7,28 +7,31 @@
 
 namespace lacuna {
 
-KvBlockPool::KvBlockPool(const ModelConfig& c, int64_t block_positions, int64_t max_blocks)
+const char* kv_type_name(KvType t) { return t == KvType::f16 ? "f16" : "f32"; }
+
+KvBlockPool::KvBlockPool(const ModelConfig& c, int64_t block_positions, int64_t max_blocks, KvType type)
     : block_positions_(block_positions),
       max_blocks_(max_blocks),
-      block_floats_(2 * static_cast<uint64_t>(c.layers * block_positions * c.kv_heads * c.head_dim)) {
+      type_(type),
+      block_bytes_(2 * static_cast<uint64_t>(c.layers * block_positions * c.kv_heads * c.head_dim) * kv_element_bytes(type)) {
   if (block_positions <= 0 || max_blocks < 0) throw Error("kv block pool: block_positions must be > 0 and max_blocks >= 0");
 }
 
 KvBlockPool::~KvBlockPool() {
-  for (float* b : all_) delete[] b;
+  for (std::byte* b : all_) delete[] b;
 }
 
-float* KvBlockPool::acquire() {
+std::byte* KvBlockPool::acquire() {
   const std::lock_guard lock(mutex_);
   if (max_blocks_ > 0 && in_use_ >= max_blocks_) return nullptr;
-  float* b = nullptr;
+  std::byte* b = nullptr;
   if (!free_.empty()) {
     b = free_.back();
     free_.pop_back();
   } else if (max_blocks_ == 0 || static_cast<int64_t>(all_.size()) < max_blocks_ || idle_.empty()) {
     all_.reserve(all_.size() + 1);
     // new[] without () leaves the pages untouched until written.
-    b = all_.emplace_back(new float[block_floats_]);
+    b = all_.emplace_back(new std::byte[block_bytes_]);
   } else {
     // Every block exists: the published one released longest ago gets new contents.
     b = idle_.front();
@@ -42,7 +45,7 @@ float* KvBlockPool::acquire() {
   return b;
 }
 
-void KvBlockPool::release(float* block) {
+void KvBlockPool::release(std::byte* block) {
   const std::lock_guard lock(mutex_);
   Held& h = held_[block];
   if (--h.holds > 0) return;
@@ -53,7 +56,7 @@ void KvBlockPool::release(float* block) {
     free_.push_back(block);
 }
 
-KvBlockPool::PrefixId KvBlockPool::publish(PrefixId before, std::span<const int32_t> block_tokens, float* block) {
+KvBlockPool::PrefixId KvBlockPool::publish(PrefixId before, std::span<const int32_t> block_tokens, std::byte* block) {
   if (static_cast<int64_t>(block_tokens.size()) != block_positions_)
     throw Error("kv block pool: a published block holds " + std::to_string(block_positions_) + " positions, not " + std::to_string(block_tokens.size()));
   const std::lock_guard lock(mutex_);
@@ -96,8 +99,8 @@ int64_t KvBlockPool::blocks_published() const {
   return static_cast<int64_t>(published_.size());
 }
 
-KvCache::KvCache(const ModelConfig& c, int64_t capacity)
-    : KvCache(c, capacity, std::make_shared<KvBlockPool>(c, kDefaultBlockPositions, 0)) {}
+KvCache::KvCache(const ModelConfig& c, int64_t capacity, KvType type)
+    : KvCache(c, capacity, std::make_shared<KvBlockPool>(c, kDefaultBlockPositions, 0, type)) {}
 
 KvCache::KvCache(const ModelConfig& c, int64_t capacity, std::shared_ptr<KvBlockPool> pool)
     : pool_(std::move(pool)),
@@ -106,7 +109,8 @@ KvCache::KvCache(const ModelConfig& c, int64_t capacity, std::shared_ptr<KvBlock
       kv_heads_(c.kv_heads),
       head_dim_(c.head_dim),
       block_positions_(pool_->block_positions()),
-      values_offset_(static_cast<uint64_t>(layers_ * block_positions_ * width())) {
+      type_(pool_->type()),
+      values_offset_(static_cast<uint64_t>(layers_ * block_positions_ * width()) * kv_element_bytes(type_)) {
   if (capacity <= 0 || capacity > c.max_context)
     throw Error("kv cache capacity " + std::to_string(capacity) + " must be in 1.." + std::to_string(c.max_context) + " (the model's context)");
 }
@@ -125,6 +129,7 @@ KvCache& KvCache::operator=(KvCache&& other) noexcept {
   std::swap(head_dim_, other.head_dim_);
   std::swap(block_positions_, other.block_positions_);
   std::swap(length_, other.length_);
+  std::swap(type_, other.type_);
   std::swap(values_offset_, other.values_offset_);
   std::swap(blocks_, other.blocks_);
   std::swap(published_, other.published_);
@@ -135,7 +140,7 @@ KvCache& KvCache::operator=(KvCache&& other) noexcept {
 bool KvCache::reserve(int64_t positions) {
   positions = std::min(positions, capacity_);
   while (reserved() < positions) {
-    float* b = pool_->acquire();
+    std::byte* b = pool_->acquire();
     if (!b) return false;
     blocks_.push_back(b);
   }

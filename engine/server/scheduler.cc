@@ -41,14 +41,14 @@ Scheduler::Scheduler(std::shared_ptr<const Model> model, const SchedulerOptions&
   const ModelConfig& c = model_->config();
   if (options_.max_running < 1 || options_.max_queued < 1 || options_.step_tokens < 1 || options_.kv_block_positions < 1)
     throw Error("scheduler: max_running, max_queued, step_tokens and kv_block_positions must be >= 1");
-  const KvBlockPool probe(c, options_.kv_block_positions, 1);
+  const KvBlockPool probe(c, options_.kv_block_positions, 1, options_.kv_type);
   const int64_t blocks = options_.kv_bytes / static_cast<int64_t>(probe.block_bytes());
   const int64_t one_context = (c.max_context + options_.kv_block_positions - 1) / options_.kv_block_positions;
   if (blocks < one_context)
     throw Error("scheduler: a KV pool of " + std::to_string(options_.kv_bytes >> 20) + " MiB holds " + std::to_string(blocks) +
                 " blocks, fewer than one whole context needs (" + std::to_string(one_context) + " blocks of " +
                 std::to_string(probe.block_bytes()) + " bytes)");
-  pool_ = std::make_shared<KvBlockPool>(c, options_.kv_block_positions, blocks);
+  pool_ = std::make_shared<KvBlockPool>(c, options_.kv_block_positions, blocks, options_.kv_type);
   queue_.set_capacity(options_.max_queued);
   thread_ = std::thread([this] { run(); });
 }

@@ -34,6 +34,10 @@ struct SchedulerOptions {
   int32_t step_tokens = 256;  // prompt tokens per step, beside one token per decoding sequence
   int64_t kv_bytes = 1ll << 30;  // the KV block pool (at least one whole context)
   int64_t kv_block_positions = 16;
+  // f16 halves the bytes attention reads at every step (docs/benchmarks.md,
+  // "The f16 KV cache in the server"); the server's invariant forward pass
+  // keeps its answers independent of the batch either way.
+  KvType kv_type = KvType::f16;
   // A new or returning sequence starts from the KV blocks of the longest
   // prefix of its tokens that an earlier sequence evaluated and published
   // (KvBlockPool), evaluating only the rest. Off: every prompt is evaluated.

@@ -6,6 +6,7 @@
 
 #include "kernels/common/unrolled-for.h"
 #include "kernels/vector/vector-ops.h"
+#include "sparse/dtype.h"
 
 namespace lacuna::kernels {
 

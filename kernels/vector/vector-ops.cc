@@ -4,7 +4,7 @@ namespace lacuna::kernels {
 
 const VectorOps& vector_ops_for(const CpuInfo& cpu) {
   if (cpu.features & kAvx512F) return vector_ops_avx512;
-  if ((cpu.features & (kAvx2 | kFma)) == (kAvx2 | kFma)) return vector_ops_avx2;
+  if ((cpu.features & (kAvx2 | kFma | kF16c)) == (kAvx2 | kFma | kF16c)) return vector_ops_avx2;
   return vector_ops_sse2;
 }
 

@@ -30,6 +30,12 @@ struct VectorOps {
   // weighted by each query head's attention.
   void (*weighted_row_sum)(const float* w, size_t queries, size_t w_stride, const float* rows, size_t stride, size_t count, size_t n,
                            float* out, size_t out_stride);
+  // The same two over rows of IEEE f16 bits (an f16 KV cache), each
+  // element widened to f32 exactly: the same sums as over those rows in f32.
+  void (*dot_rows_f16)(const float* q, size_t queries, size_t q_stride, const uint16_t* rows, size_t stride, size_t count, size_t n,
+                       float* out, size_t out_stride);
+  void (*weighted_row_sum_f16)(const float* w, size_t queries, size_t w_stride, const uint16_t* rows, size_t stride, size_t count,
+                               size_t n, float* out, size_t out_stride);
   // quantize_int8_symmetric (sparse/quantize.h), the same bytes and scale,
   // and *sum = the sum of the bytes. Every int8 product quantises its
   // activations with it on the calling thread while the others wait: the
@@ -55,6 +61,9 @@ struct VectorOps {
   // quiet): a bf16 product's activations. One element at a time in the
   // baseline code, it was 1.3 % of a bf16 prefill's samples.
   void (*to_bf16)(const float* x, uint16_t* out, size_t n);
+  // out[i] = f32_to_f16(x[i]) (sparse/dtype.h: to nearest even, inf from
+  // 65520 up): a row of keys or values into an f16 KV cache.
+  void (*to_f16)(const float* x, uint16_t* out, size_t n);
   // out[c * ld_out + r] = in[r * ld_in + c] for r < rows, c < cols, each
   // element's 32 bits moved as they are (so a pair of bf16 moves as one):
   // OnednnMatmul's in-place bf16 products pack their tokens with it and turn
@@ -62,7 +71,7 @@ struct VectorOps {
   void (*transpose)(const float* in, size_t ld_in, size_t rows, size_t cols, float* out, size_t ld_out);
 };
 
-// The widest implementation `cpu` allows (AVX-512F, AVX2 + FMA, or SSE2).
+// The widest implementation `cpu` allows (AVX-512F, AVX2 + FMA + F16C, or SSE2).
 const VectorOps& vector_ops_for(const CpuInfo& cpu);
 // vector_ops_for(cpu_info()), chosen once.
 const VectorOps& vector_ops();
