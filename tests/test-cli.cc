@@ -398,6 +398,13 @@ TEST(Cli, BenchServeRunsEveryLevelInEachRound) {
   EXPECT_NE(bad_kv.exit_code, 0) << bad_kv.output;
   EXPECT_NE(bad_kv.output.find("--kv-type"), std::string::npos) << bad_kv.output;
   EXPECT_EQ(bad_kv.output.find("load:"), std::string::npos) << "bf16 started the load test";
+  EXPECT_NE(r.output.find("gathering arrivals 1000 us"), std::string::npos) << r.output;
+  for (const std::string gather : {"-1", "1000001", "soon"}) {
+    const CliRun bad = run("bench serve " + model + " --gather-us " + gather);
+    EXPECT_NE(bad.exit_code, 0) << gather << ": " << bad.output;
+    EXPECT_NE(bad.output.find("--gather-us"), std::string::npos) << bad.output;
+    EXPECT_EQ(bad.output.find("load:"), std::string::npos) << gather << " started the load test";
+  }
 }
 
 // The model benchmark end to end on the tiny preset: one CSV row per model,

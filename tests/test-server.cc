@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <future>
+#include <mutex>
 #include <numeric>
 #include <set>
 #include <thread>
@@ -402,6 +403,36 @@ TEST(Scheduler, ThePromptOfSequencesAdmittedTogetherIsEvaluatedOnce) {
     scheduler.cancel(holder);
     // The first evaluates the 70 tokens; each other starts from their first 64 (4 blocks).
     EXPECT_EQ(scheduler.stats().prefix_tokens_reused, reuse ? (kSame - 1) * 64 : 0);
+  }
+}
+
+// Requests reaching an idle scheduler 20 ms apart start in one step when
+// each comes within the gathering window of the one before; with no window
+// the first starts alone. The answers are the same either way.
+TEST(Scheduler, AnIdleSchedulerGathersABurstOfArrivalsIntoOneStep) {
+  constexpr size_t kRequests = 4;
+  for (const std::chrono::microseconds gather : {std::chrono::microseconds(200000), std::chrono::microseconds(0)}) {
+    SchedulerOptions so;
+    so.gather = gather;
+    std::mutex mutex;
+    std::vector<int64_t> sequences_per_step;
+    Scheduler scheduler(tiny(), so, [&](const StepInfo& step) {
+      const std::lock_guard lock(mutex);
+      sequences_per_step.push_back(step.sequences);
+    });
+    std::vector<std::promise<GenerateResult>> done(kRequests);
+    for (size_t i = 0; i < kRequests; ++i) {
+      scheduler.submit(prompt_of(static_cast<int>(i), 20), greedy(3), {{}, [&done, i](const GenerateResult& r) { done[i].set_value(r); }});
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    for (size_t i = 0; i < kRequests; ++i)
+      EXPECT_EQ(done[i].get_future().get().tokens, alone(prompt_of(static_cast<int>(i), 20), greedy(3)).tokens) << i << ", gather " << gather.count();
+    const std::lock_guard lock(mutex);
+    ASSERT_FALSE(sequences_per_step.empty());
+    if (gather.count() > 0)
+      EXPECT_EQ(sequences_per_step.front(), static_cast<int64_t>(kRequests));
+    else
+      EXPECT_LT(sequences_per_step.front(), static_cast<int64_t>(kRequests));
   }
 }
 

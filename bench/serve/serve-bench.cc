@@ -108,9 +108,10 @@ int run_serve_bench(const ServeBenchOptions& o) {
   const CpuInfo& cpu = cpu_info();
   std::printf("machine: %s, %d threads, isa %s\n", cpu.brand.c_str(), omp_get_max_threads(), isa_level_name(cpu.level()));
   std::printf("load: %d distinct prompts of %d tokens, greedy, max_tokens %d, streamed; per level at most %.0f s and %s requests; "
-              "server and clients in this process on 127.0.0.1; prefix reuse %s; KV cache %s\n",
+              "server and clients in this process on 127.0.0.1; prefix reuse %s; KV cache %s; gathering arrivals %lld us\n",
               o.prompts, o.prompt_tokens, o.max_tokens, o.max_seconds, o.requests ? std::to_string(o.requests).c_str() : "4 x clients (>= 8)",
-              o.reuse_prefixes ? "on (repeated prompts start from their published KV blocks)" : "off", kv_type_name(o.kv_type));
+              o.reuse_prefixes ? "on (repeated prompts start from their published KV blocks)" : "off", kv_type_name(o.kv_type),
+              static_cast<long long>(o.gather.count()));
   if (o.rounds > 1) std::printf("%d rounds, each running every level in turn; summary: medians over rounds\n", o.rounds);
   std::ofstream csv;
   if (!o.csv_path.empty()) {
@@ -128,6 +129,7 @@ int run_serve_bench(const ServeBenchOptions& o) {
     so.scheduler.step_tokens = o.step_tokens;
     so.scheduler.reuse_prefixes = o.reuse_prefixes;
     so.scheduler.kv_type = o.kv_type;
+    so.scheduler.gather = o.gather;
     std::mutex tally_mutex;
     StepTally tally;
     so.on_step = [&](const StepInfo& step) {

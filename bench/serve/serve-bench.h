@@ -5,6 +5,7 @@
 // each concurrency C. Reports output tokens/s, time to first token and
 // inter-token latency percentiles, and checks every streamed answer against
 // the non-streamed single-client answer for the same prompt.
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@ struct ServeBenchOptions {
   int step_tokens = SchedulerOptions{}.step_tokens;  // the server's prompt tokens per step
   bool reuse_prefixes = SchedulerOptions{}.reuse_prefixes;
   KvType kv_type = SchedulerOptions{}.kv_type;
+  std::chrono::microseconds gather = SchedulerOptions{}.gather;
   std::string csv_path;
 };
 

@@ -141,6 +141,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   serve->add_option("--step-tokens", sv->step_tokens, "The server's prompt tokens per forward step")->check(CLI::Range(1, 65536))->capture_default_str();
   serve->add_flag("!--no-prefix-reuse", sv->reuse_prefixes, "Every prompt evaluated whole, as if each were new (the server's --no-prefix-reuse)");
   add_kv_type_option(serve, sv->kv_type);
+  add_gather_option(serve, sv->gather);
   serve->add_option("--rounds", sv->rounds, "Run every level this many times in turn; ratios are the median of each round's")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();

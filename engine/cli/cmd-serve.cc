@@ -22,6 +22,14 @@ void add_kv_type_option(CLI::App* cmd, KvType& type) {
       ->default_str(kv_type_name(type));
 }
 
+void add_gather_option(CLI::App* cmd, std::chrono::microseconds& gather) {
+  cmd->add_option_function<int64_t>(
+         "--gather-us", [&gather](int64_t us) { gather = std::chrono::microseconds(us); },
+         "An idle server waits while requests keep arriving, each within this many microseconds of the last (8x at most), to start them in one step")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000}))
+      ->default_str(std::to_string(gather.count()));
+}
+
 namespace {
 
 // The scheduler's options, shared by both commands.
@@ -34,6 +42,7 @@ void add_scheduler_options(CLI::App* cmd, SchedulerOptions& o, std::shared_ptr<i
   cmd->add_flag("!--no-prefix-reuse", o.reuse_prefixes, "Evaluate every prompt whole: no sequence starts from KV blocks another published");
   cmd->add_option("--kv-mb", *kv_mb, "KV cache pool, MiB (blocks of 16 positions, shared by all sequences)")->check(CLI::Range(1, 1 << 24))->capture_default_str();
   add_kv_type_option(cmd, o.kv_type);
+  add_gather_option(cmd, o.gather);
   add_numa_options(cmd, numa);
 }
 

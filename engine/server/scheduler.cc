@@ -128,9 +128,31 @@ void Scheduler::run() {
         continue;
       }
       ready_.emplace_back(raw);
+      gather_arrivals();
     }
     admit();
     if (!running_.empty()) step();
+  }
+}
+
+void Scheduler::gather_arrivals() {
+  if (options_.gather.count() <= 0) return;
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  for (auto last = start; static_cast<int32_t>(ready_.size()) < options_.max_running;) {
+    const auto now = clock::now();
+    if (now - last >= options_.gather || now - start >= 8 * options_.gather) return;
+    Sequence* raw = nullptr;
+    if (!queue_.try_pop(raw)) {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+      continue;
+    }
+    if (!raw) {
+      stop_seen_ = true;  // drain(): the queue holds nothing after it
+      return;
+    }
+    ready_.emplace_back(raw);
+    last = clock::now();
   }
 }
 

@@ -38,6 +38,11 @@ struct SchedulerOptions {
   // "The f16 KV cache in the server"); the server's invariant forward pass
   // keeps its answers independent of the batch either way.
   KvType kv_type = KvType::f16;
+  // When a request wakes an idle scheduler, it waits while more keep coming,
+  // each within this long of the one before (8x this at most), so that a
+  // burst of requests is evaluated in one step rather than the first alone
+  // and the others a step later. 0: start at once.
+  std::chrono::microseconds gather{1000};
   // A new or returning sequence starts from the KV blocks of the longest
   // prefix of its tokens that an earlier sequence evaluated and published
   // (KvBlockPool), evaluating only the rest. Off: every prompt is evaluated.
@@ -103,6 +108,7 @@ class Scheduler {
   struct Sequence;
   void run();
   void take_cancellations();
+  void gather_arrivals();
   void admit();
   bool shares_unevaluated_prefix(const Sequence& s) const;
   void step();
