@@ -569,7 +569,7 @@ TEST(Forward, RefusesBadTokensAndFullCachesWithoutChangingTheCache) {
 }
 
 // Large batches: a bitmap weight is expanded per call and run through oneDNN
-// (int8 from 32 tokens; bf16 from 16 below 75 % sparsity, or, widened to f32
+// (int8 from 24 tokens, or 129 where the AMX tiles run; bf16 from 16 below 75 % sparsity, or, widened to f32
 // where VDPBF16PS is slower than f32 FMAs, from 64 below 65 % and 256 below
 // 85 %), and any weight may run a small-batch kernel over chunks of 64
 // tokens; the result must be the product all the same, short last chunk
@@ -596,12 +596,12 @@ TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
                                                                          << "/13 zeros n=" << n << " token " << t << " row " << r << " ("
                                                                          << linear.describe(n) << ")";
             }
-          // int8 keeps the AMX tiles up to their 64 tokens; bf16 keeps its AMX tiles at every batch, and where
+          // int8 keeps the AMX tiles up to two chunks of their 64 tokens; bf16 keeps its AMX tiles at every batch, and where
           // only oneDNN runs on AMX stays bf16 and expands from 16.
           const bool amx_int8 = cpu_info().why_unavailable(kAmxTile | kAmxInt8).empty();
           const bool amx_bf16 = cpu_info().why_unavailable(kAmxTile | kAmxBf16).empty();
           const bool widened = dtype == DType::bf16 && f32_outruns_bf16_dot() && !onednn_runs_amx();
-          const size_t from = dtype == DType::int8 ? (amx_int8 ? 65 : 24)
+          const size_t from = dtype == DType::int8 ? (amx_int8 ? 129 : 24)
                               : amx_bf16 ? 0
                               : onednn_runs_amx() ? 16
                               : widened ? (zeros_in_13 >= 12 ? 0 : zeros_in_13 >= 9 ? 256 : 64)
@@ -652,7 +652,7 @@ TEST(Linear, TheInvariantPolicyLeavesOutKernelsThatWorkPerToken) {
 // block of rows on all threads, the last block shorter; every block's
 // outputs must land in its own columns.
 TEST(Linear, ExpandedWeightsLargerThanABlockMatchTheDenseProduct) {
-  constexpr size_t kRows = 4100, kCols = 2100, kTokens = 80;  // 17 MB in bf16, 34 MB widened to f32, 8.6 MB in int8
+  constexpr size_t kRows = 4100, kCols = 2100, kTokens = 140;  // 17 MB in bf16, 34 MB widened to f32, 8.6 MB in int8
   std::vector<float> wf(kRows * kCols);
   for (size_t i = 0; i < wf.size(); ++i) wf[i] = (i * 7919 % 13 < 6) ? 0.0f : static_cast<float>(static_cast<int>(i * 31 % 17) - 8) / 8.0f;
   std::vector<float> x(kTokens * kCols), y(kTokens * kRows);

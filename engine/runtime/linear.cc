@@ -61,8 +61,13 @@ constexpr double kNominalBandwidth = 30e9;
 // 3.01 against column pairs 2.20 / 3.08 / 4.98 (bench-densify,
 // docs/benchmarks.md, "AMX int8 tiles").
 // int8 weights where the AMX tiles run (spmm-int8-amx.cc) keep them up to
-// their 64 tokens: 70 % at 32 / 64 tokens 0.89 / 1.30 ms against 1.35 /
-// 1.74 expanded (same run).
+// two chunks of their 64 tokens: 70 % at 32 / 64 tokens 0.89 / 1.30 ms
+// against 1.35 / 1.74 expanded (same run); in chunks, warm 2048->11264 at
+// 50 / 70 / 90 %, 96 tokens 2.24 / 1.89 / 1.87 ms against 2.42 / 2.52 /
+// 2.23 expanded, 128 tokens 2.56 / 2.27 / 2.29 against 2.78 / 2.54 / 2.49,
+// level or slower from 192 (bench-densify --quick, docs/benchmarks.md,
+// "AMX int8 tiles in chunks"). A prompt step of the server's mini model
+// gives an expert about 64 tokens, half of them more.
 // bf16 weights where the AMX bf16 tiles run (spmm-bf16-amx.cc) are never
 // expanded: warm 2048->11264 and 5632->2048 (bench-densify) at 50 / 70 /
 // 90 %, the tiles took 0.36-0.91x the expanded product's time at every
@@ -87,7 +92,7 @@ bool amx_tiles(uint64_t kind) { return (cpu_info().features & (kAmxTile | kind))
 
 size_t densify_from(const TensorDesc& d) {
   constexpr size_t kNever = std::numeric_limits<size_t>::max();
-  if (d.dtype == DType::int8) return amx_tiles(kAmxInt8) ? kChunk + 1 : 24;
+  if (d.dtype == DType::int8) return amx_tiles(kAmxInt8) ? 2 * kChunk + 1 : 24;
   if (d.dtype != DType::bf16) return 16;
   if (amx_tiles(kAmxBf16)) return kNever;
   if (onednn_runs_amx()) return 16;
