@@ -2,11 +2,13 @@
 // and the activation quantiser against the scalar one.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <limits>
 #include <numeric>
 #include <span>
+#include <string>
 
 #include "kernels/vector/vector-ops.h"
 #include "sparse/dtype.h"
@@ -149,6 +151,44 @@ TEST_P(VectorOpsTest, SoftmaxMatchesDoubleFormula) {
         for (size_t i = 0; i < n; ++i)
           ASSERT_NEAR(x[i], want[i], 2e-6 * want[i] + 1e-9) << ops.isa << " n=" << n << " cap=" << cap << " shift=" << shift << " i=" << i;
       }
+}
+
+// Greedy sampling's argmax against std::max_element: lengths around the
+// vector width, the largest value in the tail, ties (the first wins),
+// -0 against +0, infinities, and NaNs (skipped, but kept at index 0).
+TEST_P(VectorOpsTest, ArgmaxIsTheIndexMaxElementGives) {
+  const kernels::VectorOps& ops = kernels::vector_ops_for(cpu_info().with_cap(GetParam()));
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  auto expect_same = [&](const std::vector<float>& x, const std::string& what) {
+    const auto want = static_cast<size_t>(std::max_element(x.begin(), x.end()) - x.begin());
+    EXPECT_EQ(ops.argmax(x.data(), x.size()), want) << ops.isa << " " << what << " n=" << x.size();
+  };
+  for (const size_t n : {size_t{1}, size_t{3}, size_t{15}, size_t{16}, size_t{17}, size_t{33}, size_t{32000}}) {
+    std::vector<float> x = testing::random_activations(1, n, 5 + n);
+    expect_same(x, "random");
+    x.back() = 100.0f;
+    expect_same(x, "largest last");
+    x[n / 2] = 100.0f;
+    expect_same(x, "tied");
+    std::fill(x.begin(), x.end(), -1.0f);
+    expect_same(x, "all equal");
+    x[n - 1] = 0.0f;
+    x[n / 3] = -0.0f;
+    expect_same(x, "-0 and +0");
+    x[n - 1] = inf;
+    expect_same(x, "inf");
+    std::fill(x.begin(), x.end(), -inf);
+    expect_same(x, "all -inf");
+    x[n - 1] = nan;
+    expect_same(x, "NaN last");
+    x[0] = nan;
+    x[n / 2] = 3.0f;
+    expect_same(x, "NaN first");
+    std::fill(x.begin(), x.end(), nan);
+    expect_same(x, "all NaN");
+  }
+  std::vector<float> x = {1.0f, nan, 2.0f, nan, 2.0f};
+  expect_same(x, "NaN between");
 }
 
 TEST_P(VectorOpsTest, GatedActivationsMatchDoubleFormulas) {

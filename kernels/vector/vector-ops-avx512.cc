@@ -50,6 +50,6 @@ void transpose_tiles(const float* in, size_t ld_in, size_t rows, size_t cols, fl
 }  // namespace
 
 const VectorOps vector_ops_avx512{"avx512",         &dot,     &axpy,           &dot_rows, &weighted_row_sum, &dot_rows_f16, &weighted_row_sum_f16, &quantize_s8,
-                                  &gated_activation, &softmax, &dequantize_row, &to_bf16, &to_f16, &transpose_tiles};
+                                  &gated_activation, &softmax, &argmax, &dequantize_row, &to_bf16, &to_f16, &transpose_tiles};
 
 }  // namespace lacuna::kernels
