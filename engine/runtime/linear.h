@@ -68,12 +68,16 @@ class Linear {
   Choice choice_for(size_t n, bool any_batch = false) const;
   Choice choice_under(BatchPolicy policy, size_t n) const;  // choice_for as `policy` adjusts it
   OnednnMatmul& dense() const;
+  void run_dense_in_chunks(const float* x, size_t n, float* y) const;
+  static constexpr size_t kInvariantDenseRows = 16;
 
   Tensor weight_;
-  // Guards dense_ (created on first use, run one caller at a time) and
-  // choices_; held in a pointer so that Linear stays movable.
+  // Guards dense_ (created on first use, run one caller at a time), its
+  // padded rows and choices_; held in a pointer so that Linear stays movable.
   std::unique_ptr<std::mutex> mutex_;
   mutable std::unique_ptr<OnednnMatmul> dense_;
+  // The invariant policy's whole chunks for oneDNN's float products (run_part).
+  mutable std::vector<float> padded_x_, padded_y_;
   // The planner's choice per (threads, n, any_batch), filled on first use: contexts
   // with different thread counts share the weight and may choose differently.
   mutable std::map<std::tuple<int, size_t, bool>, Choice> choices_;
