@@ -324,6 +324,7 @@ TEST(Sampler, FrequencyAndPresencePenaltiesCountGeneratedTokensOnly) {
   EXPECT_EQ(greedy_with(0.0f, -1.5f, {3}, 1), 3);             // 1, 0.9, 0.5, 1.5
   EXPECT_THROW(Sampler({.frequency_penalty = 2.5f}), Error);
   EXPECT_THROW(Sampler({.presence_penalty = std::nanf("")}), Error);
+  for (const float temperature : {0.0f, 0.8f}) EXPECT_THROW(Sampler({.temperature = temperature}).sample({}, {}, 0), Error) << temperature;
 }
 
 TEST(Sampler, LogitBiasIsAddedAfterThePenalties) {

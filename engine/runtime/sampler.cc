@@ -59,11 +59,13 @@ double Sampler::uniform() {
 }
 
 int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history, size_t generated) {
+  if (logits.empty()) throw Error("sampler: no logits to sample from");
   const auto vocab = static_cast<int32_t>(logits.size());
   validate_logit_bias_tokens(p_, vocab);
   const bool adjusted = p_.repetition_penalty != 1.0f || p_.frequency_penalty != 0.0f || p_.presence_penalty != 0.0f || !p_.logit_bias.empty();
-  // Greedy on the logits as they are: no copy, and the vector ops' argmax.
-  if (p_.temperature == 0 && !adjusted && !logits.empty()) return static_cast<int32_t>(kernels::vector_ops().argmax(logits.data(), logits.size()));
+  const auto argmax = [](std::span<const float> x) { return static_cast<int32_t>(kernels::vector_ops().argmax(x.data(), x.size())); };
+  // Greedy on the logits as they are: no copy.
+  if (p_.temperature == 0 && !adjusted) return argmax(logits);
   work_.assign(logits.begin(), logits.end());
   if (p_.repetition_penalty != 1.0f)
     for (int32_t t : history)
@@ -82,7 +84,7 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
     }
   }
   for (auto [id, bias] : p_.logit_bias) work_[id] += bias;
-  if (p_.temperature == 0) return static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+  if (p_.temperature == 0) return argmax(work_);
 
   // Candidates by logit, highest first (ties to the lower id), cut to top_k.
   ids_.resize(vocab);

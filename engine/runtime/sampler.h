@@ -57,6 +57,7 @@ class Sampler {
   explicit Sampler(const SamplingParams& p);
   // `history`: the sequence so far (prompt and generated), for the repetition
   // penalty; its last `generated` tokens, for the frequency and presence penalties.
+  // Throws lacuna::Error for empty logits.
   int32_t sample(std::span<const float> logits, std::span<const int32_t> history, size_t generated);
 
  private:
