@@ -1,11 +1,11 @@
 // Large batches on bitmap weights: the sparse kernel dispatch picks for the
-// batch, and the small-batch kernel (dispatch's pick for one token, which
-// takes up to its max_n tokens and is what the server runs at every size),
-// the 64-token pick in chunks of its max_n where the batch exceeds it (the
-// AMX int8 tiles), against the weight expanded into dense rows block by
-// block and run through oneDNN (densified_product, as the engine runs it), for bf16 also expanded
-// into f32 rows for oneDNN's f32 matmul, with oneDNN on its own packed dense
-// copy as the baseline, in the same run.
+// batch, the small-batch kernel (dispatch's pick for one token, which takes
+// up to its max_n tokens and is what the server runs at every size) and the
+// 64-token pick in chunks of its max_n where the batch exceeds it (the AMX
+// int8 tiles), against the weight expanded into dense rows block by block
+// and run through oneDNN (densified_product, as the engine runs it), for
+// bf16 also expanded into f32 rows for oneDNN's f32 matmul, with oneDNN on
+// its own packed dense copy as the baseline, in the same run.
 // Warm weights: at these batch sizes the products are bound by compute.
 //   bench-densify [--quick]
 #include <omp.h>
