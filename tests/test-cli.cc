@@ -149,7 +149,10 @@ TEST(Cli, DemoSynthesisesConvertsAndGenerates) {
 TEST(Cli, ModelPipelineAndItsErrors) {
   const std::string dir = temp_path("hf"), model = temp_path("model.lacuna"), logits = temp_path("logits.f32");
   ASSERT_EQ(run("synth --arch mixtral --preset tiny " + dir).exit_code, 0);
-  CliRun r = run("convert " + dir + " " + model + " --sparsity 0.5 --dtype int8");
+  CliRun r = run("convert " + dir + " " + model + " --sparsity 0.5 --dtype int8 --output-dtype bf8");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("--output-dtype: bf8 not in"), std::string::npos) << r.output;
+  r = run("convert " + dir + " " + model + " --sparsity 0.5 --dtype int8");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("layers.1.expert.3.gate_up"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("smaller than dense bf16"), std::string::npos) << r.output;
@@ -411,34 +414,48 @@ TEST(Cli, BenchServeRunsEveryLevelInEachRound) {
 // batch and phase, and the byte ratio (dense bf16's weight bytes per decoded
 // token over the model's): 1 for the baseline itself; for 70 % bitmap weights
 // above 1 and below what the pruned weights alone allow (2 bytes against
-// 0.725 for bf16, 0.425 for int8: the output projection stays dense).
+// 0.725 for bf16, 0.425 for int8: the output projection stays dense). With
+// --output-dtype int8, the bf16 model's output projection is int8: its ratio
+// rises, still below the int8 model's.
 TEST(Cli, BenchModelReportsEachPointAndItsByteRatio) {
-  const std::string dir = temp_path("bench-model"), csv = temp_path("bench-model.csv");
-  const CliRun r = run("bench model --preset tiny --work-dir " + dir +
-                       " --sparsity 0.7 --dtypes bf16,int8 --batch 1,4 --prompt 16 --repetitions 1 --decode-steps 2 --csv " + csv);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("byte ratio"), std::string::npos) << r.output;
-  std::ifstream in(csv);
-  std::string header;
-  std::getline(in, header);
-  EXPECT_EQ(header, "model,sparsity,dtype,batch,phase,tokens_per_s,speedup_vs_dense,peak_rss_mb,pct_bandwidth_limit,byte_ratio_vs_dense,label");
+  const std::string dir = temp_path("bench-model");
   std::map<std::string, double> ratio;  // label -> byte ratio
+  std::map<std::string, std::string> output_dtype;  // label -> output_dtype column
   size_t rows = 0;
-  for (std::string line; std::getline(in, line); ++rows) {
-    const std::vector<std::string> f = csv_fields(line);
-    ASSERT_EQ(f.size(), 11u) << line;
-    EXPECT_GT(std::stod(f[5]), 0) << line;
-    const double byte_ratio = std::stod(f[9]);
-    const auto [known, fresh] = ratio.emplace(f[10], byte_ratio);
-    EXPECT_EQ(known->second, byte_ratio) << "one model, one ratio: " << line;
+  for (const std::string options : {"--dtypes bf16,int8", "--dtypes bf16 --output-dtype int8"}) {
+    const std::string csv = temp_path("bench-model.csv");
+    const CliRun r = run("bench model --preset tiny --work-dir " + dir + " --sparsity 0.7 --batch 1,4 --prompt 16 --repetitions 1 --decode-steps 2 " +
+                         options + " --csv " + csv);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("byte ratio"), std::string::npos) << r.output;
+    std::ifstream in(csv);
+    std::string header;
+    std::getline(in, header);
+    EXPECT_EQ(header,
+              "model,sparsity,dtype,batch,phase,tokens_per_s,speedup_vs_dense,peak_rss_mb,pct_bandwidth_limit,byte_ratio_vs_dense,label,output_dtype");
+    for (std::string line; std::getline(in, line); ++rows) {
+      const std::vector<std::string> f = csv_fields(line);
+      ASSERT_EQ(f.size(), 12u) << line;
+      EXPECT_GT(std::stod(f[5]), 0) << line;
+      const double byte_ratio = std::stod(f[9]);
+      output_dtype[f[10]] = f[11];
+      const auto [known, fresh] = ratio.emplace(f[10], byte_ratio);
+      EXPECT_NEAR(known->second, byte_ratio, 1e-9 * byte_ratio) << "one model, one ratio: " << line;
+    }
   }
-  EXPECT_EQ(rows, 3u * 3u);  // three models: decode at two batch sizes, prefill
-  ASSERT_EQ(ratio.size(), 3u);
+  EXPECT_EQ(rows, 5u * 3u);  // the baseline twice and three models: decode at two batch sizes, prefill
+  ASSERT_EQ(ratio.size(), 4u);
   EXPECT_DOUBLE_EQ(ratio["dense bf16 (oneDNN)"], 1.0);
   EXPECT_GT(ratio["70% bf16 auto"], 1.2);
   EXPECT_LT(ratio["70% bf16 auto"], 2.0 / 0.725);
   EXPECT_GT(ratio["70% int8 auto"], ratio["70% bf16 auto"]);
   EXPECT_LT(ratio["70% int8 auto"], 2.0 / 0.425);
+  EXPECT_GT(ratio["70% bf16 auto (output int8)"], ratio["70% bf16 auto"]);
+  EXPECT_LT(ratio["70% bf16 auto (output int8)"], ratio["70% int8 auto"]);
+  EXPECT_EQ(output_dtype["dense bf16 (oneDNN)"], "bf16");
+  EXPECT_EQ(output_dtype["70% bf16 auto"], "bf16");
+  EXPECT_EQ(output_dtype["70% int8 auto"], "int8");
+  EXPECT_EQ(output_dtype["70% bf16 auto (output int8)"], "int8");
 }
 
 }  // namespace

@@ -38,6 +38,7 @@ struct Row {
   std::string label;  // "dense bf16 (oneDNN)" or "70% int8"
   double sparsity = 0;
   std::string dtype;
+  std::string output_dtype;
   size_t batch = 0;
   std::string phase;  // decode, prefill
   double tokens_per_s = 0;
@@ -215,16 +216,19 @@ int run_model_bench(const ModelBenchOptions& o) {
     c.sparsity = sparsity;
     c.prune = sparsity > 0 ? PruneMethod::magnitude : PruneMethod::none;
     c.dtype = *parse_dtype(dtype);
-    if (dense) c.format = Format::dense;
+    if (dense)
+      c.format = Format::dense;
+    else if (!o.output_dtype.empty())
+      c.output_dtype = *parse_dtype(o.output_dtype);
     convert_checkpoint(hf.string(), out.string(), c);
     return out.string();
   };
 
   std::vector<Row> rows;
-  std::printf("%-22s %5s %-8s %12s %9s %10s %10s %9s %12s\n", "model", "batch", "phase", "tokens/s", "vs dense", "% bw limit", "byte ratio", "peak MB",
+  std::printf("%-28s %5s %-8s %12s %9s %10s %10s %9s %12s\n", "model", "batch", "phase", "tokens/s", "vs dense", "% bw limit", "byte ratio", "peak MB",
               "file MB");
   double dense_bytes_per_token = 0;  // the baseline's, reported first
-  auto report = [&](const std::string& label, double sparsity, const std::string& dtype, const Measured& m) {
+  auto report = [&](const std::string& label, double sparsity, const std::string& dtype, const std::string& output_dtype, const Measured& m) {
     if (dense_bytes_per_token == 0) dense_bytes_per_token = m.bytes_per_token;
     const double byte_ratio = dense_bytes_per_token / m.bytes_per_token;
     char ratio_text[16];
@@ -233,12 +237,12 @@ int run_model_bench(const ModelBenchOptions& o) {
       const double limit = bw.bytes_per_s / m.bytes_per_token;  // tokens/s if only weight streaming counted, batch 1
       const bool alone = o.batches[i] == 1;
       const double pct = alone ? 100.0 * m.decode_tps[i] / limit : 0;
-      rows.push_back({label, sparsity, dtype, o.batches[i], "decode", m.decode_tps[i], m.decode_ratio[i], m.peak_rss_mb, pct, byte_ratio});
-      std::printf("%-22s %5zu %-8s %12.2f %8.2fx %9s %10s %9.0f %12.0f\n", label.c_str(), o.batches[i], "decode", m.decode_tps[i], m.decode_ratio[i],
+      rows.push_back({label, sparsity, dtype, output_dtype, o.batches[i], "decode", m.decode_tps[i], m.decode_ratio[i], m.peak_rss_mb, pct, byte_ratio});
+      std::printf("%-28s %5zu %-8s %12.2f %8.2fx %9s %10s %9.0f %12.0f\n", label.c_str(), o.batches[i], "decode", m.decode_tps[i], m.decode_ratio[i],
                   alone ? (std::to_string(static_cast<int>(pct + 0.5)) + "%").c_str() : "", alone ? ratio_text : "", m.peak_rss_mb, m.file_mb);
     }
-    rows.push_back({label, sparsity, dtype, 1, "prefill", m.prefill_tps, m.prefill_ratio, m.peak_rss_mb, 0, byte_ratio});
-    std::printf("%-22s %5d %-8s %12.2f %8.2fx %9s %10s %9.0f %12.0f\n", label.c_str(), 1, "prefill", m.prefill_tps, m.prefill_ratio, "", "",
+    rows.push_back({label, sparsity, dtype, output_dtype, 1, "prefill", m.prefill_tps, m.prefill_ratio, m.peak_rss_mb, 0, byte_ratio});
+    std::printf("%-28s %5d %-8s %12.2f %8.2fx %9s %10s %9.0f %12.0f\n", label.c_str(), 1, "prefill", m.prefill_tps, m.prefill_ratio, "", "",
                 m.peak_rss_mb, m.file_mb);
     std::fflush(stdout);
   };
@@ -246,22 +250,23 @@ int run_model_bench(const ModelBenchOptions& o) {
   // The baseline against itself first: its ratios show how far this host's
   // noise moves a ratio measured by alternating steps.
   const std::string baseline = convert(0, "bf16", true);
-  report("dense bf16 (oneDNN)", 0, "bf16", measure(baseline, baseline, o));
+  report("dense bf16 (oneDNN)", 0, "bf16", "bf16", measure(baseline, baseline, o));
   for (double s : o.sparsities)
     for (const std::string& dtype : o.dtypes) {
+      const std::string output_dtype = o.output_dtype.empty() ? dtype : o.output_dtype;
       char label[64];
-      std::snprintf(label, sizeof label, "%.0f%% %s auto", 100 * s, dtype.c_str());
-      report(label, s, dtype, measure(convert(s, dtype, false), baseline, o));
+      std::snprintf(label, sizeof label, "%.0f%% %s auto%s", 100 * s, dtype.c_str(), output_dtype == dtype ? "" : (" (output " + output_dtype + ")").c_str());
+      report(label, s, dtype, output_dtype, measure(convert(s, dtype, false), baseline, o));
     }
   fs::remove(work / "model.lacuna");
   fs::remove(baseline);
 
   if (!o.csv_path.empty()) {
     std::ofstream f(o.csv_path);
-    f << "model,sparsity,dtype,batch,phase,tokens_per_s,speedup_vs_dense,peak_rss_mb,pct_bandwidth_limit,byte_ratio_vs_dense,label\n";
+    f << "model,sparsity,dtype,batch,phase,tokens_per_s,speedup_vs_dense,peak_rss_mb,pct_bandwidth_limit,byte_ratio_vs_dense,label,output_dtype\n";
     for (const Row& r : rows)
       f << o.arch << '-' << o.preset << ',' << r.sparsity << ',' << r.dtype << ',' << r.batch << ',' << r.phase << ',' << r.tokens_per_s << ','
-        << r.speedup << ',' << r.peak_rss_mb << ',' << r.pct_bandwidth_limit << ',' << r.byte_ratio << ',' << r.label << '\n';
+        << r.speedup << ',' << r.peak_rss_mb << ',' << r.pct_bandwidth_limit << ',' << r.byte_ratio << ',' << r.label << ',' << r.output_dtype << '\n';
     if (!f) throw Error(o.csv_path + ": cannot write");
     std::printf("\nwrote %s\n", o.csv_path.c_str());
   }

@@ -13,6 +13,7 @@ struct ModelBenchOptions {
   std::string work_dir;  // where checkpoints and converted models go (default: a fresh dir under /tmp)
   std::vector<double> sparsities = {0, 0.5, 0.7, 0.9};
   std::vector<std::string> dtypes = {"bf16", "int8"};
+  std::string output_dtype;  // of the models' output projection (ConvertOptions::output_dtype); empty: each model's dtype
   std::vector<size_t> batches = {1, 8, 32};
   int prompt_tokens = 512;
   int decode_steps = 9;  // timed decode steps per batch size (after one warm-up step)

@@ -93,6 +93,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   model->add_option("--work-dir", m->work_dir, "Where the checkpoint and converted models go (reused: the checkpoint is made once)");
   model->add_option("--sparsity", m->sparsities, "Sparsities")->delimiter(',')->check(CLI::Range(0.0, 0.99))->capture_default_str();
   model->add_option("--dtypes", *model_dtypes, "Weight dtypes: bf16,int8,f32")->capture_default_str();
+  model->add_option("--output-dtype", m->output_dtype, "Dtype of the models' output projection (convert --output-dtype): bf16, int8, f32; default each model's")
+      ->check(CLI::IsMember({"f32", "bf16", "int8"}));
   model->add_option("--batch", m->batches, "Decode batch sizes")->delimiter(',')->check(CLI::Range(size_t{1}, size_t{256}))->capture_default_str();
   model->add_option("--prompt", m->prompt_tokens, "Prefill prompt length")->check(CLI::Range(16, 8192))->capture_default_str();
   model->add_option("--decode-steps", m->decode_steps, "Timed decode steps per batch size")->check(CLI::Range(1, 1000))->capture_default_str();

@@ -142,6 +142,7 @@ void add_convert(CLI::App& app, int& exit_code) {
   auto calib_path = std::make_shared<std::string>();
   auto calib = std::make_shared<CalibrationOptions>();
   auto dtype = std::make_shared<std::string>("bf16");
+  auto output_dtype = std::make_shared<std::string>();
   auto format = std::make_shared<std::string>("auto");
   auto progress = std::make_shared<bool>(true);
   cmd->add_option("HF_DIR", *in, "Checkpoint directory: config.json, *.safetensors, optional tokenizer.model")->required();
@@ -158,6 +159,8 @@ void add_convert(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--calib-ctx", calib->ctx, "Wanda: tokens per calibration window")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
   cmd->add_option("--dtype", *dtype, "Weight dtype: f32, bf16, int8 (per-row scale)")->check(CLI::IsMember({"f32", "bf16", "int8"}))->capture_default_str();
+  cmd->add_option("--output-dtype", *output_dtype, "Dtype of the output projection alone (the embedding when tied): f32, bf16, int8; default --dtype")
+      ->check(CLI::IsMember({"f32", "bf16", "int8"}));
   cmd->add_option("--format", *format, "auto (the planner, per tensor), dense, csr, bitmap, bsr (16x1 blocks)")
       ->check(CLI::IsMember({"auto", "dense", "csr", "bitmap", "bsr"}))
       ->capture_default_str();
@@ -182,6 +185,7 @@ void add_convert(CLI::App& app, int& exit_code) {
       throw Error("--calib is for --prune wanda");
     }
     o.dtype = *parse_dtype(*dtype);
+    if (!output_dtype->empty()) o.output_dtype = *parse_dtype(*output_dtype);
     if (*format != "auto") o.format = *parse_format(*format);
     o.log = [](const std::string& line) { std::printf("%s\n", line.c_str()); };
     const ConvertSummary s = convert_checkpoint(*in, *out, o);

@@ -163,6 +163,7 @@ ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& 
                               {"sparsity", o.sparsity},
                               {"layer_sparsity", layer_sparsity_json},
                               {"dtype", dtype_name(o.dtype)},
+                              {"output_dtype", dtype_name(o.output_dtype.value_or(o.dtype))},
                               {"format", o.format ? format_name(*o.format) : "auto"}};
   ModelFileWriter writer(out_path, model_metadata(stored, source.dump()), tokenizer);
   ConvertSummary summary;
@@ -195,9 +196,9 @@ ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& 
     if (prunable) {
       dtype = o.dtype;
       format = o.format ? *o.format : pick_format(dtype, rows, cols, rows * cols - zeros);
-    } else if (spec.kind == WeightKind::embedding || spec.kind == WeightKind::output) {
-      // Stored at the asked dtype, never pruned: at high sparsity the output
-      // projection is the largest weight a decode step reads.
+    } else if (spec.kind == WeightKind::output || (spec.kind == WeightKind::embedding && stored.tied_embeddings)) {
+      dtype = o.output_dtype.value_or(o.dtype);
+    } else if (spec.kind == WeightKind::embedding) {
       dtype = o.dtype;
     }
     const Tensor dense = quantize_matrix(w.data(), rows, cols, dtype);

@@ -31,8 +31,13 @@ struct ConvertOptions {
   // weight without one (an expert no calibration token was routed to) is
   // pruned by magnitude and listed in ConvertSummary::magnitude_fallbacks.
   std::map<std::string, std::vector<float>> input_norms;
-  DType dtype = DType::bf16;      // of attention and expert weights, the embedding and the output projection
-  std::optional<Format> format;   // nullopt: auto (the planner, per tensor)
+  DType dtype = DType::bf16;  // of attention and expert weights, the embedding and the output projection
+  // Of the output projection alone (the embedding, when tied, for it is the
+  // output projection); nullopt: `dtype`. As llama-quantize's
+  // --output-tensor-type: never pruned, at high sparsity the output
+  // projection is the largest weight a decode step reads.
+  std::optional<DType> output_dtype;
+  std::optional<Format> format;  // nullopt: auto (the planner, per tensor)
   std::function<void(const std::string&)> log;  // one line per tensor, and warnings
 };
 
