@@ -152,6 +152,16 @@ TEST(Cli, ModelPipelineAndItsErrors) {
   CliRun r = run("convert " + dir + " " + model + " --sparsity 0.5 --dtype int8 --output-dtype bf8");
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("--output-dtype: bf8 not in"), std::string::npos) << r.output;
+  r = run("convert " + dir + " " + model + " --sparsity 0.5 --dtype bf16 --output-dtype int8");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // convert's line for a tensor: its name, shape, format, dtype, ...
+  const auto line_of = [text = "\n" + r.output](const std::string& tensor) {
+    const size_t at = text.find("\n" + tensor + " ");
+    return at == std::string::npos ? std::string() : text.substr(at + 1, text.find('\n', at + 1) - at - 1);
+  };
+  EXPECT_NE(line_of("output").find(" int8 "), std::string::npos) << r.output;
+  EXPECT_NE(line_of("layers.0.expert.0.down").find(" bf16 "), std::string::npos) << r.output;
+  EXPECT_NE(line_of("embedding").find(" bf16 "), std::string::npos) << r.output;
   r = run("convert " + dir + " " + model + " --sparsity 0.5 --dtype int8");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("layers.1.expert.3.gate_up"), std::string::npos) << r.output;

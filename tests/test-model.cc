@@ -155,7 +155,9 @@ TEST_P(MatchesReference, EveryPositionWithinToleranceAndSameTop1) {
     ASSERT_EQ(output == nullptr, c.arch == "grok-1") << "Grok-1 ties its output projection to the embedding";
     EXPECT_EQ((output ? output : embedding)->tensor.desc().dtype, c.output_dtype.value_or(c.dtype));
     EXPECT_EQ(embedding->tensor.desc().dtype, output ? c.dtype : c.output_dtype.value_or(c.dtype));
-    EXPECT_EQ(file.find("layers.0.expert.0.down")->tensor.desc().dtype, c.dtype);
+    const TensorEntry* expert = file.find("layers.0.expert.0.down");
+    ASSERT_TRUE(expert);
+    EXPECT_EQ(expert->tensor.desc().dtype, c.dtype);
   }
   const auto model = Model::open(out.string());
   const std::vector<int32_t> ids = golden_tokens();
