@@ -429,6 +429,10 @@ TEST(Cli, BenchServeRunsEveryLevelInEachRound) {
 // rises, still below the int8 model's.
 TEST(Cli, BenchModelReportsEachPointAndItsByteRatio) {
   const std::string dir = temp_path("bench-model");
+  const CliRun bad = run("bench model --preset tiny --work-dir " + dir + " --output-dtype bf8");
+  EXPECT_NE(bad.exit_code, 0) << bad.output;
+  EXPECT_NE(bad.output.find("--output-dtype: bf8 not in"), std::string::npos) << bad.output;
+  EXPECT_EQ(bad.output.find("memory read bandwidth"), std::string::npos) << "a bad --output-dtype started the benchmark";
   std::map<std::string, double> ratio;  // label -> byte ratio
   std::map<std::string, std::string> output_dtype;  // label -> output_dtype column
   size_t rows = 0;
