@@ -454,7 +454,7 @@ TEST(Cli, BenchModelReportsEachPointAndItsByteRatio) {
       const double byte_ratio = std::stod(f[9]);
       output_dtype[f[10]] = f[11];
       const auto [known, fresh] = ratio.emplace(f[10], byte_ratio);
-      EXPECT_NEAR(known->second, byte_ratio, 1e-9 * byte_ratio) << "one model, one ratio: " << line;
+      EXPECT_EQ(known->second, byte_ratio) << "one model, one ratio: " << line;
     }
   }
   EXPECT_EQ(rows, 5u * 3u);  // the baseline twice and three models: decode at two batch sizes, prefill
