@@ -39,7 +39,13 @@ void log_choice_once(const TensorDesc& w, size_t n, const SpmmChoice& choice) {
 std::span<const SpmmUkernel> spmm_ukernels() { return kUkernels; }
 
 std::string spmm_decline_reason(const SpmmUkernel& k, const TensorDesc& w, size_t n, const CpuInfo& cpu) {
-  if (n < k.min_n) return "batch " + std::to_string(n) + " is outside " + std::to_string(k.min_n) + ".." + (k.max_n ? std::to_string(k.max_n) : "");
+  if (n < k.min_n) {
+    // A kernel refused at every batch (an AMX kernel on a CPU without AMX)
+    // says so rather than naming a batch that would not help.
+    std::string refused = spmm_refusal_reason(k, w, k.min_n, cpu);
+    if (!refused.empty()) return refused;
+    return "batch " + std::to_string(n) + " is outside " + std::to_string(k.min_n) + ".." + (k.max_n ? std::to_string(k.max_n) : "");
+  }
   return spmm_refusal_reason(k, w, n, cpu);
 }
 

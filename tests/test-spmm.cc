@@ -257,7 +257,11 @@ TEST(Dispatch, DeclineReasonsNameTheCause) {
   capped.usable = capped.reported;
   capped = capped.with_cap(IsaLevel::avx2);
   EXPECT_NE(spmm_decline_reason(fake, d, 32, capped).find("capped at avx2 excludes amx_tile"), std::string::npos);
-  EXPECT_NE(spmm_decline_reason(fake, d, 4, capped).find("batch 4 is outside 16.."), std::string::npos);
+  EXPECT_NE(spmm_decline_reason(fake, d, 4, capped).find("capped at avx2 excludes amx_tile"), std::string::npos);
+  CpuInfo with_amx = no_permission;
+  with_amx.usable = with_amx.reported;
+  with_amx.features = with_amx.usable;
+  EXPECT_EQ(spmm_decline_reason(fake, d, 4, with_amx), "batch 4 is outside 16..");
   EXPECT_NE(spmm_decline_reason(fake, TensorDesc::matrix(Format::csr, DType::bf16, 8, 8), 32, capped).find("not bitmap"), std::string::npos);
 }
 
