@@ -436,12 +436,17 @@ TEST(Cli, BenchModelReportsEachPointAndItsByteRatio) {
   std::map<std::string, double> ratio;  // label -> byte ratio
   std::map<std::string, std::string> output_dtype;  // label -> output_dtype column
   size_t rows = 0;
-  for (const std::string options : {"--dtypes bf16,int8", "--dtypes bf16 --output-dtype int8"}) {
+  const CliRun no_rounds = run("bench model --preset tiny --work-dir " + dir + " --rounds 0");
+  EXPECT_NE(no_rounds.exit_code, 0) << no_rounds.output;
+  EXPECT_NE(no_rounds.output.find("--rounds: Value 0 not in range"), std::string::npos) << no_rounds.output;
+  for (const std::string options : {"--dtypes bf16,int8", "--dtypes bf16 --output-dtype int8 --rounds 3"}) {
     const std::string csv = temp_path("bench-model.csv");
     const CliRun r = run("bench model --preset tiny --work-dir " + dir + " --sparsity 0.7 --batch 1,4 --prompt 16 --repetitions 1 --decode-steps 2 " +
                          options + " --csv " + csv);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("byte ratio"), std::string::npos) << r.output;
+    const bool rounds = options.find("--rounds 3") != std::string::npos;
+    EXPECT_EQ(r.output.find("then the median over 3 such processes") != std::string::npos, rounds) << r.output;
     std::ifstream in(csv);
     std::string header;
     std::getline(in, header);

@@ -129,19 +129,44 @@ nlohmann::json run_child(const std::string& path, const std::string& baseline, c
 }
 
 Measured measure(const std::string& path, const std::string& baseline, const ModelBenchOptions& o) {
-  const nlohmann::json alone = run_child(path, "", o), paired = run_child(path, baseline, o);
+  const nlohmann::json alone = run_child(path, "", o);
+  std::vector<PairedSpeed> rounds;
+  for (int r = 0; r < o.rounds; ++r) {
+    const nlohmann::json paired = run_child(path, baseline, o);
+    rounds.push_back({.decode_tps = paired.at("decode_tps").get<std::vector<double>>(),
+                      .decode_ratio = paired.at("decode_ratio").get<std::vector<double>>(),
+                      .prefill_tps = paired.at("prefill_tps").get<double>(),
+                      .prefill_ratio = paired.at("prefill_ratio").get<double>()});
+  }
   Measured m;
+  static_cast<PairedSpeed&>(m) = median_of_rounds(rounds);
   m.peak_rss_mb = alone.at("peak_rss_mb").get<double>();
   m.file_mb = alone.at("file_mb").get<double>();
   m.bytes_per_token = alone.at("bytes_per_token").get<double>();
-  m.decode_tps = paired.at("decode_tps").get<std::vector<double>>();
-  m.decode_ratio = paired.at("decode_ratio").get<std::vector<double>>();
-  m.prefill_tps = paired.at("prefill_tps").get<double>();
-  m.prefill_ratio = paired.at("prefill_ratio").get<double>();
   return m;
 }
 
 }  // namespace
+
+PairedSpeed median_of_rounds(const std::vector<PairedSpeed>& rounds) {
+  if (rounds.empty()) throw Error("median_of_rounds: no rounds");
+  const size_t batches = rounds.front().decode_tps.size();
+  auto each = [&](auto figure) {
+    std::vector<double> v;
+    for (const PairedSpeed& r : rounds) v.push_back(figure(r));
+    return median(std::move(v));
+  };
+  for (const PairedSpeed& r : rounds)
+    if (r.decode_tps.size() != batches || r.decode_ratio.size() != batches) throw Error("median_of_rounds: rounds of different batch sizes");
+  PairedSpeed m;
+  for (size_t b = 0; b < batches; ++b) {
+    m.decode_tps.push_back(each([b](const PairedSpeed& r) { return r.decode_tps[b]; }));
+    m.decode_ratio.push_back(each([b](const PairedSpeed& r) { return r.decode_ratio[b]; }));
+  }
+  m.prefill_tps = each([](const PairedSpeed& r) { return r.prefill_tps; });
+  m.prefill_ratio = each([](const PairedSpeed& r) { return r.prefill_ratio; });
+  return m;
+}
 
 PairedSpeed measure_paired(const std::string& path, const std::string& baseline_path, const ModelBenchOptions& o) {
   Runner model(path, o), base(baseline_path, o);
@@ -204,11 +229,12 @@ int run_model_bench(const ModelBenchOptions& o) {
     synthesize_checkpoint(hf.string(), SynthOptions{.arch = parse_arch(o.arch), .preset = o.preset, .seed = 1});
   }
   std::printf("model: %s %s; prompt %d tokens; %d timed decode steps per batch size (median); %d prefill runs (median)\n"
-              "vs dense: the median ratio of steps alternated with the dense bf16 model in one process; %% bw limit: decode tokens/s\n"
+              "vs dense: the median ratio of steps alternated with the dense bf16 model in one process%s; %% bw limit: decode tokens/s\n"
               "against the bandwidth above / weight bytes read per token (attention, top-k experts, output); byte ratio: dense bf16's\n"
               "weight bytes per token / this model's, the batch-1 decode ratio if both streamed their weights equally fast; peak MB:\n"
               "the model alone in its own process\n\n",
-              o.arch.c_str(), o.preset.c_str(), o.prompt_tokens, o.decode_steps, o.repetitions);
+              o.arch.c_str(), o.preset.c_str(), o.prompt_tokens, o.decode_steps, o.repetitions,
+              o.rounds > 1 ? (", then the median over " + std::to_string(o.rounds) + " such processes (tokens/s too)").c_str() : "");
 
   auto convert = [&](double sparsity, const std::string& dtype, bool dense) {
     const fs::path out = work / (dense ? "dense-bf16.lacuna" : "model.lacuna");

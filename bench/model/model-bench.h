@@ -18,6 +18,9 @@ struct ModelBenchOptions {
   int prompt_tokens = 512;
   int decode_steps = 9;  // timed decode steps per batch size (after one warm-up step)
   int repetitions = 3;   // prefill runs
+  // Paired measurements of each model, each in a fresh process; the figures
+  // are their medians (median_of_rounds).
+  int rounds = 1;
   std::string csv_path;
 };
 
@@ -33,6 +36,14 @@ struct PairedSpeed {
   double prefill_tps = 0, prefill_ratio = 0;
 };
 PairedSpeed measure_paired(const std::string& model_path, const std::string& baseline_path, const ModelBenchOptions& o);
+
+// Each figure's median over `rounds` (each a measure_paired in its own
+// process, all with the same batch sizes). Alternating steps cancels the
+// drift of the host's bandwidth, not a difference between the two copies
+// in memory: on a virtual machine the same file loaded twice in one process
+// read 0.87x-1.36x of itself (docs/benchmarks.md, "Back on the AMD EPYC
+// host"), which only fresh processes average out.
+PairedSpeed median_of_rounds(const std::vector<PairedSpeed>& rounds);
 // What run_model_bench runs in a child process, printed as one JSON line:
 // with a baseline, the model's speed alternated step by step with the
 // baseline's; without, the model alone, for its peak RSS.

@@ -99,6 +99,9 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   model->add_option("--prompt", m->prompt_tokens, "Prefill prompt length")->check(CLI::Range(16, 8192))->capture_default_str();
   model->add_option("--decode-steps", m->decode_steps, "Timed decode steps per batch size")->check(CLI::Range(1, 1000))->capture_default_str();
   model->add_option("--repetitions", m->repetitions, "Prefill runs")->check(CLI::Range(1, 100))->capture_default_str();
+  model->add_option("--rounds", m->rounds, "Paired measurements of each model, each in a fresh process; the figures are their medians")
+      ->check(CLI::Range(1, 20))
+      ->capture_default_str();
   model->add_option("--threads", *model_threads, "Threads (default: all)")->check(CLI::Range(0, 1024));
   model->add_option("--csv", m->csv_path, "Write one CSV row per point");
   model->callback([=, &exit_code] {
