@@ -40,10 +40,11 @@ PairedSpeed measure_paired(const std::string& model_path, const std::string& bas
 // Each figure's median over `rounds` (each a measure_paired in its own
 // process, all with the same batch sizes). Alternating steps cancels the
 // drift of the host's bandwidth, not a difference between the two copies
-// in memory: on a virtual machine the same file loaded twice in one process
-// read 0.87x-1.36x of itself (docs/benchmarks.md, "Back on the AMD EPYC
-// host"), which only fresh processes average out.
+// in memory: on a virtual machine the same weights loaded twice in one
+// process read 0.87x-1.36x of themselves (docs/benchmarks.md, "Back on the
+// AMD EPYC host"), which only fresh processes average out.
 PairedSpeed median_of_rounds(const std::vector<PairedSpeed>& rounds);
+
 // What run_model_bench runs in a child process, printed as one JSON line:
 // with a baseline, the model's speed alternated step by step with the
 // baseline's; without, the model alone, for its peak RSS.
