@@ -48,6 +48,15 @@ MachineModel MachineModel::for_bandwidth(double bytes_per_s, int threads) {
   m.packed_row_group_token = 0.8e-9;
   m.packed_nonzero_token = 0.084e-9;
   m.csr_nonzero_token = 0.5e-9;
+  // CSR bf16 windows and column pairs: `lacuna bench sweep --shapes
+  // '2048->11264,5632->2048' --sparsity 0.9 --formats csr --dtypes bf16
+  // --working-set-gib 0` on the AMD EPYC (Zen 5) host, two threads: 0.211 /
+  // 0.103 ms at one token (0.9 ns a window), 0.098 / 0.059 ms more a token
+  // up to four (0.42 / 0.53 ns); at 128 tokens the CSR pairs took 6.3 / 4.1
+  // ms against 5.5 / 3.7 for bitmap's (docs/benchmarks.md, "CSR windows").
+  m.csr_window = 0.9e-9;
+  m.csr_window_token = 0.45e-9;
+  m.csr_pair_nonzero = 1.5e-9;
   m.pair_tile = 0.55e-9;
   m.pair_group = 2.9e-9;
   m.broadcast_tile = 0.8e-9;
@@ -104,6 +113,12 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
     } else if (k.features & kAmxTile) {  // every group expanded once, then one tile product per 16 tokens
       const double expand = dtype == DType::bf16 ? m.amx_bf16_row_group : m.amx_row_group;
       compute = static_cast<double>(rows * group_count(desc)) * (expand + tiles * m.amx_tile_row_group);
+    } else if (k.fn == &lacuna_spmm_csr_bf16_ukernel_1x4__avx512bf16) {
+      // Every 32 nonzeros of a row (and its last, partial chunk) take one
+      // permute per 64-column window they span, per token.
+      const double chunks = static_cast<double>(nonzeros) / 32 + static_cast<double>(rows) / 2;
+      const double windows = std::min(1 + 32 / (64 * std::max(density, 1e-9)), static_cast<double>(cols) / 64 + 1);
+      compute = nonzeros ? chunks * windows * (m.csr_window + (nn - 1) * m.csr_window_token) : 0;
     } else if (works_per_token(k)) {
       // Every token packs every group of every row; the dot products follow the nonzeros.
       compute = (static_cast<double>(rows * group_count(desc)) * m.packed_row_group_token +
@@ -138,8 +153,11 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
       case ActLayout::bf16_pair_tiles:  // only the AMX tiles, modelled above
       case ActLayout::bf16_pairs: {
         const double live_pairs = static_cast<double>(rows * cols) / 2 * (1 - (1 - density) * (1 - density));
-        // Each row's groups are expanded and its live pairs listed once, for all its token tiles.
-        compute = live_pairs * m.pair_tile * tiles + static_cast<double>(rows * group_count(desc)) * m.pair_group;
+        // Each row's live pairs are listed once, for all its token tiles: a
+        // bitmap row's groups expanded, a CSR row's nonzeros walked.
+        const double listing = f == Format::csr ? static_cast<double>(nonzeros) * m.csr_pair_nonzero
+                                                : static_cast<double>(rows * group_count(desc)) * m.pair_group;
+        compute = live_pairs * m.pair_tile * tiles + listing;
         break;
       }
       case ActLayout::f32_transposed: {

@@ -28,6 +28,9 @@ struct MachineModel {
   double packed_row_group_token = 0;  // bf16 packed activations: one row x group x token (compress and store)
   double packed_nonzero_token = 0;    // the same kernel: one stored weight x one token (its share of a dot product)
   double csr_nonzero_token = 0;     // small batch, one stored weight x one token
+  double csr_window = 0;            // CSR bf16 windows: one 64-column window of a 32-nonzero chunk, first token
+  double csr_window_token = 0;      // the same, each further token
+  double csr_pair_nonzero = 0;      // large batch bf16, CSR: one stored weight, once per row (list the live pairs)
   double pair_tile = 0;             // large batch bf16: one live column pair x 16 tokens
   double pair_group = 0;            // large batch bf16: one row x one group, once per row (expand, list the live pairs)
   double broadcast_tile = 0;        // large batch, other dtypes: one weight x 16 tokens

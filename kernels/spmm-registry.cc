@@ -56,6 +56,8 @@ std::string spmm_refusal_reason(const SpmmUkernel& k, const TensorDesc& w, size_
     return "blocks are " + std::to_string(w.block_rows) + "x" + std::to_string(w.block_cols) + ", not " + std::to_string(k.block_rows) + "x" +
            std::to_string(k.block_cols);
   if (k.max_n && n > k.max_n) return "batch " + std::to_string(n) + " is outside 1.." + std::to_string(k.max_n);
+  if (k.fn == &lacuna_spmm_csr_bf16_ukernel_1x4__avx512bf16 && index_size(w.cols()) != 2)
+    return std::to_string(w.cols()) + " columns need 32-bit indices; its permutes take 16-bit ones (at most 65536 columns)";
   if (k.act == ActLayout::s8_padded && w.cols() > kS8PaddedMaxColumns)
     return std::to_string(w.cols()) + " columns overflow its int32 sums (at most " + std::to_string(kS8PaddedMaxColumns) + ")";
   return cpu.why_unavailable(k.features);

@@ -17,10 +17,10 @@ namespace {
 constexpr uint64_t kRows = 32768, kCols = 6144;
 const std::vector<Format> kFormats{Format::dense, Format::bitmap, Format::csr};
 
-LinearPlan plan(DType t, double sparsity, size_t n) {
+LinearPlan plan(DType t, double sparsity, size_t n, const std::vector<Format>& formats = kFormats) {
   const MachineModel m = MachineModel::for_bandwidth(32e9, 2);
   const auto nonzeros = static_cast<uint64_t>((1.0 - sparsity) * kRows * kCols);
-  return plan_linear(t, kRows, kCols, nonzeros, n, kFormats, m, cpu_info().with_cap(IsaLevel::avx512_core_bf16));
+  return plan_linear(t, kRows, kCols, nonzeros, n, formats, m, cpu_info().with_cap(IsaLevel::avx512_core_bf16));
 }
 
 bool avx512_bf16() { return (cpu_info().usable & (kAvx512Bf16 | kAvx512Vbmi2)) == (kAvx512Bf16 | kAvx512Vbmi2); }
@@ -39,17 +39,30 @@ TEST(Planner, SparseWinsAtBatchOneAndPicksTheFormatBySparsity) {
   EXPECT_EQ(plan(DType::int8, 0.7, 1).chosen.format, Format::bitmap) << plan(DType::int8, 0.7, 1).why();
 }
 
-// One token of very sparse bf16: packing the activations (a compress per 32
-// columns, a dot product per 32 nonzeros) beats expanding the weights (a
-// dot product per 32 columns), cold 6144->32768 at 90 % 4.30 against 6.01
+// One token of very sparse bitmap bf16: packing the activations (a compress
+// per 32 columns, a dot product per 32 nonzeros) beats expanding the weights
+// (a dot product per 32 columns), cold 6144->32768 at 90 % 4.30 against 6.01
 // ms; at 50 % and from a few tokens the expanding tiles stay faster
 // (docs/benchmarks.md, "Packed activations").
-TEST(Planner, VerySparseBf16PacksTheActivationsForOneToken) {
+TEST(Planner, VerySparseBitmapBf16PacksTheActivationsForOneToken) {
   if (!avx512_bf16()) GTEST_SKIP() << "the rates are for the AVX-512 BF16 kernels";
   const auto packs = [](const LinearPlan& p) { return p.chosen.kernel && p.chosen.kernel->fn == &lacuna_spmm_bitmap_bf16_ukernel_1x8__avx512vbmi2; };
-  EXPECT_TRUE(packs(plan(DType::bf16, 0.9, 1))) << plan(DType::bf16, 0.9, 1).why();
-  EXPECT_FALSE(packs(plan(DType::bf16, 0.5, 1))) << plan(DType::bf16, 0.5, 1).why();
-  EXPECT_FALSE(packs(plan(DType::bf16, 0.9, 4))) << plan(DType::bf16, 0.9, 4).why();
+  const std::vector<Format> bitmap{Format::bitmap};
+  EXPECT_TRUE(packs(plan(DType::bf16, 0.9, 1, bitmap))) << plan(DType::bf16, 0.9, 1, bitmap).why();
+  EXPECT_FALSE(packs(plan(DType::bf16, 0.5, 1, bitmap))) << plan(DType::bf16, 0.5, 1, bitmap).why();
+  EXPECT_FALSE(packs(plan(DType::bf16, 0.9, 4, bitmap))) << plan(DType::bf16, 0.9, 4, bitmap).why();
+}
+
+// Given the choice of format, one token of 90 % bf16 goes to CSR and its
+// windows kernel (a permute per 64-column window of every 32 nonzeros):
+// cold 2048->11264 at 90 %, 0.267-0.280 ms against 0.380-0.412 for the
+// packed bitmap kernel, though CSR stores 23 % more bytes; at 70 % bitmap
+// stays, 0.51 against 0.85 ms (docs/benchmarks.md, "CSR windows").
+TEST(Planner, VerySparseBf16TakesTheCsrWindowsForOneToken) {
+  if (!avx512_bf16()) GTEST_SKIP() << "the rates are for the AVX-512 BF16 kernels";
+  const auto windows = [](const LinearPlan& p) { return p.chosen.kernel && p.chosen.kernel->fn == &lacuna_spmm_csr_bf16_ukernel_1x4__avx512bf16; };
+  EXPECT_TRUE(windows(plan(DType::bf16, 0.9, 1))) << plan(DType::bf16, 0.9, 1).why();
+  EXPECT_EQ(plan(DType::bf16, 0.7, 1).chosen.format, Format::bitmap) << plan(DType::bf16, 0.7, 1).why();
 }
 
 TEST(Planner, UnprunedInt8StaysDenseOnTheVnniTilesWhereTheRuntimeRunsThem) {

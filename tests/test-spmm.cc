@@ -2,6 +2,7 @@
 // dispatcher at every ISA level this machine has.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
@@ -281,6 +282,19 @@ TEST(Dispatch, S8ActivationKernelsDeclineRowsTooWideForTheirInt32Sums) {
     ++checked;
   }
   if (checked == 0) GTEST_SKIP() << "no kernel on s8 activations is compiled in";
+}
+
+// The CSR windows kernel permutes 16-bit column lanes: wider rows (32-bit
+// indices) go to another CSR kernel, never to it.
+TEST(Dispatch, CsrWindowsKernelDeclinesRowsWithThirtyTwoBitIndices) {
+  const SpmmUkernel& k = *std::find_if(spmm_ukernels().begin(), spmm_ukernels().end(),
+                                       [](const SpmmUkernel& u) { return u.fn == &lacuna_spmm_csr_bf16_ukernel_1x4__avx512bf16; });
+  CpuInfo all;
+  all.reported = all.usable = all.features = k.features;
+  EXPECT_EQ(spmm_decline_reason(k, TensorDesc::matrix(Format::csr, DType::bf16, 8, 65536), 1, all), "");
+  const TensorDesc too_wide = TensorDesc::matrix(Format::csr, DType::bf16, 8, 65537);
+  EXPECT_NE(spmm_decline_reason(k, too_wide, 1, all).find("65537 columns need 32-bit indices"), std::string::npos);
+  EXPECT_NE(choose_spmm(too_wide, 1, all).kernel, &k);
 }
 
 // BatchPolicy::invariant also lets a kernel on s8 activations hand a batch
@@ -625,12 +639,14 @@ TEST(Driver, WideRowsUse32BitIndices) {
   for (DType t : kAllDTypes)
     for (Format f : {Format::csr, Format::bitmap}) {
       const Tensor w = pack(quantize_matrix(wf.data(), 3, 70000, t), f);
-      const auto x = testing::random_activations(2, 70000, 5);
-      const auto ref = testing::naive_product(w, x, 2);
-      std::vector<float> y(2 * 3);
-      spmm(w, x.data(), 2, y.data());
-      for (size_t i = 0; i < y.size(); ++i) {
-        ASSERT_NEAR(y[i], ref.y[i], 0x1p-7 * ref.magnitude[i] + 1e-4) << format_name(f) << " " << dtype_name(t);
+      for (size_t n : {size_t{2}, size_t{16}}) {  // small- and large-batch kernels
+        const auto x = testing::random_activations(n, 70000, 5);
+        const auto ref = testing::naive_product(w, x, n);
+        std::vector<float> y(n * 3);
+        spmm(w, x.data(), n, y.data());
+        for (size_t i = 0; i < y.size(); ++i) {
+          ASSERT_NEAR(y[i], ref.y[i], 0x1p-7 * ref.magnitude[i] + 1e-4) << format_name(f) << " " << dtype_name(t) << " n=" << n;
+        }
       }
     }
 }

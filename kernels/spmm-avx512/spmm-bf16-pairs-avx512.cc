@@ -1,4 +1,4 @@
-// bf16 bitmap weights at large batch: the batch lies across the vector lanes
+// bf16 bitmap and CSR weights at large batch: the batch lies across the vector lanes
 // and the weights are taken two columns at a time, so one VDPBF16PS does 32
 // multiply-adds (twice what a broadcast f32 FMA does), on x stored as
 // interleaved column pairs ([in/2][n][2] bf16). Pairs that are zero on both
@@ -6,7 +6,8 @@
 //
 // Rows are prepared once for all their token tiles, kRowBlock at a time: each
 // row's groups expanded into a buffer, and the list of its live column pairs
-// (those holding a nonzero) compressed out of the masks. A tile then walks
+// (those holding a nonzero) compressed out of the masks; a CSR row writes
+// only its live pairs and lists them from its column indices. A tile then walks
 // each row's list in one loop: per pair, one broadcast load of the weight
 // pair and NV products. Walking each group's live pairs in a loop of its own
 // mispredicted that loop's exit once per group (8 pairs on average at 70 %),
@@ -34,6 +35,7 @@
 #include <bit>
 #include <vector>
 
+#include "kernels/common/row-walk.h"
 #include "kernels/spmm-avx512/bitmap-small-n.h"
 #include "kernels/spmm-ukernels.h"
 
@@ -48,6 +50,7 @@ static_assert(16 * kMaxVectors == kPairTileTokens);
 // Column blocks are made of steps of this many groups (64 column pairs);
 // each row records where its live pairs of every step begin.
 constexpr uint64_t kGroupsPerStep = 4;
+constexpr uint64_t kPairsPerStep = kGroupsPerStep * 16;
 
 uint64_t step_count(const TensorDesc& d) { return (group_count(d) + kGroupsPerStep - 1) / kGroupsPerStep; }
 
@@ -57,22 +60,33 @@ constexpr uint64_t steps_per_block(uint64_t vectors) {
   return std::max<uint64_t>(1, kActivationBlockBytes / (kGroupsPerStep * 16 * kPairVectorBytes * vectors));
 }
 
-// kRowBlock rows ready for their tiles: `pairs[j * row_pairs + i]` is
-// weight pair i of row j (two bf16 side by side); row j's live pairs of
-// step s are entries [start[j * (steps + 1) + s], start[j * (steps + 1) + s + 1])
-// of `live`, in column order.
+// kRowBlock rows ready for their tiles: row j's live pairs of step s are
+// entries [start[j * (steps + 1) + s], start[j * (steps + 1) + s + 1]) of
+// `live`, in column order. The weight pair (two bf16 side by side) of
+// entry e is, for bitmap rows, pairs[j * row_pairs + live[e]] (every pair
+// of the row expanded); for CSR rows (`compact`), pairs[e].
 struct PreparedRows {
   std::vector<uint32_t> pairs, live, start;
   uint64_t row_pairs = 0, steps = 0;
+  bool compact = false;
 
   void prepare(const SpmmArgs& a, uint64_t r0, size_t rows) {
     const Tensor& w = *a.w;
-    const uint64_t groups = group_count(w.desc());
-    row_pairs = groups * 16;
+    row_pairs = group_count(w.desc()) * 16;
     steps = step_count(w.desc());
-    if (pairs.size() < rows * row_pairs) pairs.resize(rows * row_pairs);
+    if (pairs.size() < rows * row_pairs + 16) pairs.resize(rows * row_pairs + 16);  // CSR rows store 16 at a time, keep their live ones
     if (live.size() < rows * row_pairs + 16) live.resize(rows * row_pairs + 16);  // each group stores 16 indices, keeps its live ones
     start.resize(rows * (steps + 1));
+    compact = w.desc().format == Format::csr;
+    if (compact)
+      prepare_csr(w, r0, rows);
+    else
+      prepare_bitmap(w, r0, rows);
+  }
+
+ private:
+  void prepare_bitmap(const Tensor& w, uint64_t r0, size_t rows) {
+    const uint64_t groups = group_count(w.desc());
     const __m512i group_pair_index = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const uint64_t* row_ptr = w.section<uint64_t>(Section::row_ptr);
     // Local pointers: stores through the vectors' own data() made the
@@ -101,34 +115,98 @@ struct PreparedRows {
       row_start[steps] = static_cast<uint32_t>(count);
     }
   }
+
+  // CSR rows list their live pairs from their column indices, 16 nonzeros
+  // at a time: a pair's odd column joins its even one when both are stored,
+  // and the pair is kept once, with its weights, in `pairs` as in `live`.
+  // A scalar walk, one nonzero at a time, took 5 ns a nonzero (its next
+  // step waited for the load of the previous column, or mispredicted
+  // whether that column was odd); this took 1.1-1.2 in a throwaway copy.
+  void prepare_csr(const Tensor& w, uint64_t r0, size_t rows) {
+    kernels::with_index_type(w, [&]<class Index>(Index*) {
+      const uint64_t* row_ptr = w.section<uint64_t>(Section::row_ptr);
+      const Index* cols = w.section<Index>(Section::col_idx);
+      const uint16_t* values = w.section<uint16_t>(Section::values);
+      uint32_t* const live_out = live.data();
+      uint32_t* const pairs_out = pairs.data();
+      size_t count = 0;
+      for (size_t j = 0; j < rows; ++j) {
+        uint32_t* row_start = start.data() + j * (steps + 1);
+        uint64_t next_step = 0;  // the first step whose start is not written yet
+        const uint64_t begin = row_ptr[r0 + j], end = row_ptr[r0 + j + 1];
+        for (uint64_t k = begin; k < end; k += 16) {
+          const auto here = static_cast<__mmask16>(_bzhi_u32(0xffff, static_cast<unsigned>(std::min<uint64_t>(16, end - k))));
+          // Lanes whose next nonzero is in the row (the last lane's may be the next 16's first).
+          const auto ahead = static_cast<__mmask16>(_bzhi_u32(0xffff, static_cast<unsigned>(std::min<uint64_t>(16, end - k - 1))));
+          const __m512i column = load_indices(cols + k, here);
+          // Each lane's previous column; the row's first nonzero gets its own, which never joins.
+          const __m512i previous = k == begin ? _mm512_mask_mov_epi32(load_indices(cols + k - 1, static_cast<__mmask16>(here & ~1u)), 1, column)
+                                              : load_indices(cols + k - 1, here);
+          const __m512i next = load_indices(cols + k + 1, ahead);
+          const __m512i one = _mm512_set1_epi32(1);
+          const __mmask16 odd = _mm512_test_epi32_mask(column, one);
+          const __mmask16 second = odd & _mm512_cmpeq_epi32_mask(_mm512_add_epi32(previous, one), column);
+          const __mmask16 joined = ahead & static_cast<__mmask16>(~odd) & _mm512_cmpeq_epi32_mask(next, _mm512_add_epi32(column, one));
+          const __m512i value = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(here, values + k));
+          const __m512i next_value = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(joined, values + k + 1));
+          const __m512i both = _mm512_or_si512(_mm512_sllv_epi32(value, _mm512_slli_epi32(_mm512_and_si512(column, one), 4)),
+                                               _mm512_slli_epi32(next_value, 16));
+          const auto kept = static_cast<__mmask16>(here & ~second);
+          const __m512i pair = _mm512_maskz_compress_epi32(kept, _mm512_srli_epi32(column, 1));
+          _mm512_storeu_si512(live_out + count, pair);
+          _mm512_storeu_si512(pairs_out + count, _mm512_maskz_compress_epi32(kept, both));
+          const auto added = static_cast<unsigned>(std::popcount(static_cast<unsigned>(kept)));
+          // The entries that begin steps: those in step next_step or later.
+          const __m512i step = _mm512_srli_epi32(pair, 6);
+          const auto listed = static_cast<__mmask16>(_bzhi_u32(0xffff, added));
+          for (__mmask16 begins; (begins = listed & _mm512_cmpge_epu32_mask(step, _mm512_set1_epi32(static_cast<int>(next_step))));) {
+            const auto lane = static_cast<unsigned>(std::countr_zero(static_cast<unsigned>(begins)));
+            for (const uint64_t s = live_out[count + lane] / kPairsPerStep; next_step <= s; ++next_step) row_start[next_step] = static_cast<uint32_t>(count + lane);
+          }
+          count += added;
+        }
+        for (; next_step <= steps; ++next_step) row_start[next_step] = static_cast<uint32_t>(count);
+      }
+    });
+  }
+
+  // Column indices of 16 nonzeros as dwords (lanes outside `m` zero).
+  template <class Index>
+  static __m512i load_indices(const Index* p, __mmask16 m) {
+    if constexpr (sizeof(Index) == 2)
+      return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+    else
+      return _mm512_maskz_loadu_epi32(m, p);
+  }
 };
 
 // Adds the products of row j's live pairs [begin, end) to the NV vectors at
 // `acc` (or sets them, if `first`).
-template <int NV>
+template <int NV, bool Compact>
 inline void pairs_run(const uint32_t* x, size_t ldx, const PreparedRows& rows, size_t j, size_t begin, size_t end, float* acc, bool first) {
-  const uint32_t* row_pair = rows.pairs.data() + j * rows.row_pairs;
+  const uint32_t* row_pair = rows.pairs.data() + (Compact ? 0 : j * rows.row_pairs);
   __m512 even[NV], odd[NV];
   LACUNA_UNROLL for (int v = 0; v < NV; ++v) {
     even[v] = first ? _mm512_setzero_ps() : _mm512_load_ps(acc + 16 * v);
     odd[v] = _mm512_setzero_ps();
   }
-  auto pair = [&](uint32_t i, __m512* sum) {
-    const __m512bh wv = (__m512bh)_mm512_set1_epi32(static_cast<int>(row_pair[i]));
+  const uint32_t* live = rows.live.data();
+  auto pair = [&](size_t e, __m512* sum) {
+    const uint32_t i = live[e];
+    const __m512bh wv = (__m512bh)_mm512_set1_epi32(static_cast<int>(row_pair[Compact ? e : i]));
     const uint32_t* xp = x + i * ldx;
     LACUNA_UNROLL for (int v = 0; v < NV; ++v) sum[v] = _mm512_dpbf16_ps(sum[v], wv, (__m512bh)_mm512_loadu_si512(xp + 16 * v));
   };
-  const uint32_t* live = rows.live.data();
-  size_t i = begin;
-  for (; i + 2 <= end; i += 2) {
-    pair(live[i], even);
-    pair(live[i + 1], odd);
+  size_t e = begin;
+  for (; e + 2 <= end; e += 2) {
+    pair(e, even);
+    pair(e + 1, odd);
   }
-  if (i < end) pair(live[i], even);
+  if (e < end) pair(e, even);
   LACUNA_UNROLL for (int v = 0; v < NV; ++v) _mm512_store_ps(acc + 16 * v, _mm512_add_ps(even[v], odd[v]));
 }
 
-template <int NV>
+template <int NV, bool Compact>
 void pairs_tile(const SpmmArgs& a, uint64_t r0, size_t n0, const PreparedRows& rows, size_t row_count) {
   // One dword = a column pair of one token; the tile starting at n0 is tile n0 / ldx of the layout.
   const uint64_t column_pairs = (a.w->desc().cols() + 1) / 2;
@@ -139,7 +217,7 @@ void pairs_tile(const SpmmArgs& a, uint64_t r0, size_t n0, const PreparedRows& r
     const uint64_t s_end = std::min(rows.steps, s + block_steps);
     for (size_t j = 0; j < row_count; ++j) {
       const uint32_t* start = rows.start.data() + j * (rows.steps + 1);
-      pairs_run<NV>(x, a.ldx, rows, j, start[s], start[s_end], acc[j], s == 0);
+      pairs_run<NV, Compact>(x, a.ldx, rows, j, start[s], start[s_end], acc[j], s == 0);
     }
   }
   const size_t valid = std::min<size_t>(16 * NV, a.n - n0);
@@ -147,9 +225,7 @@ void pairs_tile(const SpmmArgs& a, uint64_t r0, size_t n0, const PreparedRows& r
     for (size_t j = 0; j < row_count; ++j) a.y[(n0 + l) * a.ldy + r0 + j] = acc[j][l];
 }
 
-}  // namespace
-
-void lacuna_spmm_bitmap_bf16_ukernel_1x128__avx512bf16(const SpmmArgs& a) {
+void spmm_pairs(const SpmmArgs& a) {
   thread_local PreparedRows rows;
   // Rows are blocked only when a row's columns need more than one column
   // block: otherwise one row at a time keeps its expanded pairs in L1.
@@ -158,8 +234,18 @@ void lacuna_spmm_bitmap_bf16_ukernel_1x128__avx512bf16(const SpmmArgs& a) {
   for (uint64_t r0 = a.row_begin; r0 < a.row_end; r0 += row_block) {
     const size_t row_count = static_cast<size_t>(std::min<uint64_t>(row_block, a.row_end - r0));
     rows.prepare(a, r0, row_count);
-    kernels::for_vector_tiles<kMaxVectors>(a.n, [&](auto nv, size_t n0) { pairs_tile<nv>(a, r0, n0, rows, row_count); });
+    kernels::for_vector_tiles<kMaxVectors>(a.n, [&](auto nv, size_t n0) {
+      if (rows.compact)
+        pairs_tile<nv, true>(a, r0, n0, rows, row_count);
+      else
+        pairs_tile<nv, false>(a, r0, n0, rows, row_count);
+    });
   }
 }
+
+}  // namespace
+
+void lacuna_spmm_bitmap_bf16_ukernel_1x128__avx512bf16(const SpmmArgs& a) { spmm_pairs(a); }
+void lacuna_spmm_csr_bf16_ukernel_1x128__avx512bf16(const SpmmArgs& a) { spmm_pairs(a); }
 
 }  // namespace lacuna
