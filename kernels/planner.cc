@@ -52,11 +52,13 @@ MachineModel MachineModel::for_bandwidth(double bytes_per_s, int threads) {
   // '2048->11264,5632->2048' --sparsity 0.9 --formats csr --dtypes bf16
   // --working-set-gib 0` on the AMD EPYC (Zen 5) host, two threads: 0.211 /
   // 0.103 ms at one token (0.9 ns a window), 0.098 / 0.059 ms more a token
-  // up to four (0.42 / 0.53 ns); at 128 tokens the CSR pairs took 6.3 / 4.1
-  // ms against 5.5 / 3.7 for bitmap's (docs/benchmarks.md, "CSR windows").
+  // up to four (0.42 / 0.53 ns); at 128 tokens the CSR pairs took as long
+  // as bitmap's (5.0-5.2 / 3.4-3.6 ms against 4.9-5.1 / 3.6), so listing a
+  // nonzero costs what expanding its share of a group does at 90 % (2.9 ns
+  // a group of 3.2 nonzeros) (docs/benchmarks.md, "CSR windows").
   m.csr_window = 0.9e-9;
   m.csr_window_token = 0.45e-9;
-  m.csr_pair_nonzero = 1.5e-9;
+  m.csr_pair_nonzero = 0.9e-9;
   m.pair_tile = 0.55e-9;
   m.pair_group = 2.9e-9;
   m.broadcast_tile = 0.8e-9;

@@ -47,8 +47,7 @@ constexpr int kMaxVectors = 8;  // 128 tokens: 16 accumulators and the weight pa
 constexpr size_t kActivationBlockBytes = 32 * 1024;  // of the 48 KB L1 of Zen 4/5 and Sapphire Rapids
 constexpr uint64_t kPairVectorBytes = 64;  // the activations of one column pair for one vector of 16 tokens
 static_assert(16 * kMaxVectors == kPairTileTokens);
-// Column blocks are made of steps of this many groups (64 column pairs);
-// each row records where its live pairs of every step begin.
+// Column blocks are made of steps of this many groups (64 column pairs).
 constexpr uint64_t kGroupsPerStep = 4;
 constexpr uint64_t kPairsPerStep = kGroupsPerStep * 16;
 
@@ -60,11 +59,14 @@ constexpr uint64_t steps_per_block(uint64_t vectors) {
   return std::max<uint64_t>(1, kActivationBlockBytes / (kGroupsPerStep * 16 * kPairVectorBytes * vectors));
 }
 
-// kRowBlock rows ready for their tiles: row j's live pairs of step s are
-// entries [start[j * (steps + 1) + s], start[j * (steps + 1) + s + 1]) of
-// `live`, in column order. The weight pair (two bf16 side by side) of
-// entry e is, for bitmap rows, pairs[j * row_pairs + live[e]] (every pair
-// of the row expanded); for CSR rows (`compact`), pairs[e].
+// kRowBlock rows ready for their tiles: row j's live pairs are entries
+// [start[j * (steps + 1)], start[j * (steps + 1) + steps]) of `live`, in
+// column order; for bitmap rows, those of step s begin at start[j * (steps
+// + 1) + s] (CSR rows leave the steps between unwritten: their tiles find a
+// block's end as they walk it, see pairs_run). The weight pair (two bf16
+// side by side) of entry e is, for bitmap rows, pairs[j * row_pairs +
+// live[e]] (every pair of the row expanded); for CSR rows (`compact`),
+// pairs[e].
 struct PreparedRows {
   std::vector<uint32_t> pairs, live, start;
   uint64_t row_pairs = 0, steps = 0;
@@ -131,8 +133,7 @@ struct PreparedRows {
       uint32_t* const pairs_out = pairs.data();
       size_t count = 0;
       for (size_t j = 0; j < rows; ++j) {
-        uint32_t* row_start = start.data() + j * (steps + 1);
-        uint64_t next_step = 0;  // the first step whose start is not written yet
+        start[j * (steps + 1)] = static_cast<uint32_t>(count);
         const uint64_t begin = row_ptr[r0 + j], end = row_ptr[r0 + j + 1];
         for (uint64_t k = begin; k < end; k += 16) {
           const auto here = static_cast<__mmask16>(_bzhi_u32(0xffff, static_cast<unsigned>(std::min<uint64_t>(16, end - k))));
@@ -156,16 +157,9 @@ struct PreparedRows {
           _mm512_storeu_si512(live_out + count, pair);
           _mm512_storeu_si512(pairs_out + count, _mm512_maskz_compress_epi32(kept, both));
           const auto added = static_cast<unsigned>(std::popcount(static_cast<unsigned>(kept)));
-          // The entries that begin steps: those in step next_step or later.
-          const __m512i step = _mm512_srli_epi32(pair, 6);
-          const auto listed = static_cast<__mmask16>(_bzhi_u32(0xffff, added));
-          for (__mmask16 begins; (begins = listed & _mm512_cmpge_epu32_mask(step, _mm512_set1_epi32(static_cast<int>(next_step))));) {
-            const auto lane = static_cast<unsigned>(std::countr_zero(static_cast<unsigned>(begins)));
-            for (const uint64_t s = live_out[count + lane] / kPairsPerStep; next_step <= s; ++next_step) row_start[next_step] = static_cast<uint32_t>(count + lane);
-          }
           count += added;
         }
-        for (; next_step <= steps; ++next_step) row_start[next_step] = static_cast<uint32_t>(count);
+        start[j * (steps + 1) + steps] = static_cast<uint32_t>(count);
       }
     });
   }
@@ -180,10 +174,17 @@ struct PreparedRows {
   }
 };
 
-// Adds the products of row j's live pairs [begin, end) to the NV vectors at
-// `acc` (or sets them, if `first`).
+// Adds the products of row j's live pairs from entry `begin` up to `end`
+// to the NV vectors at `acc` (or sets them, if `first`); CSR rows
+// (Compact) also stop at their first pair at or past `limit`, the column
+// block's end. Returns the entry it stopped at. Recording every step's
+// start while listing CSR rows took 40 % of the listing's samples (a
+// 500-token prompt of the 90 % CSR mini model, `perf annotate`); bitmap
+// rows record them for free, and the extra test in this loop made their
+// products 4-9 % slower (`lacuna bench sweep`, 128 tokens, 90 %).
 template <int NV, bool Compact>
-inline void pairs_run(const uint32_t* x, size_t ldx, const PreparedRows& rows, size_t j, size_t begin, size_t end, float* acc, bool first) {
+inline size_t pairs_run(const uint32_t* x, size_t ldx, const PreparedRows& rows, size_t j, size_t begin, size_t end, uint64_t limit, float* acc,
+                        bool first) {
   const uint32_t* row_pair = rows.pairs.data() + (Compact ? 0 : j * rows.row_pairs);
   __m512 even[NV], odd[NV];
   LACUNA_UNROLL for (int v = 0; v < NV; ++v) {
@@ -198,12 +199,13 @@ inline void pairs_run(const uint32_t* x, size_t ldx, const PreparedRows& rows, s
     LACUNA_UNROLL for (int v = 0; v < NV; ++v) sum[v] = _mm512_dpbf16_ps(sum[v], wv, (__m512bh)_mm512_loadu_si512(xp + 16 * v));
   };
   size_t e = begin;
-  for (; e + 2 <= end; e += 2) {
+  for (; e + 2 <= end && (!Compact || live[e + 1] < limit); e += 2) {
     pair(e, even);
     pair(e + 1, odd);
   }
-  if (e < end) pair(e, even);
+  if (e < end && (!Compact || live[e] < limit)) pair(e++, even);
   LACUNA_UNROLL for (int v = 0; v < NV; ++v) _mm512_store_ps(acc + 16 * v, _mm512_add_ps(even[v], odd[v]));
+  return e;
 }
 
 template <int NV, bool Compact>
@@ -213,11 +215,16 @@ void pairs_tile(const SpmmArgs& a, uint64_t r0, size_t n0, const PreparedRows& r
   const uint32_t* x = static_cast<const uint32_t*>(a.x) + n0 / a.ldx * column_pairs * a.ldx;
   constexpr uint64_t block_steps = steps_per_block(NV);
   alignas(64) float acc[kRowBlock][16 * NV];
+  size_t next[kRowBlock];  // CSR: each row's first entry not yet walked
+  for (size_t j = 0; j < row_count; ++j) next[j] = rows.start[j * (rows.steps + 1)];
   for (uint64_t s = 0; s < rows.steps; s += block_steps) {
     const uint64_t s_end = std::min(rows.steps, s + block_steps);
     for (size_t j = 0; j < row_count; ++j) {
       const uint32_t* start = rows.start.data() + j * (rows.steps + 1);
-      pairs_run<NV, Compact>(x, a.ldx, rows, j, start[s], start[s_end], acc[j], s == 0);
+      if constexpr (Compact)
+        next[j] = pairs_run<NV, true>(x, a.ldx, rows, j, next[j], start[rows.steps], s_end * kPairsPerStep, acc[j], s == 0);
+      else
+        pairs_run<NV, false>(x, a.ldx, rows, j, start[s], start[s_end], 0, acc[j], s == 0);
     }
   }
   const size_t valid = std::min<size_t>(16 * NV, a.n - n0);
