@@ -13,7 +13,7 @@
 // (spmm_refusal_reason).
 // A token's sum is fixed by its row (its nonzeros in chunks of 32, in
 // order, into one accumulator): the same bits in any batch.
-// Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512bf16 -mbmi2.
+// Compiled with the bitmap kernels' flags (kernels/CMakeLists.txt): F, BW, VL, VBMI2, BF16, VNNI, BMI2.
 #include <immintrin.h>
 
 #include <algorithm>
