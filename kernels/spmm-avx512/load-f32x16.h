@@ -1,6 +1,7 @@
 #pragma once
 // Sixteen stored weights from `values` starting at element `first`, as f32
-// (int8 before its row scale); lanes outside `m` read nothing and are zero.
+// (int8 before its row scale), and sixteen column indices (u16 or u32) as
+// dwords; lanes outside `m` read nothing and are zero.
 // For files compiled with -mavx512f -mavx512bw -mavx512vl.
 #include <immintrin.h>
 
@@ -21,6 +22,14 @@ inline __m512 load_f32x16(const void* values, uint64_t first, __mmask16 m) {
     const __m128i b = _mm_maskz_loadu_epi8(m, static_cast<const int8_t*>(values) + first);
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
   }
+}
+
+template <class Index>
+inline __m512i load_indices_x16(const Index* p, __mmask16 m) {
+  if constexpr (sizeof(Index) == 2)
+    return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+  else
+    return _mm512_maskz_loadu_epi32(m, p);
 }
 
 }  // namespace lacuna::kernels::avx512

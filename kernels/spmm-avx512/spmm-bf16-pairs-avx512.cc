@@ -37,6 +37,7 @@
 
 #include "kernels/common/row-walk.h"
 #include "kernels/spmm-avx512/bitmap-small-n.h"
+#include "kernels/spmm-avx512/load-f32x16.h"
 #include "kernels/spmm-ukernels.h"
 
 namespace lacuna {
@@ -139,11 +140,11 @@ struct PreparedRows {
           const auto here = static_cast<__mmask16>(_bzhi_u32(0xffff, static_cast<unsigned>(std::min<uint64_t>(16, end - k))));
           // Lanes whose next nonzero is in the row (the last lane's may be the next 16's first).
           const auto ahead = static_cast<__mmask16>(_bzhi_u32(0xffff, static_cast<unsigned>(std::min<uint64_t>(16, end - k - 1))));
-          const __m512i column = load_indices(cols + k, here);
+          const __m512i column = kernels::avx512::load_indices_x16(cols + k, here);
           // Each lane's previous column; the row's first nonzero gets its own, which never joins.
-          const __m512i previous = k == begin ? _mm512_mask_mov_epi32(load_indices(cols + k - 1, static_cast<__mmask16>(here & ~1u)), 1, column)
-                                              : load_indices(cols + k - 1, here);
-          const __m512i next = load_indices(cols + k + 1, ahead);
+          const __m512i previous = k == begin ? _mm512_mask_mov_epi32(kernels::avx512::load_indices_x16(cols + k - 1, static_cast<__mmask16>(here & ~1u)), 1, column)
+                                              : kernels::avx512::load_indices_x16(cols + k - 1, here);
+          const __m512i next = kernels::avx512::load_indices_x16(cols + k + 1, ahead);
           const __m512i one = _mm512_set1_epi32(1);
           const __mmask16 odd = _mm512_test_epi32_mask(column, one);
           const __mmask16 second = odd & _mm512_cmpeq_epi32_mask(_mm512_add_epi32(previous, one), column);
@@ -162,15 +163,6 @@ struct PreparedRows {
         start[j * (steps + 1) + steps] = static_cast<uint32_t>(count);
       }
     });
-  }
-
-  // Column indices of 16 nonzeros as dwords (lanes outside `m` zero).
-  template <class Index>
-  static __m512i load_indices(const Index* p, __mmask16 m) {
-    if constexpr (sizeof(Index) == 2)
-      return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
-    else
-      return _mm512_maskz_loadu_epi32(m, p);
   }
 };
 

@@ -12,14 +12,6 @@
 namespace lacuna {
 namespace {
 
-template <class Index>
-inline __m512i load_indices(const Index* cols, uint64_t k, __mmask16 m) {
-  if constexpr (sizeof(Index) == 2)
-    return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, cols + k));
-  else
-    return _mm512_maskz_loadu_epi32(m, cols + k);
-}
-
 // One row for NT tokens; the row's indices and values stay in L1 for the
 // next token tile, so the weight is streamed from memory once per call.
 template <DType D, class Index, int NT>
@@ -36,7 +28,7 @@ inline void csr_row(const SpmmArgs& a, uint64_t r, size_t n0) {
     const uint64_t end = row_ptr[r + 1];
     for (uint64_t k = row_ptr[r]; k < end; k += 16) {
       const __mmask16 m = end - k >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (end - k)) - 1);
-      const __m512i idx = load_indices(cols, k, m);
+      const __m512i idx = kernels::avx512::load_indices_x16(cols + k, m);
       const __m512 wv = kernels::avx512::load_f32x16<D>(values, k, m);
       for (int j = 0; j < NT; ++j)
         acc[j] = _mm512_fmadd_ps(wv, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, x + j * a.ldx, 4), acc[j]);
