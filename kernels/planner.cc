@@ -119,7 +119,7 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
       // Every 32 nonzeros of a row (and its last, partial chunk) take one
       // permute per 64-column window they span, per token.
       const double chunks = static_cast<double>(nonzeros) / 32 + static_cast<double>(rows) / 2;
-      const double windows = std::min(1 + 32 / (64 * std::max(density, 1e-9)), static_cast<double>(cols) / 64 + 1);
+      const double windows = std::min(csr_windows_per_chunk(density), static_cast<double>(cols) / 64 + 1);
       compute = nonzeros ? chunks * windows * (m.csr_window + (nn - 1) * m.csr_window_token) : 0;
     } else if (works_per_token(k)) {
       // Every token packs every group of every row; the dot products follow the nonzeros.

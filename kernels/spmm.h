@@ -2,6 +2,7 @@
 // The one operation every weight format serves: y[n, out] = x[n, in] · Wᵀ,
 // and the registry of microkernels that implement it. Microkernels see raw
 // tensors and activations only; they know nothing of models.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -29,6 +30,10 @@ enum class ActLayout : uint8_t {
 // each tile's activations lie contiguous (their column blocks stay in L1).
 inline constexpr size_t kPairTileTokens = 128;
 const char* act_layout_name(ActLayout layout);
+// The 64-column windows a chunk of 32 CSR nonzeros spans on average at a
+// row density `density`: the CSR bf16 windows kernel permutes once per
+// window, so it sizes its unrolled windows by this and the planner costs it.
+inline double csr_windows_per_chunk(double density) { return 1 + 32 / (64 * std::max(density, 1e-9)); }
 // The widest weight row a kernel on s8_padded activations accepts: its int32
 // lanes each sum cols / 16 byte products of at most 255 x 128 (VPDPBUSD
 // groups four per lane), which stays below 2^31 up to about 1.05 M columns.

@@ -80,7 +80,7 @@ template <int NT>
 void windows_tile_for_density(const SpmmArgs& a, size_t n0) {
   const TensorDesc& d = a.w->desc();
   const double density = static_cast<double>(d.nnz) / static_cast<double>(d.rows() * d.cols());
-  const double span = 32.0 / (static_cast<double>(kWindow) * std::max(density, 1e-6)) + 1.0;
+  const double span = csr_windows_per_chunk(density);
   if (span <= 3.5)
     windows_tile<3, NT>(a, n0);
   else if (span <= 6.5)
