@@ -1,6 +1,7 @@
 #include "kernels/planner.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "kernels/spmm-ukernels.h"
@@ -14,6 +15,17 @@ std::string kernel_tag(const SpmmUkernel& k) {
   if (at == std::string::npos) return name;
   const size_t tag = name.find_first_not_of('_', at + 8);
   return tag == std::string::npos ? name : name.substr(tag);
+}
+
+// The chunks of up to 32 nonzeros the csr8 bf16 windows kernel takes from
+// a 256-column block at density `density`: E[ceil(c / 32)] for c binomial,
+// the sum over m of P(c > 32 m), normal beyond m = 0.
+double csr8_chunks_per_block(double density) {
+  const double columns = static_cast<double>(kCsr8BlockColumns), mean = columns * density;
+  const double spread = std::sqrt(2 * columns * density * (1 - density));
+  double chunks = 1 - std::pow(1 - density, columns);
+  for (double m = 32; m < columns; m += 32) chunks += spread > 0 ? 0.5 * std::erfc((m + 0.5 - mean) / spread) : (mean > m ? 1 : 0);
+  return chunks;
 }
 
 // Streaming and computing overlap only partly in cold runs.
@@ -121,6 +133,11 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
       const double chunks = static_cast<double>(nonzeros) / 32 + static_cast<double>(rows) / 2;
       const double windows = std::min(csr_windows_per_chunk(density), static_cast<double>(cols) / 64 + 1);
       compute = nonzeros ? chunks * windows * (m.csr_window + (nn - 1) * m.csr_window_token) : 0;
+    } else if (k.fn == &lacuna_spmm_csr8_bf16_ukernel_1x4__avx512bf16) {
+      // Every chunk of a block takes one permute per 64-column window, four (fewer in a narrow last block).
+      const double blocks = static_cast<double>(rows * csr8_block_count(desc));
+      const double windows = std::min(4.0, static_cast<double>(cols) / 64 + 1);
+      compute = nonzeros ? blocks * csr8_chunks_per_block(density) * windows * (m.csr_window + (nn - 1) * m.csr_window_token) : 0;
     } else if (works_per_token(k)) {
       // Every token packs every group of every row; the dot products follow the nonzeros.
       compute = (static_cast<double>(rows * group_count(desc)) * m.packed_row_group_token +
@@ -156,8 +173,8 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
       case ActLayout::bf16_pairs: {
         const double live_pairs = static_cast<double>(rows * cols) / 2 * (1 - (1 - density) * (1 - density));
         // Each row's live pairs are listed once, for all its token tiles: a
-        // bitmap row's groups expanded, a CSR row's nonzeros walked.
-        const double listing = f == Format::csr ? static_cast<double>(nonzeros) * m.csr_pair_nonzero
+        // bitmap row's groups expanded, a CSR or csr8 row's nonzeros walked.
+        const double listing = f != Format::bitmap ? static_cast<double>(nonzeros) * m.csr_pair_nonzero
                                                 : static_cast<double>(rows * group_count(desc)) * m.pair_group;
         compute = live_pairs * m.pair_tile * tiles + listing;
         break;

@@ -25,6 +25,10 @@ class RowBytes {
     switch (d.format) {
       case Format::dense: per_row_ = d.cols() * esize; return;
       case Format::csr: per_value_ = esize + isize; break;
+      case Format::csr8:
+        per_value_ = esize + 1;
+        per_row_ = csr8_block_count(d) * sizeof(uint16_t) + 8;
+        break;
       case Format::bitmap:
         per_value_ = esize;
         per_row_ = group_count(d) * bitmap_group_width(d.dtype) / 8 + 8;

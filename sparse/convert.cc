@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "sparse/element.h"
 #include "sparse/error.h"
 #include "sparse/format-internal.h"
 
@@ -18,6 +19,7 @@ Tensor pack(const Tensor& dense, Format format, BlockShape block) {
     case Format::csr: return detail::pack_csr(dense);
     case Format::bitmap: return detail::pack_bitmap(dense);
     case Format::bsr: return detail::pack_bsr(dense, block);
+    case Format::csr8: return detail::pack_csr8(dense);
   }
   throw Error("pack: unknown format");
 }
@@ -28,6 +30,7 @@ Tensor unpack(const Tensor& t) {
     case Format::csr: return detail::unpack_csr(t);
     case Format::bitmap: return detail::unpack_bitmap(t);
     case Format::bsr: return detail::unpack_bsr(t);
+    case Format::csr8: return detail::unpack_csr8(t);
   }
   throw Error("unpack: unknown format");
 }
@@ -69,11 +72,23 @@ std::string check_payload(const Tensor& t) {
     case Format::csr: return detail::check_csr(t);
     case Format::bitmap: return detail::check_bitmap(t);
     case Format::bsr: return detail::check_bsr(t);
+    case Format::csr8: return detail::check_csr8(t);
   }
   return "unknown format";
 }
 
 namespace detail {
+
+Tensor allocate_for_nonzeros(const Tensor& dense, Format format) {
+  TensorDesc d = dense.desc();
+  d.format = format;
+  d.nnz = visit_dtype(d.dtype, [&]<class E>(E) {
+    using T = typename E::type;
+    const T* v = dense.section<T>(Section::values);
+    return static_cast<uint64_t>(std::count_if(v, v + d.elements(), [](T x) { return !E::is_zero(x); }));
+  });
+  return Tensor::allocate(d);
+}
 
 Tensor dense_like(const Tensor& t) {
   TensorDesc d = t.desc();

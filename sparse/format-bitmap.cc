@@ -21,11 +21,8 @@ Tensor pack_bitmap(const Tensor& dense) {
     using T = typename E::type;
     using M = BitmapMask<T>;
     const T* v = dense.section<T>(Section::values);
-    TensorDesc d = dd;
-    d.format = Format::bitmap;
-    d.nnz = static_cast<uint64_t>(std::count_if(v, v + rows * cols, [](T x) { return !E::is_zero(x); }));
-    Tensor t = Tensor::allocate(d);
-    const uint64_t width = bitmap_group_width(d.dtype), groups = group_count(d);
+    Tensor t = allocate_for_nonzeros(dense, Format::bitmap);
+    const uint64_t width = bitmap_group_width(dd.dtype), groups = group_count(dd);
     uint64_t* row_ptr = t.mutable_section<uint64_t>(Section::row_ptr);
     M* masks = t.mutable_section<M>(Section::masks);
     T* values = t.mutable_section<T>(Section::values);

@@ -12,10 +12,7 @@ Tensor pack_csr(const Tensor& dense) {
   return visit_dtype(dd.dtype, [&]<class E>(E) {
     using T = typename E::type;
     const T* v = dense.section<T>(Section::values);
-    TensorDesc d = dd;
-    d.format = Format::csr;
-    d.nnz = static_cast<uint64_t>(std::count_if(v, v + rows * cols, [](T x) { return !E::is_zero(x); }));
-    Tensor t = Tensor::allocate(d);
+    Tensor t = allocate_for_nonzeros(dense, Format::csr);
     uint64_t* row_ptr = t.mutable_section<uint64_t>(Section::row_ptr);
     T* values = t.mutable_section<T>(Section::values);
     visit_index(index_size(cols), [&]<class I>(I*) {

@@ -23,6 +23,7 @@ const char* format_name(Format f) {
     case Format::csr: return "csr";
     case Format::bitmap: return "bitmap";
     case Format::bsr: return "bsr";
+    case Format::csr8: return "csr8";
   }
   return "?";
 }
@@ -59,6 +60,8 @@ std::string TensorDesc::shape_string() const {
   return s;
 }
 
+uint64_t csr8_block_count(const TensorDesc& d) { return (d.cols() + kCsr8BlockColumns - 1) / kCsr8BlockColumns; }
+
 uint64_t block_row_count(const TensorDesc& d) { return (d.rows() + d.block_rows - 1) / d.block_rows; }
 
 uint64_t group_count(const TensorDesc& d) {
@@ -86,6 +89,7 @@ std::string check_desc(const TensorDesc& d) {
       if (d.nnz != 0) return "dense tensor with a nonzero count";
       break;
     case Format::csr:
+    case Format::csr8:
     case Format::bitmap:
       if (d.nnz > elements) return "more stored values (" + std::to_string(d.nnz) + ") than elements";
       break;
@@ -113,6 +117,12 @@ PayloadLayout payload_layout(const TensorDesc& d) {
       set(Section::row_ptr, (d.rows() + 1) * sizeof(uint64_t));
       set(Section::col_idx, d.nnz * isize);
       set(Section::values, d.nnz * esize);
+      break;
+    case Format::csr8:
+      set(Section::row_ptr, (d.rows() + 1) * sizeof(uint64_t));
+      set(Section::col_idx, d.nnz);
+      set(Section::values, d.nnz * esize);
+      set(Section::block_counts, d.rows() * csr8_block_count(d) * sizeof(uint16_t));
       break;
     case Format::bitmap:
       set(Section::row_ptr, (d.rows() + 1) * sizeof(uint64_t));

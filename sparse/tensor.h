@@ -16,15 +16,15 @@
 namespace lacuna {
 
 // How the nonzeros of a [rows, cols] matrix are stored; see docs/file-format.md.
-enum class Format : uint8_t { dense = 0, csr = 1, bitmap = 2, bsr = 3 };
-inline constexpr Format kAllFormats[] = {Format::dense, Format::csr, Format::bitmap, Format::bsr};
+enum class Format : uint8_t { dense = 0, csr = 1, bitmap = 2, bsr = 3, csr8 = 4 };
+inline constexpr Format kAllFormats[] = {Format::dense, Format::csr, Format::bitmap, Format::bsr, Format::csr8};
 
 const char* format_name(Format f);
 std::optional<Format> parse_format(std::string_view name);
-constexpr bool format_is_valid(uint8_t raw) { return raw <= static_cast<uint8_t>(Format::bsr); }
+constexpr bool format_is_valid(uint8_t raw) { return raw <= static_cast<uint8_t>(Format::csr8); }
 
 // The arrays a payload may hold, in payload order.
-enum class Section : uint8_t { row_ptr, col_idx, masks, values, scales, count };
+enum class Section : uint8_t { row_ptr, col_idx, masks, values, scales, block_counts, count };
 
 inline constexpr size_t kMaxDims = 4;
 inline constexpr size_t kSectionAlign = 64;
@@ -37,7 +37,7 @@ struct TensorDesc {
   DType dtype = DType::f32;
   uint32_t ndim = 2;
   std::array<uint64_t, kMaxDims> shape{};
-  // Stored value count: nonzeros for csr/bitmap, blocks for bsr, unused for dense.
+  // Stored value count: nonzeros for csr/csr8/bitmap, blocks for bsr, unused for dense.
   uint64_t nnz = 0;
   uint16_t block_rows = 1;  // bsr only
   uint16_t block_cols = 1;  // bsr only
@@ -57,6 +57,10 @@ constexpr uint32_t bitmap_group_width(DType t) { return static_cast<uint32_t>(64
 constexpr size_t index_size(uint64_t cols) { return cols <= 65536 ? 2 : 4; }
 uint64_t block_row_count(const TensorDesc& d);  // bsr: ceil(rows / block_rows)
 uint64_t group_count(const TensorDesc& d);      // bitmap: ceil(cols / group width), per row
+// csr8 cuts each row into blocks of this many columns: a nonzero's column is
+// a byte, its offset in its block, and each (row, block) has a u16 count.
+inline constexpr uint64_t kCsr8BlockColumns = 256;
+uint64_t csr8_block_count(const TensorDesc& d);  // csr8: ceil(cols / kCsr8BlockColumns), per row
 
 struct SectionSpan {
   uint64_t offset = 0;

@@ -239,6 +239,8 @@ TEST(Cli, ModelPipelineAndItsErrors) {
            {"run " + model + " --tokens \"1 2\" -n 100000", "exceeds the model's context"},
            {"logits " + dir + "/config.json --tokens 1 --out " + logits, "config.json"},
            {"convert " + temp_path("nowhere") + " " + model, "config.json: missing"},
+           {"convert " + dir + " " + temp_path("csr8-int8.lacuna") + " --sparsity 0.9 --dtype int8 --format csr8",
+            "csr8 has small-batch kernels for bf16 weights only, not int8"},
        }) {
     r = run(args);
     EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.output;

@@ -22,10 +22,10 @@ struct Variant {
   }
 };
 
-const Variant kVariants[] = {{Format::dense, {}},         {Format::csr, {}},          {Format::bitmap, {}},
+const Variant kVariants[] = {{Format::dense, {}},         {Format::csr, {}},          {Format::bitmap, {}},       {Format::csr8, {}},
                              {Format::bsr, {1, 4}},       {Format::bsr, {4, 1}},      {Format::bsr, {16, 1}},
                              {Format::bsr, {4, 4}},       {Format::bsr, {3, 5}}};
-const std::pair<size_t, size_t> kShapes[] = {{1, 1}, {1, 77}, {77, 1}, {5, 16}, {17, 33}, {33, 65}, {64, 64}, {31, 129}, {3, 70000}};
+const std::pair<size_t, size_t> kShapes[] = {{1, 1}, {1, 77}, {77, 1}, {5, 16}, {17, 33}, {33, 65}, {64, 64}, {31, 129}, {4, 256}, {4, 513}, {3, 70000}};
 const double kSparsities[] = {0.0, 0.5, 0.9, 0.99, 1.0};
 
 using Param = std::tuple<Variant, DType, std::pair<size_t, size_t>, double, bool>;
@@ -48,7 +48,7 @@ TEST_P(RoundTrip, UnpackGivesBackEveryValue) {
   EXPECT_EQ(packed.desc().dtype, dtype);
   EXPECT_EQ(packed.desc().rows(), rows);
   EXPECT_EQ(packed.desc().cols(), cols);
-  if (variant.format == Format::csr || variant.format == Format::bitmap) { EXPECT_EQ(packed.desc().nnz, count_nonzeros(dense)); }
+  if (variant.format != Format::dense && variant.format != Format::bsr) { EXPECT_EQ(packed.desc().nnz, count_nonzeros(dense)); }
   EXPECT_EQ(tensor_stats(packed).nonzeros, count_nonzeros(dense));
 
   const Tensor back = unpack(packed);
@@ -139,6 +139,30 @@ TEST(Formats, CheckPayloadFindsBrokenIndices) {
   copy.mutable_section<uint16_t>(Section::col_idx)[0] = 0;
   copy.mutable_section<uint64_t>(Section::row_ptr)[3] = 1000;
   EXPECT_NE(check_payload(copy).find("pointer 3"), std::string::npos) << check_payload(copy);
+}
+
+// csr8's counts and byte offsets, each broken in turn, on 2 rows of 300
+// columns (a full block of 256 and a last one of 44).
+TEST(Formats, CheckPayloadFindsBrokenCsr8Blocks) {
+  std::vector<float> w(2 * 300, 0.0f);
+  for (const int c : {3, 7, 260, 299}) w[c] = 1.0f;  // row 0: two nonzeros in each block
+  w[300 + 5] = 2.0f;                                  // row 1: one, in its first block
+  const Tensor csr8 = pack(quantize_matrix(w.data(), 2, 300, DType::bf16), Format::csr8);
+  ASSERT_EQ(check_payload(csr8), "");
+  ASSERT_EQ(csr8.desc().nnz, 5u);
+  const auto broken = [&](auto&& change) {
+    Tensor copy = Tensor::allocate(csr8.desc());
+    std::memcpy(copy.mutable_data(), csr8.data(), csr8.payload_bytes());
+    change(copy);
+    return check_payload(copy);
+  };
+  const auto offsets = [](Tensor& t) { return t.mutable_section<uint8_t>(Section::col_idx); };
+  const auto counts = [](Tensor& t) { return t.mutable_section<uint16_t>(Section::block_counts); };
+  EXPECT_NE(broken([&](Tensor& t) { offsets(t)[3] = 44; }).find("row 0 block 1 has column offset 44 past its 44 columns"), std::string::npos);
+  EXPECT_NE(broken([&](Tensor& t) { offsets(t)[1] = 3; }).find("row 0 block 0 has unsorted or repeated columns"), std::string::npos);
+  EXPECT_NE(broken([&](Tensor& t) { counts(t)[1] = 257; }).find("row 0 block 1 counts 257 nonzeros in 44 columns"), std::string::npos);
+  EXPECT_NE(broken([&](Tensor& t) { counts(t)[1] = 1; }).find("row 0 block counts hold 3 values but its pointers span 4"), std::string::npos);
+  EXPECT_NE(broken([&](Tensor& t) { counts(t)[2] = 2; }).find("row 1 block 0 counts more nonzeros than its row's pointers span"), std::string::npos);
 }
 
 }  // namespace

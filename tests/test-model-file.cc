@@ -46,6 +46,7 @@ std::vector<Sample> sample_tensors() {
   out.push_back({"layers.0.big.bitmap", pack(quantize_matrix(big.data(), 256, 300, DType::bf16), Format::bitmap)});
   const auto w = testing::random_sparse(33, 70, 0.7, true, 2);
   out.push_back({"layers.0.csr.int8", pack(quantize_matrix(w.data(), 33, 70, DType::int8), Format::csr)});
+  out.push_back({"layers.0.csr8.bf16", pack(quantize_matrix(big.data(), 256, 300, DType::bf16), Format::csr8)});
   out.push_back({"layers.0.bsr.f32", pack(quantize_matrix(w.data(), 33, 70, DType::f32), Format::bsr, BlockShape{4, 1})});
   out.push_back({"layers.0.dense.bf16", quantize_matrix(w.data(), 33, 70, DType::bf16)});
   TensorDesc norm;

@@ -124,6 +124,8 @@ std::vector<Case> cases() {
   for (const char* arch : {"grok-1", "mixtral"})
     for (const char* format : {"auto", "dense", "csr", "bitmap", "bsr"})
       for (auto [dtype, tol] : {std::pair{DType::f32, 1e-4}, {DType::bf16, 2e-2}, {DType::int8, 5e-2}}) out.push_back({arch, format, dtype, tol, {}});
+  // csr8 stores bf16 weights only (convert refuses the others).
+  for (const char* arch : {"grok-1", "mixtral"}) out.push_back({arch, "csr8", DType::bf16, 2e-2, {}});
   // bf16 weights with an int8 output projection (Grok-1's is its embedding): int8's tolerance.
   for (const char* arch : {"grok-1", "mixtral"}) out.push_back({arch, "auto", DType::bf16, 5e-2, DType::int8});
   return out;
@@ -236,14 +238,19 @@ TEST_P(BatchMatchesSingle, PrefillAndDecodeSteps) {
   }
 }
 
+std::string batch_case_name(const ::testing::TestParamInfo<BatchMatchesSingle::ParamType>& param_info) {
+  std::string name = std::get<0>(param_info.param) + "_" + std::get<1>(param_info.param) + "_" + dtype_name(std::get<2>(param_info.param));
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, BatchMatchesSingle,
                          ::testing::Combine(::testing::Values("grok-1", "mixtral"), ::testing::Values("auto", "dense", "csr", "bitmap"),
                                             ::testing::Values(DType::bf16, DType::int8)),
-                         [](const auto& param_info) {
-                           std::string name = std::get<0>(param_info.param) + "_" + std::get<1>(param_info.param) + "_" + dtype_name(std::get<2>(param_info.param));
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+                         batch_case_name);
+INSTANTIATE_TEST_SUITE_P(Csr8, BatchMatchesSingle,
+                         ::testing::Combine(::testing::Values("grok-1", "mixtral"), ::testing::Values("csr8"), ::testing::Values(DType::bf16)),
+                         batch_case_name);
 
 // Attention runs blocks of consecutive tokens over the positions any of
 // them sees, each token weighting only its own: with a sliding window
@@ -600,8 +607,9 @@ TEST(Linear, LargeBatchesMatchTheDenseProductWhateverRunsThem) {
     std::vector<float> wf(96 * 200);
     for (size_t i = 0; i < wf.size(); ++i)
       wf[i] = (i * 7919 % 13 < zeros_in_13) ? 0.0f : static_cast<float>(static_cast<int>(i * 31 % 17) - 8) / 8.0f;
-    for (Format format : {Format::bitmap, Format::csr})
+    for (Format format : {Format::bitmap, Format::csr, Format::csr8})
       for (DType dtype : {DType::bf16, DType::int8}) {
+        if (format == Format::csr8 && dtype != DType::bf16) continue;  // convert stores csr8 as bf16 only
         const Linear linear(pack(quantize_matrix(wf.data(), 96, 200, dtype), format));
         const std::vector<float> w = dequantize(linear.weight());
         for (size_t n : {15, 20, 31, 32, 40, 65, 130, 260}) {

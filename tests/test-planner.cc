@@ -15,7 +15,8 @@ namespace lacuna {
 namespace {
 
 constexpr uint64_t kRows = 32768, kCols = 6144;
-const std::vector<Format> kFormats{Format::dense, Format::bitmap, Format::csr};
+// What `lacuna convert --format auto` chooses among.
+const std::vector<Format> kFormats{Format::dense, Format::bitmap, Format::csr, Format::csr8};
 
 LinearPlan plan(DType t, double sparsity, size_t n, const std::vector<Format>& formats = kFormats) {
   const MachineModel m = MachineModel::for_bandwidth(32e9, 2);
@@ -35,7 +36,7 @@ TEST(Planner, SparseWinsAtBatchOneAndPicksTheFormatBySparsity) {
   EXPECT_FALSE(p70.chosen.onednn) << p70.why();
   EXPECT_EQ(p70.chosen.format, Format::bitmap) << p70.why();
   const LinearPlan p95 = plan(DType::bf16, 0.95, 1);
-  EXPECT_EQ(p95.chosen.format, Format::csr) << p95.why();
+  EXPECT_EQ(p95.chosen.format, Format::csr8) << p95.why();
   EXPECT_EQ(plan(DType::int8, 0.7, 1).chosen.format, Format::bitmap) << plan(DType::int8, 0.7, 1).why();
 }
 
@@ -53,7 +54,7 @@ TEST(Planner, VerySparseBitmapBf16PacksTheActivationsForOneToken) {
   EXPECT_FALSE(packs(plan(DType::bf16, 0.9, 4, bitmap))) << plan(DType::bf16, 0.9, 4, bitmap).why();
 }
 
-// Given the choice of format, one token of 90 % bf16 goes to CSR and its
+// Between CSR and bitmap, one token of 90 % bf16 goes to CSR and its
 // windows kernel (a permute per 64-column window of every 32 nonzeros):
 // cold 2048->11264 at 90 %, 0.267-0.280 ms against 0.380-0.412 for the
 // packed bitmap kernel, though CSR stores 23 % more bytes; at 70 % bitmap
@@ -61,8 +62,26 @@ TEST(Planner, VerySparseBitmapBf16PacksTheActivationsForOneToken) {
 TEST(Planner, VerySparseBf16TakesTheCsrWindowsForOneToken) {
   if (!avx512_bf16()) GTEST_SKIP() << "the rates are for the AVX-512 BF16 kernels";
   const auto windows = [](const LinearPlan& p) { return p.chosen.kernel && p.chosen.kernel->fn == &lacuna_spmm_csr_bf16_ukernel_1x4__avx512bf16; };
-  EXPECT_TRUE(windows(plan(DType::bf16, 0.9, 1))) << plan(DType::bf16, 0.9, 1).why();
+  const std::vector<Format> csr_or_bitmap{Format::dense, Format::bitmap, Format::csr};
+  EXPECT_TRUE(windows(plan(DType::bf16, 0.9, 1, csr_or_bitmap))) << plan(DType::bf16, 0.9, 1, csr_or_bitmap).why();
+  EXPECT_EQ(plan(DType::bf16, 0.7, 1, csr_or_bitmap).chosen.format, Format::bitmap) << plan(DType::bf16, 0.7, 1, csr_or_bitmap).why();
+}
+
+// With csr8 among the formats, very sparse bf16 goes to it: 3 bytes a
+// nonzero against CSR's 4 (and fewer than a bitmap's bit per weight from
+// 88 %), and a chunk's windows are its block's four. Cold 2048->11264 at
+// 90 %, one token: 0.378 ms against CSR's 0.704 and bitmap's 4.69 in a
+// noisy run (`lacuna bench sweep`; docs/benchmarks.md, "csr8"). At 70 %
+// bitmap's bytes stay fewer (0.73 bytes a weight against 0.91).
+TEST(Planner, VerySparseBf16TakesCsr8ForOneToken) {
+  if (!avx512_bf16()) GTEST_SKIP() << "the rates are for the AVX-512 BF16 kernels";
+  for (const double sparsity : {0.9, 0.95}) {
+    const LinearPlan p = plan(DType::bf16, sparsity, 1);
+    EXPECT_TRUE(p.chosen.kernel && p.chosen.kernel->fn == &lacuna_spmm_csr8_bf16_ukernel_1x4__avx512bf16) << p.why();
+  }
   EXPECT_EQ(plan(DType::bf16, 0.7, 1).chosen.format, Format::bitmap) << plan(DType::bf16, 0.7, 1).why();
+  // int8 has no csr8 small-batch kernel: its plan never takes csr8.
+  EXPECT_EQ(plan(DType::int8, 0.9, 1).chosen.format, Format::bitmap) << plan(DType::int8, 0.9, 1).why();
 }
 
 TEST(Planner, UnprunedInt8StaysDenseOnTheVnniTilesWhereTheRuntimeRunsThem) {

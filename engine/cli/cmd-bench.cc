@@ -58,7 +58,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   sweep->add_option("--shapes", *shapes, "IN->OUT list, or 'grok' for Grok-1's four linear shapes")->capture_default_str();
   sweep->add_option("--sparsity", o->sparsities, "Sparsities in [0, 1]")->delimiter(',')->check(CLI::Range(0.0, 1.0))->capture_default_str();
   sweep->add_option("--batch", o->batches, "Batch sizes")->delimiter(',')->check(CLI::Range(size_t{1}, size_t{4096}))->capture_default_str();
-  sweep->add_option("--formats", *formats, "Formats: dense,csr,bitmap,bsr")->capture_default_str();
+  sweep->add_option("--formats", *formats, "Formats: dense,csr,csr8,bitmap,bsr")->capture_default_str();
   sweep->add_option("--dtypes", *dtypes, "Weight dtypes: f32,bf16,int8")->capture_default_str();
   sweep->add_option("--working-set-gib", *gib, "Distinct weights cycled per point (0 = warm cache)")->check(CLI::Range(0.0, 16.0))->capture_default_str();
   sweep->add_option("--seconds", o->seconds_per_point, "Time budget per point")->check(CLI::Range(0.01, 60.0))->capture_default_str();

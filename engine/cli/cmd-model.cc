@@ -161,8 +161,8 @@ void add_convert(CLI::App& app, int& exit_code) {
   cmd->add_option("--dtype", *dtype, "Weight dtype: f32, bf16, int8 (per-row scale)")->check(CLI::IsMember({"f32", "bf16", "int8"}))->capture_default_str();
   cmd->add_option("--output-dtype", *output_dtype, "Dtype of the output projection alone (the embedding when tied): f32, bf16, int8; default --dtype")
       ->check(CLI::IsMember({"f32", "bf16", "int8"}));
-  cmd->add_option("--format", *format, "auto (the planner, per tensor), dense, csr, bitmap, bsr (16x1 blocks)")
-      ->check(CLI::IsMember({"auto", "dense", "csr", "bitmap", "bsr"}))
+  cmd->add_option("--format", *format, "auto (the planner, per tensor), dense, csr, csr8 (bf16 only), bitmap, bsr (16x1 blocks)")
+      ->check(CLI::IsMember({"auto", "dense", "csr", "csr8", "bitmap", "bsr"}))
       ->capture_default_str();
   cmd->add_flag("!--no-progress", *progress, "No progress bar during calibration");
   cmd->callback([=, &exit_code] {

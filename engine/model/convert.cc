@@ -83,7 +83,7 @@ std::vector<float> load(const SafetensorsCheckpoint& ckpt, const WeightSpec& spe
 }
 
 Format pick_format(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonzeros) {
-  const LinearPlan plan = plan_linear(dtype, rows, cols, nonzeros, 1, {Format::dense, Format::bitmap, Format::csr},
+  const LinearPlan plan = plan_linear(dtype, rows, cols, nonzeros, 1, {Format::dense, Format::bitmap, Format::csr, Format::csr8},
                                       MachineModel::for_bandwidth(30e9, omp_get_max_threads()));
   return plan.chosen.onednn ? Format::dense : plan.chosen.format;
 }
@@ -117,6 +117,9 @@ ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& 
     if (!(sparsity >= 0 && sparsity < 1)) throw Error("convert: the sparsity of layer " + std::to_string(layer) + " must be in [0, 1)");
   }
   if (o.prune == PruneMethod::wanda && o.input_norms.empty()) throw Error("convert: Wanda pruning needs calibration (activation norms)");
+  // Its other dtypes have only the large-batch and scalar kernels, which would decode several times slower than bitmap.
+  if (o.format == Format::csr8 && o.dtype != DType::bf16)
+    throw Error(std::string("convert: csr8 has small-batch kernels for bf16 weights only, not ") + dtype_name(o.dtype) + "; store them as bitmap or csr");
   const SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open(hf_dir);
   std::vector<std::string> names;
   for (const StTensor& t : ckpt.tensors()) names.push_back(t.name);

@@ -1,4 +1,4 @@
-// bf16 bitmap and CSR weights at large batch: the batch lies across the vector lanes
+// bf16 bitmap, CSR and csr8 weights at large batch: the batch lies across the vector lanes
 // and the weights are taken two columns at a time, so one VDPBF16PS does 32
 // multiply-adds (twice what a broadcast f32 FMA does), on x stored as
 // interleaved column pairs ([in/2][n][2] bf16). Pairs that are zero on both
@@ -7,7 +7,8 @@
 // Rows are prepared once for all their token tiles, kRowBlock at a time: each
 // row's groups expanded into a buffer, and the list of its live column pairs
 // (those holding a nonzero) compressed out of the masks; a CSR row writes
-// only its live pairs and lists them from its column indices. A tile then walks
+// only its live pairs and lists them from its column indices (a csr8 row
+// from its columns decoded first: byte offset plus block start). A tile then walks
 // each row's list in one loop: per pair, one broadcast load of the weight
 // pair and NV products. Walking each group's live pairs in a loop of its own
 // mispredicted that loop's exit once per group (8 pairs on average at 70 %),
@@ -66,10 +67,11 @@ constexpr uint64_t steps_per_block(uint64_t vectors) {
 // + 1) + s] (CSR rows leave the steps between unwritten: their tiles find a
 // block's end as they walk it, see pairs_run). The weight pair (two bf16
 // side by side) of entry e is, for bitmap rows, pairs[j * row_pairs +
-// live[e]] (every pair of the row expanded); for CSR rows (`compact`),
+// live[e]] (every pair of the row expanded); for CSR and csr8 rows (`compact`),
 // pairs[e].
 struct PreparedRows {
   std::vector<uint32_t> pairs, live, start;
+  std::vector<uint32_t> columns;  // csr8 rows' columns, decoded for their listing
   uint64_t row_pairs = 0, steps = 0;
   bool compact = false;
 
@@ -80,11 +82,15 @@ struct PreparedRows {
     if (pairs.size() < rows * row_pairs + 16) pairs.resize(rows * row_pairs + 16);  // CSR rows store 16 at a time, keep their live ones
     if (live.size() < rows * row_pairs + 16) live.resize(rows * row_pairs + 16);  // each group stores 16 indices, keeps its live ones
     start.resize(rows * (steps + 1));
-    compact = w.desc().format == Format::csr;
-    if (compact)
-      prepare_csr(w, r0, rows);
-    else
+    compact = w.desc().format != Format::bitmap;
+    if (w.desc().format == Format::csr8) {
+      decode_csr8(w, r0, rows);
+      prepare_csr(w, r0, rows, columns.data(), w.section<uint64_t>(Section::row_ptr)[r0]);
+    } else if (compact) {
+      kernels::with_index_type(w, [&]<class Index>(Index*) { prepare_csr(w, r0, rows, w.section<Index>(Section::col_idx), 0); });
+    } else {
       prepare_bitmap(w, r0, rows);
+    }
   }
 
  private:
@@ -125,10 +131,11 @@ struct PreparedRows {
   // A scalar walk, one nonzero at a time, took 5 ns a nonzero (its next
   // step waited for the load of the previous column, or mispredicted
   // whether that column was odd); this took 1.1-1.2 in a throwaway copy.
-  void prepare_csr(const Tensor& w, uint64_t r0, size_t rows) {
-    kernels::with_index_type(w, [&]<class Index>(Index*) {
+  // The column of nonzero k is cols[k - first].
+  template <class Index>
+  void prepare_csr(const Tensor& w, uint64_t r0, size_t rows, const Index* cols, uint64_t first) {
+    {
       const uint64_t* row_ptr = w.section<uint64_t>(Section::row_ptr);
-      const Index* cols = w.section<Index>(Section::col_idx);
       const uint16_t* values = w.section<uint16_t>(Section::values);
       uint32_t* const live_out = live.data();
       uint32_t* const pairs_out = pairs.data();
@@ -140,11 +147,12 @@ struct PreparedRows {
           const auto here = static_cast<__mmask16>(_bzhi_u32(0xffff, static_cast<unsigned>(std::min<uint64_t>(16, end - k))));
           // Lanes whose next nonzero is in the row (the last lane's may be the next 16's first).
           const auto ahead = static_cast<__mmask16>(_bzhi_u32(0xffff, static_cast<unsigned>(std::min<uint64_t>(16, end - k - 1))));
-          const __m512i column = kernels::avx512::load_indices_x16(cols + k, here);
+          const Index* at = cols + (k - first);
+          const __m512i column = kernels::avx512::load_indices_x16(at, here);
           // Each lane's previous column; the row's first nonzero gets its own, which never joins.
-          const __m512i previous = k == begin ? _mm512_mask_mov_epi32(kernels::avx512::load_indices_x16(cols + k - 1, static_cast<__mmask16>(here & ~1u)), 1, column)
-                                              : kernels::avx512::load_indices_x16(cols + k - 1, here);
-          const __m512i next = kernels::avx512::load_indices_x16(cols + k + 1, ahead);
+          const __m512i previous = k == begin ? _mm512_mask_mov_epi32(kernels::avx512::load_indices_x16(at - 1, static_cast<__mmask16>(here & ~1u)), 1, column)
+                                              : kernels::avx512::load_indices_x16(at - 1, here);
+          const __m512i next = kernels::avx512::load_indices_x16(at + 1, ahead);
           const __m512i one = _mm512_set1_epi32(1);
           const __mmask16 odd = _mm512_test_epi32_mask(column, one);
           const __mmask16 second = odd & _mm512_cmpeq_epi32_mask(_mm512_add_epi32(previous, one), column);
@@ -162,7 +170,30 @@ struct PreparedRows {
         }
         start[j * (steps + 1) + steps] = static_cast<uint32_t>(count);
       }
-    });
+    }
+  }
+
+  // csr8 rows' columns as CSR stores them: each block's byte offsets plus
+  // the block's first column, 16 at a time.
+  void decode_csr8(const Tensor& w, uint64_t r0, size_t rows) {
+    const uint64_t blocks = csr8_block_count(w.desc());
+    const uint64_t* row_ptr = w.section<uint64_t>(Section::row_ptr);
+    const uint16_t* counts = w.section<uint16_t>(Section::block_counts) + r0 * blocks;
+    const uint8_t* offsets = w.section<uint8_t>(Section::col_idx);
+    const uint64_t first = row_ptr[r0];
+    if (columns.size() < row_ptr[r0 + rows] - first) columns.resize(row_ptr[r0 + rows] - first);
+    uint32_t* const out = columns.data();
+    uint64_t k = first;
+    for (uint64_t i = 0; i < rows * blocks; ++i) {
+      const unsigned count = counts[i];
+      const __m512i block_start = _mm512_set1_epi32(static_cast<int>(i % blocks * kCsr8BlockColumns));
+      for (unsigned s = 0; s < count; s += 16) {
+        const auto lanes = static_cast<__mmask16>(_bzhi_u32(0xffff, std::min(16u, count - s)));
+        const __m512i offset = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(lanes, offsets + k + s));
+        _mm512_mask_storeu_epi32(out + (k + s - first), lanes, _mm512_add_epi32(offset, block_start));
+      }
+      k += count;
+    }
   }
 };
 
@@ -246,5 +277,6 @@ void spmm_pairs(const SpmmArgs& a) {
 
 void lacuna_spmm_bitmap_bf16_ukernel_1x128__avx512bf16(const SpmmArgs& a) { spmm_pairs(a); }
 void lacuna_spmm_csr_bf16_ukernel_1x128__avx512bf16(const SpmmArgs& a) { spmm_pairs(a); }
+void lacuna_spmm_csr8_bf16_ukernel_1x128__avx512bf16(const SpmmArgs& a) { spmm_pairs(a); }
 
 }  // namespace lacuna
