@@ -71,6 +71,15 @@ MachineModel MachineModel::for_bandwidth(double bytes_per_s, int threads) {
   m.csr_window = 0.9e-9;
   m.csr_window_token = 0.45e-9;
   m.csr_pair_nonzero = 0.9e-9;
+  // csr8 bf16 windows: cold `lacuna bench sweep` on the Zen 5 host, two
+  // runs, one token against the CSR windows kernel: at 90 % 0.382-0.470 ms
+  // against 0.461-0.506 (2048->11264) and 0.197-0.198 against 0.224-0.232
+  // (5632->2048); at 95 % 0.305-0.343 against 0.307-0.310 and 0.197-0.201
+  // against 0.142-0.162, where a block holds 13 nonzeros for its four
+  // windows. 5 ns a chunk keeps CSR at 95 % and csr8 at 90 %
+  // (docs/benchmarks.md, "csr8"). Further tokens cost what CSR's windows
+  // do, four per chunk.
+  m.csr8_chunk = 5.0e-9;
   m.pair_tile = 0.55e-9;
   m.pair_group = 2.9e-9;
   m.broadcast_tile = 0.8e-9;
@@ -134,10 +143,9 @@ LinearPlan plan_linear(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonze
       const double windows = std::min(csr_windows_per_chunk(density), static_cast<double>(cols) / 64 + 1);
       compute = nonzeros ? chunks * windows * (m.csr_window + (nn - 1) * m.csr_window_token) : 0;
     } else if (k.fn == &lacuna_spmm_csr8_bf16_ukernel_1x4__avx512bf16) {
-      // Every chunk of a block takes one permute per 64-column window, four (fewer in a narrow last block).
-      const double blocks = static_cast<double>(rows * csr8_block_count(desc));
-      const double windows = std::min(4.0, static_cast<double>(cols) / 64 + 1);
-      compute = nonzeros ? blocks * csr8_chunks_per_block(density) * windows * (m.csr_window + (nn - 1) * m.csr_window_token) : 0;
+      // Every chunk of a block takes one permute per 64-column window, four, per token.
+      const double chunks = static_cast<double>(rows * csr8_block_count(desc)) * csr8_chunks_per_block(density);
+      compute = nonzeros ? chunks * (m.csr8_chunk + 4 * (nn - 1) * m.csr_window_token) : 0;
     } else if (works_per_token(k)) {
       // Every token packs every group of every row; the dot products follow the nonzeros.
       compute = (static_cast<double>(rows * group_count(desc)) * m.packed_row_group_token +

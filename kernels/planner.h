@@ -31,6 +31,7 @@ struct MachineModel {
   double csr_window = 0;            // CSR bf16 windows: one 64-column window of a 32-nonzero chunk, first token
   double csr_window_token = 0;      // the same, each further token
   double csr_pair_nonzero = 0;      // large batch bf16, CSR: one stored weight, once per row (list the live pairs)
+  double csr8_chunk = 0;            // csr8 bf16 windows: one chunk of a 256-column block (four windows), first token
   double pair_tile = 0;             // large batch bf16: one live column pair x 16 tokens
   double pair_group = 0;            // large batch bf16: one row x one group, once per row (expand, list the live pairs)
   double broadcast_tile = 0;        // large batch, other dtypes: one weight x 16 tokens

@@ -4,8 +4,8 @@
 // VPERMT2W per window, each lane taking the window its byte offset names.
 // Against the CSR windows kernel (spmm-csr-bf16-windows-avx512.cc) a chunk
 // needs no span worked out: its windows are its block's, always four (fewer
-// in a row's last, narrower block), so no window loop to mispredict and no
-// clamp on the last window; and a nonzero is 3 bytes, not 4. In a throwaway
+// in a row's last block when narrower), so no window loop to mispredict and
+// no clamp on the last window; and a nonzero is 3 bytes, not 4. In a throwaway
 // copy on the Zen 5 host, 90 % 2048->11264 over a 2 GB working set on one
 // thread: 36.6 ns a row against the CSR windows kernel's 50.7.
 // A token's sum is fixed by its row (its blocks' chunks in order, into one
@@ -32,7 +32,7 @@ constexpr int kWindowsPerBlock = static_cast<int>(kCsr8BlockColumns / kWindow);
 // Adds the products of one block's `count` nonzeros (from entry k) for NT
 // tokens; `xb` is the block's first activation of the tile's first token.
 template <int NW, int NT>
-inline void block_product(const uint8_t* offsets, const uint16_t* values, uint64_t k, unsigned count, const uint16_t* xb, size_t ldx,
+[[gnu::always_inline]] inline void block_product(const uint8_t* offsets, const uint16_t* values, uint64_t k, unsigned count, const uint16_t* xb, size_t ldx,
                           __m512 (&acc)[NT]) {
   for (unsigned s = 0; s < count; s += 32) {
     // A chunk reads a line of values and half a line of offsets: request them as far ahead as the other bitmap kernels do.
@@ -42,19 +42,36 @@ inline void block_product(const uint8_t* offsets, const uint16_t* values, uint64
     const __m512i offset = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(live, offsets + k + s));
     const __m512i weights = _mm512_maskz_loadu_epi16(live, values + k + s);
     const __m512i window_of_lane = _mm512_srli_epi16(offset, 6);
-    __m512i picked[NT];
+    // The window masks first, then one token at a time: with the tokens
+    // inside each window, GCC 12 spilled the 4-token tile to the stack.
+    __mmask32 lanes[NW];
     unrolled_for<NW>([&](auto j) LACUNA_INLINE_LAMBDA {
-      const __mmask32 lanes = _mm512_mask_cmpeq_epi16_mask(live, window_of_lane, _mm512_set1_epi16(static_cast<short>(decltype(j)::value)));
-      unrolled_for<NT>([&](auto t) LACUNA_INLINE_LAMBDA {
-        const uint16_t* xw = xb + t * ldx + j * kWindow;
-        const __m512i p = _mm512_maskz_permutex2var_epi16(lanes, _mm512_loadu_si512(xw), offset, _mm512_loadu_si512(xw + 32));
-        if constexpr (decltype(j)::value == 0)
-          picked[t] = p;
-        else
-          picked[t] = _mm512_or_si512(picked[t], p);
-      });
+      lanes[j] = _mm512_mask_cmpeq_epi16_mask(live, window_of_lane, _mm512_set1_epi16(static_cast<short>(decltype(j)::value)));
     });
-    unrolled_for<NT>([&](auto t) LACUNA_INLINE_LAMBDA { acc[t] = _mm512_dpbf16_ps(acc[t], (__m512bh)weights, (__m512bh)picked[t]); });
+    unrolled_for<NT>([&](auto t) LACUNA_INLINE_LAMBDA {
+      const uint16_t* xt = xb + t * ldx;
+      __m512i picked = _mm512_maskz_permutex2var_epi16(lanes[0], _mm512_loadu_si512(xt), offset, _mm512_loadu_si512(xt + 32));
+      unrolled_for<NW - 1>([&](auto i) LACUNA_INLINE_LAMBDA {
+        const uint16_t* xw = xt + (i + 1) * kWindow;
+        picked = _mm512_or_si512(picked, _mm512_maskz_permutex2var_epi16(lanes[i + 1], _mm512_loadu_si512(xw), offset, _mm512_loadu_si512(xw + 32)));
+      });
+      acc[t] = _mm512_dpbf16_ps(acc[t], (__m512bh)weights, (__m512bh)picked);
+    });
+  }
+}
+
+// A row's last block when it is narrower than 256 columns, of 1 to 3
+// windows (activation rows are padded to 64 columns only). Out of line:
+// inlined, its copies of the block product made GCC 12 spill the 4-token
+// tile of the main loop to the stack (4 tokens of 90 % 2048->5632 then ran
+// 1.5x slower than the CSR windows kernel; level after).
+template <int NT>
+[[gnu::noinline]] void narrow_block_product(uint64_t columns, const uint8_t* offsets, const uint16_t* values, uint64_t k, unsigned count,
+                                            const uint16_t* xb, size_t ldx, __m512 (&acc)[NT]) {
+  switch ((columns + kWindow - 1) / kWindow) {
+    case 1: block_product<1, NT>(offsets, values, k, count, xb, ldx, acc); break;
+    case 2: block_product<2, NT>(offsets, values, k, count, xb, ldx, acc); break;
+    default: block_product<3, NT>(offsets, values, k, count, xb, ldx, acc); break;
   }
 }
 
@@ -63,8 +80,7 @@ template <int NT>
 void csr8_tile(const SpmmArgs& a, size_t n0) {
   const Tensor& w = *a.w;
   const uint64_t cols = w.desc().cols(), blocks = csr8_block_count(w.desc());
-  // The last block's windows: activation rows are padded to 64 columns only.
-  const auto last_windows = static_cast<int>((cols - (blocks - 1) * kCsr8BlockColumns + kWindow - 1) / kWindow);
+  const uint64_t full_blocks = cols / kCsr8BlockColumns, narrow_columns = cols % kCsr8BlockColumns;
   const uint64_t* row_ptr = w.section<uint64_t>(Section::row_ptr);
   const uint16_t* counts = w.section<uint16_t>(Section::block_counts);
   const uint8_t* offsets = w.section<uint8_t>(Section::col_idx);
@@ -75,18 +91,12 @@ void csr8_tile(const SpmmArgs& a, size_t n0) {
     unrolled_for<NT>([&](auto t) LACUNA_INLINE_LAMBDA { acc[t] = _mm512_setzero_ps(); });
     const uint16_t* row_counts = counts + r * blocks;
     uint64_t k = row_ptr[r];
-    for (uint64_t b = 0; b + 1 < blocks; ++b) {
+    for (uint64_t b = 0; b < full_blocks; ++b) {
       block_product<kWindowsPerBlock, NT>(offsets, values, k, row_counts[b], x + b * kCsr8BlockColumns, a.ldx, acc);
       k += row_counts[b];
     }
-    const uint16_t* xb = x + (blocks - 1) * kCsr8BlockColumns;
-    const unsigned count = row_counts[blocks - 1];
-    switch (last_windows) {
-      case 1: block_product<1, NT>(offsets, values, k, count, xb, a.ldx, acc); break;
-      case 2: block_product<2, NT>(offsets, values, k, count, xb, a.ldx, acc); break;
-      case 3: block_product<3, NT>(offsets, values, k, count, xb, a.ldx, acc); break;
-      default: block_product<kWindowsPerBlock, NT>(offsets, values, k, count, xb, a.ldx, acc); break;
-    }
+    if (narrow_columns)
+      narrow_block_product<NT>(narrow_columns, offsets, values, k, row_counts[full_blocks], x + full_blocks * kCsr8BlockColumns, a.ldx, acc);
     unrolled_for<NT>([&](auto t) LACUNA_INLINE_LAMBDA { a.y[(n0 + t) * a.ldy + r] = _mm512_reduce_add_ps(acc[t]); });
   }
 }
