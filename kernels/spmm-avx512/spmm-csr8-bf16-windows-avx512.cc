@@ -7,7 +7,9 @@
 // in a row's last block when narrower), so no window loop to mispredict and
 // no clamp on the last window; and a nonzero is 3 bytes, not 4. In a throwaway
 // copy on the Zen 5 host, 90 % 2048->11264 over a 2 GB working set on one
-// thread: 36.6 ns a row against the CSR windows kernel's 50.7.
+// thread: 36.6 ns a row against the CSR windows kernel's 50.7. At 95 % a
+// block holds 13 nonzeros for its four windows and the CSR kernel is level
+// or faster (docs/benchmarks.md, "csr8"); the planner keeps CSR there.
 // A token's sum is fixed by its row (its blocks' chunks in order, into one
 // accumulator): the same bits in any batch.
 // Compiled with the bitmap kernels' flags (kernels/CMakeLists.txt): F, BW, VL, VBMI2, BF16, VNNI, BMI2.
