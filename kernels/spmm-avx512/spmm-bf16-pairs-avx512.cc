@@ -134,42 +134,40 @@ struct PreparedRows {
   // The column of nonzero k is cols[k - first].
   template <class Index>
   void prepare_csr(const Tensor& w, uint64_t r0, size_t rows, const Index* cols, uint64_t first) {
-    {
-      const uint64_t* row_ptr = w.section<uint64_t>(Section::row_ptr);
-      const uint16_t* values = w.section<uint16_t>(Section::values);
-      uint32_t* const live_out = live.data();
-      uint32_t* const pairs_out = pairs.data();
-      size_t count = 0;
-      for (size_t j = 0; j < rows; ++j) {
-        start[j * (steps + 1)] = static_cast<uint32_t>(count);
-        const uint64_t begin = row_ptr[r0 + j], end = row_ptr[r0 + j + 1];
-        for (uint64_t k = begin; k < end; k += 16) {
-          const auto here = static_cast<__mmask16>(_bzhi_u32(0xffff, static_cast<unsigned>(std::min<uint64_t>(16, end - k))));
-          // Lanes whose next nonzero is in the row (the last lane's may be the next 16's first).
-          const auto ahead = static_cast<__mmask16>(_bzhi_u32(0xffff, static_cast<unsigned>(std::min<uint64_t>(16, end - k - 1))));
-          const Index* at = cols + (k - first);
-          const __m512i column = kernels::avx512::load_indices_x16(at, here);
-          // Each lane's previous column; the row's first nonzero gets its own, which never joins.
-          const __m512i previous = k == begin ? _mm512_mask_mov_epi32(kernels::avx512::load_indices_x16(at - 1, static_cast<__mmask16>(here & ~1u)), 1, column)
-                                              : kernels::avx512::load_indices_x16(at - 1, here);
-          const __m512i next = kernels::avx512::load_indices_x16(at + 1, ahead);
-          const __m512i one = _mm512_set1_epi32(1);
-          const __mmask16 odd = _mm512_test_epi32_mask(column, one);
-          const __mmask16 second = odd & _mm512_cmpeq_epi32_mask(_mm512_add_epi32(previous, one), column);
-          const __mmask16 joined = ahead & static_cast<__mmask16>(~odd) & _mm512_cmpeq_epi32_mask(next, _mm512_add_epi32(column, one));
-          const __m512i value = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(here, values + k));
-          const __m512i next_value = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(joined, values + k + 1));
-          const __m512i both = _mm512_or_si512(_mm512_sllv_epi32(value, _mm512_slli_epi32(_mm512_and_si512(column, one), 4)),
-                                               _mm512_slli_epi32(next_value, 16));
-          const auto kept = static_cast<__mmask16>(here & ~second);
-          const __m512i pair = _mm512_maskz_compress_epi32(kept, _mm512_srli_epi32(column, 1));
-          _mm512_storeu_si512(live_out + count, pair);
-          _mm512_storeu_si512(pairs_out + count, _mm512_maskz_compress_epi32(kept, both));
-          const auto added = static_cast<unsigned>(std::popcount(static_cast<unsigned>(kept)));
-          count += added;
-        }
-        start[j * (steps + 1) + steps] = static_cast<uint32_t>(count);
+    const uint64_t* row_ptr = w.section<uint64_t>(Section::row_ptr);
+    const uint16_t* values = w.section<uint16_t>(Section::values);
+    uint32_t* const live_out = live.data();
+    uint32_t* const pairs_out = pairs.data();
+    size_t count = 0;
+    for (size_t j = 0; j < rows; ++j) {
+      start[j * (steps + 1)] = static_cast<uint32_t>(count);
+      const uint64_t begin = row_ptr[r0 + j], end = row_ptr[r0 + j + 1];
+      for (uint64_t k = begin; k < end; k += 16) {
+        const auto here = static_cast<__mmask16>(_bzhi_u32(0xffff, static_cast<unsigned>(std::min<uint64_t>(16, end - k))));
+        // Lanes whose next nonzero is in the row (the last lane's may be the next 16's first).
+        const auto ahead = static_cast<__mmask16>(_bzhi_u32(0xffff, static_cast<unsigned>(std::min<uint64_t>(16, end - k - 1))));
+        const Index* at = cols + (k - first);
+        const __m512i column = kernels::avx512::load_indices_x16(at, here);
+        // Each lane's previous column; the row's first nonzero gets its own, which never joins.
+        const __m512i previous = k == begin ? _mm512_mask_mov_epi32(kernels::avx512::load_indices_x16(at - 1, static_cast<__mmask16>(here & ~1u)), 1, column)
+                                            : kernels::avx512::load_indices_x16(at - 1, here);
+        const __m512i next = kernels::avx512::load_indices_x16(at + 1, ahead);
+        const __m512i one = _mm512_set1_epi32(1);
+        const __mmask16 odd = _mm512_test_epi32_mask(column, one);
+        const __mmask16 second = odd & _mm512_cmpeq_epi32_mask(_mm512_add_epi32(previous, one), column);
+        const __mmask16 joined = ahead & static_cast<__mmask16>(~odd) & _mm512_cmpeq_epi32_mask(next, _mm512_add_epi32(column, one));
+        const __m512i value = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(here, values + k));
+        const __m512i next_value = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(joined, values + k + 1));
+        const __m512i both = _mm512_or_si512(_mm512_sllv_epi32(value, _mm512_slli_epi32(_mm512_and_si512(column, one), 4)),
+                                             _mm512_slli_epi32(next_value, 16));
+        const auto kept = static_cast<__mmask16>(here & ~second);
+        const __m512i pair = _mm512_maskz_compress_epi32(kept, _mm512_srli_epi32(column, 1));
+        _mm512_storeu_si512(live_out + count, pair);
+        _mm512_storeu_si512(pairs_out + count, _mm512_maskz_compress_epi32(kept, both));
+        const auto added = static_cast<unsigned>(std::popcount(static_cast<unsigned>(kept)));
+        count += added;
       }
+      start[j * (steps + 1) + steps] = static_cast<uint32_t>(count);
     }
   }
 
