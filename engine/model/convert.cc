@@ -82,9 +82,11 @@ std::vector<float> load(const SafetensorsCheckpoint& ckpt, const WeightSpec& spe
   return out;
 }
 
+// csr8 only for bf16, as convert_checkpoint allows it.
 Format pick_format(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonzeros) {
-  const LinearPlan plan = plan_linear(dtype, rows, cols, nonzeros, 1, {Format::dense, Format::bitmap, Format::csr, Format::csr8},
-                                      MachineModel::for_bandwidth(30e9, omp_get_max_threads()));
+  std::vector<Format> formats{Format::dense, Format::bitmap, Format::csr};
+  if (dtype == DType::bf16) formats.push_back(Format::csr8);
+  const LinearPlan plan = plan_linear(dtype, rows, cols, nonzeros, 1, formats, MachineModel::for_bandwidth(30e9, omp_get_max_threads()));
   return plan.chosen.onednn ? Format::dense : plan.chosen.format;
 }
 
