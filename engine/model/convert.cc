@@ -82,10 +82,14 @@ std::vector<float> load(const SafetensorsCheckpoint& ckpt, const WeightSpec& spe
   return out;
 }
 
-// csr8 only for bf16, as convert_checkpoint allows it.
+// Whether csr8 may store weights of `dtype`: only bf16 has its small-batch
+// kernel; the others would fall to the broadcast and scalar kernels and
+// decode several times slower than bitmap.
+bool csr8_stores(DType dtype) { return dtype == DType::bf16; }
+
 Format pick_format(DType dtype, uint64_t rows, uint64_t cols, uint64_t nonzeros) {
   std::vector<Format> formats{Format::dense, Format::bitmap, Format::csr};
-  if (dtype == DType::bf16) formats.push_back(Format::csr8);
+  if (csr8_stores(dtype)) formats.push_back(Format::csr8);
   const LinearPlan plan = plan_linear(dtype, rows, cols, nonzeros, 1, formats, MachineModel::for_bandwidth(30e9, omp_get_max_threads()));
   return plan.chosen.onednn ? Format::dense : plan.chosen.format;
 }
@@ -119,8 +123,7 @@ ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& 
     if (!(sparsity >= 0 && sparsity < 1)) throw Error("convert: the sparsity of layer " + std::to_string(layer) + " must be in [0, 1)");
   }
   if (o.prune == PruneMethod::wanda && o.input_norms.empty()) throw Error("convert: Wanda pruning needs calibration (activation norms)");
-  // Its other dtypes have only the large-batch and scalar kernels, which would decode several times slower than bitmap.
-  if (o.format == Format::csr8 && o.dtype != DType::bf16)
+  if (o.format == Format::csr8 && !csr8_stores(o.dtype))
     throw Error(std::string("convert: csr8 has small-batch kernels for bf16 weights only, not ") + dtype_name(o.dtype) + "; store them as bitmap or csr");
   const SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open(hf_dir);
   std::vector<std::string> names;
