@@ -24,9 +24,10 @@ inline void for_each_in_row(const Tensor& w, uint64_t r, Visit&& visit) {
     for (uint64_t k = row_ptr[r]; k < row_ptr[r + 1]; ++k) visit(uint64_t{cols[k]}, E::to_f32(values[k]));
   } else if constexpr (F == Format::csr8) {
     const uint8_t* offsets = w.section<uint8_t>(Section::col_idx);
-    const uint16_t* counts = w.section<uint16_t>(Section::block_counts) + r * csr8_block_count(d);
+    const uint64_t blocks = csr8_block_count(d);
+    const uint16_t* counts = w.section<uint16_t>(Section::block_counts) + r * blocks;
     uint64_t k = row_ptr[r];
-    for (uint64_t b = 0; b < csr8_block_count(d); ++b)
+    for (uint64_t b = 0; b < blocks; ++b)
       for (const uint64_t end = k + counts[b]; k < end; ++k) visit(b * kCsr8BlockColumns + offsets[k], E::to_f32(values[k]));
   } else if constexpr (F == Format::bitmap) {
     using M = BitmapMask<T>;
