@@ -1,9 +1,10 @@
 #include "bench/common/weights.h"
 
-#include <cstring>
+#include <algorithm>
 
 #include "sparse/prune.h"
 #include "sparse/quantize.h"
+#include "sparse/weight-memory.h"
 
 namespace lacuna::bench {
 namespace {
@@ -35,13 +36,11 @@ Tensor random_weight(Format format, DType dtype, size_t rows, size_t cols, doubl
 }
 
 std::vector<Tensor> cold_copies(const Tensor& t, uint64_t min_bytes, size_t min_count) {
-  std::vector<Tensor> out{t};
-  uint64_t bytes = t.payload_bytes();
-  while (bytes < min_bytes || out.size() < min_count) {
-    Tensor copy = Tensor::allocate(t.desc());
-    std::memcpy(copy.mutable_data(), t.data(), t.payload_bytes());
-    bytes += copy.payload_bytes();
-    out.push_back(std::move(copy));
+  std::vector<Tensor> out;
+  uint64_t bytes = 0;
+  while (bytes < min_bytes || out.size() < std::max<size_t>(min_count, 1)) {
+    out.push_back(copy_to_weight_memory(t));
+    bytes += t.payload_bytes();
   }
   return out;
 }

@@ -13,8 +13,12 @@ namespace lacuna::bench {
 // bsr gets block-pruned weights with its own block shape.
 Tensor random_weight(Format format, DType dtype, size_t rows, size_t cols, double sparsity, uint64_t seed, BlockShape block = {16, 1});
 
-// `t` plus copies of it, each in its own memory, until their payloads add up
-// to at least `min_bytes` (and at least `min_count` tensors).
+// Copies of `t`, each in its own memory, until their payloads add up to at
+// least `min_bytes` (and at least `min_count` tensors). The copies sit in the
+// engine's weight memory (sparse/weight-memory.h: 2 MiB pages where the
+// kernel gives them), as a loaded model's tensors and oneDNN's packed dense
+// weights do: in malloc's 4 KiB pages the sparse candidates of a sweep read
+// against a dense baseline in huge pages.
 std::vector<Tensor> cold_copies(const Tensor& t, uint64_t min_bytes, size_t min_count);
 
 }  // namespace lacuna::bench

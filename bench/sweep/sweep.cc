@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 
@@ -34,36 +35,49 @@ std::string isa_of(const std::string& kernel) {
   return at == std::string::npos ? "onednn" : kernel.substr(at + 2);
 }
 
-// Runs the candidate and the baseline alternately, each on its next cold
-// copy, until the time budget and the repetition floor are met. Alternating
-// makes both see the same machine: on a shared host the memory bandwidth
-// drifts by tens of percent between seconds, so only ratios measured side by
-// side are worth quoting. The speedup is the median of the per-pair ratios,
-// which a burst of noise during a few runs of one side cannot move.
+// Runs the baseline and each candidate in turn, each on its next cold copy,
+// until the time budget (per candidate) and the repetition floor are met.
+// Interleaving makes them all see the same machine: on a shared host the
+// memory bandwidth drifts by tens of percent between seconds, so only figures
+// measured side by side are worth quoting. Measured one after another, the
+// first format of a sweep read 1.1-1.4x slower than the second, whichever it
+// was (70 % 2048->11264, one token, bitmap and csr8 each way round). The
+// candidates take turns at going first after the baseline. A speedup is the
+// median of the per-round ratios, which a burst of noise during a few runs
+// of one side cannot move.
 struct Paired {
   double ms, baseline_ms, speedup;
 };
 
-template <class Candidate, class Baseline>
-Paired time_paired(const SweepOptions& o, Candidate&& candidate, Baseline&& baseline) {
-  candidate(0);  // first touch of code paths and scratch buffers
+template <class Baseline>
+std::vector<Paired> time_interleaved(const SweepOptions& o, const std::vector<std::function<void(size_t)>>& candidates, Baseline&& baseline) {
+  const size_t count = candidates.size();
+  for (const auto& candidate : candidates) candidate(0);  // first touch of code paths and scratch buffers
   baseline(0);
-  std::vector<double> c_ms, b_ms, ratio;
+  std::vector<std::vector<double>> c_ms(count), ratio(count);
+  std::vector<double> b_ms;
   double spent = 0;
   auto timed = [](auto&& run, size_t i) {
     const auto start = std::chrono::steady_clock::now();
     run(i);
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
-  for (size_t i = 1; spent < o.seconds_per_point || c_ms.size() < static_cast<size_t>(o.min_repetitions); ++i) {
-    const double c = timed(candidate, i), b = timed(baseline, i);
-    c_ms.push_back(c * 1e3);
+  for (size_t i = 1; spent < o.seconds_per_point * static_cast<double>(count) || b_ms.size() < static_cast<size_t>(o.min_repetitions); ++i) {
+    const double b = timed(baseline, i);
     b_ms.push_back(b * 1e3);
-    ratio.push_back(b / c);
-    spent += c + b;
-    if (c_ms.size() >= 400) break;
+    spent += b;
+    for (size_t turn = 0; turn < count; ++turn) {
+      const size_t k = (i + turn) % count;
+      const double c = timed(candidates[k], i);
+      c_ms[k].push_back(c * 1e3);
+      ratio[k].push_back(b / c);
+      spent += c;
+    }
+    if (b_ms.size() >= 400) break;
   }
-  return {median(c_ms), median(b_ms), median(ratio)};
+  std::vector<Paired> out;
+  for (size_t k = 0; k < count; ++k) out.push_back({median(c_ms[k]), median(b_ms), median(ratio[k])});
+  return out;
 }
 
 std::vector<float> random_x(size_t n, size_t in) {
@@ -129,19 +143,35 @@ int run_sweep(const SweepOptions& o) {
           const auto x = random_x(n, shape.in);
           std::vector<float> y(n * shape.out), y_dense(n * shape.out);
           auto baseline = [&](size_t i) { dense[i % dense.size()].run(x.data(), n, y_dense.data()); };
-          // One row: `run` timed against the baseline, `bytes` of weights streamed per product.
-          auto point = [&](const std::string& format, const std::string& kernel, uint64_t bytes, double sparsity, auto&& run) {
-            const Paired t = time_paired(o, run, baseline);
-            return Point{shape, n, sparsity, format, dtype_name(dtype), kernel, t.ms, t.baseline_ms, t.speedup,
-                         100.0 * static_cast<double>(bytes) / (t.ms * 1e-3) / bw.bytes_per_s, flop * static_cast<double>(n) / (t.ms * 1e-3) / 1e9,
-                         ""};
+          // Rows measured together: each `run` interleaved with the others and
+          // timed against the baseline, `bytes` of weights streamed per product.
+          struct Row {
+            std::string format, kernel;
+            uint64_t bytes;
+            double sparsity;
+            std::function<void(size_t)> run;
           };
-          auto sparse_point = [&](const Candidate& c, const SpmmUkernel& k) {
-            return point(format_name(c.format), k.name, c.stats.payload_bytes, c.stats.sparsity(),
-                         [&](size_t i) { spmm_run(k, c.copies[i % c.copies.size()], x.data(), n, y.data()); });
+          auto measure = [&](const std::vector<Row>& rows) {
+            std::vector<std::function<void(size_t)>> runs;
+            for (const Row& r : rows) runs.push_back(r.run);
+            const std::vector<Paired> times = time_interleaved(o, runs, baseline);
+            std::vector<Point> out;
+            for (size_t k = 0; k < rows.size(); ++k) {
+              const Row& r = rows[k];
+              const Paired& t = times[k];
+              out.push_back(Point{shape, n, r.sparsity, r.format, dtype_name(dtype), r.kernel, t.ms, t.baseline_ms, t.speedup,
+                                  100.0 * static_cast<double>(r.bytes) / (t.ms * 1e-3) / bw.bytes_per_s,
+                                  flop * static_cast<double>(n) / (t.ms * 1e-3) / 1e9, ""});
+            }
+            return out;
           };
-          std::vector<Point> measured;
-          for (const Candidate& c : candidates) measured.push_back(sparse_point(c, *choose_spmm(c.copies[0].desc(), n).kernel));
+          auto sparse_row = [&](const Candidate& c, const SpmmUkernel& k) {
+            return Row{format_name(c.format), k.name, c.stats.payload_bytes, c.stats.sparsity(),
+                       [&c, &k, &x, &y, n](size_t i) { spmm_run(k, c.copies[i % c.copies.size()], x.data(), n, y.data()); }};
+          };
+          std::vector<Row> rows;
+          for (const Candidate& c : candidates) rows.push_back(sparse_row(c, *choose_spmm(c.copies[0].desc(), n).kernel));
+          std::vector<Point> measured = measure(rows);
           // The planner picks among the measured formats and oneDNN dense in this dtype.
           std::vector<Format> options{Format::dense};
           for (const Candidate& c : candidates)
@@ -166,19 +196,19 @@ int run_sweep(const SweepOptions& o) {
                             plan.chosen.describe().c_str());
                 continue;
               }
-              chosen = sparse_point(*c, *plan.chosen.kernel);
+              chosen = measure({sparse_row(*c, *plan.chosen.kernel)})[0];
             }
           } else if (plan.chosen.onednn_dtype == DType::bf16) {
             // Timed against itself, the candidate runs a different copy than the baseline
             // just before it, or it would find part of that copy still cached.
-            chosen = point("dense", dense[0].implementation(n), plan.chosen.bytes, 0.0,
-                           [&](size_t i) { dense[(i + dense.size() / 2) % dense.size()].run(x.data(), n, y.data()); });
+            chosen = measure({{"dense", dense[0].implementation(n), plan.chosen.bytes, 0.0,
+                               [&](size_t i) { dense[(i + dense.size() / 2) % dense.size()].run(x.data(), n, y.data()); }}})[0];
           } else {
             if (dense_int8.empty())
               for (const Tensor& t : cold_copies(random_weight(Format::dense, DType::int8, shape.out, shape.in, 0.0, 2), o.working_set_bytes, 1))
                 dense_int8.emplace_back(t);
-            chosen = point("dense", dense_int8[0].implementation(n), plan.chosen.bytes, 0.0,
-                           [&](size_t i) { dense_int8[i % dense_int8.size()].run(x.data(), n, y.data()); });
+            chosen = measure({{"dense", dense_int8[0].implementation(n), plan.chosen.bytes, 0.0,
+                               [&](size_t i) { dense_int8[i % dense_int8.size()].run(x.data(), n, y.data()); }}})[0];
           }
           // The row is the weight's (its dtype and sparsity); what ran is in the kernel and planner columns.
           chosen.sparsity = candidates.empty() ? s : candidates[0].stats.sparsity();
