@@ -71,15 +71,14 @@ MachineModel MachineModel::for_bandwidth(double bytes_per_s, int threads) {
   m.csr_window = 0.9e-9;
   m.csr_window_token = 0.45e-9;
   m.csr_pair_nonzero = 0.9e-9;
-  // csr8 bf16 windows: cold `lacuna bench sweep` on the Zen 5 host, two
-  // runs, one token against the CSR windows kernel: at 90 % 0.382-0.470 ms
-  // against 0.461-0.506 (2048->11264) and 0.197-0.198 against 0.224-0.232
-  // (5632->2048); at 95 % 0.305-0.343 against 0.307-0.310 and 0.197-0.201
-  // against 0.142-0.162, where a block holds 13 nonzeros for its four
-  // windows. 5 ns a chunk keeps CSR at 95 % and csr8 at 90 %
-  // (docs/benchmarks.md, "csr8"). Further tokens cost what CSR's windows
-  // do, four per chunk.
-  m.csr8_chunk = 5.0e-9;
+  // csr8 bf16 windows, a block's first chunk outside the chunk loop: cold
+  // `lacuna bench sweep --formats csr,csr8,bitmap` on the Zen 5 host, two
+  // threads, one token at 90 %: 0.223 ms against CSR's 0.276 (2048->11264)
+  // and 0.150 against 0.155 (5632->2048); at 95 % 0.208 against 0.245 and
+  // 0.130 against 0.134: 3.5 ns a chunk (docs/benchmarks.md, "A block's
+  // first chunk"). Further tokens cost what CSR's windows do, four per
+  // chunk (0.476 ms at four tokens, 2048->11264 at 90 %: 0.42 ns each).
+  m.csr8_chunk = 3.5e-9;
   m.pair_tile = 0.55e-9;
   m.pair_group = 2.9e-9;
   m.broadcast_tile = 0.8e-9;

@@ -69,7 +69,8 @@ TEST_P(Ukernel, MatchesDenseProduct) {
   if (std::string why = cpu_info().why_unavailable(k.features); !why.empty()) GTEST_SKIP() << k.name << " " << why;
   // 19 x 1100: row and column blocks of the large-batch kernels with parts left over.
   // 5 x 2600 and 3 x 9100: activation rows too wide for the widest token tiles (with_token_tile).
-  const std::pair<size_t, size_t> shapes[] = {{1, 1}, {7, 33}, {17, 100}, {64, 64}, {45, 257}, {19, 1100}, {5, 2600}, {3, 9100}};
+  // 6 x 230 and 4 x 450: a last csr8 block of 193-255 columns, which needs all four 64-column windows.
+  const std::pair<size_t, size_t> shapes[] = {{1, 1}, {7, 33}, {17, 100}, {64, 64}, {45, 257}, {6, 230}, {4, 450}, {19, 1100}, {5, 2600}, {3, 9100}};
   const double sparsities[] = {0.0, 0.5, 0.9, 0.99, 1.0};
   // 150 and 256: more tokens than the widest tile, ending in a partial tile and a whole one.
   const size_t batches[] = {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 33, 64, 150, 256};

@@ -7,9 +7,7 @@
 // in a row's last block when narrower), so no window loop to mispredict and
 // no clamp on the last window; and a nonzero is 3 bytes, not 4. In a throwaway
 // copy on the Zen 5 host, 90 % 2048->11264 over a 2 GB working set on one
-// thread: 36.6 ns a row against the CSR windows kernel's 50.7. At 95 % a
-// block holds 13 nonzeros for its four windows and the CSR kernel is level
-// or faster (docs/benchmarks.md, "csr8"); the planner keeps CSR there.
+// thread: 36.6 ns a row against the CSR windows kernel's 50.7.
 // A token's sum is fixed by its row (its blocks' chunks in order, into one
 // accumulator): the same bits in any batch.
 // Compiled with the bitmap kernels' flags (kernels/CMakeLists.txt): F, BW, VL, VBMI2, BF16, VNNI, BMI2.
@@ -33,10 +31,16 @@ constexpr int kWindowsPerBlock = static_cast<int>(kCsr8BlockColumns / kWindow);
 
 // Adds the products of one block's `count` nonzeros (from entry k) for NT
 // tokens; `xb` is the block's first activation of the tile's first token.
+// The first chunk runs whatever the count (an empty block's lanes are all
+// masked off) and a loop takes the rest, which at 90 % and 95 % a block
+// seldom has. With every chunk in the loop, one token took 1.3-1.6x as long
+// (same-process A/B on one core of the Zen 5 host, warm: 108 against 75 ns
+// a 5632-column row at 90 %, 101 against 64 at 95 %; docs/benchmarks.md,
+// "A block's first chunk").
 template <int NW, int NT>
 [[gnu::always_inline]] inline void block_product(const uint8_t* offsets, const uint16_t* values, uint64_t k, unsigned count, const uint16_t* xb, size_t ldx,
                           __m512 (&acc)[NT]) {
-  for (unsigned s = 0; s < count; s += 32) {
+  auto chunk = [&](unsigned s) LACUNA_INLINE_LAMBDA {
     // A chunk reads a line of values and half a line of offsets: request them as far ahead as the other bitmap kernels do.
     kernels::avx512::prefetch_t0(reinterpret_cast<const char*>(values + k + s) + kernels::avx512::kValuesAhead);
     kernels::avx512::prefetch_t0(reinterpret_cast<const char*>(offsets + k + s) + kernels::avx512::kValuesAhead / 2);
@@ -59,11 +63,14 @@ template <int NW, int NT>
       });
       acc[t] = _mm512_dpbf16_ps(acc[t], (__m512bh)weights, (__m512bh)picked);
     });
-  }
+  };
+  chunk(0);
+  for (unsigned s = 32; s < count; s += 32) chunk(s);
 }
 
-// A row's last block when it is narrower than 256 columns, of 1 to 3
-// windows (activation rows are padded to 64 columns only). Out of line:
+// A row's last block when it is narrower than 256 columns, of 1 to 4
+// windows (activation rows are padded to 64 columns only; 193-255 columns
+// take all four, as a whole block). Out of line:
 // inlined, its copies of the block product made GCC 12 spill the 4-token
 // tile of the main loop to the stack (4 tokens of 90 % 2048->5632 then ran
 // 1.5x slower than the CSR windows kernel; level after).
@@ -73,7 +80,8 @@ template <int NT>
   switch ((columns + kWindow - 1) / kWindow) {
     case 1: block_product<1, NT>(offsets, values, k, count, xb, ldx, acc); break;
     case 2: block_product<2, NT>(offsets, values, k, count, xb, ldx, acc); break;
-    default: block_product<3, NT>(offsets, values, k, count, xb, ldx, acc); break;
+    case 3: block_product<3, NT>(offsets, values, k, count, xb, ldx, acc); break;
+    default: block_product<kWindowsPerBlock, NT>(offsets, values, k, count, xb, ldx, acc); break;
   }
 }
 
