@@ -18,12 +18,13 @@ std::string kernel_tag(const SpmmUkernel& k) {
 }
 
 // The chunks of up to 32 nonzeros the csr8 bf16 windows kernel takes from
-// a 256-column block at density `density`: E[ceil(c / 32)] for c binomial,
-// the sum over m of P(c > 32 m), normal beyond m = 0.
+// a 256-column block at density `density`: the first whatever the count (the
+// kernel runs it unconditionally), then E[ceil(c / 32) - 1] more for c
+// binomial, the sum over m of P(c > 32 m), normal.
 double csr8_chunks_per_block(double density) {
   const double columns = static_cast<double>(kCsr8BlockColumns), mean = columns * density;
   const double spread = std::sqrt(2 * columns * density * (1 - density));
-  double chunks = 1 - std::pow(1 - density, columns);
+  double chunks = 1;
   for (double m = 32; m < columns; m += 32) chunks += spread > 0 ? 0.5 * std::erfc((m + 0.5 - mean) / spread) : (mean > m ? 1 : 0);
   return chunks;
 }
