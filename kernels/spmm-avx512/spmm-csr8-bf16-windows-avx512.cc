@@ -50,8 +50,8 @@ template <int NW, int NT>
     const __m512i weights = _mm512_maskz_loadu_epi16(live, values + k + s);
     // A lane's window is its offset's top two bits: permute every window
     // (dead lanes zeroed), then pick by bit 6 and bit 7. Against a compare
-    // for each window's lanes and an OR of masked permutes, 8-10 % less time
-    // a row at 90 % and 95 %, one and four tokens (docs/benchmarks.md,
+    // for each window's lanes and an OR of masked permutes, 7-10 % less time
+    // a row at 90 % and 95 % for one token, 3-7 % for four (docs/benchmarks.md,
     // "Picking a lane's window by its bits").
     const __mmask32 odd_window = NW > 1 ? _mm512_test_epi16_mask(offset, _mm512_set1_epi16(64)) : 0;
     const __mmask32 upper_half = NW > 2 ? _mm512_test_epi16_mask(offset, _mm512_set1_epi16(128)) : 0;
