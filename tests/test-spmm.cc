@@ -116,9 +116,11 @@ TEST_P(Ukernel, ComputesOnlyItsRowRange) {
 }
 
 // A sparse tensor whose groups are not all sparse: each row has one full run
-// of 64 columns, and runs of exactly 32 and 33 nonzeros, in a tensor of
-// about 10 % density. The int8 bitmap kernel reads a sparse tensor's group
-// values with 32-byte loads where they fit (HalfLoads), 64 where not.
+// of 64 columns, runs of exactly 32 and 33 nonzeros, and in one 64-column
+// block 16 nonzeros in its first half and 17 in its second, in a tensor of
+// about 15 % density. The int8 and bf16 bitmap kernels read a sparse
+// tensor's group values with 32-byte loads where they fit (HalfLoads), 64
+// where not: 32 int8 or 16 bf16 values fit, 33 or 17 do not.
 TEST_P(Ukernel, GroupsDenserThanTheirTensorMatchTheDenseProduct) {
   const SpmmUkernel& k = GetParam();
   if (std::string why = cpu_info().why_unavailable(k.features); !why.empty()) GTEST_SKIP() << k.name << " " << why;
@@ -132,6 +134,8 @@ TEST_P(Ukernel, GroupsDenserThanTheirTensorMatchTheDenseProduct) {
     fill(r, 64 * (r % 17), 64);
     fill(r, 64 * ((r + 5) % 17), 32);
     fill(r, 64 * ((r + 9) % 17) + 7, 33);
+    fill(r, 64 * ((r + 13) % 17), 16);
+    fill(r, 64 * ((r + 13) % 17) + 32, 17);
   }
   const Tensor weights = pack(quantize_matrix(w.data(), rows, cols, k.dtype), k.format, BlockShape{});
   if (k.format == Format::bitmap) {

@@ -161,14 +161,12 @@ inline typename K::WVec expand_group(const typename K::Mask* mask, typename K::M
 // 32-byte loads where they fit (load_group_values), and with 64 where not, a
 // branch on the group's count. Worth it where few groups hold more than
 // half a vector of values, so the branch is rarely mispredicted: tensors of
-// density at most kHalfLoadDensity (int8 at 35 %: 0.6 % of 64-weight groups
-// hold more than 32 values). The bits are the same, the expand reading only
-// the values the mask asks for.
+// density at most K::kHalfLoadDensity (small_n_product_with_half_loads_where_sparse).
+// The bits are the same, the expand reading only the values the mask asks for.
 template <class K>
 struct HalfLoads : K {
   static constexpr bool kHalfLoads = true;
 };
-inline constexpr double kHalfLoadDensity = 0.35;
 
 // A token's activations times the expanded group, read from memory by the
 // dot product itself where the traits can (dot_at), one instruction fewer a
@@ -306,12 +304,12 @@ inline void request_ahead(const typename K::Mask* mask, const typename K::Value*
 }
 
 // The same for the group at `split` of a tile's turn of kSplits groups.
-// Traits with half loads (int8 of at most 35 % density: about 19 bytes of
-// values and 8 of masks a group at 70 % sparsity) request the values every
-// second group and the masks every fourth, where a request at every group
-// mostly named a line already asked for: on the Intel host, cold 70 % int8
-// products at 1-8 tokens took 2-4 % less time, warm 1-6 % (docs/benchmarks.md,
-// "Fewer requests ahead").
+// Traits with half loads (at most 32 bytes of values a group; at 70 %
+// sparsity about 19, beside 8 bytes of masks for int8 and 4 for bf16)
+// request the values every second group and the masks every fourth, where a
+// request at every group mostly named a line already asked for: on the
+// Intel host, cold 70 % int8 products at 1-8 tokens took 2-4 % less time,
+// warm 1-6 % (docs/benchmarks.md, "Fewer requests ahead").
 template <class K, int kSplits, int kSplit>
 inline void request_ahead_in_turn(const typename K::Mask* mask, const typename K::Value* p) {
   if constexpr (!K::kHalfLoads || kSplits == 1) {
@@ -571,6 +569,17 @@ void small_n_product(const SpmmArgs& a) {
     }
     run(std::false_type{});
   });
+}
+
+// The product with half loads (HalfLoads) for tensors of density at most
+// K::kHalfLoadDensity, without for denser ones.
+template <class K>
+void small_n_product_with_half_loads_where_sparse(const SpmmArgs& a) {
+  const TensorDesc& d = a.w->desc();
+  if (static_cast<double>(d.nnz) <= K::kHalfLoadDensity * static_cast<double>(d.elements()))
+    small_n_product<HalfLoads<K>>(a);
+  else
+    small_n_product<K>(a);
 }
 
 }  // namespace lacuna::kernels::avx512

@@ -8,6 +8,7 @@ namespace lacuna {
 namespace {
 
 using kernels::avx512::small_n_product;
+using kernels::avx512::small_n_product_with_half_loads_where_sparse;
 
 // What the f32-accumulating traits share: no zero point, a plain sum, always
 // in four splits (a float sum's bits depend on its order; see bitmap-small-n.h).
@@ -67,6 +68,13 @@ struct Bf16 : FloatAccumulator {
   using Loaded = __m512i;
   static constexpr bool kMaskFromMemory = true;
   static constexpr bool kExpandOnce = true;
+  // Half loads (16 values in 32 bytes) up to 32 % density: 0.5 % of 32-weight
+  // groups hold more than 16 values at 30 %, 2.7 % at 35 %, 9 % at 40 %. On
+  // the AMD EPYC (Zen 5) host, one token, 30 % dense: 2.7 against 3.5
+  // cycles a group warm, cold 2048->11264 and 5632->2048 1.37-1.47x ->
+  // 1.58-1.66x dense; at 40 % the mispredicted branch made it 5.5 cycles
+  // (docs/benchmarks.md, "Half loads for bf16").
+  static constexpr double kHalfLoadDensity = 0.32;
   template <class MaskSource>
   static WVec expand(MaskSource m, Loaded values) {
     return kernels::avx512::fresh_expand_epi16(m, values);
@@ -119,6 +127,9 @@ struct Int8 {
   using Loaded = __m512i;
   static constexpr bool kMaskFromMemory = true;
   static constexpr bool kExpandOnce = true;
+  // Half loads (32 values in 32 bytes) up to 35 % density, where 0.5 % of
+  // 64-weight groups hold more than 32 values (docs/benchmarks.md, "Half loads").
+  static constexpr double kHalfLoadDensity = 0.35;
   template <class MaskSource>
   static WVec expand(MaskSource m, Loaded values) {
     return _mm512_xor_si512(kernels::avx512::fresh_expand_epi8(m, values), _mm512_set1_epi8(-128));
@@ -198,14 +209,8 @@ struct Int8WeightOnly : FloatAccumulator {
 }  // namespace
 
 void lacuna_spmm_bitmap_f32_ukernel_4x6__avx512f(const SpmmArgs& a) { small_n_product<F32>(a); }
-void lacuna_spmm_bitmap_bf16_ukernel_4x6__avx512bf16(const SpmmArgs& a) { small_n_product<Bf16>(a); }
-void lacuna_spmm_bitmap_int8_ukernel_1x16__avx512vnni(const SpmmArgs& a) {
-  const TensorDesc& d = a.w->desc();
-  if (static_cast<double>(d.nnz) <= kernels::avx512::kHalfLoadDensity * static_cast<double>(d.elements()))
-    small_n_product<kernels::avx512::HalfLoads<Int8>>(a);
-  else
-    small_n_product<Int8>(a);
-}
+void lacuna_spmm_bitmap_bf16_ukernel_4x6__avx512bf16(const SpmmArgs& a) { small_n_product_with_half_loads_where_sparse<Bf16>(a); }
+void lacuna_spmm_bitmap_int8_ukernel_1x16__avx512vnni(const SpmmArgs& a) { small_n_product_with_half_loads_where_sparse<Int8>(a); }
 void lacuna_spmm_bitmap_int8_ukernel_1x6__avx512bf16(const SpmmArgs& a) { small_n_product<Int8WeightOnly>(a); }
 void lacuna_spmm_dense_int8_ukernel_1x16__avx512vnni(const SpmmArgs& a) { small_n_product<DenseInt8>(a); }
 
