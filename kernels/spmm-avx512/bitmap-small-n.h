@@ -320,17 +320,18 @@ inline void request_ahead_in_turn(const typename K::Mask* mask, const typename K
   }
 }
 
-// Each tile is a function of its own: inlined into small_n_product, the one-token
-// tile's loop got worse registers and ran 25 % slower. With kExpanded the
-// tile reads its rows' groups from `expanded` (expand_rows) and steps
-// `next_block` on, otherwise it expands them from the bitmap (or loads them,
-// dense rows), requesting its streams ahead.
+// The groups of the row tile at r (NR rows, NT tokens of activations at x)
+// summed into `acc`, K::splits(NR * NT) accumulators a (row, token). With
+// kExpanded the tile reads its rows' groups from `expanded` (expand_rows)
+// and steps `next_block` on, otherwise it expands them from the bitmap (or
+// loads them, dense rows), requesting its streams ahead.
 // NR rows in one pass (traits whose sums do not depend on their order, see
 // rows_in_one_pass): each token's activation vector is loaded once for the
-// NR rows, and the tile keeps K::splits(NR * NT) accumulators a (row,
-// token), as many registers as a one-row tile of NR * NT tokens.
+// NR rows, and the tile keeps as many registers as a one-row tile of NR *
+// NT tokens.
 template <class K, int NR, int NT, bool kExpanded>
-[[gnu::noinline]] void bitmap_row_tile(const WeightRows<K>& b, uint64_t r, size_t n0, RowPrefetch<K>& next_block, const ExpandedGroup<K>* expanded) {
+[[gnu::always_inline]] inline void walk_row_tile(const WeightRows<K>& b, uint64_t r, const typename K::XElem* x, RowPrefetch<K>& next_block,
+                                                 const ExpandedGroup<K>* expanded, typename K::Acc (&acc)[NR][NT][K::splits(NR * NT)]) {
   const SpmmArgs& a = b.a;
   const uint64_t groups = b.groups;
   const typename K::Mask* masks[NR];
@@ -339,9 +340,7 @@ template <class K, int NR, int NT, bool kExpanded>
     masks[i] = K::kDense ? nullptr : b.row_masks(r + i);
     p[i] = b.row_values(r + i);
   });
-  const auto* x = static_cast<const typename K::XElem*>(a.x) + n0 * a.ldx;
   constexpr int kSplits = K::splits(NR * NT);
-  typename K::Acc acc[NR][NT][kSplits];
   unrolled_for<NR>([&](auto i) LACUNA_INLINE_LAMBDA {
     unrolled_for<NT>([&](auto j) LACUNA_INLINE_LAMBDA { unrolled_for<kSplits>([&](auto s) LACUNA_INLINE_LAMBDA { acc[i][j][s] = K::zero(); }); });
   });
@@ -377,12 +376,49 @@ template <class K, int NR, int NT, bool kExpanded>
   unrolled_for<kSplits - 1>([&](auto split) LACUNA_INLINE_LAMBDA {
     if (g < groups) group(g++, split);
   });
+}
+
+// Each tile is a function of its own: inlined into small_n_product, the
+// one-token tile's loop got worse registers and ran 25 % slower.
+template <class K, int NR, int NT, bool kExpanded>
+[[gnu::noinline]] void bitmap_row_tile(const WeightRows<K>& b, uint64_t r, size_t n0, RowPrefetch<K>& next_block, const ExpandedGroup<K>* expanded) {
+  const SpmmArgs& a = b.a;
+  constexpr int kSplits = K::splits(NR * NT);
+  typename K::Acc acc[NR][NT][kSplits];
+  walk_row_tile<K, NR, NT, kExpanded>(b, r, static_cast<const typename K::XElem*>(a.x) + n0 * a.ldx, next_block, expanded, acc);
   unrolled_for<NR>([&](auto i) LACUNA_INLINE_LAMBDA {
     const float row_scale = b.row_scale(r + i);
     unrolled_for<NT>([&](auto j) LACUNA_INLINE_LAMBDA {
       a.y[(n0 + j) * a.ldy + r + i] = K::finish(sum_splits<K, 0, kSplits>(acc[i][j]), row_scale, a, n0 + j);
     });
   });
+}
+
+// One token over rows r_begin .. r_end, one row at a time, each row's sums
+// finished (K::finish: the sum over the lanes, the scales) after the next
+// row's groups rather than straight after its own. The finish is a chain of
+// dependent steps (for int8 about 20 instructions, widened to int64) that
+// waited on the row's last dot products: with the tile above called once
+// a row, warm one-token products of 2048-column rows spent about a quarter
+// of their time there. Deferred, warm 2048->11264 took 16-23 % less time
+// in int8 at 70 and 90 %, 2 and 11 % in bf16 (docs/benchmarks.md, "Each
+// row's sums finished after the next row's groups"). The same arithmetic, so the
+// same bits. Tiles of several tokens keep one call a row: a row loop
+// around them made GCC spill their accumulators.
+template <class K>
+[[gnu::noinline]] void bitmap_one_token_rows(const WeightRows<K>& b, uint64_t r_begin, uint64_t r_end, size_t n0, RowPrefetch<K>& next_block) {
+  const SpmmArgs& a = b.a;
+  const auto* x = static_cast<const typename K::XElem*>(a.x) + n0 * a.ldx;
+  constexpr int kSplits = K::splits(1);
+  typename K::Acc pending = K::zero();
+  const auto finish = [&](uint64_t r) LACUNA_INLINE_LAMBDA { a.y[n0 * a.ldy + r] = K::finish(pending, b.row_scale(r), a, n0); };
+  for (uint64_t r = r_begin; r < r_end; ++r) {
+    typename K::Acc acc[1][1][kSplits];
+    walk_row_tile<K, 1, 1, false>(b, r, x, next_block, nullptr, acc);
+    if (r > r_begin) finish(r - 1);
+    pending = sum_splits<K, 0, kSplits>(acc[0][0]);
+  }
+  if (r_begin < r_end) finish(r_end - 1);
 }
 
 // How far a row's values advance over groups g .. g+3: the popcount of their four masks.
@@ -559,8 +595,12 @@ void small_n_product(const SpmmArgs& a) {
           for_token_tiles<max_tile>(a.n, [&](auto tile, size_t n0) {
             constexpr int kRows = K::rows_in_one_pass(tile);
             uint64_t q = r;
-            for (; q + kRows <= end; q += kRows) bitmap_row_tile<K, kRows, tile, kept>(b, q, n0, ahead, groups_of(q));
-            for (; q < end; ++q) bitmap_row_tile<K, 1, tile, kept>(b, q, n0, ahead, groups_of(q));
+            if constexpr (tile == 1 && kRows == 1 && !kept) {
+              bitmap_one_token_rows<K>(b, q, end, n0, ahead);
+            } else {
+              for (; q + kRows <= end; q += kRows) bitmap_row_tile<K, kRows, tile, kept>(b, q, n0, ahead, groups_of(q));
+              for (; q < end; ++q) bitmap_row_tile<K, 1, tile, kept>(b, q, n0, ahead, groups_of(q));
+            }
           });
       }
     };
