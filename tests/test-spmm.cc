@@ -118,7 +118,7 @@ TEST_P(Ukernel, ComputesOnlyItsRowRange) {
 // A sparse tensor whose groups are not all sparse: each row has one full run
 // of 64 columns, runs of exactly 32 and 33 nonzeros, and in one 64-column
 // block 16 nonzeros in its first half and 17 in its second, in a tensor of
-// about 15 % density. The int8 and bf16 bitmap kernels read a sparse
+// about 17 % density. The int8 and bf16 bitmap kernels read a sparse
 // tensor's group values with 32-byte loads where they fit (HalfLoads), 64
 // where not: 32 int8 or 16 bf16 values fit, 33 or 17 do not.
 TEST_P(Ukernel, GroupsDenserThanTheirTensorMatchTheDenseProduct) {

@@ -402,9 +402,9 @@ template <class K, int NR, int NT, bool kExpanded>
 // a row, warm one-token products of 2048-column rows spent about a quarter
 // of their time there. Deferred, warm 2048->11264 took 16-23 % less time
 // in int8 at 70 and 90 %, 2 and 11 % in bf16 (docs/benchmarks.md, "Each
-// row's sums finished after the next row's groups"). The same arithmetic, so the
-// same bits. Tiles of several tokens keep one call a row: a row loop
-// around them made GCC spill their accumulators.
+// row's sums finished after the next row's groups"). The same arithmetic,
+// so the same bits. Tiles of several tokens keep one call a row: a row
+// loop around them made GCC spill their accumulators.
 template <class K>
 [[gnu::noinline]] void bitmap_one_token_rows(const WeightRows<K>& b, uint64_t r_begin, uint64_t r_end, size_t n0, RowPrefetch<K>& next_block) {
   const SpmmArgs& a = b.a;
