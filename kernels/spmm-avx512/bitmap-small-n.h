@@ -298,20 +298,20 @@ class RowPrefetch {
 // no better than none ("The prefetch that was not there").
 inline constexpr int kValuesAhead = 2560, kMasksAhead = 1024;
 
-// Bitmap tiles (not dense rows) that take their groups in turns of
-// several also request each stream a second time, further ahead and into
-// L2 only (PREFETCHT1): the values every second group, the masks once a
-// turn. The near requests then mostly find their lines in L2, so each holds
-// an L1 miss buffer for an L2 hit instead of a trip to memory, and more of
-// the stream is in flight at once. On the Zen 5 host, cold one-token
-// products on two threads, the requests on and off in alternate passes of
-// one process, time off over time on: 70 % int8 2048->11264 1.04-1.09,
-// 5632->2048 0.90-1.06, 70 % bf16 1.05-1.31; without half loads 50 % bf16
-// 1.14-1.22, 50 % int8 1.04-1.12; whole-model decode at 70 % 1-2 % faster
-// at the median. 4 and 12 KB did about as well; 20 KB less for int8. Dense
-// rows gained nothing (0.96-1.03). Not for csr8, which requests at every
-// chunk: there the extra requests cost 2-9 % (docs/benchmarks.md,
-// "Requests into L2 further ahead").
+// Bitmap tiles (not dense rows) that take their groups in turns of several
+// also request each stream a second time, further ahead and into L2 only
+// (PREFETCHT1): the values every second group, the masks once a turn. The near
+// requests then mostly find their lines in L2, so each holds an L1 miss buffer
+// for an L2 hit instead of a trip to memory, and more of the stream is in
+// flight at once. On the Zen 5 host, cold one-token products on two threads,
+// the requests on and off in alternate passes of one process, time off over
+// time on: 70 % int8 2048->11264 1.04-1.09, 5632->2048 0.90-1.06, 70 % bf16
+// 1.05-1.31; without half loads 50 % bf16 1.14-1.22, 50 % int8 1.04-1.12;
+// whole-model decode at 70 % 1-2 % faster at the median, the 50 % bf16 model
+// 1.29-1.37x -> 1.44-1.51x dense. 4 and 12 KB did about as well; 20 KB less
+// for int8. Dense rows gained nothing (0.96-1.03). Not for csr8, which
+// requests at every chunk: there the extra requests cost 2-9 %
+// (docs/benchmarks.md, "Requests into L2 further ahead").
 inline constexpr int kValuesAheadL2 = 8192, kMasksAheadL2 = 4096;
 
 template <class K>
